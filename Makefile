@@ -1,0 +1,46 @@
+# Every target creates what it needs: a fresh machine runs `make demo` or `make test` directly.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := tests/policy/node_modules/.installed
+
+.PHONY: demo test test-unit test-functional test-e2e test-policy bench lint sandbox clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+$(NODE_STAMP): tests/policy/package.json tests/policy/package-lock.json
+	cd tests/policy && npm ci --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m bench.demo
+
+test: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+test-functional: $(STAMP)
+	$(BIN)/python -m pytest -q tests/functional
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q tests/e2e
+
+test-policy: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q tests/policy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+lint: $(STAMP)
+	$(BIN)/annex-admin template > /tmp/annex-template.json
+	$(BIN)/cfn-lint /tmp/annex-template.json
+
+clean:
+	rm -rf $(VENV) tests/policy/node_modules .demo

@@ -1,0 +1,1 @@
+"""Runtime pieces both programs share: the error root and the AWS client factory."""

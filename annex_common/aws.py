@@ -1,0 +1,163 @@
+"""The one place that builds boto3 sessions and clients, and turns botocore errors into ours.
+
+Nothing here reads or writes global AWS state: callers pass a profile, region or explicit keys,
+and boto3 itself honours ``AWS_ENDPOINT_URL`` so every command works against a local emulator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from annex_common.errors import AwsFailure, NotReady
+
+# Standard retry mode backs off on throttling, 5xx and connection errors; attempts are bounded so
+# a dead endpoint fails in seconds, not minutes.
+RETRY_CONFIG = botocore.config.Config(
+    retries={"mode": "standard", "max_attempts": 8},
+    connect_timeout=5,
+    read_timeout=30,
+)
+
+ACCESS_DENIED_CODES = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+}
+
+
+@dataclass
+class AwsClients:
+    """A session plus lazily created, cached clients; pass this object, never a global."""
+
+    session: boto3.session.Session
+    config: botocore.config.Config = field(default=RETRY_CONFIG)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def region(self) -> str:
+        return self.session.region_name or ""
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        key = f"{service}:{region or ''}"
+        if key not in self._cache:
+            self._cache[key] = self.session.client(
+                service, region_name=region or self.session.region_name, config=self.config
+            )
+        return self._cache[key]
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @property
+    def cloudformation(self) -> Any:
+        return self.client("cloudformation")
+
+    @property
+    def iam(self) -> Any:
+        return self.client("iam")
+
+    @property
+    def ssm(self) -> Any:
+        return self.client("ssm")
+
+
+def make_clients(
+    *,
+    region: str | None = None,
+    profile: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    config: botocore.config.Config | None = None,
+) -> AwsClients:
+    """Build the session for one program run.
+
+    Explicit keys (from a scientist's bundle) win over the shell's credential chain, so the
+    scientist's tool acts with her scoped keys and nothing else.
+    """
+    try:
+        if access_key_id:
+            session = boto3.session.Session(
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                region_name=region,
+            )
+        else:
+            session = boto3.session.Session(profile_name=profile, region_name=region)
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise NotReady(
+            f"AWS profile {profile!r} was not found",
+            str(exc),
+            "Check the profile name in ~/.aws/config, or omit --profile.",
+        ) from exc
+    if not session.region_name:
+        raise NotReady(
+            "no AWS region is set",
+            "neither --region nor the AWS configuration names one",
+            "Pass --region (for example --region us-east-1).",
+        )
+    return AwsClients(session=session, config=config or RETRY_CONFIG)
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+@contextlib.contextmanager
+def aws_errors(what: str, next_step: str = "") -> Iterator[None]:
+    """Turn any botocore failure inside the block into an ``AwsFailure`` that says ``what``."""
+    try:
+        yield
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise AwsFailure(
+            what,
+            "no AWS credentials were found",
+            "Configure credentials (aws configure, AWS_PROFILE, or --profile).",
+        ) from exc
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code in ACCESS_DENIED_CODES:
+            raise AwsFailure(
+                what,
+                f"AWS refused the request ({code}: {_redact(message)})",
+                next_step or "Check that these credentials are allowed to do this.",
+            ) from exc
+        raise AwsFailure(what, f"{code}: {_redact(message)}", next_step) from exc
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectionClosedError,
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ConnectTimeoutError,
+    ) as exc:
+        raise AwsFailure(
+            what,
+            f"could not reach AWS ({exc.__class__.__name__})",
+            "Check the network (and AWS_ENDPOINT_URL if set), then retry.",
+        ) from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise AwsFailure(what, _redact(str(exc)), next_step) from exc
+
+
+def _redact(text: str) -> str:
+    """AWS error messages can echo request parameters; never let a secret through."""
+    import re
+
+    return re.sub(r"(?i)(secret[^\s=:]*[=:]\s*)\S+", r"\1<redacted>", text)

@@ -1,0 +1,87 @@
+"""Names both programs, the enforcer and the instances agree on. Changing one breaks a contract."""
+
+from __future__ import annotations
+
+# Tags every annex instance carries from creation (DESIGN.md, "Tags").
+TAG_ANNEX_NAME = "htcondor:AnnexName"
+TAG_PROJECT = "htcondor:annex:project"
+TAG_EXPIRY = "htcondor:annex:expiry"
+TAG_IDLE = "htcondor:annex:idle"
+TAG_OWNER = "htcondor:annex:owner"
+REQUIRED_INSTANCE_TAGS = (TAG_ANNEX_NAME, TAG_PROJECT, TAG_EXPIRY, TAG_IDLE, TAG_OWNER)
+
+# Tags on a scientist's IAM user: the project she may act for and her caps. The managed policy
+# reads the project through ${aws:PrincipalTag/htcondor:annex:project}.
+USER_TAG_PROJECT = TAG_PROJECT
+USER_TAG_MAX_INSTANCES = "htcondor:annex:max-instances"
+USER_TAG_MAX_LEASE_HOURS = "htcondor:annex:max-lease-hours"
+USER_TAG_MAX_SPEND = "htcondor:annex:max-spend-usd"
+USER_TAG_MANAGED = "htcondor:annex:managed-by"
+USER_PATH = "/condor-annex/"
+
+# Expiry tag format: ISO 8601 UTC with Z.
+EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+DEFAULT_STACK_NAME = "HTCondorAnnex"
+DEFAULT_INSTANCE_TYPES = ("m7i.large", "m6i.large", "m5.large")
+DEFAULT_IMAGE_PARAMETER = (
+    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+)
+MAX_AVAILABILITY_ZONES = 3
+MIN_AVAILABILITY_ZONES = 2
+
+# Caps defaults for issue-credentials.
+DEFAULT_MAX_INSTANCES = 32
+DEFAULT_MAX_LEASE_HOURS = 168
+DEFAULT_MAX_SPEND_USD = 500.0
+
+# S3 layout of the stack's bucket.
+ANNEX_PREFIX = "annexes"  # annexes/<project>/<annex>/...
+PROJECT_CAPS_PREFIX = "projects"  # projects/<project>/caps.json (admin-written, enforcer-read)
+NODE_CONFIG_OBJECT = "condor_config"  # HTCondor config fragment for the execute node
+NODE_ENV_OBJECT = "annex.env"  # KEY=VALUE lines the bootstrap reads (never sourced)
+TOKEN_OBJECT = "security/token"  # IDTOKEN for the annex, when minted
+PASSWORD_OBJECT = "security/pool_password"  # pool password file, the fallback
+
+
+def annex_prefix(project_id: str, annex_name: str) -> str:
+    return f"{ANNEX_PREFIX}/{project_id}/{annex_name}/"
+
+
+def caps_key(project_id: str) -> str:
+    return f"{PROJECT_CAPS_PREFIX}/{project_id}/caps.json"
+
+
+# Stack outputs the tools read (the stack is found by name; everything else by these).
+OUT_VPC = "VpcId"
+OUT_SUBNETS = "SubnetIds"  # comma-separated
+OUT_AZS = "AvailabilityZones"  # comma-separated, same order as subnets
+OUT_SECURITY_GROUP = "SecurityGroupId"
+OUT_KEY_PAIR = "KeyPairName"
+OUT_BUCKET = "ConfigBucket"
+OUT_INSTANCE_ROLE = "InstanceRoleArn"
+OUT_INSTANCE_PROFILE = "InstanceProfileArn"
+OUT_SCIENTIST_POLICY = "ScientistPolicyArn"
+OUT_ENFORCER_FUNCTION = "EnforcerFunctionName"
+OUT_ENFORCER_RULE = "EnforcerRuleName"
+OUT_IMAGE = "ImageId"
+OUT_INSTANCE_TYPES = "InstanceTypes"  # comma-separated
+OUT_LAUNCH_TEMPLATES = "LaunchTemplates"  # "type=lt-id,type=lt-id"
+REQUIRED_OUTPUTS = (
+    OUT_VPC,
+    OUT_SUBNETS,
+    OUT_AZS,
+    OUT_SECURITY_GROUP,
+    OUT_KEY_PAIR,
+    OUT_BUCKET,
+    OUT_INSTANCE_ROLE,
+    OUT_INSTANCE_PROFILE,
+    OUT_SCIENTIST_POLICY,
+    OUT_ENFORCER_FUNCTION,
+    OUT_ENFORCER_RULE,
+    OUT_IMAGE,
+    OUT_INSTANCE_TYPES,
+    OUT_LAUNCH_TEMPLATES,
+)
+
+ENFORCER_SCHEDULE = "rate(5 minutes)"

@@ -1,0 +1,5 @@
+"""condor-annex enforcer (being written)."""
+
+
+def handler(event, context):
+    return {}

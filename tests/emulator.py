@@ -1,0 +1,110 @@
+"""The local AWS emulator for the suite: moto's server in a child process on 127.0.0.1.
+
+Nothing in the suite may reach real AWS: the environment carries fake keys and a loopback
+endpoint before any test runs, and ``assert_sandboxed`` fails a test that finds otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+FAKE_KEY_ID = "AKIAFAKETESTKEY00000"
+FAKE_SECRET = "fake-secret-for-the-local-emulator-only"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Emulator:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def post(self, path: str, body: bytes = b"") -> None:
+        request = urllib.request.Request(
+            self.url + path, data=body, method="POST", headers={"Content-Type": "text/plain"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    def reset(self) -> None:
+        """Drop every resource and switch IAM enforcement off."""
+        self.enforce_iam(False)
+        self.post("/moto-api/reset")
+
+    def enforce_iam(self, on: bool) -> None:
+        # 0: every request from now on is authenticated; inf: none is.
+        self.post("/moto-api/reset-auth", b"0" if on else b"inf")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_emulator(log_dir: Path, extra_env: dict[str, str] | None = None) -> Emulator:
+    port = free_port()
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    log_path = log_dir / f"moto-{port}.log"
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited; see {log_path}")
+        try:
+            with urllib.request.urlopen(url + "/moto-api/", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError("moto server did not start within 60 s")
+    return Emulator(url=url, process=process, log_path=log_path)
+
+
+def sandbox_environment(endpoint: str, home: Path) -> dict[str, str]:
+    """Variables that pin every AWS client to the emulator with fake keys."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": str(home / "aws-config-absent"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials-absent"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_RETRY_MODE": "standard",
+    }
+
+
+def assert_sandboxed() -> None:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if not endpoint.startswith("http://127.0.0.1:"):
+        raise AssertionError(f"AWS_ENDPOINT_URL is not the local emulator: {endpoint!r}")
+    if os.environ.get("AWS_ACCESS_KEY_ID") != FAKE_KEY_ID:
+        raise AssertionError("AWS_ACCESS_KEY_ID is not the suite's fake key")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        if os.environ.get(name):
+            raise AssertionError(f"{name} is set; the suite refuses to run with real credentials")
