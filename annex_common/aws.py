@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 
 from annex_common.errors import AwsFailure, NotReady
 
@@ -154,6 +155,12 @@ def aws_errors(what: str, next_step: str = "") -> Iterator[None]:
         ) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise AwsFailure(what, _redact(str(exc)), next_step) from exc
+    except botocore.parsers.ResponseParserError as exc:
+        raise AwsFailure(
+            what,
+            "AWS answered with an error page instead of a response (a server-side failure)",
+            next_step or "Retry in a minute; if it persists, run again with --debug.",
+        ) from exc
 
 
 def _redact(text: str) -> str:

@@ -266,7 +266,10 @@ def build_template(settings: StackSettings) -> Template:
             Tags=tags,
         )
     )
-    prices = {t_: settings.hourly_prices[t_] for t_ in settings.instance_types if t_ in settings.hourly_prices}
+    # The whole regional table, not just the allowed types: the function then does not change
+    # when the administrator changes --instance-types, and instances of a type removed later
+    # are still priced.
+    prices = dict(settings.hourly_prices)
     enforcer = t.add_resource(
         awslambda.Function(
             "EnforcerFunction",

@@ -1,0 +1,1 @@
+"""annex-admin: the pool administrator's tool (region setup, credentials, enforcement, teardown)."""

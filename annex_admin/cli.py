@@ -1,0 +1,176 @@
+"""annex-admin: thin typer commands; each parses, calls one core function, renders with rich."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from annex_common.cli_support import confirm, err_console, run_guarded
+
+app = typer.Typer(
+    name="annex-admin",
+    help="Set up a region for condor-annex, issue scientists' credentials, enforce leases, tear down.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+
+Region = Annotated[Optional[str], typer.Option("--region", help="AWS region (default: from your AWS config).")]
+Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile of the administrator.")]
+StackName = Annotated[str, typer.Option("--stack-name", help="Name of the region stack.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: latest Amazon Linux 2023).")]
+InstanceTypes = Annotated[str, typer.Option("--instance-types", help="Comma-separated instance types annexes may use.")]
+SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR.")]
+
+DEFAULT_TYPES = "m7i.large,m6i.large,m5.large"
+DEFAULT_STACK = "HTCondorAnnex"
+
+
+def _clients(region: str | None, profile: str | None):
+    from annex_common.aws import make_clients
+
+    return make_clients(region=region, profile=profile)
+
+
+def _setup_request(region: str, stack_name: str, image_id: str | None, instance_types: str, ssh_cidr: str | None):
+    from annex_admin.deploy import SetupRequest
+    from templates import settings as s
+
+    return SetupRequest(
+        region=region,
+        stack_name=s.validate_stack_name(stack_name),
+        image_id=s.validate_image_id(image_id),
+        instance_types=s.parse_instance_types(instance_types),
+        ssh_cidr=s.validate_ssh_cidr(ssh_cidr),
+    )
+
+
+def _default_region(region: str | None, profile: str | None) -> str:
+    if region:
+        return region
+    import boto3
+
+    from annex_common.errors import BadInput
+
+    found = boto3.session.Session(profile_name=profile).region_name if profile else boto3.session.Session().region_name
+    if not found:
+        raise BadInput("no AWS region given", "neither --region nor your AWS configuration names one",
+                       "Pass --region, for example --region us-east-1.")
+    return found
+
+
+@app.command()
+def template(
+    region: Region = None,
+    stack_name: StackName = DEFAULT_STACK,
+    image_id: ImageId = None,
+    instance_types: InstanceTypes = DEFAULT_TYPES,
+    ssh_cidr: SshCidr = None,
+    zones: Annotated[Optional[str], typer.Option("--zones", help="Comma-separated zones (default: <region>a,<region>b).")] = None,
+    debug: Debug = False,
+) -> None:
+    """Print the region stack's CloudFormation template as JSON (no AWS calls)."""
+
+    def action() -> None:
+        from annex_admin.offline import offline_template
+
+        request = _setup_request(region or "us-east-1", stack_name, image_id, instance_types, ssh_cidr)
+        print(offline_template(request, zones))
+
+    run_guarded(action, debug=debug)
+
+
+@app.command()
+def setup(
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    image_id: ImageId = None,
+    instance_types: InstanceTypes = DEFAULT_TYPES,
+    ssh_cidr: SshCidr = None,
+    yes: Yes = False,
+    debug: Debug = False,
+) -> None:
+    """Create or update the region stack, and wait for it."""
+
+    def action() -> None:
+        from annex_admin import deploy
+        from annex_common.errors import BadInput
+
+        resolved_region = _default_region(region, profile)
+        request = _setup_request(resolved_region, stack_name, image_id, instance_types, ssh_cidr)
+        clients = _clients(resolved_region, profile)
+        with err_console.status("Checking the region…"):
+            settings = deploy.resolve_settings(clients, request)
+        out.print(f"[bold]Stack[/] {settings.stack_name} in {settings.region}")
+        out.print(f"  zones           {', '.join(settings.availability_zones)}")
+        out.print(f"  image           {settings.image_id}")
+        out.print(f"  instance types  {', '.join(settings.instance_types)}")
+        out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}")
+        if not confirm("Create or update this stack?", assume_yes=yes):
+            raise BadInput("setup was not confirmed", "no --yes and no interactive answer",
+                           "Run again and answer y, or pass --yes.")
+        with err_console.status("Deploying…") as status:
+            def progress(line: str) -> None:
+                status.update(line)
+                err_console.print(f"  {line}", markup=False)
+
+            result = deploy.deploy(clients, settings, progress)
+        if result.action == "unchanged":
+            out.print(f"[green]No changes:[/] stack {settings.stack_name} is already up to date ({result.status}).")
+        else:
+            out.print(f"[green]Stack {settings.stack_name} {result.action}[/] ({result.status}).")
+        _print_outputs(result.outputs)
+
+    run_guarded(action, debug=debug)
+
+
+def _print_outputs(outputs: dict[str, str]) -> None:
+    table = Table("Output", "Value", box=None)
+    for key in sorted(outputs):
+        table.add_row(key, outputs[key])
+    out.print(table)
+
+
+@app.command("check-setup")
+def check_setup(
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    debug: Debug = False,
+) -> None:
+    """Report whether the stack and everything the tools need is in place (exit 1 if not)."""
+
+    def action() -> None:
+        from annex_admin.check import check_setup as run_check
+        from templates.settings import validate_stack_name
+
+        validate_stack_name(stack_name)
+        clients = _clients(region, profile)
+        report = run_check(clients, stack_name)
+        table = Table("Check", "", "Detail", box=None)
+        for item in report.items:
+            table.add_row(item.name, "[green]ok[/]" if item.ok else "[red]FAIL[/]", item.detail)
+        out.print(table)
+        if not report.ok:
+            out.print(f"[red]Setup of {stack_name} in {clients.region} is not complete.[/]")
+            raise SystemExit(1)
+        out.print(f"[green]Setup of {stack_name} in {clients.region} is complete.[/]")
+
+    run_guarded(action, debug=debug)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

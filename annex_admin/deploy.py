@@ -1,0 +1,245 @@
+"""Region setup: resolve settings against the region, then create or update the stack and wait."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable
+
+import botocore.exceptions
+
+from annex_common.aws import AwsClients, aws_errors, error_code
+from annex_common.errors import AwsFailure, BadInput, NotReady
+from annex_common.stack import describe_stack, recovery_advice
+from templates import contract
+from templates.settings import StackSettings
+from templates.stack import template_json
+
+Progress = Callable[[str], None]
+CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
+POLL_SECONDS = 2.0
+WAIT_LIMIT_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    region: str
+    stack_name: str = contract.DEFAULT_STACK_NAME
+    image_id: str = ""
+    instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES
+    ssh_cidr: str | None = None
+
+
+@dataclass
+class DeployResult:
+    action: str  # created | updated | unchanged
+    status: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+
+def shipped_prices(region: str) -> dict[str, float]:
+    table = json.loads(resources.files("templates").joinpath("prices.json").read_text())
+    return {k: float(v) for k, v in table.get(region, {}).items()}
+
+
+def validate_region(clients: AwsClients, region: str) -> None:
+    known = set(clients.session.get_available_regions("ec2"))
+    if region not in known:
+        raise BadInput(
+            f"unknown AWS region {region!r}",
+            "it is not one of the regions EC2 is offered in",
+            "Pass a region such as us-east-1 (see `aws ec2 describe-regions`).",
+        )
+
+
+def check_instance_types(clients: AwsClients, types: tuple[str, ...]) -> None:
+    try:
+        clients.ec2.describe_instance_types(InstanceTypes=list(types))
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "InvalidInstanceType":
+            raise BadInput(
+                "unknown instance type in --instance-types",
+                exc.response["Error"].get("Message", ""),
+                "Use instance types EC2 offers in this region.",
+            ) from exc
+        with aws_errors("could not check the instance types"):
+            raise
+
+
+def choose_zones(clients: AwsClients, types: tuple[str, ...]) -> tuple[str, ...]:
+    """Zones that offer every allowed type, most first; at least two are needed for fallback."""
+    with aws_errors("could not list the region's availability zones"):
+        zones = [
+            z["ZoneName"]
+            for z in clients.ec2.describe_availability_zones(
+                Filters=[{"Name": "state", "Values": ["available"]}]
+            )["AvailabilityZones"]
+            if z.get("ZoneType", "availability-zone") == "availability-zone"
+        ]
+        offered: dict[str, set[str]] = {}
+        paginator = clients.ec2.get_paginator("describe_instance_type_offerings")
+        for page in paginator.paginate(
+            LocationType="availability-zone",
+            Filters=[{"Name": "instance-type", "Values": list(types)}],
+        ):
+            for offer in page["InstanceTypeOfferings"]:
+                offered.setdefault(offer["Location"], set()).add(offer["InstanceType"])
+    ranked = sorted(zones, key=lambda z: (-len(offered.get(z, ())), z))
+    chosen = [z for z in ranked if offered.get(z)][: contract.MAX_AVAILABILITY_ZONES]
+    if len(chosen) < contract.MIN_AVAILABILITY_ZONES:
+        raise BadInput(
+            "too few availability zones offer these instance types",
+            f"found {len(chosen)}; an annex needs at least {contract.MIN_AVAILABILITY_ZONES} "
+            "to fall back between zones",
+            "Choose more common instance types with --instance-types.",
+        )
+    return tuple(sorted(chosen))
+
+
+def latest_image(clients: AwsClients) -> str:
+    with aws_errors(
+        "could not find the latest Amazon Linux 2023 image",
+        "Pass --image-id with an AMI of your choice.",
+    ):
+        return clients.ssm.get_parameter(Name=contract.DEFAULT_IMAGE_PARAMETER)["Parameter"]["Value"]
+
+
+def resolve_settings(clients: AwsClients, request: SetupRequest) -> StackSettings:
+    validate_region(clients, request.region)
+    check_instance_types(clients, request.instance_types)
+    zones = choose_zones(clients, request.instance_types)
+    image = request.image_id or latest_image(clients)
+    return StackSettings(
+        region=request.region,
+        stack_name=request.stack_name,
+        image_id=image,
+        instance_types=request.instance_types,
+        ssh_cidr=request.ssh_cidr,
+        availability_zones=zones,
+        hourly_prices=shipped_prices(request.region),
+    )
+
+
+def deploy(clients: AwsClients, settings: StackSettings, progress: Progress) -> DeployResult:
+    body = template_json(settings)
+    existing = describe_stack(clients, settings.stack_name)
+    if existing is None:
+        return _create(clients, settings.stack_name, body, progress)
+    status = existing["StackStatus"]
+    if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "CREATE_FAILED") or status.endswith(
+        "_IN_PROGRESS"
+    ):
+        raise NotReady(
+            f"stack {settings.stack_name} is in state {status} and cannot be updated",
+            existing.get("StackStatusReason") or "its last operation did not complete",
+            recovery_advice(status),
+        )
+    return _update(clients, settings.stack_name, body, progress)
+
+
+def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> DeployResult:
+    progress(f"Creating stack {name}")
+    with aws_errors(f"could not create stack {name}"):
+        clients.cloudformation.create_stack(
+            StackName=name,
+            TemplateBody=body,
+            Capabilities=CAPABILITIES,
+            OnFailure="ROLLBACK",
+            Tags=[{"Key": "htcondor:annex:stack", "Value": name}],
+        )
+    status, events = _wait(clients, name, "CREATE", progress)
+    if status != "CREATE_COMPLETE":
+        raise AwsFailure(
+            f"stack {name} was not created (state {status})",
+            events[-1] if events else "see the stack's events",
+            recovery_advice(status),
+        )
+    return DeployResult("created", status, _outputs(clients, name), events)
+
+
+def _update(clients: AwsClients, name: str, body: str, progress: Progress) -> DeployResult:
+    change_set = f"annex-setup-{uuid.uuid4().hex[:12]}"
+    progress(f"Computing changes to stack {name}")
+    with aws_errors(f"could not plan an update of stack {name}"):
+        clients.cloudformation.create_change_set(
+            StackName=name,
+            ChangeSetName=change_set,
+            TemplateBody=body,
+            Capabilities=CAPABILITIES,
+            ChangeSetType="UPDATE",
+        )
+        described = _wait_change_set(clients, name, change_set)
+    if described["Status"] == "FAILED":
+        reason = described.get("StatusReason", "")
+        with aws_errors("could not clean up an empty change set"):
+            clients.cloudformation.delete_change_set(StackName=name, ChangeSetName=change_set)
+        if "didn't contain changes" in reason or "No updates" in reason:
+            return DeployResult("unchanged", _status(clients, name), _outputs(clients, name))
+        raise AwsFailure(f"could not plan an update of stack {name}", reason)
+    for change in described.get("Changes", []):
+        rc = change.get("ResourceChange", {})
+        progress(f"  {rc.get('Action', '?')} {rc.get('LogicalResourceId', '?')} ({rc.get('ResourceType', '')})")
+    progress(f"Updating stack {name}")
+    with aws_errors(f"could not update stack {name}"):
+        earlier = {e["EventId"] for e in clients.cloudformation.describe_stack_events(StackName=name)["StackEvents"]}
+        clients.cloudformation.execute_change_set(StackName=name, ChangeSetName=change_set)
+    status, events = _wait(clients, name, "UPDATE", progress, earlier)
+    if status != "UPDATE_COMPLETE":
+        raise AwsFailure(
+            f"stack {name} was not updated (state {status})",
+            events[-1] if events else "see the stack's events",
+            recovery_advice(status),
+        )
+    return DeployResult("updated", status, _outputs(clients, name), events)
+
+
+def _wait_change_set(clients: AwsClients, name: str, change_set: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 600
+    while True:
+        described = clients.cloudformation.describe_change_set(StackName=name, ChangeSetName=change_set)
+        if described["Status"] in ("CREATE_COMPLETE", "FAILED"):
+            return described
+        if time.monotonic() > deadline:
+            raise AwsFailure(f"change set for {name} did not finish", "waited 10 minutes")
+        time.sleep(POLL_SECONDS / 2)
+
+
+def _wait(
+    clients: AwsClients, name: str, operation: str, progress: Progress, earlier: set[str] | None = None
+) -> tuple[str, list[str]]:
+    """Poll the stack, reporting each new event, until the operation leaves *_IN_PROGRESS."""
+    seen: set[str] = set(earlier or ())
+    lines: list[str] = []
+    deadline = time.monotonic() + WAIT_LIMIT_SECONDS
+    while True:
+        with aws_errors(f"lost track of stack {name}"):
+            events = clients.cloudformation.describe_stack_events(StackName=name)["StackEvents"]
+            status = clients.cloudformation.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+        for event in reversed(events):
+            if event["EventId"] in seen:
+                continue
+            seen.add(event["EventId"])
+            line = f"{event['ResourceStatus']:<22} {event['LogicalResourceId']}"
+            if event.get("ResourceStatusReason"):
+                line += f": {event['ResourceStatusReason']}"
+            lines.append(line)
+            progress(line)
+        if not status.endswith("_IN_PROGRESS"):
+            return status, lines
+        if time.monotonic() > deadline:
+            raise AwsFailure(f"stack {name} {operation.lower()} is still running", "waited an hour")
+        time.sleep(POLL_SECONDS)
+
+
+def _status(clients: AwsClients, name: str) -> str:
+    raw = describe_stack(clients, name)
+    return raw["StackStatus"] if raw else "MISSING"
+
+
+def _outputs(clients: AwsClients, name: str) -> dict[str, str]:
+    raw = describe_stack(clients, name) or {}
+    return {o["OutputKey"]: o["OutputValue"] for o in raw.get("Outputs", [])}

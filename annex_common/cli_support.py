@@ -1,0 +1,50 @@
+"""What both programs do around every command: print one readable error, pick the exit status.
+
+Kept free of boto3 so `--help` stays fast; botocore is imported only when an error needs it.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Callable, TypeVar
+
+from rich.console import Console
+
+from annex_common.errors import AnnexError
+
+T = TypeVar("T")
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
+    """Run one command's core; turn any failure into one message and an exit status."""
+    try:
+        return action()
+    except AnnexError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(exc.render(), markup=False)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("Interrupted: nothing further was started.", markup=False)
+        raise SystemExit(130) from None
+    except Exception as exc:  # the one place an unexpected error is caught
+        if debug:
+            traceback.print_exc()
+        err_console.print(
+            f"Error: unexpected failure ({exc.__class__.__name__}: {exc})\n"
+            "  Next: run again with --debug and report the output.",
+            markup=False,
+        )
+        raise SystemExit(1) from None
+
+
+def confirm(question: str, *, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")

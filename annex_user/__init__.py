@@ -1,0 +1,1 @@
+"""The scientist's client: launch, extend, inspect and end annexes."""
