@@ -168,6 +168,60 @@ def check_setup(
     run_guarded(action, debug=debug)
 
 
+@app.command("issue-credentials")
+def issue_credentials(
+    project_id: Annotated[str, typer.Option("--project-id", help="The scientist's project.")],
+    user: Annotated[str, typer.Option("--user", help="IAM user name for the scientist.")],
+    output: Annotated[Path, typer.Option("--output", help="Where to write the bundle (mode 0600).")],
+    max_instances: Annotated[int, typer.Option("--max-instances", help="Instances alive at once.")] = 32,
+    max_lease_hours: Annotated[float, typer.Option("--max-lease-hours", help="Longest lease, hours.")] = 168.0,
+    max_spend: Annotated[float, typer.Option("--max-spend", help="Most the project's live annexes may still cost, USD.")] = 500.0,
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    debug: Debug = False,
+) -> None:
+    """Create or update a scientist's IAM user for one project and write her credentials bundle."""
+
+    def action() -> None:
+        from annex_admin.credentials import IssueRequest, issue_credentials as issue, validate_issue
+        from annex_user.bundle import Caps
+
+        caps = Caps(max_instances=max_instances, max_lease_hours=max_lease_hours, max_spend_usd=max_spend)
+        validate_issue(project_id, user, caps, output)
+        clients = _clients(region, profile)
+        result = issue(clients, IssueRequest(stack_name, project_id, user, output, caps))
+        verb = "Created" if result.user_created else "Updated"
+        out.print(f"[green]{verb} IAM user {user}[/] for project {project_id} in {clients.region}.")
+        out.print(f"  caps: {caps.max_instances} instances at once, leases up to {caps.max_lease_hours:g} h, "
+                  f"${caps.max_spend_usd:,.2f} committed spend")
+        if result.keys_removed:
+            out.print(f"  replaced {len(result.keys_removed)} earlier access key(s)")
+        out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
+        out.print(f"  She installs it with: condor_annex import-credentials {result.output.name}")
+
+    run_guarded(action, debug=debug)
+
+
+@app.command("revoke-credentials")
+def revoke_credentials(
+    user: Annotated[str, typer.Option("--user", help="The scientist's IAM user name.")],
+    region: Region = None,
+    profile: Profile = None,
+    debug: Debug = False,
+) -> None:
+    """Deactivate and delete a scientist's access keys (her running annexes keep their leases)."""
+
+    def action() -> None:
+        from annex_admin.credentials import revoke_credentials as revoke
+
+        result = revoke(_clients(region, profile), user)
+        out.print(f"[green]Revoked {len(result.keys_removed)} access key(s) of {user}.[/] "
+                  "Running annexes keep their leases; the enforcer still ends them on time.")
+
+    run_guarded(action, debug=debug)
+
+
 def main() -> None:
     app()
 

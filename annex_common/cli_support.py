@@ -27,6 +27,12 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
             traceback.print_exc()
         err_console.print(exc.render(), markup=False)
         raise SystemExit(exc.exit_code) from None
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
     except KeyboardInterrupt:
         err_console.print("Interrupted: nothing further was started.", markup=False)
         raise SystemExit(130) from None

@@ -11,6 +11,10 @@ from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import NotReady
 from templates import contract
 
+class StackMissing(NotReady):
+    """No stack of that name in the region."""
+
+
 HEALTHY_STATES = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"}
 
 
@@ -75,7 +79,7 @@ def describe_stack(clients: AwsClients, stack_name: str) -> dict[str, Any] | Non
 def read_stack(clients: AwsClients, stack_name: str) -> StackInfo:
     raw = describe_stack(clients, stack_name)
     if raw is None:
-        raise NotReady(
+        raise StackMissing(
             f"no condor-annex stack named {stack_name} in {clients.region}",
             "the region has not been set up, or the name or region is wrong",
             "Ask the pool administrator to run `annex-admin setup` in this region "

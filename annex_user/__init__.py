@@ -1,1 +1,1 @@
-"""The scientist's client: launch, extend, inspect and end annexes."""
+"""condor_annex: the scientist's client (launch, status, extend, terminate an annex)."""

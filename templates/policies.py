@@ -1,10 +1,22 @@
 """IAM policy documents (awacs) for the scientists, the instances and the enforcer.
 
-Statement style, and why: every Allow that must work under the local emulator names resource
-``*`` and narrows with condition keys AWS documents for that action; every Deny names the
-resource type it guards (instance, subnet, ...). AWS evaluates both fully; the emulator ignores
-conditions and checks EC2 against ``*`` only, so it honours the Allows and never mis-applies the
-Denies. The real semantics are proven with an IAM policy simulator in tests/policy.
+Statement style, and why. AWS evaluates every statement fully; the local emulator (moto) does
+not: it counts every condition as true, checks EC2 and CloudFormation requests against resource
+``*`` only, does not substitute policy variables, and treats a statement without ``Resource``
+(that is, one with ``NotResource``) as matching. So:
+
+- every Allow that the client needs names resource ``*`` (or a plain prefix) and narrows with
+  condition keys AWS documents for the action: AWS applies the narrowing, the emulator the grant;
+- every conditional Deny names the ARN pattern of the resource type it guards (instance, subnet,
+  image, ...): AWS applies it to that resource, the emulator never matches it (EC2 is checked
+  against ``*``), so it never refuses what AWS would allow;
+- where AWS needs an exact resource scope that the emulator cannot check (a stack ARN, an S3 key
+  holding ``${aws:PrincipalTag/...}``), a Deny with ``NotResource`` does the scoping on AWS and is
+  inert under the emulator;
+- unconditional Denies on plain ARNs (the caps objects) bind on both.
+
+The real semantics are proven with an IAM policy simulator in tests/policy; what the emulator
+enforces is proven in tests/policy/test_emulator_enforcement.py.
 """
 
 from __future__ import annotations
@@ -25,6 +37,22 @@ from templates import contract
 
 PRINCIPAL_PROJECT = "${aws:PrincipalTag/" + contract.TAG_PROJECT + "}"
 PRINCIPAL_USER = "${aws:username}"
+
+# Tags that identify an instance and its owner: set at creation, never changed afterwards. The
+# expiry is the one tag a scientist may move (extend); deleting it is never allowed.
+PROTECTED_INSTANCE_TAGS = (
+    contract.TAG_ANNEX_NAME,
+    contract.TAG_PROJECT,
+    contract.TAG_OWNER,
+    contract.TAG_IDLE,
+)
+
+# Both launch paths: an instant EC2 Fleet authorizes the instances it creates against the
+# caller's own policy (it needs no service-linked role), so every launch guard names both.
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-fleet-prerequisites.html
+LAUNCH_ACTIONS = [ec2_actions.RunInstances, ec2_actions.CreateFleet]
+
+S3_OBJECT_ACTIONS = [s3_actions.PutObject, s3_actions.GetObject, s3_actions.DeleteObject]
 
 
 @dataclass
@@ -58,7 +86,7 @@ def _ec2_arn(resource: str) -> Sub:
 
 
 def _bucket_arn(bucket: Any, suffix: str = "") -> Join:
-    return Join("", ["arn:aws:s3:::", bucket, suffix])
+    return Join("", [Sub("arn:${AWS::Partition}:s3:::"), bucket, suffix])
 
 
 def _launch_template_arn(lt_id: Any) -> Join:
@@ -68,13 +96,27 @@ def _launch_template_arn(lt_id: Any) -> Join:
     )
 
 
-def scientist_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
-    instance_arn = _ec2_arn("instance/*")
-    project_prefix = f"{contract.ANNEX_PREFIX}/{PRINCIPAL_PROJECT}/"
+def _stack_arn(stack_name: str) -> Sub:
+    return Sub(
+        "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/"
+        + stack_name
+        + "/*"
+    )
+
+
+def _deny(sid: str, actions: list[Any], resources: list[Any], condition: Any = None) -> awacs_aws.Statement:
+    kwargs: dict[str, Any] = {"Sid": sid, "Effect": awacs_aws.Deny, "Action": actions, "Resource": resources}
+    if condition is not None:
+        kwargs["Condition"] = awacs_aws.Condition(condition)
+    return awacs_aws.Statement(**kwargs)
+
+
+def _read_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     return [
         awacs_aws.Statement(
             Sid="DescribeForPlanningAndStatus",
             Effect=awacs_aws.Allow,
+            # Describe* and pricing calls support no resource-level permissions.
             Action=[
                 ec2_actions.DescribeInstances,
                 ec2_actions.DescribeInstanceTypes,
@@ -95,31 +137,55 @@ def scientist_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             Sid="ReadStackOutputs",
             Effect=awacs_aws.Allow,
             Action=[cfn_actions.DescribeStacks],
-            Resource=[
-                Sub(
-                    "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/"
-                    + refs.stack_name
-                    + "/*"
-                )
-            ],
+            Resource=["*"],
         ),
+        # Other stacks' outputs may name things she has no business seeing.
+        # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_notresource.html
+        awacs_aws.Statement(
+            Sid="DenyOtherStacks",
+            Effect=awacs_aws.Deny,
+            Action=[cfn_actions.DescribeStacks],
+            NotResource=[_stack_arn(refs.stack_name)],
+        ),
+    ]
+
+
+def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
+    launch_templates = [_launch_template_arn(lt) for lt in refs.launch_template_ids]
+    return [
+        # ec2:LaunchTemplate is set on every resource type RunInstances touches, so one
+        # statement over "*" covers instance, volume, network interface, subnet, security group,
+        # image, key pair and the template itself, and only for the stack's templates.
+        # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/use-launch-templates-to-control-launching-instances.html
         awacs_aws.Statement(
             Sid="LaunchOnlyFromStackTemplates",
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.RunInstances],
             Resource=["*"],
-            Condition=awacs_aws.Condition(
-                awacs_aws.ArnLike(
-                    "ec2:LaunchTemplate", [_launch_template_arn(lt) for lt in refs.launch_template_ids]
-                )
-            ),
+            Condition=awacs_aws.Condition(awacs_aws.ArnLike("ec2:LaunchTemplate", launch_templates)),
         ),
+        # CreateFleet offers no ec2:LaunchTemplate key; the Deny below pins its templates.
         awacs_aws.Statement(
             Sid="FleetRequests",
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.CreateFleet],
             Resource=["*"],
         ),
+        awacs_aws.Statement(
+            Sid="DenyFleetFromOtherTemplates",
+            Effect=awacs_aws.Deny,
+            Action=[ec2_actions.CreateFleet],
+            NotResource=launch_templates
+            + [
+                _ec2_arn(kind + "/*")
+                for kind in (
+                    "fleet", "instance", "volume", "network-interface", "subnet",
+                    "security-group", "image", "key-pair",
+                )
+            ],
+        ),
+        # Tag-on-create only: ec2:CreateAction is present only when the tags ride on the
+        # creating call. https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html
         awacs_aws.Statement(
             Sid="TagOnlyAtCreation",
             Effect=awacs_aws.Allow,
@@ -130,15 +196,31 @@ def scientist_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             ),
         ),
         awacs_aws.Statement(
+            Sid="PassOnlyTheInstanceRole",
+            Effect=awacs_aws.Allow,
+            Action=[iam_actions.PassRole],
+            Resource=[refs.instance_role_arn],
+            # https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_passrole.html
+            Condition=awacs_aws.Condition(
+                awacs_aws.StringEquals("iam:PassedToService", "ec2.amazonaws.com")
+            ),
+        ),
+    ]
+
+
+def _lease_statements() -> list[awacs_aws.Statement]:
+    return [
+        # Only the expiry key, and at least one key: ForAllValues is true for an empty set, so
+        # the Null check rules that out.
+        # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html
+        awacs_aws.Statement(
             Sid="ExtendOwnProjectLease",
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.CreateTags],
             Resource=["*"],
             Condition=awacs_aws.Condition(
                 [
-                    awacs_aws.StringEquals(
-                        "aws:ResourceTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT
-                    ),
+                    awacs_aws.StringEquals("aws:ResourceTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT),
                     awacs_aws.ForAllValuesStringEquals("aws:TagKeys", [contract.TAG_EXPIRY]),
                     awacs_aws.Null("aws:TagKeys", "false"),
                 ]
@@ -153,86 +235,139 @@ def scientist_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
                 awacs_aws.StringEquals("aws:ResourceTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT)
             ),
         ),
+    ]
+
+
+def _configuration_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
+    own_prefix = f"{contract.ANNEX_PREFIX}/{PRINCIPAL_PROJECT}/"
+    return [
+        # The grant names the plain annexes/ prefix (the emulator cannot substitute policy
+        # variables); the Deny below narrows it to her project's prefix on AWS. The Null check
+        # keeps a user without a project tag out entirely: an unresolved variable would make the
+        # narrowing Deny inapplicable.
+        # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html
         awacs_aws.Statement(
-            Sid="PassOnlyTheInstanceRole",
+            Sid="ProjectConfiguration",
             Effect=awacs_aws.Allow,
-            Action=[iam_actions.PassRole],
-            Resource=[refs.instance_role_arn],
-            Condition=awacs_aws.Condition(
-                awacs_aws.StringEquals("iam:PassedToService", "ec2.amazonaws.com")
-            ),
+            Action=S3_OBJECT_ACTIONS,
+            Resource=[_bucket_arn(refs.bucket, f"/{contract.ANNEX_PREFIX}/*")],
+            Condition=awacs_aws.Condition(awacs_aws.Null("aws:PrincipalTag/" + contract.TAG_PROJECT, "false")),
         ),
         awacs_aws.Statement(
-            Sid="OwnProjectConfiguration",
-            Effect=awacs_aws.Allow,
-            Action=[s3_actions.PutObject, s3_actions.GetObject, s3_actions.DeleteObject],
-            Resource=[_bucket_arn(refs.bucket, "/" + project_prefix + "*")],
+            Sid="DenyOtherProjectsConfiguration",
+            Effect=awacs_aws.Deny,
+            Action=S3_OBJECT_ACTIONS,
+            NotResource=[_bucket_arn(refs.bucket, "/" + own_prefix + "*")],
+        ),
+        # The caps objects are the administrator's; the enforcer trusts them.
+        _deny(
+            "DenyProjectCaps",
+            [s3_actions.Action("*")],
+            [_bucket_arn(refs.bucket, f"/{contract.PROJECT_CAPS_PREFIX}/*")],
         ),
         awacs_aws.Statement(
             Sid="ListOwnProjectConfiguration",
             Effect=awacs_aws.Allow,
             Action=[s3_actions.ListBucket],
             Resource=[_bucket_arn(refs.bucket)],
-            Condition=awacs_aws.Condition(awacs_aws.StringLike("s3:prefix", [project_prefix + "*"])),
-        ),
-        # Guards on what a launch creates. Scoped to the instance resource so they bind every
-        # RunInstances (direct or through CreateFleet).
-        awacs_aws.Statement(
-            Sid="DenyLaunchForAnotherProject",
-            Effect=awacs_aws.Deny,
-            Action=[ec2_actions.RunInstances],
-            Resource=[instance_arn],
-            Condition=awacs_aws.Condition(
-                awacs_aws.StringNotEquals("aws:RequestTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT)
-            ),
-        ),
-        awacs_aws.Statement(
-            Sid="DenyLaunchForAnotherOwner",
-            Effect=awacs_aws.Deny,
-            Action=[ec2_actions.RunInstances],
-            Resource=[instance_arn],
-            Condition=awacs_aws.Condition(
-                awacs_aws.StringNotEquals("aws:RequestTag/" + contract.TAG_OWNER, PRINCIPAL_USER)
-            ),
-        ),
-        awacs_aws.Statement(
-            Sid="DenyLaunchWithoutLease",
-            Effect=awacs_aws.Deny,
-            Action=[ec2_actions.RunInstances],
-            Resource=[instance_arn],
-            Condition=awacs_aws.Condition(
-                awacs_aws.Null(
-                    {
-                        "aws:RequestTag/" + contract.TAG_EXPIRY: "true",
-                    }
-                )
-            ),
-        ),
-        awacs_aws.Statement(
-            Sid="DenyLaunchWithoutAnnexName",
-            Effect=awacs_aws.Deny,
-            Action=[ec2_actions.RunInstances],
-            Resource=[instance_arn],
-            Condition=awacs_aws.Condition(
-                awacs_aws.Null({"aws:RequestTag/" + contract.TAG_ANNEX_NAME: "true"})
-            ),
-        ),
-        awacs_aws.Statement(
-            Sid="DenyOtherInstanceTypes",
-            Effect=awacs_aws.Deny,
-            Action=[ec2_actions.RunInstances],
-            Resource=[instance_arn],
-            Condition=awacs_aws.Condition(
-                awacs_aws.StringNotEquals("ec2:InstanceType", refs.instance_types)
-            ),
-        ),
-        awacs_aws.Statement(
-            Sid="DenyRetaggingOrUntagging",
-            Effect=awacs_aws.Deny,
-            Action=[ec2_actions.DeleteTags],
-            Resource=[instance_arn],
+            Condition=awacs_aws.Condition(awacs_aws.StringLike("s3:prefix", [own_prefix + "*"])),
         ),
     ]
+
+
+def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
+    """Denies on what a launch creates; each names the resource type it inspects."""
+    instance = [_ec2_arn("instance/*")]
+    guards = [
+        # Without a project tag on the user, ${aws:PrincipalTag/...} resolves to nothing and the
+        # comparisons below would not apply: refuse outright.
+        _deny(
+            "DenyUntaggedPrincipal",
+            LAUNCH_ACTIONS + [ec2_actions.CreateTags, ec2_actions.TerminateInstances],
+            instance,
+            awacs_aws.Null("aws:PrincipalTag/" + contract.TAG_PROJECT, "true"),
+        ),
+        # aws:RequestTag with the instance resource of RunInstances:
+        # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ExamplePolicies_EC2.html#iam-example-runinstances
+        _deny(
+            "DenyLaunchForAnotherProject",
+            LAUNCH_ACTIONS,
+            instance,
+            awacs_aws.StringNotEquals("aws:RequestTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT),
+        ),
+        _deny(
+            "DenyLaunchForAnotherOwner",
+            LAUNCH_ACTIONS,
+            instance,
+            awacs_aws.StringNotEquals("aws:RequestTag/" + contract.TAG_OWNER, PRINCIPAL_USER),
+        ),
+    ]
+    # One statement per key: keys inside one Null block are ANDed.
+    for sid, key in (
+        ("DenyLaunchWithoutLease", contract.TAG_EXPIRY),
+        ("DenyLaunchWithoutAnnexName", contract.TAG_ANNEX_NAME),
+        ("DenyLaunchWithoutIdleTimeout", contract.TAG_IDLE),
+    ):
+        guards.append(_deny(sid, LAUNCH_ACTIONS, instance, awacs_aws.Null("aws:RequestTag/" + key, "true")))
+    guards.append(
+        _deny(
+            "DenyOtherInstanceTypes",
+            LAUNCH_ACTIONS,
+            instance,
+            awacs_aws.StringNotEquals("ec2:InstanceType", refs.instance_types),
+        )
+    )
+    # The template's image, not one named in the request.
+    guards.append(
+        _deny(
+            "DenyImageOverride",
+            [ec2_actions.RunInstances],
+            [_ec2_arn("image/*")],
+            awacs_aws.Bool("ec2:IsLaunchTemplateResource", "false"),
+        )
+    )
+    if refs.subnet_ids:
+        guards.append(
+            _deny(
+                "DenyOtherSubnets",
+                LAUNCH_ACTIONS,
+                [_ec2_arn("subnet/*")],
+                awacs_aws.StringNotEquals("ec2:SubnetID", list(refs.subnet_ids)),
+            )
+        )
+    if refs.security_group_id is not None:
+        guards.append(
+            _deny(
+                "DenyOtherSecurityGroups",
+                [ec2_actions.RunInstances],
+                [_ec2_arn("security-group/*")],
+                awacs_aws.StringNotEquals("ec2:SecurityGroupID", refs.security_group_id),
+            )
+        )
+    guards += [
+        # Identity tags are fixed at creation: no CreateTags on them outside a creating call.
+        _deny(
+            "DenyRetaggingIdentity",
+            [ec2_actions.CreateTags],
+            instance,
+            [
+                awacs_aws.ForAnyValueStringEquals("aws:TagKeys", list(PROTECTED_INSTANCE_TAGS)),
+                awacs_aws.Null("ec2:CreateAction", "true"),
+            ],
+        ),
+        _deny("DenyUntagging", [ec2_actions.DeleteTags], instance),
+    ]
+    return guards
+
+
+def scientist_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
+    return (
+        _read_statements(refs)
+        + _launch_statements(refs)
+        + _lease_statements()
+        + _configuration_statements(refs)
+        + _launch_guards(refs)
+    )
 
 
 def scientist_policy(refs: PolicyRefs) -> awacs_aws.PolicyDocument:

@@ -1,0 +1,158 @@
+"""The credentials bundle: a TOML file, mode 0600, with the scientist's keys, project and caps."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from annex_common.errors import BadInput
+
+DEFAULT_BUNDLE_PATH = Path("~/.condor/annex-credentials.toml")
+REQUIRED_STRINGS = ("region", "stack_name", "project_id", "user", "aws_access_key_id", "aws_secret_access_key")
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_instances: int
+    max_lease_hours: float
+    max_spend_usd: float
+
+
+@dataclass(frozen=True)
+class Bundle:
+    region: str
+    stack_name: str
+    project_id: str
+    user: str
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    caps: Caps
+
+    def __repr__(self) -> str:  # never show the secret
+        return (
+            f"Bundle(region={self.region!r}, stack_name={self.stack_name!r}, project_id={self.project_id!r}, "
+            f"user={self.user!r}, aws_access_key_id={self.aws_access_key_id!r}, caps={self.caps!r})"
+        )
+
+    __str__ = __repr__
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in REQUIRED_STRINGS}
+        data.update(asdict(self.caps))
+        return data
+
+
+def locate_bundle(cli_path: str | None, env_value: str | None, home: Path) -> Path:
+    """--credentials wins, then $CONDOR_ANNEX_CREDENTIALS, then the default place."""
+    if cli_path:
+        return Path(cli_path).expanduser()
+    if env_value:
+        return Path(env_value).expanduser()
+    return home / ".condor" / "annex-credentials.toml"
+
+
+def _fail(path: Path, why: str, next_step: str = "") -> BadInput:
+    return BadInput(
+        f"cannot use the credentials bundle {path}",
+        why,
+        next_step
+        or "Ask your pool administrator for a bundle (`annex-admin issue-credentials`), then run "
+        "`condor_annex import-credentials FILE`.",
+    )
+
+
+def check_private(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise _fail(
+            path,
+            f"it is readable by others (mode {mode:04o}); it holds an AWS secret key",
+            f"Run `chmod 600 {path}` (and consider asking for new keys if others could read it).",
+        )
+
+
+def load_bundle(path: Path) -> Bundle:
+    if not path.exists():
+        raise _fail(path, "the file does not exist")
+    if not path.is_file():
+        raise _fail(path, "it is not a regular file")
+    check_private(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except PermissionError as exc:
+        raise _fail(path, "it cannot be read (permission denied)", f"Check the owner of {path}.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"it cannot be read ({exc.__class__.__name__})") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(path, f"it is not valid TOML ({exc})") from exc
+    return parse_bundle(data, path)
+
+
+def parse_bundle(data: Mapping[str, Any], path: Path) -> Bundle:
+    values: dict[str, str] = {}
+    for key in REQUIRED_STRINGS:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(path, f"the key {key!r} is missing or not a non-empty string")
+        values[key] = value.strip()
+    caps = Caps(
+        max_instances=_number(data, "max_instances", path, int),
+        max_lease_hours=_number(data, "max_lease_hours", path, float),
+        max_spend_usd=_number(data, "max_spend_usd", path, float),
+    )
+    return Bundle(caps=caps, **values)
+
+
+def _number(data: Mapping[str, Any], key: str, path: Path, kind: type) -> Any:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, f"the cap {key!r} is missing or not a number")
+    if kind is int and (not float(value).is_integer()):
+        raise _fail(path, f"the cap {key!r} must be a whole number")
+    if value <= 0 or value != value or value == float("inf"):
+        raise _fail(path, f"the cap {key!r} must be a positive number")
+    return kind(value)
+
+
+def write_bundle(path: Path, bundle: Bundle) -> None:
+    """Write atomically with mode 0600 from the first byte (never briefly world-readable)."""
+    import tomli_w
+
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"# condor-annex credentials bundle: keep private (mode 0600).\n")
+            handle.write(tomli_w.dumps(bundle.to_toml_dict()).encode())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def import_bundle(source: Path, destination: Path) -> Bundle:
+    """Validate a bundle and install it in the default place with mode 0600."""
+    if source.exists() and source.is_file():
+        try:
+            data = tomllib.loads(source.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise _fail(source, f"it is not a readable TOML bundle ({exc.__class__.__name__})") from exc
+        bundle = parse_bundle(data, source)
+    else:
+        raise _fail(source, "the file does not exist")
+    write_bundle(destination, bundle)
+    return bundle

@@ -1,0 +1,278 @@
+"""condor_annex: thin typer commands; each parses, calls one core function, renders with rich.
+
+Heavy modules (boto3, the htcondor bindings) are imported inside the commands so that `--help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from annex_common.cli_support import confirm, err_console, run_guarded
+
+app = typer.Typer(
+    name="condor_annex",
+    help="Expand your HTCondor pool into AWS for a while, within your project's caps.\n\n"
+    "Launch is the default command: condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+
+COMMANDS = {"launch", "status", "extend", "terminate", "import-credentials"}
+
+Credentials = Annotated[Optional[str], typer.Option("--credentials", help="Credentials bundle (default: $CONDOR_ANNEX_CREDENTIALS, then ~/.condor/annex-credentials.toml).")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+AnnexName = Annotated[Optional[str], typer.Option("--annex-name", help="Name of the annex.")]
+Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYYY-MM-DD HH:MM' local time (or with an offset).")]
+Duration = Annotated[Optional[float], typer.Option("--duration", help="Lease length in hours from now.")]
+
+
+
+
+def _bundle_path(credentials: str | None) -> Path:
+    from annex_user.bundle import locate_bundle
+
+    return locate_bundle(credentials, os.environ.get("CONDOR_ANNEX_CREDENTIALS"), Path.home())
+
+
+def _lease_end(expiry: str | None, duration: float | None, now):
+    from annex_common.errors import BadInput
+    from annex_user import expiry as lease
+
+    if (expiry is None) == (duration is None):
+        raise BadInput(
+            "give exactly one of --expiry and --duration",
+            "both were given" if expiry is not None else "neither was given",
+            "Pass --expiry 'YYYY-MM-DD HH:MM' or --duration HOURS.",
+        )
+    return lease.parse_expiry(expiry, now=now) if expiry is not None else lease.parse_duration(duration, now=now)
+
+
+@app.command()
+def launch(
+    project_id: Annotated[str, typer.Option("--project-id", help="Your project (must match your credentials).")],
+    instances: Annotated[int, typer.Option("--instances", "--count", help="How many instances.")],
+    expiry: Expiry = None,
+    duration: Duration = None,
+    annex_name: AnnexName = None,
+    instance_type: Annotated[Optional[str], typer.Option("--instance-type", help="One of the stack's instance types (default: the fleet picks).")] = None,
+    spot: Annotated[bool, typer.Option("--spot", help="Use spot capacity (price-capacity-optimized).")] = False,
+    idle: Annotated[int, typer.Option("--idle", help="Minutes unclaimed before an instance shuts down.")] = 15,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and check permissions; launch nothing.")] = False,
+    yes: Yes = False,
+    credentials: Credentials = None,
+    debug: Debug = False,
+) -> None:
+    """Launch an annex (the default command)."""
+
+    def action() -> None:
+        from datetime import datetime, timezone
+
+        from annex_common.errors import BadInput
+        from annex_user import launch as core
+        from annex_user.context import open_context
+
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        lease_end = _lease_end(expiry, duration, now)
+        core.validate_count(instances)
+        ctx = open_context(_bundle_path(credentials), now=now)
+        with err_console.status("Planning: checking caps, prices and your pool…"):
+            plan = core.plan_launch(
+                ctx,
+                core.LaunchRequest(
+                    project_id=project_id,
+                    expiry=lease_end,
+                    count=instances,
+                    annex_name=annex_name,
+                    instance_type=instance_type,
+                    spot=spot,
+                    idle_minutes=idle,
+                    condor_config=os.environ.get("CONDOR_CONFIG"),
+                ),
+            )
+        _print_plan(plan, ctx.bundle)
+        if dry_run:
+            verdict = core.dry_run(ctx, plan)
+            out.print(f"Dry run: launch permission {verdict}. Nothing was launched or uploaded.")
+            if verdict.startswith("refused"):
+                raise SystemExit(1)
+            return
+        if not confirm(f"Launch {plan.count} instance(s)?", assume_yes=yes):
+            raise BadInput("the launch was not confirmed", "no --yes and no interactive answer",
+                           "Run again and answer y, or pass --yes.")
+        with err_console.status("Launching…") as status:
+            def progress(line: str) -> None:
+                status.update(line.strip())
+                err_console.print(line, markup=False)
+
+            result = core.execute_launch(ctx, plan, progress)
+        _print_launch(result)
+        if result.shortfall:
+            raise SystemExit(1)
+
+    run_guarded(action, debug=debug)
+
+
+def _print_plan(plan, bundle) -> None:
+    from annex_user.expiry import format_local
+
+    types = ", ".join(plan.instance_types)
+    out.print(f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})")
+    out.print(f"  instances      {plan.count} × {types} ({'spot' if plan.spot else 'on-demand'}), "
+              f"{len(plan.pools)} capacity pool(s)")
+    out.print(f"  lease ends     {format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)")
+    out.print(f"  idle shutdown  after {plan.idle_seconds // 60} min unclaimed")
+    if abs(plan.hourly_high - plan.hourly_low) < 1e-9:
+        out.print(f"  price          ${plan.hourly_high:,.4f}/hour for the annex")
+    else:
+        out.print(f"  price          ${plan.hourly_low:,.4f}-${plan.hourly_high:,.4f}/hour for the annex")
+    out.print(f"  most it costs  [bold]${plan.most_cost:,.2f}[/] (prices: {plan.prices.source})")
+    out.print(f"  project caps   {plan.live_instances + plan.count}/{bundle.caps.max_instances} instances, "
+              f"${plan.committed_spend + plan.most_cost:,.2f}/${bundle.caps.max_spend_usd:,.2f} committed, "
+              f"lease ≤ {bundle.caps.max_lease_hours:g} h")
+    out.print(f"  pool           {plan.collector_host}; {plan.security_description}")
+
+
+def _print_launch(result) -> None:
+    parts = ", ".join(f"{n} × {t}" for t, n in sorted(result.by_type.items()))
+    out.print(f"[green]Launched {len(result.instance_ids)} of {result.plan.count} instance(s)[/] ({parts or 'none'}).")
+    if result.capacity_errors:
+        out.print(f"  {len(result.capacity_errors)} capacity error(s) were met and worked around where possible.")
+    if result.shortfall:
+        out.print(f"[red]{result.shortfall} instance(s) could not be launched:[/] every pool ran out of capacity. "
+                  f"Launch the rest later with another --annex-name.")
+    out.print(f"Watch it with: condor_annex status --annex-name {result.plan.annex_name}")
+
+
+@app.command()
+def status(
+    annex_name: AnnexName = None,
+    output: Annotated[str, typer.Option("--output", help="table or json.")] = "table",
+    credentials: Credentials = None,
+    debug: Debug = False,
+) -> None:
+    """Every instance of your project's annexes."""
+
+    def action() -> None:
+        from datetime import datetime, timezone
+
+        from annex_common.errors import BadInput
+        from annex_user.context import open_context
+        from annex_user.manage import annex_status
+
+        if output not in ("table", "json"):
+            raise BadInput(f"--output {output!r} is not known", "choose table or json", "Pass --output json.")
+        ctx = open_context(_bundle_path(credentials))
+        report = annex_status(ctx, annex_name=annex_name, condor_config=os.environ.get("CONDOR_CONFIG"))
+        now = datetime.now(timezone.utc)
+        if output == "json":
+            print(json.dumps([row.to_json(now) for row in report.rows], indent=2))
+            return
+        err_console.print(report.collector_note, markup=False)
+        table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease left", "In pool")
+        for row in report.rows:
+            data = row.to_json(now)
+            remaining = data["lease_remaining_seconds"]
+            left = "none (ending)" if not remaining else f"{remaining // 3600}h{(remaining % 3600) // 60:02d}m"
+            pool = {True: "yes", False: "no", None: "?"}[row.in_pool]
+            table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
+                          data["availability_zone"], left, pool)
+        out.print(table)
+        out.print(f"{len(report.rows)} instance(s).")
+
+    run_guarded(action, debug=debug)
+
+
+@app.command()
+def extend(
+    annex_name: Annotated[str, typer.Option("--annex-name", help="Name of the annex.")],
+    expiry: Expiry = None,
+    duration: Duration = None,
+    credentials: Credentials = None,
+    debug: Debug = False,
+) -> None:
+    """Move the lease end of every live instance of an annex."""
+
+    def action() -> None:
+        from annex_user.context import open_context
+        from annex_user.expiry import format_local
+        from annex_user.manage import extend_lease
+
+        ctx = open_context(_bundle_path(credentials))
+        new_end = _lease_end(expiry, duration, ctx.now)
+        result = extend_lease(ctx, annex_name=annex_name, new_expiry=new_end, condor_config=os.environ.get("CONDOR_CONFIG"))
+        out.print(f"[green]Lease of {result.annex_name} now ends {format_local(result.new_expiry)}[/] "
+                  f"on {len(result.instance_ids)} instance(s).")
+        if result.token_reminted:
+            out.print("  A new pool token lasting to the new lease end was uploaded; instances pick it up within minutes.")
+
+    run_guarded(action, debug=debug)
+
+
+@app.command()
+def terminate(
+    annex_name: Annotated[str, typer.Option("--annex-name", help="Name of the annex.")],
+    yes: Yes = False,
+    credentials: Credentials = None,
+    debug: Debug = False,
+) -> None:
+    """Terminate every instance of an annex and remove its configuration."""
+
+    def action() -> None:
+        from annex_common.errors import BadInput
+        from annex_user.context import open_context
+        from annex_user.manage import find_annex, terminate_annex
+
+        ctx = open_context(_bundle_path(credentials))
+        instances = find_annex(ctx, annex_name)
+        if not confirm(f"Terminate {len(instances)} instance(s) of {annex_name}?", assume_yes=yes):
+            raise BadInput("termination was not confirmed", "no --yes and no interactive answer",
+                           "Run again and answer y, or pass --yes.")
+        with err_console.status(f"Terminating {len(instances)} instance(s)…"):
+            result = terminate_annex(ctx, instances, annex_name)
+        out.print(f"[green]Terminated {len(result.instance_ids)} instance(s) of {annex_name}[/]; "
+                  f"removed {result.objects_removed} configuration object(s).")
+
+    run_guarded(action, debug=debug)
+
+
+@app.command("import-credentials")
+def import_credentials(
+    file: Annotated[str, typer.Argument(help="The bundle your pool administrator gave you.")],
+    debug: Debug = False,
+) -> None:
+    """Install a credentials bundle in the default place (mode 0600)."""
+
+    def action() -> None:
+        from annex_user.bundle import import_bundle
+
+        destination = Path.home() / ".condor" / "annex-credentials.toml"
+        bundle = import_bundle(Path(file).expanduser(), destination)
+        out.print(f"Installed credentials for project {bundle.project_id} (user {bundle.user}, region "
+                  f"{bundle.region}) in {destination} (mode 0600).")
+
+    run_guarded(action, debug=debug)
+
+
+def main() -> None:
+    """Launch is the default: insert it when the first word is not a command or a help flag."""
+    argv = sys.argv[1:]
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("--help", "-h"):
+        argv = ["launch", *argv]
+    app(args=argv, prog_name="condor_annex")
+
+
+if __name__ == "__main__":
+    main()

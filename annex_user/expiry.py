@@ -1,0 +1,98 @@
+"""Lease ends: parse what the scientist types into an aware UTC datetime, and check it."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone, tzinfo
+
+from annex_common.errors import BadInput
+from templates.contract import EXPIRY_FORMAT
+
+ACCEPTED = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+MIN_LEASE = timedelta(minutes=10)
+
+
+def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) -> datetime:
+    """'YYYY-MM-DD HH:MM' in local time, or with an explicit offset / Z."""
+    raw = (text or "").strip()
+    if not raw:
+        raise BadInput("no expiry given", "--expiry is empty", "Pass --expiry 'YYYY-MM-DD HH:MM'.")
+    parsed: datetime | None = None
+    candidate = raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw
+    try:
+        parsed = datetime.fromisoformat(candidate)
+    except ValueError:
+        for fmt in ACCEPTED:
+            try:
+                parsed = datetime.strptime(raw, fmt)
+                break
+            except ValueError:
+                continue
+    if parsed is None:
+        raise BadInput(
+            f"cannot read the expiry {raw!r}",
+            "expected 'YYYY-MM-DD HH:MM' (local time) or with an offset, e.g. '2026-12-18 23:59-05:00'",
+            "Pass for example --expiry '2026-12-18 23:59', or use --duration HOURS.",
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=local_tz) if local_tz else parsed.astimezone()
+    return check_future(parsed.astimezone(timezone.utc).replace(microsecond=0), now=now)
+
+
+def parse_duration(hours: float, *, now: datetime) -> datetime:
+    if hours is None or not math.isfinite(hours) or hours <= 0:
+        raise BadInput(
+            f"--duration {hours} is not a positive number of hours",
+            "a lease must last some time",
+            "Pass for example --duration 48.",
+        )
+    if hours > 24 * 366 * 10:
+        raise BadInput(f"--duration {hours} is absurdly long", "more than ten years", "Pass fewer hours.")
+    return (now + timedelta(hours=hours)).replace(microsecond=0)
+
+
+def check_future(expiry: datetime, *, now: datetime) -> datetime:
+    if expiry <= now:
+        raise BadInput(
+            f"the expiry {format_local(expiry)} is in the past",
+            f"it is now {format_local(now)}",
+            "Pass a future time with --expiry, or use --duration HOURS.",
+        )
+    if expiry - now < MIN_LEASE:
+        raise BadInput(
+            f"the expiry {format_local(expiry)} is less than 10 minutes away",
+            "instances need several minutes to boot and join the pool",
+            "Pass a later --expiry or a longer --duration.",
+        )
+    return expiry
+
+
+def check_lease_cap(expiry: datetime, *, start: datetime, max_lease_hours: float, what: str = "lease") -> None:
+    hours = (expiry - start).total_seconds() / 3600
+    if hours > max_lease_hours + 1e-9:
+        raise BadInput(
+            f"the {what} of {hours:.1f} hours is beyond the project's lease cap (max_lease_hours = {max_lease_hours:g})",
+            f"the lease would end {format_local(expiry)}",
+            f"Choose an expiry within {max_lease_hours:g} hours, or ask your pool administrator to raise the cap.",
+        )
+
+
+def to_tag(expiry: datetime) -> str:
+    return expiry.astimezone(timezone.utc).strftime(EXPIRY_FORMAT)
+
+
+def from_tag(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, EXPIRY_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def format_local(moment: datetime) -> str:
+    local = moment.astimezone()
+    utc = moment.astimezone(timezone.utc)
+    if local.utcoffset() == utc.utcoffset():
+        return f"{utc:%Y-%m-%d %H:%M} UTC"
+    return f"{local:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)"

@@ -1,0 +1,386 @@
+"""The scientist's pool: what her CONDOR_CONFIG says, and the security material an annex needs.
+
+The htcondor2 bindings are only ever loaded in a child process with a deadline: a syntax error in a
+configuration makes the library exit its process, a circular macro makes a lookup spin forever, and
+``include command`` lines run programs. None of that may take the client down or hang it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+from annex_common.errors import BadInput
+from annex_user import tokens
+from templates import contract
+
+# HTCondor's special value: configuration from _CONDOR_* environment variables only, no file.
+ONLY_ENV = "ONLY_ENV"
+_REPLY_MARKER = "ANNEX-POOL-REPLY:"
+# Group/other permission bits: HTCondor's read_secure_file refuses a key file with any of them.
+_NOT_PRIVATE = 0o077
+
+_READ_CONFIG_CHILD = f"""
+import json, sys
+import htcondor2
+values = {{name: htcondor2.param.get(name) for name in sys.argv[1:]}}
+print({_REPLY_MARKER!r} + json.dumps(values, default=str), flush=True)
+"""
+
+_QUERY_COLLECTOR_CHILD = f"""
+import json, sys
+import htcondor2
+ads = htcondor2.Collector(sys.argv[1]).query(
+    htcondor2.AdType.Startd,
+    constraint="EC2InstanceID =!= undefined",
+    projection=["EC2InstanceID"],
+)
+print({_REPLY_MARKER!r} + json.dumps([ad.get("EC2InstanceID") for ad in ads], default=str),
+      flush=True)
+"""
+
+_PARAMS = (
+    "COLLECTOR_HOST",
+    "TRUST_DOMAIN",
+    "SEC_PASSWORD_FILE",
+    "SEC_TOKEN_POOL_SIGNING_KEY_FILE",
+    "SEC_TOKEN_POOL_SIGNING_KEY_IS_PASSWORD",
+)
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    condor_config: str
+    collector_host: str
+    trust_domain: str
+    password_file: str | None
+    signing_key_file: str | None
+    # SEC_TOKEN_POOL_SIGNING_KEY_IS_PASSWORD: read the key the pre-9.0 way (stop at a NUL).
+    signing_key_is_password: bool = False
+
+
+@dataclass(frozen=True, repr=False)
+class PoolSecurity:
+    """What an annex's instances receive to join the pool. The payload is secret: never shown."""
+
+    kind: Literal["idtoken", "password"]
+    object_name: str
+    payload: bytes = field(compare=False)
+    description: str
+
+    def __repr__(self) -> str:
+        return f"PoolSecurity(kind={self.kind!r}, object_name={self.object_name!r})"
+
+    def __str__(self) -> str:
+        return self.description
+
+
+@dataclass(frozen=True)
+class _ChildResult:
+    returncode: int | None  # None: killed at the deadline
+    stdout: str
+    stderr: str
+
+
+# --- child processes --------------------------------------------------------------------------
+
+
+def _child_env(condor_config: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    # A copy of our environment, so $ENV() in the pool's configuration sees what she sees.
+    env = dict(os.environ)
+    env["CONDOR_CONFIG"] = condor_config
+    env.update(extra or {})
+    return env
+
+
+def _run_child(code: str, args: list[str], env: dict[str, str], timeout: float) -> _ChildResult:
+    # Own session, so the deadline also ends whatever an `include command` line started.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return _ChildResult(proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        return _ChildResult(None, out, err)
+
+
+def parse_child_reply(stdout: str) -> object | None:
+    """The JSON value a child printed after the reply marker; None when it printed none."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(_REPLY_MARKER):
+            try:
+                return json.loads(line[len(_REPLY_MARKER) :])
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+# --- reading the configuration ----------------------------------------------------------------
+
+
+def _check_config_file(condor_config: str | None) -> str:
+    if not condor_config:
+        raise BadInput(
+            "CONDOR_CONFIG is not set, so there is no pool to expand.",
+            "condor_annex joins the pool your HTCondor configuration describes.",
+            "Set CONDOR_CONFIG to your pool's configuration file "
+            "(for example: export CONDOR_CONFIG=/etc/condor/condor_config).",
+        )
+    if condor_config == ONLY_ENV:
+        return condor_config
+    if not os.path.exists(condor_config):
+        raise BadInput(
+            f"The pool configuration {condor_config} does not exist.",
+            "CONDOR_CONFIG names that file.",
+            "Point CONDOR_CONFIG at your pool's configuration file.",
+        )
+    try:
+        with open(condor_config, "rb"):
+            pass
+    except IsADirectoryError:
+        raise BadInput(
+            f"The pool configuration {condor_config} is a directory, not a file.",
+            "CONDOR_CONFIG must name a configuration file.",
+            "Point CONDOR_CONFIG at your pool's configuration file.",
+        ) from None
+    except OSError as exc:
+        raise BadInput(
+            f"Cannot read the pool configuration {condor_config}.",
+            exc.strerror or str(exc),
+            "Make the file readable by you, or ask your pool administrator for a copy.",
+        ) from None
+    return condor_config
+
+
+def _config_error_excerpt(result: _ChildResult) -> str:
+    lines = [ln.strip() for ln in (result.stderr + "\n" + result.stdout).splitlines()]
+    useful = [ln for ln in lines if ln and not ln.startswith(_REPLY_MARKER)]
+    picked = [ln for ln in useful if "Configuration Error" in ln] or useful[-3:]
+    return " ".join(picked[:3])[:400] or f"the reader exited with status {result.returncode}"
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _truthy(value: object) -> bool:
+    return _text(value).lower() in ("true", "1", "yes", "t")
+
+
+def read_pool(condor_config: str | None, *, timeout: float = 15.0) -> PoolInfo:
+    """Read the pool the given CONDOR_CONFIG describes (the caller passes $CONDOR_CONFIG)."""
+    path = _check_config_file(condor_config)
+    result = _run_child(_READ_CONFIG_CHILD, list(_PARAMS), _child_env(path), timeout)
+    if result.returncode is None:
+        raise BadInput(
+            f"Reading the pool configuration {path} did not finish within {timeout:g} s.",
+            "A macro that refers to itself (A = $(B), B = $(A)) or an `include command` that "
+            "does not return makes HTCondor's reader loop.",
+            "Check the configuration with `condor_config_val -dump` on a machine of the pool, "
+            "and fix the macro or command it stops at.",
+        )
+    values = parse_child_reply(result.stdout)
+    if result.returncode != 0 or not isinstance(values, dict):
+        raise BadInput(
+            f"HTCondor cannot parse the pool configuration {path}.",
+            _config_error_excerpt(result),
+            "Fix the file (or the files it includes) and try again; `condor_config_val -dump` "
+            "shows the same error.",
+        )
+    collector_host = _text(values.get("COLLECTOR_HOST"))
+    if not collector_host:
+        raise BadInput(
+            f"The pool configuration {path} does not name a collector.",
+            "COLLECTOR_HOST is not set, so the annex would not know which pool to join.",
+            "Set COLLECTOR_HOST in the configuration (your pool administrator knows the value).",
+        )
+    return PoolInfo(
+        condor_config=path,
+        collector_host=collector_host,
+        # Unset, the library supplies HTCondor's own default: $(UID_DOMAIN) in 24.x/25.x,
+        # $(COLLECTOR_HOST) in 8.9; the collector host is only a last resort.
+        trust_domain=_text(values.get("TRUST_DOMAIN")) or collector_host,
+        password_file=_text(values.get("SEC_PASSWORD_FILE")) or None,
+        signing_key_file=_text(values.get("SEC_TOKEN_POOL_SIGNING_KEY_FILE")) or None,
+        signing_key_is_password=_truthy(values.get("SEC_TOKEN_POOL_SIGNING_KEY_IS_PASSWORD")),
+    )
+
+
+# --- the pool's security material -------------------------------------------------------------
+
+
+def _read_private(path: str | None) -> bytes | None:
+    """The file's bytes if we can read it; None if not. BadInput if others can read it too.
+
+    Mode is checked on the open descriptor, as HTCondor's read_secure_file does.
+    """
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                return None
+            if mode & _NOT_PRIVATE:
+                raise BadInput(
+                    f"The pool key file {path} can be read by other users "
+                    f"(mode {stat.S_IMODE(mode):04o}).",
+                    "HTCondor refuses a signing key or pool password that is not private "
+                    "(mode 0600 or 0400); anyone who can read it can join or impersonate the pool.",
+                    f"Ask your pool administrator to run `chmod 0600 {path}` (and to consider "
+                    "the key exposed), then try again.",
+                )
+            return handle.read()
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def _token_subject(subject: str, trust_domain: str) -> str:
+    # HTCondor identities are user@domain; a bare name is placed in the pool's trust domain,
+    # as condor_token_create does with -identity.
+    return subject if "@" in subject else f"{subject}@{trust_domain}"
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(contract.EXPIRY_FORMAT)
+
+
+def pool_security(
+    pool: PoolInfo,
+    *,
+    annex_name: str,
+    subject: str,
+    issued_at: datetime,
+    expires_at: datetime,
+) -> PoolSecurity:
+    """An IDTOKEN minted with the pool's signing key if we can read it, else the pool password.
+
+    ``expires_at`` is the token's expiry as given: the caller adds any margin past the lease.
+    """
+    key = _read_private(pool.signing_key_file)
+    if key is not None:
+        if not key:
+            raise BadInput(
+                f"The pool signing key file {pool.signing_key_file} is empty.",
+                "An empty key cannot sign a token the pool would accept.",
+                "Ask your pool administrator to check SEC_TOKEN_POOL_SIGNING_KEY_FILE.",
+            )
+        return _minted_token(pool, key, annex_name, subject, issued_at, expires_at)
+    # In 24.x/25.x both settings default to the same file: no need to read it twice.
+    password = None if pool.password_file == pool.signing_key_file else _read_private(
+        pool.password_file
+    )
+    if password == b"":
+        raise BadInput(
+            f"The pool password file {pool.password_file} is empty.",
+            "An empty pool password cannot authenticate the annex to the pool.",
+            "Ask your pool administrator to check SEC_PASSWORD_FILE.",
+        )
+    if password is not None:
+        return PoolSecurity(
+            kind="password",
+            object_name=contract.PASSWORD_OBJECT,
+            payload=password,
+            description=(
+                f"pool password file {pool.password_file} "
+                f"(the pool's signing key {pool.signing_key_file or '(none configured)'} "
+                "was not readable)"
+            ),
+        )
+    raise BadInput(
+        f"Annex '{annex_name}' has no way to join the pool.",
+        "Neither the pool's signing key "
+        f"({pool.signing_key_file or 'SEC_TOKEN_POOL_SIGNING_KEY_FILE not set'}) nor its pool "
+        f"password file ({pool.password_file or 'SEC_PASSWORD_FILE not set'}) is readable by you.",
+        "Ask your pool administrator for read access to one of them (mode 0600, owned by you), "
+        "or run condor_annex as a user who has it.",
+    )
+
+
+def _minted_token(
+    pool: PoolInfo,
+    key: bytes,
+    annex_name: str,
+    subject: str,
+    issued_at: datetime,
+    expires_at: datetime,
+) -> PoolSecurity:
+    identity = _token_subject(subject, pool.trust_domain)
+    try:
+        token = tokens.mint_idtoken(
+            key,
+            trust_domain=pool.trust_domain,
+            subject=identity,
+            issued_at=issued_at,
+            expires_at=expires_at,
+            scopes=tokens.ANNEX_SCOPES,
+            # HTCondor's own jti: 16 random bytes in hex.
+            token_id=secrets.token_hex(16),
+            truncate_at_nul=pool.signing_key_is_password,
+        )
+    except ValueError as exc:
+        raise BadInput(
+            f"Cannot mint a pool token for annex '{annex_name}'.",
+            f"{exc} (trust domain {pool.trust_domain!r}, from {pool.condor_config}).",
+            "Fix TRUST_DOMAIN or the key file in the pool configuration, or the lease times.",
+        ) from None
+    scopes = " ".join(s.removeprefix("condor:/") for s in tokens.ANNEX_SCOPES)
+    return PoolSecurity(
+        kind="idtoken",
+        object_name=contract.TOKEN_OBJECT,
+        payload=(token + "\n").encode("ascii"),
+        description=(
+            f"IDTOKEN signed with the pool key {pool.signing_key_file} for {identity} "
+            f"(issuer {pool.trust_domain}), scopes {scopes}, expires {_utc(expires_at)}"
+        ),
+    )
+
+
+# --- asking the collector ---------------------------------------------------------------------
+
+
+def parse_instance_ids(reply: object) -> dict[str, bool]:
+    """{instance id: True} for every startd ad that named one; junk values are skipped."""
+    if not isinstance(reply, list):
+        return {}
+    return {value.strip(): True for value in reply if isinstance(value, str) and value.strip()}
+
+
+def query_collector(pool: PoolInfo, *, timeout: float = 5.0) -> dict[str, bool] | None:
+    """Instances whose startd the pool's collector knows; None when it cannot be asked in time.
+
+    None means "unknown" (no collector, no answer, no permission): status shows that, never an
+    error, because a laptop off the pool's network is normal.
+    """
+    # QUERY_TIMEOUT (60 s by default) bounds a collector that accepts and never answers; keep
+    # it inside our own deadline so the child normally ends by itself.
+    query_timeout = max(1, math.floor(timeout) - 1)
+    env = _child_env(pool.condor_config, {"_CONDOR_QUERY_TIMEOUT": str(query_timeout)})
+    result = _run_child(_QUERY_COLLECTOR_CHILD, [pool.collector_host], env, timeout)
+    if result.returncode != 0:
+        return None
+    reply = parse_child_reply(result.stdout)
+    if not isinstance(reply, list):
+        return None
+    return parse_instance_ids(reply)

@@ -1,0 +1,1 @@
+"""Local stand-ins the bootstrap tests run the real script against (metadata service, stubs)."""

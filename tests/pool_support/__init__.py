@@ -1,0 +1,1 @@
+"""Helpers for the pool tests that must run in a child process of their own."""

@@ -1,0 +1,394 @@
+"""The enforcer's rules as pure functions: instance descriptions in, decisions out (no I/O)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from templates import contract
+from templates import enforcer as enf
+
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
+PRICES = {"m5.large": 0.1, "c5.large": 0.05, "m5.xlarge": 0.2}
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def described(
+    instance_id: str,
+    *,
+    annex: str | None = "a1",
+    project: str | None = "p1",
+    expiry: str | None = None,
+    launched: datetime = NOW - timedelta(hours=1),
+    state: str = "running",
+    instance_type: str = "m5.large",
+    extra_tags: dict[str, str] | None = None,
+) -> dict:
+    """One entry of describe_instances' Reservations[].Instances[], as botocore returns it."""
+    tags = dict(extra_tags or {})
+    if annex is not None:
+        tags[contract.TAG_ANNEX_NAME] = annex
+    if project is not None:
+        tags[contract.TAG_PROJECT] = project
+    if expiry is not None:
+        tags[contract.TAG_EXPIRY] = expiry
+    description = {
+        "InstanceId": instance_id,
+        "InstanceType": instance_type,
+        "LaunchTime": launched,
+        "State": {"Code": 16, "Name": state},
+    }
+    if tags:
+        description["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+    return description
+
+
+def instance(instance_id: str, **kwargs) -> enf.AnnexInstance:
+    kwargs.setdefault("expiry", stamp(NOW + timedelta(hours=10)))
+    found = enf.annex_instance(described(instance_id, **kwargs))
+    assert found is not None
+    return found
+
+
+def plan(instances, caps: dict[str, enf.Caps | None], prices=PRICES, now=NOW) -> enf.Plan:
+    return enf.plan_terminations(instances, lambda project: caps.get(project), prices, now)
+
+
+def condemned(result: enf.Plan) -> list[str]:
+    return [t.instance.instance_id for t in result.terminations]
+
+
+# --- the deployed copy of the contract -------------------------------------------------------
+
+
+def test_duplicated_contract_names_equal_the_contract():
+    assert enf.TAG_ANNEX_NAME == contract.TAG_ANNEX_NAME
+    assert enf.TAG_PROJECT == contract.TAG_PROJECT
+    assert enf.TAG_EXPIRY == contract.TAG_EXPIRY
+    assert enf.EXPIRY_FORMAT == contract.EXPIRY_FORMAT
+    assert enf.ANNEX_PREFIX == contract.ANNEX_PREFIX
+    assert enf.PROJECT_CAPS_PREFIX == contract.PROJECT_CAPS_PREFIX
+    for project, annex in [("TheNeeds-MooreLab", "deadline-run"), ("p", "a")]:
+        assert enf.caps_key(project) == contract.caps_key(project)
+        assert enf.annex_prefix(project, annex) == contract.annex_prefix(project, annex)
+
+
+def test_enforcer_source_imports_only_stdlib_and_boto3():
+    """It runs as the function's index.py, where the project's packages do not exist."""
+    source = Path(enf.__file__).read_text()
+    allowed = {"__future__", "json", "os", "re", "dataclasses", "datetime", "typing", "boto3", "botocore"}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(node.module or "").split(".")[0]]
+        else:
+            continue
+        assert set(names) <= allowed, f"line {node.lineno} imports {names}"
+
+
+# --- expiry parsing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-18T23:59:00Z", datetime(2026, 12, 18, 23, 59, tzinfo=timezone.utc)),
+        ("2026-12-18T23:59:00.250Z", datetime(2026, 12, 18, 23, 59, 0, 250000, tzinfo=timezone.utc)),
+        ("2026-12-18T23:59Z", datetime(2026, 12, 18, 23, 59, tzinfo=timezone.utc)),
+        (" 2026-12-18T23:59:00Z ", datetime(2026, 12, 18, 23, 59, tzinfo=timezone.utc)),
+    ],
+)
+def test_parse_expiry_accepts_utc_z(text, expected):
+    parsed = enf.parse_expiry(text)
+    assert parsed == expected
+    assert parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "next tuesday",
+        "2026-12-18 23:59",  # no zone: ambiguous, so not a valid lease
+        "2026-12-18T23:59:00",  # no Z
+        "2026-12-18T23:59:00+01:00",  # the contract says UTC with Z
+        "2026-13-40T25:61:00Z",
+        "1765929600",
+        "2026-12-18T23:59:00ZZ",
+        "\x00\n",
+    ],
+)
+def test_parse_expiry_rejects_anything_else(text):
+    assert enf.parse_expiry(text) is None
+
+
+def test_a_z_expiry_round_trips_through_format_time():
+    assert enf.format_time(enf.parse_expiry("2027-01-02T03:04:05Z")) == "2027-01-02T03:04:05Z"
+
+
+# --- which instances are the enforcer's at all -----------------------------------------------
+
+
+def test_only_live_instances_with_the_annex_name_tag_are_considered():
+    expired = stamp(NOW - timedelta(hours=1))
+    assert enf.annex_instance(described("i-foreign", annex=None, expiry=expired)) is None
+    assert enf.annex_instance(described("i-bare", annex=None, project=None)) is None
+    assert enf.annex_instance({"InstanceId": "i-untagged", "State": {"Name": "running"}}) is None
+    for state in ("shutting-down", "terminated"):
+        assert enf.annex_instance(described("i-gone", expiry=expired, state=state)) is None
+    for state in ("pending", "running", "stopping", "stopped"):
+        found = enf.annex_instance(described("i-live", expiry=expired, state=state))
+        assert found is not None and found.state == state
+
+
+def test_annex_instance_reads_tags_and_times():
+    launched = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)
+    found = enf.annex_instance(
+        described("i-1", annex="run7", project="lab", expiry="2026-12-02T00:00:00Z", launched=launched)
+    )
+    assert (found.annex_name, found.project, found.instance_type) == ("run7", "lab", "m5.large")
+    assert found.launch_time == launched
+    assert found.expiry == datetime(2026, 12, 2, tzinfo=timezone.utc)
+    missing_project = enf.annex_instance(described("i-2", project=None, expiry="x"))
+    assert missing_project.project == "" and missing_project.expiry is None
+
+
+# --- lease rules ------------------------------------------------------------------------------
+
+
+def test_lease_rules_condemn_expired_missing_and_garbage_expiry():
+    fleet = [
+        instance("i-expired", expiry=stamp(NOW - timedelta(seconds=1))),
+        instance("i-at-expiry", expiry=stamp(NOW)),
+        instance("i-valid", expiry=stamp(NOW + timedelta(minutes=1))),
+        instance("i-missing", expiry=None),
+        instance("i-garbage", expiry="soon\nterminate i-valid"),
+    ]
+    fleet[3] = enf.annex_instance(described("i-missing"))  # no expiry tag at all
+    result = plan(fleet, {})
+    reasons = {t.instance.instance_id: t.reason for t in result.terminations}
+    assert set(reasons) == {"i-expired", "i-at-expiry", "i-missing", "i-garbage"}
+    assert reasons["i-missing"] == "no expiry tag"
+    assert "unparsable" in reasons["i-garbage"] and "\n" not in reasons["i-garbage"]
+    assert reasons["i-expired"].startswith("lease expired at ")
+
+
+def test_lease_longer_than_the_cap_is_condemned_and_slack_is_forgiven():
+    launched = NOW - timedelta(hours=2)
+    cap = enf.Caps(max_lease_hours=24)
+    fleet = [
+        instance("i-long", launched=launched, expiry=stamp(launched + timedelta(hours=25))),
+        instance("i-exact", launched=launched, expiry=stamp(launched + timedelta(hours=24))),
+        instance("i-skewed", launched=launched, expiry=stamp(launched + timedelta(hours=24, minutes=4))),
+        instance("i-other-project", project="p2", launched=launched, expiry=stamp(launched + timedelta(hours=99))),
+    ]
+    result = plan(fleet, {"p1": cap})
+    assert condemned(result) == ["i-long"]
+    assert "25.00 h exceeds the project's cap of 24 h" in result.terminations[0].reason
+
+
+def test_without_caps_only_lease_rules_apply():
+    fleet = [instance(f"i-{n:02d}", launched=NOW - timedelta(minutes=n)) for n in range(50)]
+    fleet.append(instance("i-expired", expiry=stamp(NOW - timedelta(hours=1))))
+    assert condemned(plan(fleet, {"p1": None})) == ["i-expired"]
+
+
+# --- newest first, ties, instance cap ---------------------------------------------------------
+
+
+def test_instance_cap_condemns_the_newest_and_ignores_lease_breakers():
+    base = NOW - timedelta(hours=5)
+    fleet = [
+        instance("i-oldest", launched=base),
+        instance("i-expired", launched=base + timedelta(minutes=30), expiry=stamp(NOW - timedelta(minutes=1))),
+        instance("i-second", launched=base + timedelta(hours=1)),
+        instance("i-third", launched=base + timedelta(hours=2)),
+        instance("i-newest", launched=base + timedelta(hours=3)),
+    ]
+    result = plan(fleet, {"p1": enf.Caps(max_instances=2)})
+    # Lease breakers first; they do not count, so two of the four valid ones survive.
+    assert condemned(result) == ["i-expired", "i-newest", "i-third"]
+    assert all("cap is 2" in t.reason for t in result.terminations[1:])
+
+
+def test_ties_in_launch_time_are_broken_by_instance_id_deterministically():
+    same = NOW - timedelta(hours=1)
+    ids = ["i-0c", "i-0a", "i-0d", "i-0b"]
+    for order in (ids, list(reversed(ids)), sorted(ids)):
+        fleet = [instance(i, launched=same) for i in order]
+        result = plan(fleet, {"p1": enf.Caps(max_instances=2)})
+        assert condemned(result) == ["i-0d", "i-0c"]
+    assert [i.instance_id for i in enf.newest_first(instance(i, launched=same) for i in ids)] == [
+        "i-0d",
+        "i-0c",
+        "i-0b",
+        "i-0a",
+    ]
+
+
+def test_launch_time_outranks_instance_id():
+    fleet = [
+        instance("i-zzz", launched=NOW - timedelta(hours=3)),
+        instance("i-aaa", launched=NOW - timedelta(hours=1)),
+    ]
+    assert condemned(plan(fleet, {"p1": enf.Caps(max_instances=1)})) == ["i-aaa"]
+
+
+def test_zero_instance_cap_condemns_every_instance_of_the_project():
+    fleet = [instance(f"i-{n}", launched=NOW - timedelta(minutes=n)) for n in range(3)]
+    assert sorted(condemned(plan(fleet, {"p1": enf.Caps(max_instances=0)}))) == ["i-0", "i-1", "i-2"]
+
+
+# --- committed spend --------------------------------------------------------------------------
+
+
+def test_committed_cost_is_price_times_remaining_hours():
+    one = instance("i-1", instance_type="m5.large", expiry=stamp(NOW + timedelta(hours=10)))
+    assert enf.committed_cost(one, PRICES, NOW) == pytest.approx(0.1 * 10)
+    half = instance("i-2", instance_type="c5.large", expiry=stamp(NOW + timedelta(minutes=90)))
+    assert enf.committed_cost(half, PRICES, NOW) == pytest.approx(0.05 * 1.5)
+    unknown = instance("i-3", instance_type="x9.huge", expiry=stamp(NOW + timedelta(hours=2)))
+    assert enf.committed_cost(unknown, PRICES, NOW) == pytest.approx(max(PRICES.values()) * 2)
+    assert enf.hourly_price("x9.huge", {}) == (0.0, False)
+    assert enf.hourly_price("c5.large", PRICES) == (0.05, True)
+
+
+def test_spend_cap_condemns_newest_until_under_and_counts_unknown_types_high():
+    base = NOW - timedelta(hours=4)
+    ten_hours = stamp(NOW + timedelta(hours=10))
+    fleet = [
+        instance("i-r1", launched=base, expiry=ten_hours),  # 1.0
+        instance("i-r2", launched=base + timedelta(hours=1), expiry=ten_hours, instance_type="x9.huge"),  # 2.0
+        instance("i-r3", launched=base + timedelta(hours=2), expiry=ten_hours),  # 1.0
+        instance("i-r4", launched=base + timedelta(hours=3), expiry=ten_hours),  # 1.0
+    ]
+    result = plan(fleet, {"p1": enf.Caps(max_spend_usd=3.5)})
+    # 5.0 > 3.5: drop r4 (4.0), still over: drop r3 (3.0). Priced at the cheapest type, or
+    # ignored, the unknown one would have left everything alone.
+    assert condemned(result) == ["i-r4", "i-r3"]
+    assert "$5.00 exceeds its cap of $3.50" in result.terminations[0].reason
+    assert "$4.00" in result.terminations[1].reason
+    assert any("x9.huge" in note and "$0.2/h" in note for note in result.notes)
+
+
+def test_spend_exactly_at_the_cap_is_allowed():
+    fleet = [
+        instance(f"i-{n}", launched=NOW - timedelta(hours=n), expiry=stamp(NOW + timedelta(hours=1)), instance_type="c5.large")
+        for n in range(1, 4)
+    ]
+    total = sum(enf.committed_cost(i, PRICES, NOW) for i in fleet)
+    assert total > 0.15  # 3 x 0.05 x 1 h in floats: 0.15000000000000002
+    assert condemned(plan(fleet, {"p1": enf.Caps(max_spend_usd=0.15)})) == []
+    assert condemned(plan(fleet, {"p1": enf.Caps(max_spend_usd=0.14)})) == ["i-1"]
+
+
+def test_instance_cap_applies_before_spend_cap():
+    ten = stamp(NOW + timedelta(hours=10))
+    fleet = [instance(f"i-{n}", launched=NOW - timedelta(hours=10 - n), expiry=ten) for n in range(5)]
+    result = plan(fleet, {"p1": enf.Caps(max_instances=3, max_spend_usd=2.0)})
+    # Cap of 3 drops i-4, i-3; the three left commit 3.0 > 2.0, so i-2 goes too.
+    assert condemned(result) == ["i-4", "i-3", "i-2"]
+    assert "cap is 3" in result.terminations[0].reason and "spend" in result.terminations[2].reason
+
+
+def test_projects_are_capped_independently():
+    fleet = [instance(f"i-a{n}", project="a", launched=NOW - timedelta(hours=n)) for n in range(3)]
+    fleet += [instance(f"i-b{n}", project="b", launched=NOW - timedelta(hours=n)) for n in range(3)]
+    fleet += [instance(f"i-c{n}", project="c", launched=NOW - timedelta(hours=n)) for n in range(3)]
+    result = plan(fleet, {"a": enf.Caps(max_instances=1), "b": None})
+    assert condemned(result) == ["i-a0", "i-a1"]
+
+
+# --- caps documents ---------------------------------------------------------------------------
+
+
+def test_parse_caps_reads_the_issue_credentials_document():
+    caps = enf.parse_caps(json.loads('{"max_instances": 16, "max_lease_hours": 48, "max_spend_usd": 250.5}'))
+    assert caps == enf.Caps(max_instances=16, max_lease_hours=48.0, max_spend_usd=250.5)
+    assert enf.parse_caps({}) == enf.Caps()
+    assert enf.parse_caps({"max_instances": 4.0}).max_instances == 4
+
+
+@pytest.mark.parametrize(
+    "document",
+    [[], "caps", {"max_instances": "16"}, {"max_instances": -1}, {"max_instances": 2.5}, {"max_spend_usd": True}],
+)
+def test_parse_caps_rejects_malformed_documents(document):
+    with pytest.raises(ValueError):
+        enf.parse_caps(document)
+
+
+# --- orphan configuration ---------------------------------------------------------------------
+
+
+def test_orphan_keys_deletes_only_old_configuration_of_annexes_without_instances():
+    old, fresh = NOW - timedelta(hours=2), NOW - timedelta(seconds=30)
+    objects = [
+        ("annexes/p1/live/condor_config", old),
+        ("annexes/p1/gone/condor_config", old),
+        ("annexes/p1/gone/security/token", old),
+        ("annexes/p1/launching/condor_config", fresh),
+        ("annexes/p1/half/condor_config", old),
+        ("annexes/p1/half/annex.env", fresh),  # a launch is uploading: leave the annex whole
+        ("annexes/p2/live/condor_config", old),  # same annex name, other project: an orphan
+        ("annexes/README", old),
+        ("annexes/p1/", old),
+        ("annexes//x/y", old),
+        ("projects/p1/caps.json", old),
+    ]
+    doomed = enf.orphan_keys(objects, {("p1", "live")}, NOW, 900)
+    assert doomed == [
+        "annexes/p1/gone/condor_config",
+        "annexes/p1/gone/security/token",
+        "annexes/p2/live/condor_config",
+    ]
+
+
+def test_orphan_grace_boundary():
+    modified = NOW - timedelta(seconds=900)
+    assert enf.orphan_keys([("annexes/p/a/x", modified)], set(), NOW, 900) == ["annexes/p/a/x"]
+    assert enf.orphan_keys([("annexes/p/a/x", modified)], set(), NOW, 901) == []
+
+
+# --- reports and configuration ----------------------------------------------------------------
+
+
+def test_report_dict_is_json_and_names_every_field():
+    report = enf.SweepReport(
+        terminated=[("i-1", "a1", "p1", "no expiry tag")], kept=3, deleted_objects=["annexes/p1/a0/x"], errors=["e"]
+    )
+    document = json.loads(json.dumps(report.to_dict()))
+    assert document == {
+        "dry_run": False,
+        "terminated": [{"instance_id": "i-1", "annex_name": "a1", "project_id": "p1", "reason": "no expiry tag"}],
+        "kept": 3,
+        "deleted_objects": ["annexes/p1/a0/x"],
+        "errors": ["e"],
+    }
+
+
+def test_read_prices():
+    assert enf.read_prices('{"m5.large": 0.096, "c5.large": 1}') == {"m5.large": 0.096, "c5.large": 1.0}
+    assert enf.read_prices(None) == {} and enf.read_prices("") == {}
+    for bad in ("[1]", '{"m5.large": "cheap"}', '{"m5.large": -1}', "not json"):
+        with pytest.raises(ValueError):
+            enf.read_prices(bad)
+
+
+def test_handler_refuses_to_run_without_a_bucket():
+    with pytest.raises(ValueError, match="ANNEX_BUCKET"):
+        enf.handler({}, None, environ={"ANNEX_PRICES": "{}"})
+
+
+def test_printable_keeps_log_lines_single():
+    assert "\n" not in enf.printable("a\nb") and len(enf.printable("x" * 500)) <= 80
+    assert enf.one_line("k\r\ny") == "k\\r\\ny"
