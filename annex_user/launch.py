@@ -16,6 +16,9 @@ from templates import contract
 
 ANNEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 TOKEN_MARGIN = timedelta(hours=1)
+# The identity HTCondor's default security policy lets advertise a startd (the same one pool
+# password authentication yields); the token's scopes still limit it to advertising and reading.
+TOKEN_IDENTITY = "condor_pool"
 MAX_FLEET_ROUNDS = 6
 CAPACITY_CODES = {
     "InsufficientInstanceCapacity",
@@ -231,7 +234,7 @@ def attach_node_configuration(plan: LaunchPlan, condor_config: str | None, *, st
     security = pool_security(
         pool,
         annex_name=plan.annex_name,
-        subject=start_owner,
+        subject=TOKEN_IDENTITY,
         issued_at=issued_at,
         expires_at=plan.expiry + TOKEN_MARGIN,
     )

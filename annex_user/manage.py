@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from annex_common.errors import BadInput
 from annex_user import awsops, expiry as lease
 from annex_user.context import AnnexContext
-from annex_user.launch import TOKEN_MARGIN, committed_spend, validate_annex_name
+from annex_user.launch import TOKEN_IDENTITY, TOKEN_MARGIN, committed_spend, validate_annex_name
 from annex_user.pricing import on_demand_prices
 from templates import contract
 
@@ -139,7 +138,7 @@ def _remint_token(ctx: AnnexContext, annex_name: str, new_expiry: datetime, cond
     security = pool_security(
         read_pool(condor_config),
         annex_name=annex_name,
-        subject=getpass.getuser(),
+        subject=TOKEN_IDENTITY,
         issued_at=ctx.now,
         expires_at=new_expiry + TOKEN_MARGIN,
     )

@@ -38,10 +38,16 @@ ANNEX_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 PROJECT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 # IAM user names and Unix login names both fit here; no quote, backslash or space.
 OWNER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._@+=,-]{0,63}"
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+# host or [IPv6], optional :port, optional ?sock=NAME (a collector behind the shared port).
+_HOST = (
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::[0-9]{1,5})?(?:\?sock=[A-Za-z0-9_-]{1,64})?"
+)
 # One collector or a comma-separated list (a highly available pool).
 COLLECTOR_HOST_PATTERN = rf"{_HOST}(?:, ?{_HOST})*"
-TRUST_DOMAIN_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,252}"
+_DOMAIN = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,252}"
+# HTCondor's default trust domain is $(COLLECTOR_HOST), so any collector address is one too.
+TRUST_DOMAIN_PATTERN = rf"(?:{_DOMAIN}(?:, ?{_DOMAIN})*|{COLLECTOR_HOST_PATTERN})"
 
 MIN_IDLE_SECONDS = 60
 MAX_IDLE_SECONDS = 7 * 24 * 3600

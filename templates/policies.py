@@ -52,6 +52,12 @@ PROTECTED_INSTANCE_TAGS = (
 # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-fleet-prerequisites.html
 LAUNCH_ACTIONS = [ec2_actions.RunInstances, ec2_actions.CreateFleet]
 
+# A statement that names ${aws:PrincipalTag/...} does not apply at all when the user has no such
+# tag (the variable cannot be resolved), so the Denies that compare against it would not bind:
+# every grant that relies on them requires the tag instead.
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html
+_HAS_PROJECT_TAG = awacs_aws.Null("aws:PrincipalTag/" + contract.TAG_PROJECT, "false")
+
 S3_OBJECT_ACTIONS = [s3_actions.PutObject, s3_actions.GetObject, s3_actions.DeleteObject]
 
 
@@ -85,15 +91,23 @@ def _ec2_arn(resource: str) -> Sub:
     return Sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:" + resource)
 
 
+def _any_ec2(resource_type: str) -> Sub:
+    """Every resource of a type, in any region and account: the scope of a Deny (wider is safer,
+    and shorter: the managed policy must stay under IAM's 6,144-character limit)."""
+    if resource_type == "image":
+        # AMIs are public-namespace resources: their ARN has no account field.
+        return Sub("arn:${AWS::Partition}:ec2:*::image/*")
+    return Sub("arn:${AWS::Partition}:ec2:*:*:" + resource_type + "/*")
+
+
 def _bucket_arn(bucket: Any, suffix: str = "") -> Join:
     return Join("", [Sub("arn:${AWS::Partition}:s3:::"), bucket, suffix])
 
 
 def _launch_template_arn(lt_id: Any) -> Join:
-    return Join(
-        "",
-        [Sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:launch-template/"), lt_id],
-    )
+    # Region and account are wildcards only to keep the policy short: template ids are unique,
+    # and a template in another account cannot be launched from here anyway.
+    return Join("", [Sub("arn:${AWS::Partition}:ec2:*:*:launch-template/"), lt_id])
 
 
 def _stack_arn(stack_name: str) -> Sub:
@@ -114,29 +128,18 @@ def _deny(sid: str, actions: list[Any], resources: list[Any], condition: Any = N
 def _read_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     return [
         awacs_aws.Statement(
-            Sid="DescribeForPlanningAndStatus",
+            Sid="DescribeAndReadStack",
             Effect=awacs_aws.Allow,
-            # Describe* and pricing calls support no resource-level permissions.
+            # Only what condor_annex calls; these support no resource-level permissions.
             Action=[
                 ec2_actions.DescribeInstances,
                 ec2_actions.DescribeInstanceTypes,
                 ec2_actions.DescribeInstanceTypeOfferings,
-                ec2_actions.DescribeAvailabilityZones,
-                ec2_actions.DescribeSubnets,
-                ec2_actions.DescribeLaunchTemplates,
-                ec2_actions.DescribeLaunchTemplateVersions,
                 ec2_actions.DescribeSpotPriceHistory,
-                ec2_actions.DescribeImages,
-                ec2_actions.DescribeTags,
-                ec2_actions.DescribeFleets,
                 pricing_actions.GetProducts,
+                # Narrowed to the stack by the Deny below (the emulator checks "*" only).
+                cfn_actions.DescribeStacks,
             ],
-            Resource=["*"],
-        ),
-        awacs_aws.Statement(
-            Sid="ReadStackOutputs",
-            Effect=awacs_aws.Allow,
-            Action=[cfn_actions.DescribeStacks],
             Resource=["*"],
         ),
         # Other stacks' outputs may name things she has no business seeing.
@@ -162,7 +165,9 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.RunInstances],
             Resource=["*"],
-            Condition=awacs_aws.Condition(awacs_aws.ArnLike("ec2:LaunchTemplate", launch_templates)),
+            Condition=awacs_aws.Condition(
+                [awacs_aws.ArnLike("ec2:LaunchTemplate", launch_templates), _HAS_PROJECT_TAG]
+            ),
         ),
         # CreateFleet offers no ec2:LaunchTemplate key; the Deny below pins its templates.
         awacs_aws.Statement(
@@ -170,19 +175,15 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.CreateFleet],
             Resource=["*"],
+            Condition=awacs_aws.Condition(_HAS_PROJECT_TAG),
         ),
         awacs_aws.Statement(
             Sid="DenyFleetFromOtherTemplates",
             Effect=awacs_aws.Deny,
             Action=[ec2_actions.CreateFleet],
+            # Every other resource type CreateFleet touches stays out of this Deny.
             NotResource=launch_templates
-            + [
-                _ec2_arn(kind + "/*")
-                for kind in (
-                    "fleet", "instance", "volume", "network-interface", "subnet",
-                    "security-group", "image", "key-pair",
-                )
-            ],
+            + [_any_ec2(kind) for kind in ("fleet", "instance", "volume", "subnet", "image")],
         ),
         # Tag-on-create only: ec2:CreateAction is present only when the tags ride on the
         # creating call. https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html
@@ -242,16 +243,13 @@ def _configuration_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     own_prefix = f"{contract.ANNEX_PREFIX}/{PRINCIPAL_PROJECT}/"
     return [
         # The grant names the plain annexes/ prefix (the emulator cannot substitute policy
-        # variables); the Deny below narrows it to her project's prefix on AWS. The Null check
-        # keeps a user without a project tag out entirely: an unresolved variable would make the
-        # narrowing Deny inapplicable.
-        # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html
+        # variables); the Deny below narrows it to her project's prefix on AWS.
         awacs_aws.Statement(
             Sid="ProjectConfiguration",
             Effect=awacs_aws.Allow,
             Action=S3_OBJECT_ACTIONS,
             Resource=[_bucket_arn(refs.bucket, f"/{contract.ANNEX_PREFIX}/*")],
-            Condition=awacs_aws.Condition(awacs_aws.Null("aws:PrincipalTag/" + contract.TAG_PROJECT, "false")),
+            Condition=awacs_aws.Condition(_HAS_PROJECT_TAG),
         ),
         awacs_aws.Statement(
             Sid="DenyOtherProjectsConfiguration",
@@ -277,16 +275,8 @@ def _configuration_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
 
 def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     """Denies on what a launch creates; each names the resource type it inspects."""
-    instance = [_ec2_arn("instance/*")]
+    instance = [_any_ec2("instance")]
     guards = [
-        # Without a project tag on the user, ${aws:PrincipalTag/...} resolves to nothing and the
-        # comparisons below would not apply: refuse outright.
-        _deny(
-            "DenyUntaggedPrincipal",
-            LAUNCH_ACTIONS + [ec2_actions.CreateTags, ec2_actions.TerminateInstances],
-            instance,
-            awacs_aws.Null("aws:PrincipalTag/" + contract.TAG_PROJECT, "true"),
-        ),
         # aws:RequestTag with the instance resource of RunInstances:
         # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ExamplePolicies_EC2.html#iam-example-runinstances
         _deny(
@@ -317,12 +307,14 @@ def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             awacs_aws.StringNotEquals("ec2:InstanceType", refs.instance_types),
         )
     )
-    # The template's image, not one named in the request.
+    # The template's image, security group and key pair, not ones named in the request: another
+    # key pair would open the instance (and its role's credentials) to her.
+    # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/use-launch-templates-to-control-launching-instances.html
     guards.append(
         _deny(
-            "DenyImageOverride",
+            "DenyTemplateOverrides",
             [ec2_actions.RunInstances],
-            [_ec2_arn("image/*")],
+            [_any_ec2(kind) for kind in ("image", "security-group", "key-pair")],
             awacs_aws.Bool("ec2:IsLaunchTemplateResource", "false"),
         )
     )
@@ -331,17 +323,8 @@ def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             _deny(
                 "DenyOtherSubnets",
                 LAUNCH_ACTIONS,
-                [_ec2_arn("subnet/*")],
+                [_any_ec2("subnet")],
                 awacs_aws.StringNotEquals("ec2:SubnetID", list(refs.subnet_ids)),
-            )
-        )
-    if refs.security_group_id is not None:
-        guards.append(
-            _deny(
-                "DenyOtherSecurityGroups",
-                [ec2_actions.RunInstances],
-                [_ec2_arn("security-group/*")],
-                awacs_aws.StringNotEquals("ec2:SecurityGroupID", refs.security_group_id),
             )
         )
     guards += [

@@ -9,6 +9,7 @@ PATH so the install step is skipped. S3 is the suite's emulator, reached by the 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -116,3 +117,23 @@ def make_node(
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def clone_node(booted: Node, tmp: Path, imds: FakeImds, base_env: dict[str, str]) -> Node:
+    """A fresh node whose root is a copy of ``booted``'s (modes kept), with its own stubs and
+    metadata service: one real boot serves every test that starts from a booted instance."""
+    node = make_node(tmp, imds, base_env, booted.bucket, booted.region)
+    shutil.rmtree(node.root)
+    shutil.copytree(booted.root, node.root, symlinks=True)
+    return node
+
+
+def sandbox_env_for(endpoint: str, home: Path) -> dict[str, str]:
+    """The environment the suite's ``sandbox_env`` fixture builds, for module-scoped use."""
+    from tests import emulator as emu
+
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(emu.sandbox_environment(endpoint, home))
+    env["HOME"] = str(home)
+    return env

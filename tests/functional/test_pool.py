@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +18,7 @@ import jwt
 import pytest
 
 from annex_common.errors import BadInput
+from annex_user import pool as pool_mod
 from annex_user.pool import PoolInfo, pool_security, query_collector, read_pool
 from annex_user.tokens import ANNEX_SCOPES, derive_signing_key
 from templates import contract
@@ -343,11 +344,19 @@ def test_collector_nobody_listening(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     # The port is closed again: connections are refused at once.
-    assert query_collector(_pool_at(tmp_path, f"127.0.0.1:{port}"), timeout=5) is None
+    pool = _pool_at(tmp_path, f"127.0.0.1:{port}")
+    assert query_collector(pool, timeout=5) is None
+    # The None came from the collector query itself, not from a broken child.
+    env = {**os.environ, "CONDOR_CONFIG": pool.condor_config, "_CONDOR_QUERY_TIMEOUT": "1"}
+    child = subprocess.run(
+        [sys.executable, "-c", pool_mod._QUERY_COLLECTOR_CHILD, pool.collector_host],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert "Failed communication with collector" in child.stderr
 
 
 @pytest.fixture
-def silent_listener() -> Iterator[str]:
+def silent_listener() -> Iterator[tuple[str, list[socket.socket]]]:
     """A TCP listener that accepts connections and never says a word."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -367,7 +376,7 @@ def silent_listener() -> Iterator[str]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"127.0.0.1:{server.getsockname()[1]}"
+        yield f"127.0.0.1:{server.getsockname()[1]}", accepted
     finally:
         stop.set()
         thread.join()
@@ -376,12 +385,16 @@ def silent_listener() -> Iterator[str]:
         server.close()
 
 
-def test_collector_that_never_answers(tmp_path: Path, silent_listener: str) -> None:
+def test_collector_that_never_answers(
+    tmp_path: Path, silent_listener: tuple[str, list[socket.socket]]
+) -> None:
     """A collector that accepts and stays silent: None within our deadline, no exception.
 
     The success path cannot run here (no collector daemon in the wheel).
     """
-    assert query_collector(_pool_at(tmp_path, silent_listener), timeout=2) is None
+    address, accepted = silent_listener
+    assert query_collector(_pool_at(tmp_path, address), timeout=2) is None
+    assert accepted, "the query never reached the listener"
 
 
 def test_collector_query_with_a_broken_configuration_is_none(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ and read back (outputs, and the IAM documents with every Ref resolved)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+import ast
+import json
 from typing import Any
 
 import boto3
@@ -55,29 +57,42 @@ class DeployedStack:
 
 def _role_policies(iam: Any, role_name: str) -> list[dict[str, Any]]:
     names = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
-    return [
-        {"name": name, "policy": iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]}
-        for name in names
-    ]
+    return [{"name": name, "policy": _document(iam.get_role_policy(RoleName=role_name, PolicyName=name))} for name in names]
 
 
-def deploy(session: boto3.session.Session) -> DeployedStack:
+def _document(response: dict[str, Any]) -> dict[str, Any]:
+    # Managed policy versions come back decoded. Inline role policies created through
+    # CloudFormation come back from the emulator as the text of a Python dict (its own quirk):
+    # literal_eval reads that, and JSON text too, without running anything.
+    document = response["PolicyDocument"]
+    if isinstance(document, dict):
+        return document
+    try:
+        return json.loads(document)
+    except json.JSONDecodeError:
+        parsed = ast.literal_eval(document)
+        assert isinstance(parsed, dict), "a policy document is a JSON object"
+        return parsed
+
+
+def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS) -> DeployedStack:
     """Create the stack from the real template and read back what AWS would evaluate."""
     cfn = session.client("cloudformation", region_name=REGION)
     cfn.create_stack(
-        StackName=STACK_NAME,
-        TemplateBody=build_template(SETTINGS).to_json(),
+        StackName=settings.stack_name,
+        TemplateBody=build_template(settings).to_json(),
         Capabilities=["CAPABILITY_NAMED_IAM"],
     )
     cfn.get_waiter("stack_create_complete").wait(
-        StackName=STACK_NAME, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        StackName=settings.stack_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
     )
-    stack = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    stack = cfn.describe_stacks(StackName=settings.stack_name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     iam = session.client("iam", region_name=REGION)
     policy_arn = outputs[contract.OUT_SCIENTIST_POLICY]
     version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
-    scientist = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]["Document"]
+    scientist = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]
+    scientist = _document({"PolicyDocument": scientist["Document"]})
     lam = session.client("lambda", region_name=REGION)
     enforcer_role_arn = lam.get_function(FunctionName=outputs[contract.OUT_ENFORCER_FUNCTION])[
         "Configuration"

@@ -1,0 +1,87 @@
+"""Building blocks the functional and e2e tests share: a deployed stack, a bundle, a pool."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from annex_admin.credentials import IssueRequest, issue_credentials
+from annex_admin.deploy import SetupRequest, deploy, resolve_settings
+from annex_common.aws import AwsClients
+from annex_user.bundle import Bundle, Caps
+from templates import contract
+
+PROJECT = "TheNeeds-MooreLab"
+USER = "needs-moore"
+POOL_PASSWORD = b"pool-password-for-the-test-pool"
+SCRAMBLE = bytes([0xDE, 0xAD, 0xBE, 0xEF])
+
+
+def console_script(name: str) -> str:
+    """The installed console script next to the running interpreter (.venv/bin in CI)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise AssertionError(f"{path} is not installed; run `make test`")
+    return str(path)
+
+
+def deploy_stack(clients: AwsClients, instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES):
+    settings = resolve_settings(clients, SetupRequest(region=clients.region, instance_types=instance_types))
+    return deploy(clients, settings, lambda _line: None)
+
+
+def issue_bundle(
+    clients: AwsClients,
+    output: Path,
+    *,
+    project_id: str = PROJECT,
+    user: str = USER,
+    caps: Caps = Caps(max_instances=32, max_lease_hours=168, max_spend_usd=500.0),
+) -> Bundle:
+    return issue_credentials(
+        clients, IssueRequest(contract.DEFAULT_STACK_NAME, project_id, user, output, caps)
+    ).bundle
+
+
+def scramble(password: bytes) -> bytes:
+    return bytes(b ^ SCRAMBLE[i % 4] for i, b in enumerate(password))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+@dataclass(frozen=True)
+class TestPool:
+    condor_config: Path
+    password_file: Path
+    collector_host: str = "cm.pool.example:9618"
+    trust_domain: str = "pool.example"
+
+
+def write_pool(folder: Path, *, signing_key: bool = True) -> TestPool:
+    """A pool configuration using pool-password security.
+
+    HTCondor uses the pool password file as the POOL token-signing key when no separate key is
+    configured; with ``signing_key=False`` the key is pointed at a missing file, so the client
+    must fall back to shipping the password.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    password = folder / "pool_password"
+    write_private(password, scramble(POOL_PASSWORD))
+    lines = [
+        "COLLECTOR_HOST = cm.pool.example:9618",
+        "TRUST_DOMAIN = pool.example",
+        f"SEC_PASSWORD_FILE = {password}",
+        # A port nobody listens on keeps collector queries fast in tests.
+        "QUERY_TIMEOUT = 2",
+    ]
+    if not signing_key:
+        lines.append(f"SEC_TOKEN_POOL_SIGNING_KEY_FILE = {folder / 'no-such-key'}")
+    config = folder / "condor_config"
+    config.write_text("\n".join(lines) + "\n")
+    return TestPool(condor_config=config, password_file=password)

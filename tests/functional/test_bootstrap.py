@@ -1,0 +1,442 @@
+"""The instance bootstrap, run for real in a temporary root.
+
+Real: bash and the script itself, curl against a local IMDSv2 server, the ``aws`` CLI against the
+suite's S3 emulator, shellcheck, and the htcondor2/classad2 bindings reading the configuration the
+script wrote. Replaced because they cannot run here (see tests/bootstrap_support): EC2's metadata
+service, systemctl, the power-off command, condor_status (no collector) and condor_reconfig;
+condor_master is a stub on PATH so the HTCondor install step is skipped.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from annex_user import node_config
+from annex_user.node_config import NodeConfigInputs
+from templates import contract
+from templates.settings import StackSettings
+from templates.stack import build_template
+from tests import emulator as emu
+from tests.bootstrap_support.imds import FakeImds
+from tests.bootstrap_support.node import SCRIPT, Node, clone_node, make_node, mode_of, sandbox_env_for
+
+BUCKET = "annex-config-bootstrap-test"
+INSTANCE_ID = "i-0123456789abcdef0"
+PROJECT = "TheNeeds-MooreLab"
+ANNEX = "deadline-run-1"
+OWNER = "needsmoore"
+EXPIRY = "2026-12-18T23:59:00Z"
+EXPIRY_EPOCH = calendar.timegm(time.strptime(EXPIRY, contract.EXPIRY_FORMAT))
+BOOT_AT = EXPIRY_EPOCH - 7 * 24 * 3600
+DEADMAN = 900
+IDLE = 1200
+
+
+def inputs(security: str = "idtoken") -> NodeConfigInputs:
+    return NodeConfigInputs(
+        annex_name=ANNEX,
+        project_id=PROJECT,
+        owner=OWNER,
+        collector_host="cm.pool.example.org:9618",
+        trust_domain="cm.pool.example.org",
+        idle_seconds=IDLE,
+        security=security,  # type: ignore[arg-type]
+        deadman_seconds=DEADMAN,
+    )
+
+
+def tags(**changes: str) -> dict[str, str]:
+    base = {
+        contract.TAG_ANNEX_NAME: ANNEX,
+        contract.TAG_PROJECT: PROJECT,
+        contract.TAG_EXPIRY: EXPIRY,
+        contract.TAG_IDLE: str(IDLE),
+        contract.TAG_OWNER: OWNER,
+    }
+    base.update(changes)
+    return base
+
+
+def put(clients, name: str, body: str | bytes, project: str = PROJECT, annex: str = ANNEX) -> None:
+    key = contract.annex_prefix(project, annex) + name
+    clients.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+
+def upload_annex(clients, security: str = "idtoken") -> str:
+    """What condor_annex uploads for one annex; returns the secret it shipped."""
+    clients.s3.create_bucket(Bucket=BUCKET)
+    rendered = inputs(security)
+    put(clients, contract.NODE_CONFIG_OBJECT, node_config.render_condor_config(rendered))
+    put(clients, contract.NODE_ENV_OBJECT, node_config.render_node_env(rendered))
+    secret = "secret-" + secrets.token_hex(16)
+    if security == "idtoken":
+        put(clients, contract.TOKEN_OBJECT, secret + "\n")
+    else:
+        put(clients, contract.PASSWORD_OBJECT, secret.encode())
+    return secret
+
+
+@pytest.fixture
+def imds() -> Iterator[FakeImds]:
+    server = FakeImds(INSTANCE_ID, tags()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def node(tmp_path: Path, imds: FakeImds, sandbox_env: dict[str, str]) -> Node:
+    return make_node(tmp_path, imds, sandbox_env, BUCKET, emu.REGION)
+
+
+@dataclass
+class Boot:
+    node: Node
+    result: subprocess.CompletedProcess
+    secret: str
+    imds: FakeImds
+
+
+@pytest.fixture(scope="module")
+def boot(emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Boot]:
+    """One real boot (idtoken mode, at BOOT_AT) that the tests starting from a booted instance
+    share: each gets a copy of its root (``booted``). Module-scoped because every ``aws`` CLI
+    call costs about a second and a half here."""
+    from annex_common.aws import make_clients
+
+    emulator.reset()
+    secret = upload_annex(make_clients(region=emu.REGION), "idtoken")
+    tmp = tmp_path_factory.mktemp("boot")
+    server = FakeImds(INSTANCE_ID, tags()).start()
+    node = make_node(tmp, server, sandbox_env_for(emulator.url, tmp / "home"), BUCKET, emu.REGION)
+    result = node.run(now=BOOT_AT)
+    assert result.returncode == 0, result.stderr
+    yield Boot(node, result, secret, server)
+    server.stop()
+
+
+@pytest.fixture
+def booted(boot: Boot, tmp_path: Path, imds: FakeImds, sandbox_env: dict[str, str]) -> Node:
+    """A copy of the booted instance, with its own stubs, metadata service and a clean emulator."""
+    return clone_node(boot.node, tmp_path, imds, sandbox_env)
+
+
+def read_config(node: Node, names: list[str]) -> dict:
+    """Read the written HTCondor configuration with the real bindings, in a child process
+    (a bad config file makes the library exit its process)."""
+    top = node.root.parent / "condor_config.top"
+    # As on the instance: the main file, then config.d in name order.
+    top.write_text(f"LOCAL_CONFIG_DIR = {node.path(node_config.CONFIG_DIR)}\n")
+    program = (
+        "import json, sys, htcondor2 as htcondor, classad2\n"
+        "names = json.loads(sys.argv[1])\n"
+        "values = {n: htcondor.param.get(n) for n in names}\n"
+        "start = classad2.ExprTree(values['START'])\n"
+        "def runs(owner):\n"
+        "    machine = classad2.ClassAd(); machine['Requirements'] = start\n"
+        "    job = classad2.ClassAd({'Owner': owner, 'Requirements': True})\n"
+        "    return machine.symmetricMatch(job)\n"
+        "values['_runs_owner'] = runs(sys.argv[2])\n"
+        "values['_runs_other'] = runs('someone-else')\n"
+        "classad2.ExprTree(values['MASTER.DAEMON_SHUTDOWN_FAST'])\n"
+        "print(json.dumps(values))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program, json.dumps(names), OWNER],
+        env={"CONDOR_CONFIG": str(top), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+# --- static checks ---------------------------------------------------------------------------
+
+
+def test_script_is_shellcheck_clean() -> None:
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run([str(shellcheck), "--severity=style", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_script_and_renderer_agree_on_instance_paths() -> None:
+    text = SCRIPT.read_text()
+    for path in (
+        node_config.INSTANCE_CONFIG_PATH.rsplit("/", 1)[1],
+        node_config.INSTANCE_ID_CONFIG_PATH.rsplit("/", 1)[1],
+        node_config.TOKEN_DIRECTORY,
+        node_config.TOKEN_FILE_NAME,
+        node_config.PASSWORD_FILE.rsplit("/", 1)[0],
+        node_config.MASTER_SHUTDOWN_SCRIPT.rsplit("/", 1)[1],
+    ):
+        assert path in text, path
+    for name in (contract.TAG_ANNEX_NAME, contract.TAG_PROJECT, contract.TAG_EXPIRY, contract.TAG_IDLE,
+                 contract.NODE_CONFIG_OBJECT, contract.NODE_ENV_OBJECT, contract.TOKEN_OBJECT,
+                 contract.PASSWORD_OBJECT):
+        assert f"={name}\n" in text, name
+    assert f'key="{contract.annex_prefix("$1", "$2")}$3"' in text
+
+
+def user_data(bucket: str, region: str) -> str:
+    """The launch templates' user data as the region stack builds it, references resolved."""
+    settings = StackSettings(
+        region=region, image_id="ami-0123456789abcdef0",
+        availability_zones=(f"{region}a", f"{region}b"),
+    )
+    resources = build_template(settings).to_dict()["Resources"]
+    datas = {
+        json.dumps(r["Properties"]["LaunchTemplateData"]["UserData"])
+        for r in resources.values() if r["Type"] == "AWS::EC2::LaunchTemplate"
+    }
+    assert len(datas) == 1
+    parts = json.loads(datas.pop())["Fn::Base64"]["Fn::Join"][1]
+    refs = {"AWS::Region": region}
+    return "".join(
+        p if isinstance(p, str) else refs.get(p["Ref"], bucket) for p in parts
+    )
+
+
+def test_user_data_fits_ec2s_limit_and_is_shellcheck_clean(tmp_path: Path) -> None:
+    text = user_data("b" * 63, "ap-southeast-2")
+    assert text.endswith(SCRIPT.read_text().split("\n", 1)[1])
+    assert len(text.encode()) <= 16384  # EC2's user data limit, before base64
+    script = tmp_path / "user-data"
+    script.write_text(text)
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run([str(shellcheck), str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+# --- boot ------------------------------------------------------------------------------------
+
+
+def test_boot_installs_config_token_and_guardrails(boot: Boot) -> None:
+    node, imds = boot.node, boot.imds
+    assert node.poweroffs() == []
+    config = node.path(node_config.INSTANCE_CONFIG_PATH)
+    assert config.read_text() == node_config.render_condor_config(inputs("idtoken"))
+    assert mode_of(config) == 0o644
+    instance = node.path(node_config.INSTANCE_ID_CONFIG_PATH)
+    assert f'EC2InstanceID = "{INSTANCE_ID}"' in instance.read_text()
+    assert mode_of(instance) == 0o644
+
+    token = node.path(f"{node_config.TOKEN_DIRECTORY}/{node_config.TOKEN_FILE_NAME}")
+    assert token.read_text() == boot.secret + "\n"
+    assert mode_of(token) == 0o600
+    assert mode_of(token.parent) == 0o700
+    assert not node.path(node_config.PASSWORD_FILE).exists()
+
+    installed = node.path("/usr/local/libexec/condor-annex/bootstrap.sh")
+    assert installed.read_bytes() == SCRIPT.read_bytes() and mode_of(installed) == 0o755
+    shutdown = node.path(node_config.MASTER_SHUTDOWN_SCRIPT)
+    assert mode_of(shutdown) == 0o755 and "bootstrap.sh poweroff" in shutdown.read_text()
+    for unit, mode in (("condor-annex-watchdog", "watchdog"), ("condor-annex-deadman", "deadman")):
+        service = node.path(f"/etc/systemd/system/{unit}.service").read_text()
+        assert f"ExecStart=/usr/local/libexec/condor-annex/bootstrap.sh {mode}" in service
+        assert f"ANNEX_BUCKET={BUCKET}" in service
+        assert "OnUnitActiveSec=1min" in node.path(f"/etc/systemd/system/{unit}.timer").read_text()
+
+    calls = node.systemctl_calls()
+    assert "enable --now condor-annex-watchdog.timer condor-annex-deadman.timer" in calls
+    # HTCondor starts only after its configuration is in place, and the timers came first.
+    assert calls.index("restart condor") > calls.index("daemon-reload")
+
+    # IMDSv2 only: every metadata read carried a session token.
+    assert imds.refused_gets == 0 and imds.served_gets >= 5
+    log = node.log_text()
+    assert "boot complete" in log and INSTANCE_ID in log
+    assert boot.secret not in log + boot.result.stdout + boot.result.stderr
+
+
+def test_written_configuration_reads_back_with_htcondor(boot: Boot) -> None:
+    values = read_config(
+        boot.node,
+        ["STARTD_NOCLAIM_SHUTDOWN", "AnnexName", "IsAnnex", "COLLECTOR_HOST", "CCB_ADDRESS",
+         "EC2InstanceID", "START", "STARTD_ATTRS", "MASTER_ATTRS", "DAEMON_LIST",
+         "DEFAULT_MASTER_SHUTDOWN_SCRIPT", "MASTER.DAEMON_SHUTDOWN_FAST", "SEC_TOKEN_DIRECTORY",
+         "SEC_DEFAULT_AUTHENTICATION_METHODS", "TRUST_DOMAIN"],
+    )
+    assert int(values["STARTD_NOCLAIM_SHUTDOWN"]) == IDLE
+    assert values["AnnexName"] == f'"{ANNEX}"'
+    assert values["IsAnnex"] == "True"
+    assert values["COLLECTOR_HOST"] == "cm.pool.example.org:9618"
+    assert values["CCB_ADDRESS"] == values["COLLECTOR_HOST"]
+    assert values["EC2InstanceID"] == f'"{INSTANCE_ID}"'
+    for attrs in (values["STARTD_ATTRS"], values["MASTER_ATTRS"]):
+        assert {"AnnexName", "IsAnnex", "EC2InstanceID"} <= set(attrs.split())
+    assert set(values["DAEMON_LIST"].replace(",", " ").split()) == {"MASTER", "STARTD"}
+    assert values["DEFAULT_MASTER_SHUTDOWN_SCRIPT"] == node_config.MASTER_SHUTDOWN_SCRIPT
+    assert values["SEC_TOKEN_DIRECTORY"] == node_config.TOKEN_DIRECTORY
+    assert "IDTOKENS" in values["SEC_DEFAULT_AUTHENTICATION_METHODS"]
+    assert values["TRUST_DOMAIN"] == "cm.pool.example.org"
+    assert values["_runs_owner"] is True and values["_runs_other"] is False
+
+
+def test_boot_in_password_mode_installs_the_pool_password(node: Node, clients) -> None:
+    secret = upload_annex(clients, "password")
+    result = node.run(now=BOOT_AT)
+    assert result.returncode == 0, result.stderr
+    password = node.path(node_config.PASSWORD_FILE)
+    assert password.read_bytes() == secret.encode()
+    assert mode_of(password) == 0o600 and mode_of(password.parent) == 0o700
+    assert not node.path(node_config.TOKEN_DIRECTORY).exists()
+    assert secret not in result.stdout + result.stderr + node.log_text()
+    values = read_config(node, ["SEC_PASSWORD_FILE", "SEC_DEFAULT_AUTHENTICATION_METHODS", "START",
+                                "MASTER.DAEMON_SHUTDOWN_FAST"])
+    assert values["SEC_PASSWORD_FILE"] == node_config.PASSWORD_FILE
+    assert "PASSWORD" in values["SEC_DEFAULT_AUTHENTICATION_METHODS"]
+
+
+def test_boot_without_the_annex_objects_powers_off(node: Node, clients) -> None:
+    clients.s3.create_bucket(Bucket=BUCKET)
+    result = node.run(now=BOOT_AT)
+    assert result.returncode != 0
+    assert node.poweroffs() == [""]
+    assert "boot failed" in node.log_text()
+    # The guardrails were installed before the step that failed.
+    assert node.path("/etc/systemd/system/condor-annex-watchdog.timer").exists()
+    assert "restart condor" not in node.systemctl_calls()
+
+
+def test_boot_refuses_settings_of_another_annex(node: Node, clients) -> None:
+    upload_annex(clients)
+    other = NodeConfigInputs(**{**inputs().__dict__, "annex_name": "someone-elses"})
+    put(clients, contract.NODE_ENV_OBJECT, node_config.render_node_env(other))
+    result = node.run(now=BOOT_AT)
+    assert result.returncode != 0 and node.poweroffs() == [""]
+    assert "another annex" in result.stderr
+    assert not node.path(node_config.INSTANCE_CONFIG_PATH).exists()
+
+
+def test_boot_refuses_a_configuration_that_runs_commands(node: Node, clients) -> None:
+    upload_annex(clients)
+    hostile = node_config.render_condor_config(inputs()) + "include command : /bin/touch /tmp/owned\n"
+    put(clients, contract.NODE_CONFIG_OBJECT, hostile)
+    result = node.run(now=BOOT_AT)
+    assert result.returncode != 0 and node.poweroffs() == [""]
+    assert not node.path(node_config.INSTANCE_CONFIG_PATH).exists()
+
+
+def test_boot_refuses_an_unsafe_tag(node: Node, imds: FakeImds, clients) -> None:
+    upload_annex(clients)
+    imds.tags[contract.TAG_PROJECT] = "../other-project"
+    result = node.run(now=BOOT_AT)
+    assert result.returncode != 0 and node.poweroffs() == [""]
+    assert "unusable project id" in result.stderr
+
+
+# --- lease watchdog --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "powers_off"), [(-60, False), (-1, False), (0, True), (1, True), (86400, True)]
+)
+def test_watchdog_powers_off_from_the_expiry_on(node: Node, offset: int, powers_off: bool) -> None:
+    result = node.run("watchdog", now=EXPIRY_EPOCH + offset)
+    assert result.returncode == 0, result.stderr
+    assert (node.poweroffs() == [""]) is powers_off
+    if not powers_off:
+        assert f"{-offset} s left" in node.log_text()
+
+
+def test_watchdog_follows_an_extension(node: Node, imds: FakeImds) -> None:
+    assert node.run("watchdog", now=EXPIRY_EPOCH - 30).returncode == 0
+    assert node.poweroffs() == []
+    imds.tags[contract.TAG_EXPIRY] = "2026-12-19T23:59:00Z"
+    assert node.run("watchdog", now=EXPIRY_EPOCH + 600).returncode == 0
+    assert node.poweroffs() == []
+    assert node.run("watchdog", now=EXPIRY_EPOCH + 86400).returncode == 0
+    assert node.poweroffs() == [""]
+
+
+def test_watchdog_powers_off_when_the_lease_tag_is_missing(node: Node, imds: FakeImds) -> None:
+    del imds.tags[contract.TAG_EXPIRY]
+    assert node.run("watchdog", now=BOOT_AT).returncode == 0
+    assert node.poweroffs() == [""]
+    assert "missing" in node.log_text()
+
+
+@pytest.mark.parametrize("garbage", ["tomorrow", "2026-13-45T99:00:00Z", "2026-12-18 23:59", "1766102340"])
+def test_watchdog_powers_off_when_the_lease_tag_is_garbage(node: Node, imds: FakeImds, garbage: str) -> None:
+    imds.tags[contract.TAG_EXPIRY] = garbage
+    assert node.run("watchdog", now=BOOT_AT).returncode == 0
+    assert node.poweroffs() == [""]
+    assert "not a UTC time" in node.log_text()
+
+
+def test_watchdog_keeps_running_when_imds_is_down(node: Node) -> None:
+    result = node.run("watchdog", now=EXPIRY_EPOCH + 3600, ANNEX_IMDS_URL=f"http://127.0.0.1:{emu.free_port()}")
+    assert result.returncode == 0
+    assert node.poweroffs() == []
+    assert "unreachable" in node.log_text()
+
+
+def test_watchdog_installs_a_reminted_token(booted: Node, boot: Boot, clients, imds: FakeImds) -> None:
+    # The emulator was reset for this test: the bucket holds what the boot fetched.
+    upload_annex(clients)
+    put(clients, contract.TOKEN_OBJECT, boot.secret + "\n")
+    token = booted.path(f"{node_config.TOKEN_DIRECTORY}/{node_config.TOKEN_FILE_NAME}")
+    # Same token: nothing changes, HTCondor is not poked.
+    assert booted.run("watchdog", now=BOOT_AT + 60).returncode == 0
+    assert booted.recorded("condor_reconfig") == []
+    # condor_annex extend: a new expiry tag and a re-minted token.
+    imds.tags[contract.TAG_EXPIRY] = "2026-12-25T00:00:00Z"
+    fresh = "secret-" + secrets.token_hex(16)
+    put(clients, contract.TOKEN_OBJECT, fresh + "\n")
+    result = booted.run("watchdog", now=EXPIRY_EPOCH + 60)
+    assert result.returncode == 0, result.stderr
+    assert booted.poweroffs() == []
+    assert token.read_text() == fresh + "\n" and mode_of(token) == 0o600
+    assert len(booted.recorded("condor_reconfig")) == 1
+    assert fresh not in result.stdout + result.stderr + booted.log_text()
+    assert not any(p.name.startswith(".") for p in token.parent.iterdir())
+
+
+# --- dead-man --------------------------------------------------------------------------------
+
+
+def test_deadman_powers_off_at_its_deadline_when_not_joined(booted: Node) -> None:
+    booted.condor_status_answers("")
+    assert booted.run("deadman", now=BOOT_AT + DEADMAN - 1).returncode == 0
+    assert booted.poweroffs() == []
+    assert booted.run("deadman", now=BOOT_AT + DEADMAN).returncode == 0
+    assert booted.poweroffs() == [""]
+    asked = booted.recorded("condor_status")
+    assert asked and all(f'EC2InstanceID == "{INSTANCE_ID}"' in call for call in asked)
+
+
+def test_deadman_stands_down_once_joined(booted: Node) -> None:
+    booted.condor_status_answers(f"slot1@ip-10-0-0-5.ec2.internal\n")
+    assert booted.run("deadman", now=BOOT_AT + 120).returncode == 0
+    assert booted.path("/var/lib/condor-annex/joined").exists()
+    assert "disable --now condor-annex-deadman.timer" in booted.systemctl_calls()
+    # Later the pool is unreachable and the deadline long past: it no longer checks.
+    booted.condor_status_answers("", status=1)
+    asked = len(booted.recorded("condor_status"))
+    assert booted.run("deadman", now=BOOT_AT + 10 * DEADMAN).returncode == 0
+    assert booted.poweroffs() == []
+    assert len(booted.recorded("condor_status")) == asked
+
+
+def test_deadman_counts_a_failed_query_as_not_joined(booted: Node) -> None:
+    booted.condor_status_answers("slot1@somewhere\n", status=1)
+    assert booted.run("deadman", now=BOOT_AT + DEADMAN + 5).returncode == 0
+    assert booted.poweroffs() == [""]
+    assert not booted.path("/var/lib/condor-annex/joined").exists()
+
+
+def test_poweroff_mode_logs_its_reason(node: Node) -> None:
+    assert node.run("poweroff", "idle", "shutdown").returncode == 0
+    assert node.poweroffs() == [""]
+    assert "powering off: idle shutdown" in node.log_text()

@@ -1,0 +1,152 @@
+"""The region stack's template, checked as JSON: above all what the emulator stores but ignores
+(IMDSv2, shutdown behaviour, DNS hostnames, public access block, the launch template's profile)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from templates import contract
+from templates.settings import StackSettings
+from templates.stack import build_template, load_enforcer_source, subnet_cidrs
+
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+
+
+def render(**overrides) -> dict:
+    settings = dict(
+        region="us-east-1",
+        image_id="ami-0123456789abcdef0",
+        availability_zones=ZONES,
+        hourly_prices={"m7i.large": 0.1008},
+    )
+    settings.update(overrides)
+    return json.loads(build_template(StackSettings(**settings)).to_json())
+
+
+def of_type(template: dict, kind: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def test_vpc_has_dns_hostnames_and_support():
+    (vpc,) = of_type(render(), "AWS::EC2::VPC").values()
+    assert vpc["Properties"]["EnableDnsHostnames"] is True
+    assert vpc["Properties"]["EnableDnsSupport"] is True
+
+
+def test_one_public_subnet_per_zone_with_distinct_cidrs():
+    subnets = of_type(render(), "AWS::EC2::Subnet")
+    assert sorted(s["Properties"]["AvailabilityZone"] for s in subnets.values()) == list(ZONES)
+    assert all(s["Properties"]["MapPublicIpOnLaunch"] is True for s in subnets.values())
+    cidrs = [s["Properties"]["CidrBlock"] for s in subnets.values()]
+    assert len(set(cidrs)) == len(cidrs)
+    associations = of_type(render(), "AWS::EC2::SubnetRouteTableAssociation")
+    assert len(associations) == len(ZONES)
+
+
+def test_default_route_goes_through_the_internet_gateway():
+    (route,) = of_type(render(), "AWS::EC2::Route").values()
+    assert route["Properties"]["DestinationCidrBlock"] == "0.0.0.0/0"
+    assert route["Properties"]["GatewayId"] == {"Ref": "InternetGateway"}
+    assert route["DependsOn"] == "GatewayAttachment"
+
+
+def test_security_group_has_no_inbound_rule_unless_ssh_cidr_given():
+    (closed,) = of_type(render(), "AWS::EC2::SecurityGroup").values()
+    assert closed["Properties"]["SecurityGroupIngress"] == []
+    (open_ssh,) = of_type(render(ssh_cidr="203.0.113.0/24"), "AWS::EC2::SecurityGroup").values()
+    (rule,) = open_ssh["Properties"]["SecurityGroupIngress"]
+    assert (rule["FromPort"], rule["ToPort"], rule["CidrIp"]) == (22, 22, "203.0.113.0/24")
+
+
+@pytest.mark.parametrize("types", [("m7i.large",), ("m7i.large", "c6i.xlarge", "m5.large")])
+def test_one_launch_template_per_type_with_the_guarded_settings(types):
+    template = render(instance_types=types)
+    lts = of_type(template, "AWS::EC2::LaunchTemplate")
+    assert len(lts) == len(types)
+    seen_types = set()
+    for lt in lts.values():
+        data = lt["Properties"]["LaunchTemplateData"]
+        seen_types.add(data["InstanceType"])
+        assert data["MetadataOptions"]["HttpTokens"] == "required"
+        assert data["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
+        assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+        assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
+        assert data["IamInstanceProfile"] == {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}}
+        assert data["ImageId"] == "ami-0123456789abcdef0"
+        assert data["KeyName"] == f"{contract.DEFAULT_STACK_NAME}-annex"
+        assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+        user_data = json.dumps(data["UserData"])
+        assert "ANNEX_BUCKET" in user_data and {"Ref": "ConfigBucket"} == data["UserData"]["Fn::Base64"]["Fn::Join"][1][3]
+    assert seen_types == set(types)
+
+
+def test_user_data_carries_no_secret_material():
+    """User data is readable by anyone who can describe the instance: no keys, tokens or passwords."""
+    for lt in of_type(render(), "AWS::EC2::LaunchTemplate").values():
+        text = json.dumps(lt["Properties"]["LaunchTemplateData"]["UserData"])
+        for marker in ("SecretAccessKey", "-----BEGIN", "eyJhbGciOi", "aws_secret_access_key"):
+            assert marker not in text
+
+
+def test_bucket_is_encrypted_private_and_expiring():
+    (bucket,) = of_type(render(), "AWS::S3::Bucket").values()
+    props = bucket["Properties"]
+    rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    (lifecycle,) = props["LifecycleConfiguration"]["Rules"]
+    assert lifecycle["Status"] == "Enabled" and lifecycle["ExpirationInDays"] > 0
+
+
+def test_instance_profile_wraps_the_instance_role():
+    (profile,) = of_type(render(), "AWS::IAM::InstanceProfile").values()
+    assert profile["Properties"]["Roles"] == [{"Ref": "InstanceRole"}]
+    role = render()["Resources"]["InstanceRole"]["Properties"]
+    principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
+    assert principal == ["ec2.amazonaws.com"]
+
+
+def test_enforcer_runs_the_shipped_handler_at_most_every_five_minutes():
+    template = render()
+    (function,) = of_type(template, "AWS::Lambda::Function").values()
+    assert function["Properties"]["Handler"] == "index.handler"
+    assert function["Properties"]["Code"]["ZipFile"] == load_enforcer_source()
+    assert json.loads(function["Properties"]["Environment"]["Variables"]["ANNEX_PRICES"]) == {"m7i.large": 0.1008}
+    (rule,) = of_type(template, "AWS::Events::Rule").values()
+    expression = rule["Properties"]["ScheduleExpression"]
+    amount, unit = expression[len("rate(") : -1].split()
+    assert unit.startswith("minute") and int(amount) <= 5
+    (permission,) = of_type(template, "AWS::Lambda::Permission").values()
+    assert permission["Properties"]["Principal"] == "events.amazonaws.com"
+
+
+def test_scientist_policy_is_a_managed_policy_under_the_tool_path():
+    (policy,) = of_type(render(), "AWS::IAM::ManagedPolicy").values()
+    assert policy["Properties"]["Path"] == contract.USER_PATH
+    assert policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def test_every_output_the_tools_need_is_declared():
+    assert set(render()["Outputs"]) == set(contract.REQUIRED_OUTPUTS)
+
+
+def test_building_needs_resolved_zones_and_image():
+    with pytest.raises(ValueError):
+        build_template(StackSettings(region="us-east-1", image_id="ami-0123456789abcdef0"))
+    with pytest.raises(ValueError):
+        build_template(StackSettings(region="us-east-1", availability_zones=ZONES))
+
+
+def test_subnet_cidrs_are_disjoint_slices_of_the_vpc():
+    assert subnet_cidrs("10.73.0.0/16", 3) == ["10.73.0.0/20", "10.73.16.0/20", "10.73.32.0/20"]
+
+
+def test_template_is_deterministic():
+    assert render() == render()
