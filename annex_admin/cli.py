@@ -222,6 +222,99 @@ def revoke_credentials(
     run_guarded(action, debug=debug)
 
 
+@app.command()
+def enforce(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; change nothing.")] = False,
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    debug: Debug = False,
+) -> None:
+    """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances."""
+
+    def action() -> None:
+        from annex_admin.enforce import deployed_prices, run_enforcer
+        from annex_common.stack import read_stack
+        from templates import contract
+
+        clients = _clients(region, profile)
+        stack = read_stack(clients, stack_name)
+        prices = deployed_prices(clients, stack.output(contract.OUT_ENFORCER_FUNCTION))
+        report = run_enforcer(
+            clients, bucket=stack.bucket, prices=prices, dry_run=dry_run,
+            log=lambda line: out.print(line, markup=False),
+        )
+        if report.errors:
+            raise SystemExit(1)
+
+    run_guarded(action, debug=debug)
+
+
+@app.command()
+def teardown(
+    yes: Yes = False,
+    force: Annotated[bool, typer.Option("--force", help="Terminate live annex instances first.")] = False,
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    debug: Debug = False,
+) -> None:
+    """Delete everything setup created (and the scientists' users); refuses while annexes live unless --force."""
+
+    def action() -> None:
+        from annex_admin.teardown import teardown as run_teardown
+        from annex_common.errors import BadInput
+        from templates.settings import validate_stack_name
+
+        validate_stack_name(stack_name)
+        clients = _clients(region, profile)
+        if not confirm(f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?", assume_yes=yes):
+            raise BadInput("teardown was not confirmed", "no --yes and no interactive answer",
+                           "Run again and answer y, or pass --yes.")
+        with err_console.status("Tearing down…") as status:
+            def progress(line: str) -> None:
+                status.update(line.strip())
+                err_console.print(f"  {line}", markup=False)
+
+            report = run_teardown(clients, stack_name, force=force, progress=progress)
+        for item in report.removed:
+            out.print(f"[green]removed[/] {item}")
+        for what, why in report.not_removed:
+            out.print(f"[red]not removed[/] {what}: {why}")
+        if not report.removed and not report.not_removed:
+            out.print(f"Nothing to remove: no stack {stack_name} in {clients.region}.")
+        if not report.complete:
+            raise SystemExit(1)
+
+    run_guarded(action, debug=debug)
+
+
+@app.command()
+def sandbox(
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the running sandbox.")] = False,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port on 127.0.0.1 (default: a free one).")] = None,
+    debug: Debug = False,
+) -> None:
+    """Start a local AWS emulator in the background and print the environment to use it."""
+
+    def action() -> None:
+        from annex_admin.sandbox import start_sandbox, stop_sandbox
+
+        state = Path.home() / ".condor" / "annex-sandbox"
+        if stop:
+            stopped = stop_sandbox(state)
+            out.print("Sandbox stopped." if stopped else "No sandbox was running.")
+            return
+        box = start_sandbox(state, port)
+        err_console.print(f"Local AWS emulator running at {box.url} (pid {box.pid}, log {box.log}).", markup=False)
+        err_console.print("Set these in your shell (fake keys: nothing reaches AWS), then run annex-admin setup --yes:", markup=False)
+        for key, value in box.environment().items():
+            print(f"export {key}={value}")
+        err_console.print("Stop it with: annex-admin sandbox --stop", markup=False)
+
+    run_guarded(action, debug=debug)
+
+
 def main() -> None:
     app()
 

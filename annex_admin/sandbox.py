@@ -1,0 +1,107 @@
+"""A local AWS emulator (moto's server) for trying the tools without an AWS account."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from annex_common.errors import AnnexError, BadInput
+
+FAKE_ACCESS_KEY = "AKIASANDBOXADMIN0000"
+FAKE_SECRET_KEY = "sandbox-secret-not-a-real-key"
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    url: str
+    pid: int
+    log: Path
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/moto-api/", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def start_sandbox(state_dir: Path, port: int | None = None) -> Sandbox:
+    try:
+        import moto.server  # noqa: F401  (only to tell the user what to install)
+    except ImportError as exc:
+        raise BadInput(
+            "the local AWS emulator is not installed",
+            "the sandbox runs moto's server, which is a test extra",
+            "Install it: pip install 'condor-annex[test]' (or 'moto[server]').",
+        ) from exc
+    state_dir.mkdir(parents=True, exist_ok=True)
+    existing = read_sandbox(state_dir)
+    if existing:
+        return existing
+    port = port or _free_port()
+    log = state_dir / "emulator.log"
+    with open(log, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives the command that started it
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not _answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AnnexError("the local emulator did not start", f"see {log}", "Try another --port.")
+        time.sleep(0.2)
+    (state_dir / "sandbox.url").write_text(url)
+    (state_dir / "sandbox.pid").write_text(str(process.pid))
+    return Sandbox(url, process.pid, log)
+
+
+def read_sandbox(state_dir: Path) -> Sandbox | None:
+    try:
+        url = (state_dir / "sandbox.url").read_text().strip()
+        pid = int((state_dir / "sandbox.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _answers(url):
+        return None
+    return Sandbox(url, pid, state_dir / "emulator.log")
+
+
+def stop_sandbox(state_dir: Path) -> bool:
+    sandbox = read_sandbox(state_dir)
+    for name in ("sandbox.url", "sandbox.pid"):
+        (state_dir / name).unlink(missing_ok=True)
+    if sandbox is None:
+        return False
+    try:
+        os.killpg(sandbox.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,188 @@
+"""`annex-admin teardown`: remove everything setup and issue-credentials made in a region."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import botocore.exceptions
+
+from annex_common.aws import AwsClients, aws_errors, error_code
+from annex_common.errors import NotReady
+from annex_common.stack import describe_stack
+from templates import contract
+
+Progress = Callable[[str], None]
+LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+STACK_TAG = "htcondor:annex:stack"
+
+
+@dataclass
+class TeardownReport:
+    removed: list[str] = field(default_factory=list)
+    not_removed: list[tuple[str, str]] = field(default_factory=list)  # what, why
+
+    @property
+    def complete(self) -> bool:
+        return not self.not_removed
+
+
+def annex_instances(clients: AwsClients, vpc_id: str | None) -> list[str]:
+    filters = [
+        {"Name": "tag-key", "Values": [contract.TAG_ANNEX_NAME]},
+        {"Name": "instance-state-name", "Values": LIVE_STATES},
+    ]
+    if vpc_id:
+        filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+    ids: list[str] = []
+    with aws_errors("could not list annex instances"):
+        for page in clients.ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page["Reservations"]:
+                ids.extend(i["InstanceId"] for i in reservation["Instances"])
+    return ids
+
+
+def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Progress) -> TeardownReport:
+    report = TeardownReport()
+    raw = describe_stack(clients, stack_name)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (raw or {}).get("Outputs", [])}
+    live = annex_instances(clients, outputs.get(contract.OUT_VPC)) if raw else []
+    if live and not force:
+        raise NotReady(
+            f"{len(live)} annex instance(s) are still alive in stack {stack_name}",
+            "tearing down now would strand them without their enforcer",
+            "Let their leases run out, ask the scientists to terminate them, or pass --force to terminate them first.",
+        )
+    if live:
+        _terminate_and_wait(clients, live, progress, report)
+    if outputs.get(contract.OUT_BUCKET):
+        _empty_bucket(clients, outputs[contract.OUT_BUCKET], progress, report)
+    if outputs.get(contract.OUT_SCIENTIST_POLICY):
+        _remove_scientists(clients, outputs[contract.OUT_SCIENTIST_POLICY], progress, report)
+    if raw:
+        _delete_stack(clients, stack_name, progress, report)
+    _remove_leftovers(clients, stack_name, progress, report)
+    return report
+
+
+def _terminate_and_wait(clients: AwsClients, ids: list[str], progress: Progress, report: TeardownReport) -> None:
+    progress(f"Terminating {len(ids)} annex instance(s)")
+    with aws_errors("could not terminate the annex instances"):
+        for start in range(0, len(ids), 500):
+            clients.ec2.terminate_instances(InstanceIds=ids[start : start + 500])
+        waiter = clients.ec2.get_waiter("instance_terminated")
+        for start in range(0, len(ids), 500):
+            waiter.wait(InstanceIds=ids[start : start + 500], WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    report.removed.append(f"{len(ids)} annex instance(s) (terminated)")
+
+
+def _empty_bucket(clients: AwsClients, bucket: str, progress: Progress, report: TeardownReport) -> None:
+    progress(f"Emptying bucket {bucket} (every version)")
+    count = 0
+    try:
+        paginator = clients.s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket):
+            entries = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            for start in range(0, len(entries), 1000):
+                clients.s3.delete_objects(Bucket=bucket, Delete={"Objects": entries[start : start + 1000], "Quiet": True})
+            count += len(entries)
+        report.removed.append(f"{count} object version(s) in bucket {bucket}")
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) != "NoSuchBucket":
+            report.not_removed.append((f"objects in bucket {bucket}", f"{error_code(exc)}: {exc}"))
+
+
+def _remove_scientists(clients: AwsClients, policy_arn: str, progress: Progress, report: TeardownReport) -> None:
+    """Users issue-credentials made: their keys, the policy attachment, the user."""
+    iam = clients.iam
+    try:
+        users = [
+            u["UserName"]
+            for page in iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=policy_arn, EntityFilter="User")
+            for u in page["PolicyUsers"]
+        ]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) != "NoSuchEntity":
+            report.not_removed.append(("scientists' IAM users", f"{error_code(exc)}: {exc}"))
+        return
+    for user in users:
+        progress(f"Removing IAM user {user}")
+        try:
+            for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+                iam.update_access_key(UserName=user, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+                iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+            iam.detach_user_policy(UserName=user, PolicyArn=policy_arn)
+            tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]}
+            if tags.get(contract.USER_TAG_MANAGED) == "condor-annex":
+                iam.delete_user(UserName=user)
+                report.removed.append(f"IAM user {user}")
+            else:
+                report.removed.append(f"access to the annex policy for IAM user {user} (user kept: not made by annex-admin)")
+        except botocore.exceptions.ClientError as exc:
+            report.not_removed.append((f"IAM user {user}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
+
+
+def _delete_stack(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
+    progress(f"Deleting stack {stack_name}")
+    cfn = clients.cloudformation
+    try:
+        cfn.delete_stack(StackName=stack_name)
+    except botocore.exceptions.ClientError as exc:
+        # The local emulator drops the stack but answers DependencyViolation for the VPC's route
+        # tables; what it leaves is removed below by tag.
+        progress(f"  the stack deletion reported {error_code(exc)}; cleaning up what remains")
+    deadline = time.monotonic() + 3600
+    while True:
+        raw = describe_stack(clients, stack_name)
+        if raw is None or raw["StackStatus"] == "DELETE_COMPLETE":
+            report.removed.append(f"stack {stack_name}")
+            return
+        if raw["StackStatus"] == "DELETE_FAILED" or time.monotonic() > deadline:
+            report.not_removed.append((f"stack {stack_name}", raw.get("StackStatusReason") or raw["StackStatus"]))
+            return
+        progress(f"  {raw['StackStatus']}")
+        time.sleep(3)
+
+
+def _remove_leftovers(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
+    """Network pieces tagged with the stack's name that outlived the stack, in dependency order."""
+    ec2 = clients.ec2
+    tag_filter = [{"Name": f"tag:{STACK_TAG}", "Values": [stack_name]}]
+    try:
+        vpcs = [v["VpcId"] for v in ec2.describe_vpcs(Filters=tag_filter)["Vpcs"]]
+    except botocore.exceptions.ClientError as exc:
+        report.not_removed.append(("network leftovers", f"{error_code(exc)}"))
+        return
+    for vpc in vpcs:
+        vpc_filter = [{"Name": "vpc-id", "Values": [vpc]}]
+        steps: list[tuple[str, Callable[[], None]]] = []
+        for table in ec2.describe_route_tables(Filters=vpc_filter)["RouteTables"]:
+            if any(a.get("Main") for a in table.get("Associations", [])):
+                continue
+            for assoc in table.get("Associations", []):
+                steps.append((f"route table association {assoc['RouteTableAssociationId']}",
+                              lambda a=assoc: ec2.disassociate_route_table(AssociationId=a["RouteTableAssociationId"])))
+            steps.append((f"route table {table['RouteTableId']}",
+                          lambda t=table: ec2.delete_route_table(RouteTableId=t["RouteTableId"])))
+        for subnet in ec2.describe_subnets(Filters=vpc_filter)["Subnets"]:
+            steps.append((f"subnet {subnet['SubnetId']}", lambda s=subnet: ec2.delete_subnet(SubnetId=s["SubnetId"])))
+        for group in ec2.describe_security_groups(Filters=vpc_filter)["SecurityGroups"]:
+            if group["GroupName"] != "default":
+                steps.append((f"security group {group['GroupId']}", lambda g=group: ec2.delete_security_group(GroupId=g["GroupId"])))
+        for gateway in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])["InternetGateways"]:
+            gid = gateway["InternetGatewayId"]
+            steps.append((f"internet gateway {gid}", lambda g=gid: (ec2.detach_internet_gateway(InternetGatewayId=g, VpcId=vpc),
+                                                                    ec2.delete_internet_gateway(InternetGatewayId=g))))
+        steps.append((f"VPC {vpc}", lambda: ec2.delete_vpc(VpcId=vpc)))
+        for what, step in steps:
+            try:
+                step()
+                if not what.startswith("route table association"):
+                    report.removed.append(f"{what} (left by the stack deletion)")
+            except botocore.exceptions.ClientError as exc:
+                report.not_removed.append((what, f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
+    progress("Checked for leftovers")
