@@ -18,7 +18,7 @@ $(NODE_STAMP): tests/policy/package.json tests/policy/package-lock.json
 	touch $(NODE_STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m bench.demo
+	$(BIN)/python demo/story.py
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

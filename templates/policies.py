@@ -11,8 +11,10 @@ not: it counts every condition as true, checks EC2 and CloudFormation requests a
   image, ...): AWS applies it to that resource, the emulator never matches it (EC2 is checked
   against ``*``), so it never refuses what AWS would allow;
 - where AWS needs an exact resource scope that the emulator cannot check (a stack ARN, an S3 key
-  holding ``${aws:PrincipalTag/...}``), a Deny with ``NotResource`` does the scoping on AWS and is
-  inert under the emulator;
+  holding ``${aws:PrincipalTag/...}``), a Deny with ``NotResource`` does the scoping on AWS. The
+  emulator never refuses on such a statement (it even counts it as a grant of its actions), so
+  under the emulator the scientist can reach other projects' annexes/ prefixes: that part is
+  proven by the simulator only;
 - unconditional Denies on plain ARNs (the caps objects) bind on both.
 
 The real semantics are proven with an IAM policy simulator in tests/policy; what the emulator
@@ -63,7 +65,11 @@ S3_OBJECT_ACTIONS = [s3_actions.PutObject, s3_actions.GetObject, s3_actions.Dele
 
 @dataclass
 class PolicyRefs:
-    """Template references the scientist policy is scoped to."""
+    """Template references the scientist policy is scoped to.
+
+    ``security_group_id`` is accepted but not needed: the launch template's security group is
+    pinned by refusing any group the request names instead (ec2:IsLaunchTemplateResource).
+    """
 
     bucket: Any
     instance_role_arn: Any
@@ -85,10 +91,6 @@ def assume_role_document(service: str) -> awacs_aws.PolicyDocument:
             )
         ],
     )
-
-
-def _ec2_arn(resource: str) -> Sub:
-    return Sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:" + resource)
 
 
 def _any_ec2(resource_type: str) -> Sub:

@@ -1,0 +1,140 @@
+"""`make demo`: the whole condor-annex story against a local AWS emulator, no AWS account needed.
+
+Every step runs the real console scripts, as the pool administrator and the scientist would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+PROJECT = "TheNeeds-MooreLab"
+STEP = 0
+
+
+def banner(title: str, text: str) -> None:
+    global STEP
+    STEP += 1
+    print(f"\n\033[1m── {STEP}. {title} ──\033[0m")
+    for line in text.strip().splitlines():
+        print(f"   {line.strip()}")
+
+
+def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    shown = " ".join(a if " " not in a else f"'{a}'" for a in args)
+    print(f"\n\033[36m$ {shown}\033[0m", flush=True)
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, text=True, stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        raise SystemExit(f"demo step failed: {shown} (exit {result.returncode})")
+    return result
+
+
+def write_pool(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    password = folder / "pool_password"
+    scrambled = bytes(b ^ (0xDE, 0xAD, 0xBE, 0xEF)[i % 4] for i, b in enumerate(b"demo-pool-password"))
+    fd = os.open(password, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, scrambled)
+    os.close(fd)
+    config = folder / "condor_config"
+    config.write_text(
+        "# A throwaway pool: its central manager does not exist, which the tools notice and say.\n"
+        "COLLECTOR_HOST = cm.needs-moore-lab.example:9618\n"
+        "TRUST_DOMAIN = needs-moore-lab.example\n"
+        f"SEC_PASSWORD_FILE = {password}\n"
+        "QUERY_TIMEOUT = 2\n"
+    )
+    return config
+
+
+def expire_annex(env: dict[str, str], annex: str) -> None:
+    """Stand-in for the passage of time: rewrite one annex's lease end to a minute ago."""
+    import boto3
+
+    ec2 = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    ).client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"])
+    ids = [
+        i["InstanceId"]
+        for r in ec2.describe_instances(Filters=[{"Name": "tag:htcondor:AnnexName", "Values": [annex]}])["Reservations"]
+        for i in r["Instances"]
+    ]
+    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ec2.create_tags(Resources=ids, Tags=[{"Key": "htcondor:annex:expiry", "Value": past}])
+    print(f"   (expiry tag of {len(ids)} instance(s) of {annex} set to {past})")
+
+
+def main() -> None:
+    from annex_admin.sandbox import start_sandbox, stop_sandbox
+
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="annex-demo-"))
+    state = work / "sandbox"
+    banner("A local AWS", "No AWS account is used: a local emulator (moto) stands in for AWS on 127.0.0.1.")
+    box = start_sandbox(state)
+    print(f"   emulator at {box.url}")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONDOR_"))}
+        env.update(box.environment())
+        env.update(HOME=str(work), COLUMNS="110", CONDOR_CONFIG=str(write_pool(work / "pool")))
+        bundle = work / "needs-moore.toml"
+
+        banner("The pool administrator sets up the region (once)",
+               "One CloudFormation stack: VPC, subnets in several zones, launch templates, an encrypted bucket,\n"
+               "scoped IAM and a lease enforcer that runs every 5 minutes.")
+        run(env, "annex-admin", "setup", "--yes")
+        run(env, "annex-admin", "check-setup")
+
+        banner("The administrator issues Dr. Needs-Moore's credentials (once per scientist)",
+               "A low-privilege IAM user scoped to her project, with caps on instances, lease and spend.")
+        run(env, "annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", "needs-moore",
+            "--output", str(bundle), "--max-instances", "32", "--max-lease-hours", "168", "--max-spend", "500")
+        run(env, "condor_annex", "import-credentials", str(bundle))
+
+        expiry = (datetime.now().astimezone() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M")
+        banner("Dr. Needs-Moore expands her pool for her deadline",
+               "The seed's command line. She sees the price and the most it can cost before anything starts.")
+        run(env, "condor_annex", "--project-id", PROJECT, "--expiry", expiry, "--instances", "16", "--yes",
+            "--annex-name", "deadline")
+
+        banner("She watches it", "EC2's view, merged with the pool's when its collector answers.")
+        run(env, "condor_annex", "status", "--annex-name", "deadline")
+
+        banner("The deadline moves: she extends the lease",
+               "Only the expiry tag changes; instances re-read it, and a fresh pool token is uploaded.")
+        run(env, "condor_annex", "extend", "--annex-name", "deadline", "--duration", "96")
+
+        banner("She tries to spend too much", "Caps are checked before anything is launched (exit 2, nothing created).")
+        run(env, "condor_annex", "--project-id", PROJECT, "--duration", "24", "--instances", "20", "--yes", check=False)
+
+        banner("A lease runs out while her laptop is closed",
+               "A small second annex; then its lease end passes (simulated by rewriting its expiry tag).")
+        run(env, "condor_annex", "--project-id", PROJECT, "--duration", "2", "--instances", "2", "--yes",
+            "--annex-name", "overnight")
+        expire_annex(env, "overnight")
+        run(env, "annex-admin", "enforce", "--dry-run")
+        run(env, "annex-admin", "enforce")
+
+        banner("She is done early and ends her annex", "")
+        run(env, "condor_annex", "terminate", "--annex-name", "deadline", "--yes")
+        run(env, "condor_annex", "status")
+
+        banner("The administrator tears the region down", "Everything setup and issue-credentials made is removed.")
+        run(env, "annex-admin", "teardown", "--yes", "--force")
+        banner("The end", f"The whole story took {time.monotonic() - started:.0f} s.")
+    finally:
+        stop_sandbox(state)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
