@@ -1,0 +1,62 @@
+"""teardown: refuses while annexes live; with --force leaves nothing the tools made."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from annex_admin.teardown import teardown
+from annex_common.errors import NotReady
+from annex_user.context import open_context
+from annex_user.launch import LaunchRequest, execute_launch, plan_launch
+from tests.flows import PROJECT, deploy_stack, issue_bundle, write_pool
+
+
+def launch(bundle_path, pool, count=3, name="t1"):
+    ctx = open_context(bundle_path)
+    plan = plan_launch(ctx, LaunchRequest(project_id=PROJECT, expiry=ctx.now + timedelta(hours=5), count=count,
+                                          annex_name=name, condor_config=str(pool.condor_config)))
+    return execute_launch(ctx, plan, lambda _l: None)
+
+
+def live(clients) -> list[str]:
+    return [
+        i["InstanceId"]
+        for page in clients.ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+        for r in page["Reservations"]
+        for i in r["Instances"]
+    ]
+
+
+def test_refuses_while_annex_instances_live(clients, tmp_path):
+    deploy_stack(clients)
+    issue_bundle(clients, tmp_path / "b.toml")
+    launch(tmp_path / "b.toml", write_pool(tmp_path / "pool"))
+    with pytest.raises(NotReady) as caught:
+        teardown(clients, "HTCondorAnnex", force=False, progress=lambda _l: None)
+    assert "--force" in caught.value.next_step
+    assert len(live(clients)) == 3
+    assert clients.cloudformation.describe_stacks(StackName="HTCondorAnnex")["Stacks"]
+
+
+def test_force_leaves_no_instance_object_user_or_stack(clients, tmp_path):
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "b.toml")
+    launch(tmp_path / "b.toml", write_pool(tmp_path / "pool"))
+    # An instance that is not an annex's must survive.
+    bystander = clients.ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    lines: list[str] = []
+    report = teardown(clients, "HTCondorAnnex", force=True, progress=lines.append)
+    assert report.complete, report.not_removed
+    assert live(clients) == [bystander]
+    assert clients.s3.list_buckets()["Buckets"] == []
+    assert clients.iam.list_users()["Users"] == []
+    assert not clients.cloudformation.list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"]
+    vpcs = clients.ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [outputs["VpcId"]]}])["Vpcs"]
+    assert vpcs == []
+    assert any("IAM user" in item for item in report.removed)
+    # Running it again finds nothing and says so.
+    again = teardown(clients, "HTCondorAnnex", force=True, progress=lines.append)
+    assert again.removed == [] and again.complete
