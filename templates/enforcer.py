@@ -23,6 +23,7 @@ and reports what a real sweep would do.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -153,6 +154,13 @@ def annex_instance(description: Mapping[str, Any]) -> AnnexInstance | None:
     )
 
 
+def _is_amount(value: Any) -> bool:
+    """A finite number >= 0 (JSON booleans are ints in Python, and NaN compares false with all)."""
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    )
+
+
 def parse_caps(document: Any) -> Caps:
     """Caps from the project's caps.json; a key that is absent leaves that cap unenforced."""
     if not isinstance(document, dict):
@@ -162,8 +170,8 @@ def parse_caps(document: Any) -> Caps:
         value = document.get(name)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative number, not {value!r}")
+        if not _is_amount(value):
+            raise ValueError(f"{name} must be a finite non-negative number, not {value!r}")
         if kind is int and value != int(value):
             raise ValueError(f"{name} must be a whole number, not {value!r}")
         return kind(value)
@@ -420,7 +428,8 @@ def _terminate(
             i = t.instance
             done.add(i.instance_id)
             report.terminated.append((i.instance_id, i.annex_name, i.project, t.reason))
-            log(f"{verb} {i.instance_id} (annex {printable(i.annex_name)}, project {printable(i.project)}): {t.reason}")
+            where = f"annex {printable(i.annex_name)}, project {printable(i.project)}"
+            log(f"{verb} {i.instance_id} ({where}): {t.reason}")
     return done
 
 
@@ -452,7 +461,10 @@ def _delete_orphans(
                 response = s3.delete_objects(
                     Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
                 )
-                failed = {e.get("Key", ""): f"{e.get('Code', '')}: {e.get('Message', '')}" for e in response.get("Errors", [])}
+                failed = {
+                    e.get("Key", ""): f"{e.get('Code', '')}: {e.get('Message', '')}"
+                    for e in response.get("Errors", [])
+                }
             except Exception as exc:
                 message = f"could not delete {len(batch)} configuration objects: {_error_text(exc)}"
                 report.errors.append(message)
@@ -465,7 +477,8 @@ def _delete_orphans(
                 log(f"error: {message}")
                 continue
             report.deleted_objects.append(key)
-            log(f"{'would delete' if dry_run else 'deleted'} orphan configuration s3://{bucket}/{one_line(key)}")
+            verb = "would delete" if dry_run else "deleted"
+            log(f"{verb} orphan configuration s3://{bucket}/{one_line(key)}")
 
 
 def sweep(
@@ -514,7 +527,7 @@ def read_prices(text: str | None) -> dict[str, float]:
         raise ValueError("ANNEX_PRICES is not a JSON object")
     prices: dict[str, float] = {}
     for instance_type, price in document.items():
-        if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
+        if not _is_amount(price):
             raise ValueError(f"ANNEX_PRICES has a bad price for {instance_type!r}: {price!r}")
         prices[str(instance_type)] = float(price)
     return prices

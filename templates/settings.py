@@ -11,6 +11,7 @@ from templates import contract
 
 STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
 INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+MAX_INSTANCE_TYPES = 6
 IMAGE_ID_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
 
 
@@ -46,6 +47,13 @@ def parse_instance_types(text: str | tuple[str, ...] | list[str]) -> tuple[str, 
             "no instance types were given",
             "--instance-types needs at least one type",
             "Pass for example --instance-types m7i.large,m6i.large.",
+        )
+    if len(types) > MAX_INSTANCE_TYPES:
+        raise BadInput(
+            f"{len(types)} instance types is too many",
+            f"at most {MAX_INSTANCE_TYPES}: each type adds statements to the scientists' managed policy, "
+            "which IAM caps at 6,144 characters",
+            "Pass the types annexes really need.",
         )
     for itype in types:
         if not INSTANCE_TYPE_RE.match(itype):

@@ -83,7 +83,7 @@ def test_duplicated_contract_names_equal_the_contract():
 def test_enforcer_source_imports_only_stdlib_and_boto3():
     """It runs as the function's index.py, where the project's packages do not exist."""
     source = Path(enf.__file__).read_text()
-    allowed = {"__future__", "json", "os", "re", "dataclasses", "datetime", "typing", "boto3", "botocore"}
+    allowed = {"__future__", "json", "math", "os", "re", "dataclasses", "datetime", "typing", "boto3", "botocore"}
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names = [alias.name.split(".")[0] for alias in node.names]
@@ -281,8 +281,9 @@ def test_spend_cap_condemns_newest_until_under_and_counts_unknown_types_high():
 
 
 def test_spend_exactly_at_the_cap_is_allowed():
+    one_hour = stamp(NOW + timedelta(hours=1))
     fleet = [
-        instance(f"i-{n}", launched=NOW - timedelta(hours=n), expiry=stamp(NOW + timedelta(hours=1)), instance_type="c5.large")
+        instance(f"i-{n}", launched=NOW - timedelta(hours=n), expiry=one_hour, instance_type="c5.large")
         for n in range(1, 4)
     ]
     total = sum(enf.committed_cost(i, PRICES, NOW) for i in fleet)
@@ -320,7 +321,16 @@ def test_parse_caps_reads_the_issue_credentials_document():
 
 @pytest.mark.parametrize(
     "document",
-    [[], "caps", {"max_instances": "16"}, {"max_instances": -1}, {"max_instances": 2.5}, {"max_spend_usd": True}],
+    [
+        [],
+        "caps",
+        {"max_instances": "16"},
+        {"max_instances": -1},
+        {"max_instances": 2.5},
+        {"max_spend_usd": True},
+        {"max_instances": float("inf")},
+        {"max_spend_usd": float("nan")},
+    ],
 )
 def test_parse_caps_rejects_malformed_documents(document):
     with pytest.raises(ValueError):
@@ -379,7 +389,7 @@ def test_report_dict_is_json_and_names_every_field():
 def test_read_prices():
     assert enf.read_prices('{"m5.large": 0.096, "c5.large": 1}') == {"m5.large": 0.096, "c5.large": 1.0}
     assert enf.read_prices(None) == {} and enf.read_prices("") == {}
-    for bad in ("[1]", '{"m5.large": "cheap"}', '{"m5.large": -1}', "not json"):
+    for bad in ("[1]", '{"m5.large": "cheap"}', '{"m5.large": -1}', '{"m5.large": NaN}', "not json"):
         with pytest.raises(ValueError):
             enf.read_prices(bad)
 

@@ -41,3 +41,11 @@ def test_image_ids():
     assert settings.validate_image_id(None) == ""
     with pytest.raises(BadInput):
         settings.validate_image_id("ami-xyz")
+
+
+def test_more_types_than_the_policy_can_hold_are_refused():
+    six = ",".join(f"m{i}.large" for i in range(5, 11))
+    assert len(settings.parse_instance_types(six)) == 6
+    with pytest.raises(BadInput) as caught:
+        settings.parse_instance_types(six + ",c7i.large")
+    assert "6,144" in caught.value.why

@@ -1,0 +1,1 @@
+"""Benchmarks of condor-annex against the `aws` CLI on a local emulator (`make bench`)."""

@@ -1,0 +1,120 @@
+"""The benchmark's bookkeeping in the emulator: a fresh region, bulk instances, clean-up.
+
+None of this is measured; it prepares each case so that the timed commands meet the state they
+would meet in a real region.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from annex_common.stack import StackInfo, read_stack
+from bench.emulator import BenchEmulator, PinnedClients
+from templates import contract
+
+PROJECT = "TheNeeds-MooreLab"
+USER = "needs-moore"
+FLEET_CHUNK = 1000
+LIVE = ["pending", "running", "stopping", "stopped"]
+
+
+@dataclass
+class Region:
+    stack: StackInfo
+    bundle: Path
+
+
+def script(name: str) -> str:
+    import sys
+
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise RuntimeError(f"{name} is not installed next to {sys.executable}")
+    return str(path)
+
+
+def fresh_region(emu: BenchEmulator, clients: PinnedClients, env: dict[str, str], workdir: Path) -> Region:
+    """Reset the emulator, then set the region up and issue a bundle with the real console scripts."""
+    emu.reset()
+    clients._cache.clear()
+    run([script("annex-admin"), "setup", "--yes"], env)
+    bundle = workdir / "bundle.toml"
+    bundle.unlink(missing_ok=True)
+    run(
+        [script("annex-admin"), "issue-credentials", "--project-id", PROJECT, "--user", USER,
+         "--output", str(bundle), "--max-instances", "10000", "--max-spend", "1000000"],
+        env,
+    )
+    return Region(read_stack(clients, contract.DEFAULT_STACK_NAME), bundle)
+
+
+def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} … failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return done
+
+
+def annex_tags(annex_name: str, expiry: datetime) -> dict[str, str]:
+    """The five tags condor_annex puts on an instance."""
+    return {
+        contract.TAG_ANNEX_NAME: annex_name,
+        contract.TAG_PROJECT: PROJECT,
+        contract.TAG_EXPIRY: expiry.astimezone(timezone.utc).strftime(contract.EXPIRY_FORMAT),
+        contract.TAG_IDLE: "900",
+        contract.TAG_OWNER: USER,
+    }
+
+
+def lease_end(hours: float) -> datetime:
+    return (datetime.now(timezone.utc) + timedelta(hours=hours)).replace(microsecond=0)
+
+
+def _roomiest_subnet(clients: PinnedClients, subnets: list[str]) -> str:
+    found = clients.ec2.describe_subnets(SubnetIds=subnets)["Subnets"]
+    return max(found, key=lambda s: s["AvailableIpAddressCount"])["SubnetId"]
+
+
+def create_instances(clients: PinnedClients, stack: StackInfo, count: int, tags: dict[str, str]) -> list[str]:
+    """Instant fleets of up to 1,000, each in the subnet with the most free addresses."""
+    template = stack.launch_templates[stack.instance_types[0]]
+    ids: list[str] = []
+    while len(ids) < count:
+        asked = min(FLEET_CHUNK, count - len(ids))
+        subnet = _roomiest_subnet(clients, stack.subnets)
+        response = clients.ec2.create_fleet(
+            Type="instant",
+            LaunchTemplateConfigs=[{
+                "LaunchTemplateSpecification": {"LaunchTemplateId": template, "Version": "$Default"},
+                "Overrides": [{"InstanceType": stack.instance_types[0], "SubnetId": subnet}],
+            }],
+            TargetCapacitySpecification={
+                "TotalTargetCapacity": asked, "DefaultTargetCapacityType": "on-demand",
+                "OnDemandTargetCapacity": asked,
+            },
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )
+        got = [i for group in response.get("Instances", []) for i in group.get("InstanceIds", [])]
+        if not got:
+            raise RuntimeError(f"the emulator launched nothing: {response.get('Errors')}")
+        ids += got
+    return ids
+
+
+def live_ids(clients: PinnedClients, filters: list[dict] | None = None) -> list[str]:
+    ids: list[str] = []
+    paginator = clients.ec2.get_paginator("describe_instances")
+    for page in paginator.paginate(
+        Filters=[{"Name": "instance-state-name", "Values": LIVE}, *(filters or [])],
+        PaginationConfig={"PageSize": 1000},
+    ):
+        ids += [i["InstanceId"] for r in page["Reservations"] for i in r["Instances"]]
+    return ids
+
+
+def terminate(clients: PinnedClients, ids: list[str]) -> None:
+    for start in range(0, len(ids), 1000):
+        clients.ec2.terminate_instances(InstanceIds=ids[start : start + 1000])
