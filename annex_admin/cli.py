@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from typing_extensions import Annotated
 
-from annex_common.cli_support import confirm, err_console, run_guarded
+from annex_common.cli_support import err_console, require_confirmation, run_guarded, status_printer
 
 app = typer.Typer(
     name="annex-admin",
@@ -103,7 +103,6 @@ def setup(
 
     def action() -> None:
         from annex_admin import deploy
-        from annex_common.errors import BadInput
 
         resolved_region = _default_region(region, profile)
         request = _setup_request(resolved_region, stack_name, image_id, instance_types, ssh_cidr)
@@ -115,13 +114,10 @@ def setup(
         out.print(f"  image           {settings.image_id}")
         out.print(f"  instance types  {', '.join(settings.instance_types)}")
         out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}")
-        if not confirm("Create or update this stack?", assume_yes=yes):
-            raise BadInput("setup was not confirmed", "no --yes and no interactive answer",
-                           "Run again and answer y, or pass --yes.")
+        require_confirmation("Create or update this stack?", assume_yes=yes)
         with err_console.status("Deploying…") as status:
-            def progress(line: str) -> None:
-                status.update(line)
-                err_console.print(f"  {line}", markup=False)
+
+            progress = status_printer(status, "  ")
 
             result = deploy.deploy(clients, settings, progress)
         if result.action == "unchanged":
@@ -263,18 +259,14 @@ def teardown(
 
     def action() -> None:
         from annex_admin.teardown import teardown as run_teardown
-        from annex_common.errors import BadInput
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
-        if not confirm(f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?", assume_yes=yes):
-            raise BadInput("teardown was not confirmed", "no --yes and no interactive answer",
-                           "Run again and answer y, or pass --yes.")
+        require_confirmation(f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?", assume_yes=yes)
         with err_console.status("Tearing down…") as status:
-            def progress(line: str) -> None:
-                status.update(line.strip())
-                err_console.print(f"  {line}", markup=False)
+
+            progress = status_printer(status, "  ")
 
             report = run_teardown(clients, stack_name, force=force, progress=progress)
         for item in report.removed:

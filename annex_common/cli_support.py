@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from rich.console import Console
 
@@ -45,6 +45,28 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
             markup=False,
         )
         raise SystemExit(1) from None
+
+
+def require_confirmation(question: str, *, assume_yes: bool) -> None:
+    """Ask once; a missing or negative answer is a usage error that changed nothing."""
+    if not confirm(question, assume_yes=assume_yes):
+        from annex_common.errors import BadInput
+
+        raise BadInput(
+            "not confirmed",
+            f"{question!r} was not answered yes (no --yes, and no terminal to ask on)",
+            "Run again and answer y, or pass --yes.",
+        )
+
+
+def status_printer(status: Any, indent: str = "") -> Callable[[str], None]:
+    """A progress callback: show the line on the spinner and keep it in the scroll-back."""
+
+    def progress(line: str) -> None:
+        status.update(line.strip())
+        err_console.print(f"{indent}{line}", markup=False)
+
+    return progress
 
 
 def confirm(question: str, *, assume_yes: bool) -> bool:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from typing_extensions import Annotated
 
-from annex_common.cli_support import confirm, err_console, run_guarded
+from annex_common.cli_support import err_console, require_confirmation, run_guarded, status_printer
 
 app = typer.Typer(
     name="condor_annex",
@@ -80,7 +80,6 @@ def launch(
     def action() -> None:
         from datetime import datetime, timezone
 
-        from annex_common.errors import BadInput
         from annex_user import launch as core
         from annex_user.context import open_context
 
@@ -109,13 +108,10 @@ def launch(
             if verdict.startswith("refused"):
                 raise SystemExit(1)
             return
-        if not confirm(f"Launch {plan.count} instance(s)?", assume_yes=yes):
-            raise BadInput("the launch was not confirmed", "no --yes and no interactive answer",
-                           "Run again and answer y, or pass --yes.")
+        require_confirmation(f"Launch {plan.count} instance(s)?", assume_yes=yes)
         with err_console.status("Launching…") as status:
-            def progress(line: str) -> None:
-                status.update(line.strip())
-                err_console.print(line, markup=False)
+
+            progress = status_printer(status)
 
             result = core.execute_launch(ctx, plan, progress)
         _print_launch(result)
@@ -231,15 +227,12 @@ def terminate(
     """Terminate every instance of an annex and remove its configuration."""
 
     def action() -> None:
-        from annex_common.errors import BadInput
         from annex_user.context import open_context
         from annex_user.manage import find_annex, terminate_annex
 
         ctx = open_context(_bundle_path(credentials))
         instances = find_annex(ctx, annex_name)
-        if not confirm(f"Terminate {len(instances)} instance(s) of {annex_name}?", assume_yes=yes):
-            raise BadInput("termination was not confirmed", "no --yes and no interactive answer",
-                           "Run again and answer y, or pass --yes.")
+        require_confirmation(f"Terminate {len(instances)} instance(s) of {annex_name}?", assume_yes=yes)
         with err_console.status(f"Terminating {len(instances)} instance(s)…"):
             result = terminate_annex(ctx, instances, annex_name)
         out.print(f"[green]Terminated {len(result.instance_ids)} instance(s) of {annex_name}[/]; "

@@ -417,7 +417,7 @@ def test_deadman_powers_off_at_its_deadline_when_not_joined(booted: Node) -> Non
 
 
 def test_deadman_stands_down_once_joined(booted: Node) -> None:
-    booted.condor_status_answers(f"slot1@ip-10-0-0-5.ec2.internal\n")
+    booted.condor_status_answers("slot1@ip-10-0-0-5.ec2.internal\n")
     assert booted.run("deadman", now=BOOT_AT + 120).returncode == 0
     assert booted.path("/var/lib/condor-annex/joined").exists()
     assert "disable --now condor-annex-deadman.timer" in booted.systemctl_calls()

@@ -9,14 +9,14 @@ resource), so every context here is one AWS could produce.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 
 from templates import contract
 from tests.policy.simulator import simulate
-from tests.policy.stack_under_test import REGION, STACK_NAME, DeployedStack
+from tests.policy.stack_under_test import REGION, DeployedStack
 
 USER = "needsmoore"
 PROJECT = "ProjA"
