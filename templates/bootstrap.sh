@@ -20,6 +20,7 @@ readonly IMDS_URL="${ANNEX_IMDS_URL:-http://169.254.169.254}"
 read -r -a POWEROFF_CMD <<<"${ANNEX_POWEROFF_CMD:-systemctl poweroff}"
 read -r -a SYSTEMCTL <<<"${ANNEX_SYSTEMCTL:-systemctl}"
 read -r -a CONDOR_STATUS <<<"${ANNEX_CONDOR_STATUS:-condor_status}"
+read -r -a NFT <<<"${ANNEX_NFT:-nft}"
 
 # Paths on the instance; annex_user/node_config.py renders the HTCondor ones into the config.
 readonly LIBEXEC=/usr/local/libexec/condor-annex
@@ -224,6 +225,26 @@ EOF
   "${SYSTEMCTL[@]}" enable --now condor-annex-watchdog.timer condor-annex-deadman.timer
 }
 
+# Jobs run as their owner, never as root: only root (HTCondor's daemons, this script) may reach
+# the metadata service, so no job can take the instance role's credentials.
+restrict_metadata_to_root() {
+  local rules="table inet condor_annex {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    ip daddr 169.254.169.254 meta skuid != 0 drop
+  }
+}"
+  if [[ -n "${ANNEX_NFT:-}" ]] || command -v nft >/dev/null 2>&1; then
+    printf '%s\n' "$rules" | "${NFT[@]}" -f - || fail "could not restrict the metadata service to root"
+  elif command -v iptables >/dev/null 2>&1; then
+    iptables -A OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j DROP ||
+      fail "could not restrict the metadata service to root"
+  else
+    fail "neither nft nor iptables is available to restrict the metadata service to root"
+  fi
+  log "instance metadata restricted to root"
+}
+
 # HTCondor's own repository, through its release RPM; images that carry HTCondor skip this.
 install_htcondor() {
   if command -v condor_master >/dev/null 2>&1; then
@@ -319,6 +340,7 @@ boot() {
   install_htcondor
   fetch_configuration
   write_instance_config
+  restrict_metadata_to_root
   log "starting HTCondor"
   "${SYSTEMCTL[@]}" enable condor
   # restart: an image may have started HTCondor before this configuration existed.

@@ -333,10 +333,20 @@ def build_template(settings: StackSettings) -> Template:
 
 
 def strip_shebang(script: str) -> str:
+    """The script as user data: no shebang (the header has one) and no comment lines.
+
+    EC2 caps user data at 16 KB; the comments stay in templates/bootstrap.sh, where people read
+    them. Shebangs of embedded scripts (``#!``) and shellcheck directives are kept.
+    """
     lines = script.splitlines(keepends=True)
     if lines and lines[0].startswith("#!"):
         lines = lines[1:]
-    return "".join(lines)
+    return "".join(line for line in lines if not _is_comment(line))
+
+
+def _is_comment(line: str) -> bool:
+    text = line.strip()
+    return (text == "#" or text.startswith("# ")) and not text.startswith("# shellcheck")
 
 
 def template_json(settings: StackSettings) -> str:

@@ -25,6 +25,12 @@ _RECORDER = """#!/bin/sh
 printf '%s\\n' "$*" >> "{calls}/{name}"
 """
 
+# Records the arguments, then the rules it was fed on standard input.
+_STDIN_RECORDER = """#!/bin/sh
+printf '%s\\n' "$*" >> "{calls}/{name}"
+cat >> "{calls}/{name}"
+"""
+
 _CONDOR_STATUS = """#!/bin/sh
 printf '%s\\n' "$*" >> "{calls}/condor_status"
 [ -f "{calls}/condor_status.out" ] && cat "{calls}/condor_status.out"
@@ -62,6 +68,7 @@ class Node:
             ANNEX_POWEROFF_CMD=str(self.bin_dir / "fake-poweroff"),
             ANNEX_SYSTEMCTL=str(self.bin_dir / "fake-systemctl"),
             ANNEX_CONDOR_STATUS=str(self.bin_dir / "fake-condor_status"),
+            ANNEX_NFT=str(self.bin_dir / "fake-nft"),
             ANNEX_BUCKET=self.bucket,
             ANNEX_REGION=self.region,
         )
@@ -110,6 +117,7 @@ def make_node(
     _write_executable(bin_dir / "condor_master", "#!/bin/sh\nexit 0\n")
     _write_executable(bin_dir / "fake-poweroff", _RECORDER.format(calls=calls, name="poweroff"))
     _write_executable(bin_dir / "fake-systemctl", _RECORDER.format(calls=calls, name="systemctl"))
+    _write_executable(bin_dir / "fake-nft", _STDIN_RECORDER.format(calls=calls, name="nft"))
     _write_executable(bin_dir / "condor_reconfig", _RECORDER.format(calls=calls, name="condor_reconfig"))
     _write_executable(bin_dir / "fake-condor_status", _CONDOR_STATUS.format(calls=calls))
     return Node(root, imds, base_env, bin_dir, calls, bucket, region)

@@ -21,6 +21,8 @@ from typing import Iterator
 
 import pytest
 
+from templates.stack import strip_shebang
+
 from annex_user import node_config
 from annex_user.node_config import NodeConfigInputs
 from templates import contract
@@ -209,7 +211,10 @@ def user_data(bucket: str, region: str) -> str:
 
 def test_user_data_fits_ec2s_limit_and_is_shellcheck_clean(tmp_path: Path) -> None:
     text = user_data("b" * 63, "ap-southeast-2")
-    assert text.endswith(SCRIPT.read_text().split("\n", 1)[1])
+    assert text.endswith(strip_shebang(SCRIPT.read_text()))
+    # Only comments were dropped: every command line of the script is there.
+    commands = [line for line in SCRIPT.read_text().splitlines() if line.strip() and not line.lstrip().startswith("# ")]
+    assert all(line in text.splitlines() for line in commands[1:])
     assert len(text.encode()) <= 16384  # EC2's user data limit, before base64
     script = tmp_path / "user-data"
     script.write_text(text)
@@ -251,6 +256,11 @@ def test_boot_installs_config_token_and_guardrails(boot: Boot) -> None:
     assert "enable --now condor-annex-watchdog.timer condor-annex-deadman.timer" in calls
     # HTCondor starts only after its configuration is in place, and the timers came first.
     assert calls.index("restart condor") > calls.index("daemon-reload")
+
+    # Jobs (never root) are cut off from the metadata service, and so from the role's keys.
+    nft = node.recorded("nft")
+    assert nft[0] == "-f -"
+    assert "ip daddr 169.254.169.254 meta skuid != 0 drop" in "\n".join(nft)
 
     # IMDSv2 only: every metadata read carried a session token.
     assert imds.refused_gets == 0 and imds.served_gets >= 5
