@@ -21,13 +21,11 @@ from typing import Iterator
 
 import pytest
 
-from templates.stack import strip_shebang
-
 from annex_user import node_config
 from annex_user.node_config import NodeConfigInputs
 from templates import contract
 from templates.settings import StackSettings
-from templates.stack import build_template
+from templates.stack import build_template, strip_shebang
 from tests import emulator as emu
 from tests.bootstrap_support.imds import FakeImds
 from tests.bootstrap_support.node import SCRIPT, Node, clone_node, make_node, mode_of, sandbox_env_for
