@@ -37,6 +37,14 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
         err_console.print("Interrupted: nothing further was started.", markup=False)
         raise SystemExit(130) from None
     except Exception as exc:  # the one place an unexpected error is caught
+        if type(exc).__module__.startswith("botocore"):
+            # An AWS failure outside a more specific wrapper: still one readable message.
+            translated = _translate_aws_error(exc)
+            if translated is not None:
+                if debug:
+                    traceback.print_exc()
+                err_console.print(translated.render(), markup=False)
+                raise SystemExit(translated.exit_code) from None
         if debug:
             traceback.print_exc()
         err_console.print(
@@ -45,6 +53,18 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
             markup=False,
         )
         raise SystemExit(1) from None
+
+
+def _translate_aws_error(exc: Exception) -> AnnexError | None:
+    from annex_common.aws import aws_errors
+
+    try:
+        with aws_errors("an AWS request failed"):
+            raise exc
+    except AnnexError as translated:
+        return translated
+    except Exception:
+        return None
 
 
 def require_confirmation(question: str, *, assume_yes: bool) -> None:

@@ -6,6 +6,8 @@ from collections import Counter
 from datetime import timedelta
 
 
+import pytest
+
 from annex_common.aws import make_clients
 from annex_common.stack import read_stack
 from annex_user.bundle import Caps, load_bundle
@@ -161,3 +163,25 @@ def test_spot_launch_uses_price_capacity_optimized(aws, tmp_path):
     assert len(result.instance_ids) == 3
     assert seen[0]["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
     assert seen[0]["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
+
+
+def test_spend_cap_refuses_launch_and_extension_naming_the_cap(aws, tmp_path):
+    from annex_common.errors import BadInput
+    from annex_user.manage import extend_lease
+
+    ctx, calls, pool = scientist_context(tmp_path, caps=Caps(32, 168, 10.0))
+    with pytest.raises(BadInput) as caught:
+        plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=72), 4, annex_name="dear",
+                                       condor_config=str(pool.condor_config)))
+    assert "max_spend_usd" in caught.value.what
+    assert annex_instances("dear") == []
+    plan = plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=24), 2, annex_name="cheap",
+                                          condor_config=str(pool.condor_config)))
+    assert plan.most_cost <= 10.0
+    execute_launch(ctx, plan, lambda _l: None)
+    with pytest.raises(BadInput) as caught:
+        extend_lease(ctx, annex_name="cheap", new_expiry=ctx.now + timedelta(hours=72),
+                     condor_config=str(pool.condor_config))
+    assert "max_spend_usd" in caught.value.what
+    expiries = {t["Value"] for i in annex_instances("cheap") for t in i["Tags"] if t["Key"] == contract.TAG_EXPIRY}
+    assert expiries == {(ctx.now + timedelta(hours=24)).strftime(contract.EXPIRY_FORMAT)}

@@ -1,0 +1,136 @@
+"""annex-admin as the administrator runs it: setup, check-setup, enforce, errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from annex_common.aws import make_clients
+from templates import contract
+from tests.flows import PROJECT, USER
+
+
+def test_setup_twice_then_check(shell):
+    first = shell.run("annex-admin", "setup", "--yes")
+    assert first.returncode == 0, first.output
+    assert "created" in first.stdout and "CREATE_COMPLETE" in first.output
+    second = shell.run("annex-admin", "setup", "--yes")
+    assert second.returncode == 0 and "No changes" in second.stdout
+    check = shell.run("annex-admin", "check-setup")
+    assert check.returncode == 0 and "complete" in check.stdout
+
+
+def test_check_setup_exits_1_without_a_stack(shell):
+    result = shell.run("annex-admin", "check-setup")
+    assert result.returncode == 1
+    assert "annex-admin setup" in result.stdout
+
+
+def test_template_is_json_with_every_output(shell):
+    result = shell.run("annex-admin", "template", "--ssh-cidr", "198.51.100.0/24")
+    assert result.returncode == 0
+    assert set(json.loads(result.stdout)["Outputs"]) == set(contract.REQUIRED_OUTPUTS)
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--region", "mars-north-1"], "unknown AWS region"),
+        (["--ssh-cidr", "10.0.0.1/8"], "not a valid CIDR"),
+        (["--ssh-cidr", "banana"], "not a valid CIDR"),
+        (["--instance-types", "m7i.large,zz9.huge"], "unknown instance type"),
+        (["--instance-types", "NOT A TYPE"], "malformed"),
+        (["--stack-name", "bad_name!"], "not allowed"),
+        (["--image-id", "ubuntu"], "malformed"),
+    ],
+)
+def test_setup_bad_input_exits_2_and_creates_nothing(shell, args, phrase):
+    result = shell.run("annex-admin", "setup", "--yes", *args)
+    assert result.returncode == 2, result.output
+    assert phrase in result.output
+    assert make_clients(region="us-east-1").cloudformation.list_stacks()["StackSummaries"] == []
+
+
+def test_no_credentials_is_a_readable_failure(shell):
+    result = shell.run("annex-admin", "setup", "--yes", env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    assert result.returncode == 1, result.output
+    assert "no AWS credentials" in result.output and "Next:" in result.output
+
+
+def test_access_denied_is_a_readable_failure(shell, aws):
+    aws.enforce_iam(True)  # the suite's fake keys are unknown to the emulator now
+    result = shell.run("annex-admin", "setup", "--yes")
+    assert result.returncode == 1, result.output
+    assert "refused" in result.output or "Error:" in result.output
+
+
+def test_issue_credentials_bad_input(shell):
+    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    result = shell.run("annex-admin", "issue-credentials", "--project-id", "bad project", "--user", USER,
+                       "--output", str(shell.home / "b.toml"))
+    assert result.returncode == 2 and "not allowed" in result.output
+    assert not (shell.home / "b.toml").exists()
+    assert make_clients(region="us-east-1").iam.list_users()["Users"] == []
+
+
+def _fleet(ec2, subnet: str, tags: dict[str, str] | None, count: int = 1) -> list[str]:
+    kwargs = {"ImageId": "ami-12c6146b", "MinCount": count, "MaxCount": count, "SubnetId": subnet}
+    if tags:
+        kwargs["TagSpecifications"] = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+    return [i["InstanceId"] for i in ec2.run_instances(**kwargs)["Instances"]]
+
+
+def test_enforce_dry_run_lists_and_enforce_ends_exactly_the_rule_breakers(shell):
+    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    issued = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
+                       "--output", str(shell.home / "b.toml"), "--max-lease-hours", "48")
+    assert issued.returncode == 0
+    clients = make_clients(region="us-east-1")
+    subnet = clients.cloudformation.describe_stacks(StackName="HTCondorAnnex")["Stacks"][0]["Outputs"]
+    subnet = next(o["OutputValue"] for o in subnet if o["OutputKey"] == contract.OUT_SUBNETS).split(",")[0]
+    now = datetime.now(timezone.utc)
+
+    def tags(annex: str, expiry: str | None, project: str = PROJECT) -> dict[str, str]:
+        values = {contract.TAG_ANNEX_NAME: annex, contract.TAG_PROJECT: project, contract.TAG_IDLE: "900",
+                  contract.TAG_OWNER: USER}
+        if expiry is not None:
+            values[contract.TAG_EXPIRY] = expiry
+        return values
+
+    def at(hours: float) -> str:
+        return (now + timedelta(hours=hours)).strftime(contract.EXPIRY_FORMAT)
+
+    ec2 = clients.ec2
+    breakers = set()
+    breakers |= set(_fleet(ec2, subnet, tags("expired", at(-1))))
+    breakers |= set(_fleet(ec2, subnet, tags("no-expiry", None)))
+    breakers |= set(_fleet(ec2, subnet, tags("garbage", "next week")))
+    breakers |= set(_fleet(ec2, subnet, tags("too-long", at(100))))
+    keepers = set(_fleet(ec2, subnet, tags("fine", at(10)), count=2))
+    keepers |= set(_fleet(ec2, subnet, tags("other-project", at(400), project="OtherLab")))  # no caps: lease rules only
+    keepers |= set(_fleet(ec2, subnet, {"Name": "not an annex"}))
+    keepers |= set(_fleet(ec2, subnet, None))
+
+    dry = shell.run("annex-admin", "enforce", "--dry-run")
+    assert dry.returncode == 0, dry.output
+    listed = {word for line in dry.stdout.splitlines() if line.startswith("would terminate") for word in line.split() if word.startswith("i-")}
+    assert listed == breakers
+    assert len(_live(ec2)) == len(breakers) + len(keepers)
+
+    real = shell.run("annex-admin", "enforce")
+    assert real.returncode == 0, real.output
+    assert _live(ec2) == keepers
+    again = shell.run("annex-admin", "enforce")
+    assert "terminated" not in again.stdout.split("enforcer")[0]
+    assert _live(ec2) == keepers
+
+
+def _live(ec2) -> set[str]:
+    return {
+        i["InstanceId"]
+        for page in ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        for r in page["Reservations"] for i in r["Instances"]
+    }
