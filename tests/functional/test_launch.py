@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-
 import pytest
 
 from annex_common.aws import make_clients
