@@ -177,6 +177,10 @@ def status(
             print(json.dumps([row.to_json(now) for row in report.rows], indent=2))
             return
         err_console.print(report.collector_note, markup=False)
+        if not report.rows:
+            scope = f"annex {annex_name}" if annex_name else f"project {ctx.bundle.project_id}"
+            out.print(f"No live instances in {scope}.")
+            return
         table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease left", "In pool")
         for row in report.rows:
             data = row.to_json(now)
