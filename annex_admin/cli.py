@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from typing_extensions import Annotated
 
-from annex_common.cli_support import err_console, require_confirmation, run_guarded, status_printer
+from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded, status_printer
 
 app = typer.Typer(
     name="annex-admin",
@@ -19,7 +17,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, soft_wrap=True)
 
 Region = Annotated[Optional[str], typer.Option("--region", help="AWS region (default: from your AWS config).")]
 Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile of the administrator.")]
@@ -130,6 +128,8 @@ def setup(
 
 
 def _print_outputs(outputs: dict[str, str]) -> None:
+    from rich.table import Table
+
     table = Table("Output", "Value", box=None)
     for key in sorted(outputs):
         table.add_row(key, outputs[key])
@@ -152,6 +152,8 @@ def check_setup(
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
         report = run_check(clients, stack_name)
+        from rich.table import Table
+
         table = Table("Check", "", "Detail", box=None)
         for item in report.items:
             table.add_row(item.name, "[green]ok[/]" if item.ok else "[red]FAIL[/]", item.detail)

@@ -9,13 +9,27 @@ import sys
 import traceback
 from typing import Any, Callable, TypeVar
 
-from rich.console import Console
-
 from annex_common.errors import AnnexError
 
 T = TypeVar("T")
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class LazyConsole:
+    """A rich Console made on first use: `--help` then never imports rich's console machinery."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+err_console = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def run_guarded(action: Callable[[], T], *, debug: bool) -> T:

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from typing_extensions import Annotated
 
-from annex_common.cli_support import err_console, require_confirmation, run_guarded, status_printer
+from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded, status_printer
 
 app = typer.Typer(
     name="condor_annex",
@@ -27,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, soft_wrap=True)
 
 COMMANDS = {"launch", "status", "extend", "terminate", "import-credentials"}
 
@@ -181,6 +179,8 @@ def status(
             scope = f"annex {annex_name}" if annex_name else f"project {ctx.bundle.project_id}"
             out.print(f"No live instances in {scope}.")
             return
+        from rich.table import Table
+
         table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease left", "In pool")
         for row in report.rows:
             data = row.to_json(now)
