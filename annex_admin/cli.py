@@ -16,6 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
+    rich_markup_mode=None,
 )
 out = LazyConsole(highlight=False, soft_wrap=True)
 
