@@ -236,13 +236,15 @@ def environment_notes(sizes: Sizes, sweep_how: str, seconds: float) -> list[str]
         "unmeasured warm-up of each CLI-start command; ours and the baseline alternate run by run.",
         "Everything runs against moto's server on 127.0.0.1 (no real AWS). API calls are HTTP requests counted from "
         "the emulator's access log (one werkzeug line per request, retries included). condor_annex's calls include "
-        "one Price List request per plan, which the emulator cannot answer (it falls back to the shipped price table).",
+        "its Price List attempts, which the emulator cannot answer (it falls back to the shipped price table).",
         "The emulator gets one speed fix (bench/moto_server.py): moto looks up an instance's tags by scanning every "
         "tag of every resource, which makes describing N tagged instances O(N²); both sides use the fixed server.",
         "Launch: condor_annex plans (stack, live instances, prices, pool configuration), uploads the annex "
         "configuration and launches by one instant CreateFleet; the baseline is one RunInstances from the same launch "
         "template with the same five tags. Instances are terminated after every run.",
-        "Status: condor_annex also reads CONDOR_CONFIG (in a child process) and asks the collector, which is down here.",
+        "Status: condor_annex also reads CONDOR_CONFIG (in a child process) and asks the collector, which is down here. "
+        "Both sides mostly wait for the emulator to serialise the instances (milliseconds each in moto), so this ratio "
+        "says little about AWS; the call counts do.",
         f"Sweep: {sweep_how}; the expired instances are re-created before every run.",
     ]
 
