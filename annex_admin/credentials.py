@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ def validate_issue(project_id: str, user: str, caps: Caps, output: Path) -> None
             "IAM user names are 1-64 of letters, digits and + = , . @ _ -",
             "Pass another --user.",
         )
+    if not (math.isfinite(caps.max_lease_hours) and math.isfinite(caps.max_spend_usd)):
+        raise BadInput("caps must be finite numbers", f"got {caps}", "Pass numbers for --max-lease-hours and --max-spend.")
     if caps.max_instances < 1 or caps.max_lease_hours <= 0 or caps.max_spend_usd <= 0:
         raise BadInput("caps must be positive", f"got {caps}", "Pass positive --max-* values.")
     if caps.max_lease_hours > MAX_CAP_LEASE_HOURS:

@@ -20,7 +20,7 @@ from annex_common.errors import AwsFailure, NotReady
 # Standard retry mode backs off on throttling, 5xx and connection errors; attempts are bounded so
 # a dead endpoint fails in seconds, not minutes.
 RETRY_CONFIG = botocore.config.Config(
-    retries={"mode": "standard", "max_attempts": 8},
+    retries={"mode": "standard", "total_max_attempts": 8},
     connect_timeout=5,
     read_timeout=30,
 )

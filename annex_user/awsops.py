@@ -34,6 +34,7 @@ class FleetOutcome:
     instance_ids: list[str] = field(default_factory=list)
     placements: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (type, subnet)
     errors: list[tuple[str, str, str, str]] = field(default_factory=list)  # type, subnet, code, message
+    retried: bool = False  # the SDK sent the request more than once (an answer may have been lost)
 
 
 def _instance(raw: dict[str, Any]) -> AnnexInstance:
@@ -112,7 +113,7 @@ def launch_fleet(
         request["OnDemandOptions"] = {"AllocationStrategy": "lowest-price"}
     with aws_errors("the fleet request failed"):
         response = clients.ec2.create_fleet(**request)
-    outcome = FleetOutcome()
+    outcome = FleetOutcome(retried=response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0)
     for group in response.get("Instances", []):
         chosen = group.get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
         for instance_id in group.get("InstanceIds", []):

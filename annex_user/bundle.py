@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import sys
@@ -94,8 +95,8 @@ def load_bundle(path: Path) -> Bundle:
         raise _fail(path, f"it cannot be read ({exc.__class__.__name__})") from exc
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail(path, f"it is not valid TOML ({exc})") from exc
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise _fail(path, f"it is not valid TOML ({str(exc)[:200] or 'nested too deeply'})") from exc
     return parse_bundle(data, path)
 
 
@@ -118,9 +119,13 @@ def _number(data: Mapping[str, Any], key: str, path: Path, kind: type) -> Any:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(path, f"the cap {key!r} is missing or not a number")
-    if kind is int and (not float(value).is_integer()):
+    try:
+        as_float = float(value)
+    except OverflowError as exc:
+        raise _fail(path, f"the cap {key!r} is far too large") from exc
+    if kind is int and not as_float.is_integer():
         raise _fail(path, f"the cap {key!r} must be a whole number")
-    if value <= 0 or value != value or value == float("inf"):
+    if not math.isfinite(as_float) or as_float <= 0:
         raise _fail(path, f"the cap {key!r} must be a positive number")
     return kind(value)
 
@@ -149,7 +154,7 @@ def import_bundle(source: Path, destination: Path) -> Bundle:
     if source.exists() and source.is_file():
         try:
             data = tomllib.loads(source.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
             raise _fail(source, f"it is not a readable TOML bundle ({exc.__class__.__name__})") from exc
         bundle = parse_bundle(data, source)
     else:

@@ -34,9 +34,17 @@ def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) ->
             "expected 'YYYY-MM-DD HH:MM' (local time) or with an offset, e.g. '2026-12-18 23:59-05:00'",
             "Pass for example --expiry '2026-12-18 23:59', or use --duration HOURS.",
         )
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=local_tz) if local_tz else parsed.astimezone()
-    return check_future(parsed.astimezone(timezone.utc).replace(microsecond=0), now=now)
+    try:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=local_tz) if local_tz else parsed.astimezone()
+        in_utc = parsed.astimezone(timezone.utc).replace(microsecond=0)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise BadInput(
+            f"the expiry {raw!r} is out of range",
+            "it cannot be expressed as a UTC time",
+            "Pass a date in the coming months, e.g. --expiry '2026-12-18 23:59'.",
+        ) from exc
+    return check_future(in_utc, now=now)
 
 
 def parse_duration(hours: float, *, now: datetime) -> datetime:

@@ -95,6 +95,7 @@ class LaunchResult:
     by_type: dict[str, int]
     capacity_errors: list[tuple[str, str, str, str]]
     rounds: int
+    duplicates_ended: int = 0
 
     @property
     def shortfall(self) -> int:
@@ -273,6 +274,7 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, progress: Progress) -> L
     errors: list[tuple[str, str, str, str]] = []
     pools = list(plan.pools)
     rounds = 0
+    duplicates_ended = 0
     while len(launched) < plan.count and pools and rounds < MAX_FLEET_ROUNDS:
         rounds += 1
         remaining = plan.count - len(launched)
@@ -287,6 +289,8 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, progress: Progress) -> L
             spot=plan.spot,
         )
         launched.extend(outcome.instance_ids)
+        if outcome.retried:
+            duplicates_ended += end_duplicates(ctx, plan, launched, progress)
         for itype, _subnet in outcome.placements.values():
             by_type[itype] = by_type.get(itype, 0) + 1
         progress(f"  {len(outcome.instance_ids)} launched, {len(launched)}/{plan.count} in all")
@@ -303,4 +307,20 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, progress: Progress) -> L
         pools = [p for p in pools if p not in failed]
         if not outcome.instance_ids and not failed:
             break  # nothing launched and nothing to exclude: another round would do the same
-    return LaunchResult(plan, launched, by_type, errors, rounds)
+    return LaunchResult(plan, launched, by_type, errors, rounds, duplicates_ended)
+
+
+def end_duplicates(ctx: AnnexContext, plan: LaunchPlan, launched: list[str], progress: Progress) -> int:
+    """After a retried fleet request, make sure no second set of instances was launched.
+
+    AWS makes the retry of a CreateFleet whose answer was lost idempotent through its client
+    token; an endpoint that does not would launch the annex twice. Instances of this annex that
+    the answers did not name are such duplicates: they are ended at once, so nothing is paid twice.
+    """
+    known = set(launched)
+    present = awsops.list_annex_instances(ctx.clients, project_id=plan.project_id, annex_name=plan.annex_name)
+    extra = [i.instance_id for i in present if i.instance_id not in known]
+    if extra:
+        progress(f"  a retried fleet request launched {len(extra)} duplicate instance(s); terminating them")
+        awsops.terminate_instances(ctx.clients, extra)
+    return len(extra)

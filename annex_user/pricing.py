@@ -12,7 +12,7 @@ import botocore.exceptions
 from annex_common.aws import AwsClients
 
 # One quick try: a plan must not wait on the Price List API; the shipped table is the fallback.
-PRICING_CONFIG = botocore.config.Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3, read_timeout=5)
+PRICING_CONFIG = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=3, read_timeout=5)
 PRICING_REGION = "us-east-1"  # the Price List API answers from a few regions only
 REGION_NAMES = {
     "us-east-1": "US East (N. Virginia)",

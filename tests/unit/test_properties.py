@@ -4,8 +4,7 @@ Nothing else may escape (a ValueError or OverflowError would reach the user as a
 failure" with exit 1 instead of a readable exit-2 refusal). Hypothesis generates the inputs; no
 files or network are touched here (the file-reading side is in tests/functional/test_properties_io.py).
 
-Known escapes found this way are pinned by the strict-xfail tests at the end: each will start to
-fail ("XPASS(strict)") once the code is fixed, and its marker should then be removed.
+Inputs that once escaped are kept as plain examples at the end.
 """
 
 from __future__ import annotations
@@ -238,11 +237,9 @@ def assert_valid_bundle(bundle: Bundle) -> None:
     assert "aws_secret_access_key" not in repr(bundle)  # the secret is never shown
 
 
-# --- escapes found by the properties above (fixed code turns these into XPASS failures) --------
+# --- inputs the properties above once found escaping: each is bad input now -------------------
 
 
-@pytest.mark.xfail(strict=True, raises=(OverflowError, ValueError),
-                   reason="annex_user/expiry.py parse_expiry: converting a first- or last-year date to UTC overflows")
 @pytest.mark.parametrize("text, local_tz", [
     ("0001-01-01T00:00+05:00", None),
     ("9999-12-31T23:59-05:00", None),
@@ -253,8 +250,6 @@ def test_first_and_last_year_expiries_are_bad_input(text: str, local_tz: tzinfo 
         expiry.parse_expiry(text, now=NOW, local_tz=local_tz)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="annex_user/bundle.py _number: float() of an integer cap beyond float range overflows")
 @pytest.mark.parametrize("key", CAP_KEYS)
 def test_a_cap_too_large_for_a_float_is_bad_input(key: str):
     document = {name: "x" for name in REQUIRED_STRINGS} | {name: 1 for name in CAP_KEYS} | {key: 10**400}
