@@ -104,4 +104,7 @@ def stop_sandbox(state_dir: Path) -> bool:
         os.killpg(sandbox.pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    deadline = time.monotonic() + 10
+    while _answers(sandbox.url) and time.monotonic() < deadline:
+        time.sleep(0.1)
     return True
