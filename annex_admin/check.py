@@ -76,7 +76,7 @@ def check_setup(clients: AwsClients, stack_name: str) -> CheckReport:
         )["InstanceProfile"]["InstanceProfileName"]),
         _probe("scientist policy", lambda: iam.get_policy(
             PolicyArn=outputs[contract.OUT_SCIENTIST_POLICY])["Policy"]["PolicyName"]),
-        _probe("enforcer function", lambda: clients.client("lambda").get_function(
+        _probe("enforcer function", lambda: clients.awslambda.get_function(
             FunctionName=outputs[contract.OUT_ENFORCER_FUNCTION])["Configuration"]["FunctionName"]),
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
     ]
@@ -84,7 +84,7 @@ def check_setup(clients: AwsClients, stack_name: str) -> CheckReport:
 
 
 def _rule_detail(clients: AwsClients, rule_name: str) -> str:
-    rule = clients.client("events").describe_rule(Name=rule_name)
+    rule = clients.events.describe_rule(Name=rule_name)
     if rule.get("State") != "ENABLED":
         raise ValueError(f"rule {rule_name} is {rule.get('State')}")
     return f"{rule_name} ({rule.get('ScheduleExpression')})"

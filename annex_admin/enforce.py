@@ -54,7 +54,7 @@ def deployed_prices(clients: AwsClients, function_name: str) -> dict[str, float]
     scheduled one does.
     """
     with aws_errors(f"could not read the enforcer function {function_name!r}"):
-        configuration = clients.client("lambda").get_function_configuration(FunctionName=function_name)
+        configuration = clients.awslambda.get_function_configuration(FunctionName=function_name)
     variables = (configuration.get("Environment") or {}).get("Variables") or {}
     try:
         return enforcer.read_prices(variables.get("ANNEX_PRICES"))

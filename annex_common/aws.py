@@ -49,11 +49,11 @@ class AwsClients:
     def region(self) -> str:
         return self.session.region_name or ""
 
-    def client(self, service: str, region: str | None = None) -> Any:
-        key = f"{service}:{region or ''}"
+    def client(self, service: str, region: str | None = None, config: botocore.config.Config | None = None) -> Any:
+        key = f"{service}:{region or ''}:{id(config) if config else ''}"
         if key not in self._cache:
             self._cache[key] = self.session.client(
-                service, region_name=region or self.session.region_name, config=self.config
+                service, region_name=region or self.session.region_name, config=config or self.config
             )
         return self._cache[key]
 
@@ -76,6 +76,14 @@ class AwsClients:
     @property
     def ssm(self) -> Any:
         return self.client("ssm")
+
+    @property
+    def awslambda(self) -> Any:
+        return self.client("lambda")
+
+    @property
+    def events(self) -> Any:
+        return self.client("events")
 
 
 def make_clients(

@@ -84,7 +84,7 @@ def _price_list_api(clients: AwsClients, region: str, types: list[str]) -> dict[
     if not location:
         return None
     try:
-        pricing = clients.session.client("pricing", region_name=PRICING_REGION, config=PRICING_CONFIG)
+        pricing = clients.client("pricing", region=PRICING_REGION, config=PRICING_CONFIG)
         found: dict[str, float] = {}
         for itype in types:
             response = pricing.get_products(

@@ -66,7 +66,7 @@ def test_check_setup_passes_then_fails_when_the_stack_is_deleted_behind_its_back
 def test_check_setup_notices_a_missing_piece(clients):
     outputs = deploy_stack(clients).outputs
     function = outputs[contract.OUT_ENFORCER_FUNCTION]
-    clients.client("lambda").delete_function(FunctionName=function)
+    clients.awslambda.delete_function(FunctionName=function)
     report = check_setup(clients, contract.DEFAULT_STACK_NAME)
     assert not report.ok
     assert [i.name for i in report.items if not i.ok] == ["enforcer function"]
