@@ -34,7 +34,7 @@ class Sandbox:
         }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -46,6 +46,32 @@ def _answers(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def spawn_emulator(
+    module: str, port: int, log_path: Path, *, env: dict[str, str] | None = None,
+    cwd: Path | None = None, detach: bool = False, timeout: float = 60,
+) -> tuple[str, subprocess.Popen]:
+    """Start an emulator server module (moto.server or a wrapper of it) on 127.0.0.1:port and
+    wait until it answers; its output goes to ``log_path``."""
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=detach,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while not _answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AnnexError("the local emulator did not start", f"see {log_path}", "Try another port.")
+        time.sleep(0.2)
+    return url, process
 
 
 def start_sandbox(state_dir: Path, port: int | None = None) -> Sandbox:
@@ -61,23 +87,10 @@ def start_sandbox(state_dir: Path, port: int | None = None) -> Sandbox:
     existing = read_sandbox(state_dir)
     if existing:
         return existing
-    port = port or _free_port()
+    port = port or free_port()
     log = state_dir / "emulator.log"
-    with open(log, "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # survives the command that started it
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while not _answers(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AnnexError("the local emulator did not start", f"see {log}", "Try another --port.")
-        time.sleep(0.2)
+    # Detached: the emulator outlives the command that started it.
+    url, process = spawn_emulator("moto.server", port, log, detach=True)
     (state_dir / "sandbox.url").write_text(url)
     (state_dir / "sandbox.pid").write_text(str(process.pid))
     return Sandbox(url, process.pid, log)

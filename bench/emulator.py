@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 import boto3
 
+from annex_admin.sandbox import free_port, spawn_emulator
 from annex_common.aws import RETRY_CONFIG, AwsClients
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,12 +26,6 @@ FAKE_KEY_ID = "AKIAFAKEBENCHKEY0000"
 FAKE_SECRET = "fake-secret-for-the-local-benchmark-only"
 # One werkzeug access-log entry: 127.0.0.1 - - [date] "POST / HTTP/1.1" 200 -
 _REQUEST_LINE = re.compile(rb'\] "(?:GET|PUT|POST|DELETE|HEAD|PATCH|OPTIONS) \S* HTTP/1\.[01]" \d{3} ')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -66,26 +58,8 @@ def start(workdir: Path) -> BenchEmulator:
     log_path = workdir / f"moto-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PYTHONUNBUFFERED"] = "1"  # every log line reaches the file at once
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the moto server exited at start; see {log_path}")
-        try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=2):
-                return BenchEmulator(url, process, log_path)
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the moto server did not start within 60 s")
+    url, process = spawn_emulator("bench.moto_server", port, log_path, env=env, cwd=REPO)
+    return BenchEmulator(url, process, log_path)
 
 
 def child_environment(endpoint: str, home: Path) -> dict[str, str]:

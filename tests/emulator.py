@@ -7,23 +7,16 @@ endpoint before any test runs, and ``assert_sandboxed`` fails a test that finds 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from annex_admin.sandbox import free_port, spawn_emulator
+
 FAKE_KEY_ID = "AKIAFAKETESTKEY00000"
 FAKE_SECRET = "fake-secret-for-the-local-emulator-only"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -61,26 +54,7 @@ def start_emulator(log_dir: Path, extra_env: dict[str, str] | None = None) -> Em
     env = dict(os.environ)
     env.update(extra_env or {})
     log_path = log_dir / f"moto-{port}.log"
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto server exited; see {log_path}")
-        try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=2):
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise RuntimeError("moto server did not start within 60 s")
+    url, process = spawn_emulator("moto.server", port, log_path, env=env)
     return Emulator(url=url, process=process, log_path=log_path)
 
 
