@@ -178,13 +178,12 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
             f"the project already has {len(live)} live instance(s)",
             f"Ask for at most {max(bundle.caps.max_instances - len(live), 0)}, or end another annex first.",
         )
-    prices = (
-        spot_prices(ctx.clients, bundle.region, types, stack.availability_zones)
-        if request.spot
-        else on_demand_prices(ctx.clients, bundle.region, types)
-    )
+    # One price lookup covers the types this annex may use and those the project already runs;
+    # live instances are counted at on-demand prices, the most they can cost.
+    on_demand = on_demand_prices(ctx.clients, bundle.region, sorted(set(types) | {i.instance_type for i in live}))
+    prices = spot_prices(ctx.clients, bundle.region, types, stack.availability_zones) if request.spot else on_demand
     lease_hours = (expiry - ctx.now).total_seconds() / 3600
-    committed = committed_spend(live, prices, ctx.now, on_demand_prices(ctx.clients, bundle.region, list({i.instance_type for i in live})) if live else None)
+    committed = committed_spend(live, on_demand.hourly, ctx.now)
     owner = request.start_owner or getpass.getuser()
     plan = LaunchPlan(
         project_id=project,
@@ -212,17 +211,15 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
     return plan
 
 
-def committed_spend(live: list[awsops.AnnexInstance], quote: PriceQuote, now: datetime, live_quote: PriceQuote | None) -> float:
+def committed_spend(live: list[awsops.AnnexInstance], hourly: dict[str, float], now: datetime) -> float:
     """The most the project's live instances can still cost: price × remaining lease."""
+    ceiling = max(hourly.values(), default=0.0)
     total = 0.0
-    prices = dict(live_quote.hourly) if live_quote else {}
-    prices.update(quote.hourly)
-    ceiling = max(prices.values(), default=0.0)
     for instance in live:
         ends = lease.from_tag(instance.expiry_tag)
         if ends is None or ends <= now:
             continue  # the enforcer ends these at its next sweep
-        total += prices.get(instance.instance_type, ceiling) * (ends - now).total_seconds() / 3600
+        total += hourly.get(instance.instance_type, ceiling) * (ends - now).total_seconds() / 3600
     return total
 
 

@@ -111,7 +111,7 @@ def extend_lease(ctx: AnnexContext, *, annex_name: str, new_expiry: datetime, co
         * (new_expiry - ctx.now).total_seconds() / 3600
         for i in instances
     )
-    committed = committed_spend(others, quote, ctx.now, None) + extended_cost
+    committed = committed_spend(others, quote.hourly, ctx.now) + extended_cost
     if committed > caps.max_spend_usd + 1e-9:
         raise BadInput(
             f"extending would commit ${committed:,.2f}, which breaks the project's spend cap "
