@@ -25,6 +25,7 @@ RETRY_CONFIG = botocore.config.Config(
     read_timeout=30,
 )
 
+UNKNOWN_KEY_CODES = {"InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 ACCESS_DENIED_CODES = {
     "AccessDenied",
     "AccessDeniedException",
@@ -143,6 +144,13 @@ def aws_errors(what: str, next_step: str = "") -> Iterator[None]:
     except botocore.exceptions.ClientError as exc:
         code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message", "")
+        if code in UNKNOWN_KEY_CODES:
+            raise AwsFailure(
+                what,
+                f"AWS does not accept these credentials ({code})",
+                "The keys are wrong, expired or revoked: a scientist asks her pool administrator "
+                "for a new bundle; an administrator checks the AWS profile.",
+            ) from exc
         if code in ACCESS_DENIED_CODES:
             raise AwsFailure(
                 what,

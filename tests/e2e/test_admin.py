@@ -134,3 +134,19 @@ def _live(ec2) -> set[str]:
             Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
         for r in page["Reservations"] for i in r["Instances"]
     }
+
+
+def test_after_revoke_the_scientist_is_told_her_keys_are_no_longer_accepted(shell, aws):
+    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    bundle = str(shell.home / "b.toml")
+    assert shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER, "--output", bundle).returncode == 0
+    env = {"CONDOR_ANNEX_CREDENTIALS": bundle}
+    aws.enforce_iam(True)
+    assert shell.run("condor_annex", "status", env=env).returncode == 0
+    aws.enforce_iam(False)
+    revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER)
+    assert revoked.returncode == 0 and "Revoked 1 access key" in revoked.stdout
+    aws.enforce_iam(True)
+    refused = shell.run("condor_annex", "status", env=env)
+    assert refused.returncode == 1
+    assert "does not accept these credentials" in refused.output and "new bundle" in refused.output
