@@ -227,12 +227,17 @@ def test_config_that_is_a_directory(tmp_path: Path) -> None:
         read_pool(str(tmp_path))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_config_file(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "COLLECTOR_HOST = cm\n")
-    os.chmod(config, 0)
-    with pytest.raises(BadInput, match="Cannot read"):
-        read_pool(config)
+    """A CONDOR_CONFIG that exists but cannot be opened for reading.
+
+    A mode-0 file would do for an ordinary user, but the suite runs as root here and in CI, and
+    root reads files whatever their mode; opening a Unix socket fails for root too (ENXIO), so it
+    drives the same branch on every machine."""
+    config = tmp_path / "condor_config"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(config))
+        with pytest.raises(BadInput, match="Cannot read"):
+            read_pool(str(config))
 
 
 def test_config_without_collector(tmp_path: Path) -> None:
@@ -317,7 +322,10 @@ def test_token_minted_by_htcondor_verifies_with_our_derived_key(tmp_path: Path) 
         env=env, capture_output=True, text=True, timeout=60,
     )
     if minted.returncode == 3:
-        pytest.skip("this htcondor library has no generate_token of the known signature")
+        # The helper calls a private C++ symbol of the installed wheel; another htcondor release
+        # may not export it. The derivation stays pinned by the known-answer tokens HTCondor
+        # 25.14.1 minted, in tests/unit/test_tokens.py, which need no library call.
+        pytest.skip("this htcondor release does not export generate_token with the known signature")
     assert minted.returncode == 0, minted.stderr
     claims = decode(minted.stdout.strip(), derive_signing_key(key_bytes))
     assert claims["scope"] == "condor:/ADVERTISE_STARTD"
