@@ -41,10 +41,9 @@ def _clients(region: str | None, profile: str | None):
 
 
 def _setup_request(region: str, stack_name: str, image_id: str | None, instance_types: str, ssh_cidr: str | None):
-    from annex_admin.deploy import SetupRequest
     from templates import settings as s
 
-    return SetupRequest(
+    return s.StackSettings(
         region=region,
         stack_name=s.validate_stack_name(stack_name),
         image_id=s.validate_image_id(image_id),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Callable
 
 import botocore.exceptions
@@ -15,6 +14,7 @@ from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.stack import describe_stack, recovery_advice
 from templates import contract
+from templates.prices import regional_prices
 from templates.settings import StackSettings
 from templates.stack import template_json
 
@@ -24,26 +24,12 @@ POLL_SECONDS = 2.0
 WAIT_LIMIT_SECONDS = 3600
 
 
-@dataclass(frozen=True)
-class SetupRequest:
-    region: str
-    stack_name: str = contract.DEFAULT_STACK_NAME
-    image_id: str = ""
-    instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES
-    ssh_cidr: str | None = None
-
-
 @dataclass
 class DeployResult:
     action: str  # created | updated | unchanged
     status: str
     outputs: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
-
-
-def shipped_prices(region: str) -> dict[str, float]:
-    table = json.loads(resources.files("templates").joinpath("prices.json").read_text())
-    return {k: float(v) for k, v in table.get(region, {}).items()}
 
 
 def validate_region(clients: AwsClients, region: str) -> None:
@@ -108,19 +94,15 @@ def latest_image(clients: AwsClients) -> str:
         return clients.ssm.get_parameter(Name=contract.DEFAULT_IMAGE_PARAMETER)["Parameter"]["Value"]
 
 
-def resolve_settings(clients: AwsClients, request: SetupRequest) -> StackSettings:
+def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettings:
+    """The administrator's settings, completed from the region: zones, image and prices."""
     validate_region(clients, request.region)
     check_instance_types(clients, request.instance_types)
-    zones = choose_zones(clients, request.instance_types)
-    image = request.image_id or latest_image(clients)
-    return StackSettings(
-        region=request.region,
-        stack_name=request.stack_name,
-        image_id=image,
-        instance_types=request.instance_types,
-        ssh_cidr=request.ssh_cidr,
-        availability_zones=zones,
-        hourly_prices=shipped_prices(request.region),
+    return dataclasses.replace(
+        request,
+        availability_zones=choose_zones(clients, request.instance_types),
+        image_id=request.image_id or latest_image(clients),
+        hourly_prices=regional_prices(request.region),
     )
 
 
@@ -138,7 +120,7 @@ def deploy(clients: AwsClients, settings: StackSettings, progress: Progress) -> 
             existing.get("StackStatusReason") or "its last operation did not complete",
             recovery_advice(status),
         )
-    return _update(clients, settings.stack_name, body, progress)
+    return _update(clients, existing, body, progress)
 
 
 def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> DeployResult:
@@ -151,17 +133,11 @@ def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> De
             OnFailure="ROLLBACK",
             Tags=[{"Key": "htcondor:annex:stack", "Value": name}],
         )
-    status, events = _wait(clients, name, "CREATE", progress)
-    if status != "CREATE_COMPLETE":
-        raise AwsFailure(
-            f"stack {name} was not created (state {status})",
-            events[-1] if events else "see the stack's events",
-            recovery_advice(status),
-        )
-    return DeployResult("created", status, _outputs(clients, name), events)
+    return _finish(clients, name, "created", progress, earlier=set())
 
 
-def _update(clients: AwsClients, name: str, body: str, progress: Progress) -> DeployResult:
+def _update(clients: AwsClients, existing: dict[str, Any], body: str, progress: Progress) -> DeployResult:
+    name = existing["StackName"]
     change_set = f"annex-setup-{uuid.uuid4().hex[:12]}"
     progress(f"Computing changes to stack {name}")
     with aws_errors(f"could not plan an update of stack {name}"):
@@ -178,7 +154,7 @@ def _update(clients: AwsClients, name: str, body: str, progress: Progress) -> De
         with aws_errors("could not clean up an empty change set"):
             clients.cloudformation.delete_change_set(StackName=name, ChangeSetName=change_set)
         if "didn't contain changes" in reason or "No updates" in reason:
-            return DeployResult("unchanged", _status(clients, name), _outputs(clients, name))
+            return DeployResult("unchanged", existing["StackStatus"], _outputs_of(existing))
         raise AwsFailure(f"could not plan an update of stack {name}", reason)
     for change in described.get("Changes", []):
         rc = change.get("ResourceChange", {})
@@ -187,14 +163,20 @@ def _update(clients: AwsClients, name: str, body: str, progress: Progress) -> De
     with aws_errors(f"could not update stack {name}"):
         earlier = {e["EventId"] for e in clients.cloudformation.describe_stack_events(StackName=name)["StackEvents"]}
         clients.cloudformation.execute_change_set(StackName=name, ChangeSetName=change_set)
-    status, events = _wait(clients, name, "UPDATE", progress, earlier)
-    if status != "UPDATE_COMPLETE":
+    return _finish(clients, name, "updated", progress, earlier)
+
+
+def _finish(clients: AwsClients, name: str, action: str, progress: Progress, earlier: set[str]) -> DeployResult:
+    """Wait for the operation, then succeed with the stack's outputs or say how to recover."""
+    final, events = _wait(clients, name, progress, earlier)
+    status = final["StackStatus"]
+    if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
         raise AwsFailure(
-            f"stack {name} was not updated (state {status})",
+            f"stack {name} was not {action} (state {status})",
             events[-1] if events else "see the stack's events",
             recovery_advice(status),
         )
-    return DeployResult("updated", status, _outputs(clients, name), events)
+    return DeployResult(action, status, _outputs_of(final), events)
 
 
 def _wait_change_set(clients: AwsClients, name: str, change_set: str) -> dict[str, Any]:
@@ -209,16 +191,19 @@ def _wait_change_set(clients: AwsClients, name: str, change_set: str) -> dict[st
 
 
 def _wait(
-    clients: AwsClients, name: str, operation: str, progress: Progress, earlier: set[str] | None = None
-) -> tuple[str, list[str]]:
-    """Poll the stack, reporting each new event, until the operation leaves *_IN_PROGRESS."""
-    seen: set[str] = set(earlier or ())
+    clients: AwsClients, name: str, progress: Progress, earlier: set[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Poll the stack, reporting each new event, until the operation leaves *_IN_PROGRESS.
+
+    Returns the stack's final description. Events come newest first, so the first page (no
+    paginator) always holds those of the running operation."""
+    seen = set(earlier)
     lines: list[str] = []
     deadline = time.monotonic() + WAIT_LIMIT_SECONDS
     while True:
         with aws_errors(f"lost track of stack {name}"):
             events = clients.cloudformation.describe_stack_events(StackName=name)["StackEvents"]
-            status = clients.cloudformation.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+            stack = clients.cloudformation.describe_stacks(StackName=name)["Stacks"][0]
         for event in reversed(events):
             if event["EventId"] in seen:
                 continue
@@ -228,18 +213,12 @@ def _wait(
                 line += f": {event['ResourceStatusReason']}"
             lines.append(line)
             progress(line)
-        if not status.endswith("_IN_PROGRESS"):
-            return status, lines
+        if not stack["StackStatus"].endswith("_IN_PROGRESS"):
+            return stack, lines
         if time.monotonic() > deadline:
-            raise AwsFailure(f"stack {name} {operation.lower()} is still running", "waited an hour")
+            raise AwsFailure(f"stack {name} is still {stack['StackStatus']}", "waited an hour")
         time.sleep(POLL_SECONDS)
 
 
-def _status(clients: AwsClients, name: str) -> str:
-    raw = describe_stack(clients, name)
-    return raw["StackStatus"] if raw else "MISSING"
-
-
-def _outputs(clients: AwsClients, name: str) -> dict[str, str]:
-    raw = describe_stack(clients, name) or {}
-    return {o["OutputKey"]: o["OutputValue"] for o in raw.get("Outputs", [])}
+def _outputs_of(stack: dict[str, Any]) -> dict[str, str]:
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}

@@ -6,14 +6,16 @@ public Amazon Linux 2023 parameter unless an AMI is given.
 
 from __future__ import annotations
 
-from annex_admin.deploy import SetupRequest, shipped_prices
+import dataclasses
+
 from annex_common.errors import BadInput
 from templates import contract
+from templates.prices import regional_prices
 from templates.settings import StackSettings
 from templates.stack import template_json
 
 
-def offline_template(request: SetupRequest, zones: str | None) -> str:
+def offline_template(request: StackSettings, zones: str | None) -> str:
     zone_list = tuple(z.strip() for z in (zones or "").split(",") if z.strip()) or (
         f"{request.region}a",
         f"{request.region}b",
@@ -25,13 +27,10 @@ def offline_template(request: SetupRequest, zones: str | None) -> str:
                 "every subnet must be in the stack's region",
                 "Fix --zones or --region.",
             )
-    settings = StackSettings(
-        region=request.region,
-        stack_name=request.stack_name,
+    settings = dataclasses.replace(
+        request,
         image_id=request.image_id or "{{resolve:ssm:" + contract.DEFAULT_IMAGE_PARAMETER + "}}",
-        instance_types=request.instance_types,
-        ssh_cidr=request.ssh_cidr,
         availability_zones=zone_list,
-        hourly_prices=shipped_prices(request.region),
+        hourly_prices=regional_prices(request.region),
     )
     return template_json(settings)

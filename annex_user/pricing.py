@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 
 import botocore.config
 import botocore.exceptions
 
 from annex_common.aws import AwsClients
+from templates.prices import regional_prices
 
 # One quick try: a plan must not wait on the Price List API; the shipped table is the fallback.
 PRICING_CONFIG = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=3, read_timeout=5)
@@ -29,16 +29,11 @@ class PriceQuote:
     market: str  # on-demand | spot
 
 
-def shipped_table(region: str) -> dict[str, float]:
-    table = json.loads(resources.files("templates").joinpath("prices.json").read_text())
-    return {k: float(v) for k, v in table.get(region, {}).items()}
-
-
 def on_demand_prices(clients: AwsClients, region: str, types: list[str]) -> PriceQuote:
     live = _price_list_api(clients, region, types)
     if live is not None and all(t in live for t in types):
         return PriceQuote(live, "AWS Price List API", "on-demand")
-    table = shipped_table(region)
+    table = regional_prices(region)
     missing = [t for t in types if t not in table]
     if missing:
         # Unknown type in the table: price it at the dearest known type, so caps stay safe.

@@ -183,10 +183,10 @@ def bench_sweep(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region
 
 
 def _sweep_in_process(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region) -> tuple[float, int]:
-    from annex_admin.deploy import shipped_prices
+    from templates.prices import regional_prices
     from annex_admin.enforce import run_enforcer
 
-    prices = shipped_prices(fleet.REGION)
+    prices = regional_prices(fleet.REGION)
     clients._cache.clear()  # new clients each run, as a fresh process would have
     before = emu.requests_served()
     started = time.perf_counter()

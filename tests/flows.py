@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annex_admin.credentials import IssueRequest, issue_credentials
-from annex_admin.deploy import SetupRequest, deploy, resolve_settings
+from annex_admin.deploy import deploy, resolve_settings
 from annex_common.aws import AwsClients
 from annex_user.bundle import Bundle, Caps
 from templates import contract
+from templates.settings import StackSettings
 
 PROJECT = "TheNeeds-MooreLab"
 USER = "needs-moore"
@@ -28,7 +29,7 @@ def console_script(name: str) -> str:
 
 
 def deploy_stack(clients: AwsClients, instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES):
-    settings = resolve_settings(clients, SetupRequest(region=clients.region, instance_types=instance_types))
+    settings = resolve_settings(clients, StackSettings(region=clients.region, instance_types=instance_types))
     return deploy(clients, settings, lambda _line: None)
 
 

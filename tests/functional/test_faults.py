@@ -22,7 +22,7 @@ from typing import Any, Callable
 import botocore.config
 import pytest
 
-from annex_admin.deploy import shipped_prices
+from templates.prices import regional_prices
 from annex_admin.enforce import run_enforcer
 from annex_common.aws import AwsClients, aws_errors, make_clients
 from annex_common.errors import AwsFailure, BadInput
@@ -220,7 +220,7 @@ def test_twenty_launches_and_a_sweep_come_out_exact_under_twenty_percent_faults(
     admin.session.events.register("before-send", sweep_faults)
     # An hour on, the three ended annexes' configuration is past the grace period too.
     sweep_time = datetime.now(timezone.utc) + timedelta(hours=1)
-    report = run_enforcer(admin, bucket=stack.bucket, prices=shipped_prices("us-east-1"), dry_run=False,
+    report = run_enforcer(admin, bucket=stack.bucket, prices=regional_prices("us-east-1"), dry_run=False,
                           now=sweep_time, log=lambda _line: None)
     assert sweep_faults.injected and sweep_faults.injected[0][0] == "ec2.DescribeInstances"
     assert report.errors == []
@@ -236,7 +236,7 @@ def test_twenty_launches_and_a_sweep_come_out_exact_under_twenty_percent_faults(
     assert _object_keys(clients, stack.bucket, contract.annex_prefix(PROJECT, "faulty-05"))
 
     # Idempotent: the same sweep again finds nothing to do.
-    again = run_enforcer(admin, bucket=stack.bucket, prices=shipped_prices("us-east-1"), dry_run=False,
+    again = run_enforcer(admin, bucket=stack.bucket, prices=regional_prices("us-east-1"), dry_run=False,
                          now=sweep_time, log=lambda _line: None)
     assert again.terminated == [] and again.deleted_objects == [] and again.errors == []
 

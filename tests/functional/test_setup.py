@@ -6,16 +6,17 @@ import botocore.exceptions
 import pytest
 
 from annex_admin.check import check_setup
-from annex_admin.deploy import SetupRequest, deploy, resolve_settings
+from annex_admin.deploy import deploy, resolve_settings
 from annex_common.errors import BadInput, NotReady
 from annex_common.stack import read_stack
 from templates import contract
+from templates.settings import StackSettings
 from tests.flows import deploy_stack
 
 
 def test_setup_creates_the_stack_with_every_output(clients):
     lines: list[str] = []
-    settings = resolve_settings(clients, SetupRequest(region="us-east-1"))
+    settings = resolve_settings(clients, StackSettings(region="us-east-1"))
     assert len(settings.availability_zones) >= 2
     assert settings.image_id.startswith("ami-")
     result = deploy(clients, settings, lines.append)
@@ -74,13 +75,13 @@ def test_check_setup_notices_a_missing_piece(clients):
 
 def test_unknown_instance_type_is_bad_input(clients):
     with pytest.raises(BadInput) as caught:
-        resolve_settings(clients, SetupRequest(region="us-east-1", instance_types=("m7i.large", "zz9.huge")))
+        resolve_settings(clients, StackSettings(region="us-east-1", instance_types=("m7i.large", "zz9.huge")))
     assert "zz9.huge" in caught.value.why
 
 
 def test_unknown_region_is_bad_input(clients):
     with pytest.raises(BadInput):
-        resolve_settings(clients, SetupRequest(region="mars-north-1"))
+        resolve_settings(clients, StackSettings(region="mars-north-1"))
 
 
 def test_reading_a_missing_stack_says_how_to_recover(clients):

@@ -2,8 +2,9 @@
 
 import json
 
-from annex_user.pricing import parse_price_list_item, shipped_table
+from annex_user.pricing import parse_price_list_item
 from templates import contract
+from templates.prices import regional_prices
 
 PRODUCT = {
     "product": {"attributes": {"instanceType": "m7i.large"}},
@@ -33,6 +34,6 @@ def test_zero_or_missing_prices_are_no_price():
 
 def test_shipped_table_prices_every_default_type_in_the_main_regions():
     for region in ("us-east-1", "us-east-2", "us-west-2", "eu-west-1"):
-        table = shipped_table(region)
+        table = regional_prices(region)
         assert all(0 < table[t] < 1 for t in contract.DEFAULT_INSTANCE_TYPES), region
-    assert shipped_table("xx-nowhere-1") == {}
+    assert regional_prices("xx-nowhere-1") == {}
