@@ -11,7 +11,7 @@ from pathlib import Path
 import botocore.exceptions
 
 from annex_common.aws import AwsClients, aws_errors, error_code
-from annex_common.errors import BadInput
+from annex_common.errors import AnnexError, BadInput
 from annex_common.stack import read_stack
 from annex_user.bundle import Bundle, Caps, write_bundle
 from templates import contract
@@ -108,11 +108,14 @@ def issue_credentials(clients: AwsClients, request: IssueRequest) -> IssueResult
             ContentType="application/json",
             ServerSideEncryption="AES256",
         )
-        # One live key per scientist: issuing again rotates.
-        old_keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=request.user)["AccessKeyMetadata"]]
-        for key_id in old_keys:
-            iam.update_access_key(UserName=request.user, AccessKeyId=key_id, Status="Inactive")
-            iam.delete_access_key(UserName=request.user, AccessKeyId=key_id)
+        # One live key per scientist: issuing again rotates. IAM allows two keys, so the oldest
+        # goes first only when both slots are taken; the rest go once the new bundle is written.
+        old_keys = sorted(
+            iam.list_access_keys(UserName=request.user)["AccessKeyMetadata"], key=lambda k: k["CreateDate"]
+        )
+        old_ids = [k["AccessKeyId"] for k in old_keys]
+        make_room = old_ids[:1] if len(old_ids) >= 2 else []
+        _delete_keys(iam, request.user, make_room)
         key = iam.create_access_key(UserName=request.user)["AccessKey"]
     bundle = Bundle(
         region=clients.region,
@@ -123,8 +126,28 @@ def issue_credentials(clients: AwsClients, request: IssueRequest) -> IssueResult
         aws_secret_access_key=key["SecretAccessKey"],
         caps=request.caps,
     )
-    write_bundle(request.output, bundle)
-    return IssueResult(bundle, created, old_keys, request.output)
+    try:
+        write_bundle(request.output, bundle)
+    except OSError as exc:
+        # Without its bundle the new key is of no use to anyone: take it back, keep the old ones.
+        with aws_errors("could not withdraw the key whose bundle could not be written"):
+            _delete_keys(iam, request.user, [key["AccessKeyId"]])
+        raise AnnexError(
+            f"could not write the bundle {request.output}",
+            exc.strerror or str(exc),
+            "Choose an --output path you can write; the scientist's earlier key still works.",
+        ) from exc
+    with aws_errors(f"could not retire the earlier keys of {request.user}"):
+        _delete_keys(iam, request.user, [k for k in old_ids if k not in make_room])
+    return IssueResult(bundle, created, old_ids, request.output)
+
+
+def _delete_keys(iam, user: str, key_ids: list[str]) -> None:
+    """Deactivate first, so no key stays usable if a later delete fails."""
+    for key_id in key_ids:
+        iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
+    for key_id in key_ids:
+        iam.delete_access_key(UserName=user, AccessKeyId=key_id)
 
 
 @dataclass(frozen=True)
@@ -144,9 +167,5 @@ def revoke_credentials(clients: AwsClients, user: str) -> RevokeResult:
             if error_code(exc) == "NoSuchEntity":
                 raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.") from exc
             raise
-        # Deactivate every key first, so no key stays usable if a later delete fails.
-        for key_id in keys:
-            iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
-        for key_id in keys:
-            iam.delete_access_key(UserName=user, AccessKeyId=key_id)
+        _delete_keys(iam, user, keys)
     return RevokeResult(user, keys)

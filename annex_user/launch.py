@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
-from annex_common.errors import AwsFailure, BadInput
+from annex_common.errors import AnnexError, AwsFailure, BadInput
 from annex_user import awsops, expiry as lease
 from annex_user.context import AnnexContext, require_project
 from annex_user.pricing import PriceQuote, on_demand_prices, spot_prices
@@ -262,21 +262,30 @@ def dry_run(ctx: AnnexContext, plan: LaunchPlan) -> str:
 
 
 def execute_launch(ctx: AnnexContext, plan: LaunchPlan, progress: Progress) -> LaunchResult:
-    """Upload the configuration, then fleet until the count is met or every pool has failed."""
+    """Upload the configuration, then fleet until the count is met or every pool has failed.
+
+    A launch that ends with no instance takes its configuration back: nothing is left half-done.
+    """
     prefix = contract.annex_prefix(plan.project_id, plan.annex_name)
     progress(f"Uploading the annex configuration to s3://{ctx.stack.bucket}/{prefix}")
     awsops.put_annex_objects(ctx.clients, bucket=ctx.stack.bucket, prefix=prefix, objects=plan.node_objects)
-    launched: list[str] = []
-    by_type: dict[str, int] = {}
-    errors: list[tuple[str, str, str, str]] = []
+    try:
+        result = _fleet_rounds(ctx, plan, progress)
+    except AnnexError:
+        _withdraw_configuration_if_unused(ctx, plan, prefix)
+        raise
+    if not result.instance_ids:
+        _withdraw_configuration_if_unused(ctx, plan, prefix)
+    return result
+
+
+def _fleet_rounds(ctx: AnnexContext, plan: LaunchPlan, progress: Progress) -> LaunchResult:
+    result = LaunchResult(plan, [], {}, [], 0)
     pools = list(plan.pools)
-    rounds = 0
-    duplicates_ended = 0
-    while len(launched) < plan.count and pools and rounds < MAX_FLEET_ROUNDS:
-        rounds += 1
-        remaining = plan.count - len(launched)
-        asked = min(remaining, awsops.FLEET_CHUNK)
-        progress(f"Requesting {asked} instance(s) from {len(pools)} pool(s) (round {rounds})")
+    while len(result.instance_ids) < plan.count and pools and result.rounds < MAX_FLEET_ROUNDS:
+        result.rounds += 1
+        asked = min(plan.count - len(result.instance_ids), awsops.FLEET_CHUNK)
+        progress(f"Requesting {asked} instance(s) from {len(pools)} pool(s) (round {result.rounds})")
         outcome = awsops.launch_fleet(
             ctx.clients,
             count=asked,
@@ -285,26 +294,42 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, progress: Progress) -> L
             tags=plan.tags,
             spot=plan.spot,
         )
-        launched.extend(outcome.instance_ids)
+        result.instance_ids.extend(outcome.instance_ids)
         if outcome.retried:
-            duplicates_ended += end_duplicates(ctx, plan, launched, progress)
+            result.duplicates_ended += end_duplicates(ctx, plan, result.instance_ids, progress)
         for itype, _subnet in outcome.placements.values():
-            by_type[itype] = by_type.get(itype, 0) + 1
-        progress(f"  {len(outcome.instance_ids)} launched, {len(launched)}/{plan.count} in all")
-        failed = {(t, s) for t, s, code, _ in outcome.errors if code in CAPACITY_CODES or not code}
-        for error in outcome.errors:
-            errors.append(error)
-            progress(f"  no capacity: {error[0]} in {error[1]} ({error[2]})")
-        if outcome.errors and not failed:
-            raise AwsFailure(
-                "the fleet request was refused",
-                "; ".join(f"{code}: {message}" for _, _, code, message in outcome.errors[:3]),
-                "Check your credentials' permissions (`condor_annex --dry-run ...`).",
-            )
+            result.by_type[itype] = result.by_type.get(itype, 0) + 1
+        progress(f"  {len(outcome.instance_ids)} launched, {len(result.instance_ids)}/{plan.count} in all")
+        failed = _failed_pools(outcome, result, progress)
         pools = [p for p in pools if p not in failed]
         if not outcome.instance_ids and not failed:
             break  # nothing launched and nothing to exclude: another round would do the same
-    return LaunchResult(plan, launched, by_type, errors, rounds, duplicates_ended)
+    return result
+
+
+def _failed_pools(outcome: awsops.FleetOutcome, result: LaunchResult, progress: Progress) -> set[tuple[str, str]]:
+    """Pools that ran out of capacity; any other fleet error is a refusal and ends the launch."""
+    failed = {(t, s) for t, s, code, _ in outcome.errors if code in CAPACITY_CODES or not code}
+    for error in outcome.errors:
+        result.capacity_errors.append(error)
+        progress(f"  no capacity: {error[0]} in {error[1]} ({error[2]})")
+    if outcome.errors and not failed:
+        raise AwsFailure(
+            "the fleet request was refused",
+            "; ".join(f"{code}: {message}" for _, _, code, message in outcome.errors[:3]),
+            "Check your credentials' permissions (`condor_annex --dry-run ...`).",
+        )
+    return failed
+
+
+def _withdraw_configuration_if_unused(ctx: AnnexContext, plan: LaunchPlan, prefix: str) -> None:
+    """Remove the uploaded configuration when no instance of the annex exists; if AWS cannot be
+    asked now, the enforcer removes configuration without instances at a later sweep."""
+    try:
+        if not awsops.list_annex_instances(ctx.clients, project_id=plan.project_id, annex_name=plan.annex_name):
+            awsops.delete_annex_objects(ctx.clients, bucket=ctx.stack.bucket, prefix=prefix)
+    except AnnexError:
+        pass
 
 
 def end_duplicates(ctx: AnnexContext, plan: LaunchPlan, launched: list[str], progress: Progress) -> int:

@@ -75,9 +75,15 @@ def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, s
     return joined, f"joined-pool status from the collector {pool.collector_host}"
 
 
-def _live_annex(ctx: AnnexContext, annex_name: str) -> list[awsops.AnnexInstance]:
+def _live_annex(
+    ctx: AnnexContext, annex_name: str, project_live: list[awsops.AnnexInstance] | None = None
+) -> list[awsops.AnnexInstance]:
+    """The annex's live instances; from ``project_live`` when the caller already listed the project."""
     validate_annex_name(annex_name)
-    instances = awsops.list_annex_instances(ctx.clients, project_id=ctx.bundle.project_id, annex_name=annex_name)
+    if project_live is None:
+        instances = awsops.list_annex_instances(ctx.clients, project_id=ctx.bundle.project_id, annex_name=annex_name)
+    else:
+        instances = [i for i in project_live if i.annex_name == annex_name]
     if not instances:
         raise BadInput(
             f"no live annex named {annex_name} in project {ctx.bundle.project_id}",
@@ -97,12 +103,14 @@ class ExtendResult:
 
 
 def extend_lease(ctx: AnnexContext, *, annex_name: str, new_expiry: datetime, condor_config: str | None) -> ExtendResult:
-    instances = _live_annex(ctx, annex_name)
+    validate_annex_name(annex_name)
+    # One listing of the project serves both the annex and the spend cap.
+    project_live = awsops.list_annex_instances(ctx.clients, project_id=ctx.bundle.project_id)
+    instances = _live_annex(ctx, annex_name, project_live)
     new_expiry = lease.check_future(new_expiry, now=ctx.now)
     caps = ctx.bundle.caps
     earliest_start = min(i.launch_time for i in instances)
     lease.check_lease_cap(new_expiry, start=earliest_start, max_lease_hours=caps.max_lease_hours, what="extended lease")
-    project_live = awsops.list_annex_instances(ctx.clients, project_id=ctx.bundle.project_id)
     types = sorted({i.instance_type for i in project_live})
     quote = on_demand_prices(ctx.clients, ctx.bundle.region, types)
     others = [i for i in project_live if i.annex_name != annex_name]

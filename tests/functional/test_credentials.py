@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import botocore.exceptions
 import pytest
 
 from annex_admin.credentials import revoke_credentials
 from annex_common.aws import make_clients
-from annex_common.errors import BadInput
+from annex_common.errors import AnnexError, BadInput
 from annex_user.bundle import Caps, load_bundle
 from templates import contract
 from tests.flows import PROJECT, USER, deploy_stack, issue_bundle
@@ -74,3 +75,15 @@ def test_bad_names_are_refused_before_any_call(clients, tmp_path, project, user)
     with pytest.raises(BadInput):
         issue_bundle(clients, tmp_path / "b.toml", project_id=project, user=user)
     assert clients.iam.list_users(PathPrefix=contract.USER_PATH)["Users"] == []
+
+
+def test_a_bundle_that_cannot_be_written_keeps_the_earlier_key(clients, tmp_path):
+    """The suite runs as root, for whom file modes block nothing; /proc refuses new files to
+    everyone, so the bundle's folder exists and is not the problem, but the write fails."""
+    deploy_stack(clients)
+    first = issue_bundle(clients, tmp_path / "1.toml")
+    with pytest.raises(AnnexError) as caught:
+        issue_bundle(clients, Path("/proc/self/annex-bundle.toml"))
+    assert "could not write the bundle" in caught.value.what
+    keys = [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]]
+    assert keys == [first.aws_access_key_id]

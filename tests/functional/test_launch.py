@@ -149,6 +149,9 @@ def test_every_pool_failing_reports_the_shortfall(aws, tmp_path):
     result = execute_launch(ctx, plan, lambda _l: None)
     assert result.instance_ids == [] and result.shortfall == 4 and result.rounds == 1
     assert len(result.capacity_errors) == len(plan.pools)
+    # Nothing launched, so the uploaded configuration was taken back.
+    prefix = contract.annex_prefix(PROJECT, "none")
+    assert ctx.clients.s3.list_objects_v2(Bucket=ctx.stack.bucket, Prefix=prefix).get("KeyCount", 0) == 0
 
 
 def test_spot_launch_uses_price_capacity_optimized(aws, tmp_path):
