@@ -26,12 +26,31 @@ class Sandbox:
     log: Path
 
     def environment(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_KEY,
-            "AWS_DEFAULT_REGION": REGION,
-        }
+        return emulator_environment(self.url, FAKE_ACCESS_KEY, FAKE_SECRET_KEY)
+
+
+def emulator_environment(
+    endpoint: str, access_key: str, secret_key: str, *, region: str = REGION, home: Path | None = None
+) -> dict[str, str]:
+    """Variables that point every AWS client (boto3, the aws CLI) at an emulator with fake keys.
+
+    With ``home``, the shared AWS config and credentials files are pointed at absent files there,
+    so nothing from a real AWS setup on the machine can be picked up.
+    """
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_DEFAULT_REGION": region,
+    }
+    if home is not None:
+        env.update(
+            AWS_REGION=region,
+            AWS_CONFIG_FILE=str(home / "aws-config-absent"),
+            AWS_SHARED_CREDENTIALS_FILE=str(home / "aws-credentials-absent"),
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+    return env
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 
-from annex_admin.sandbox import free_port, spawn_emulator
+from annex_admin.sandbox import emulator_environment, free_port, spawn_emulator
 from annex_common.aws import RETRY_CONFIG, AwsClients
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,19 +65,8 @@ def start(workdir: Path) -> BenchEmulator:
 def child_environment(endpoint: str, home: Path) -> dict[str, str]:
     """Environment for the console scripts: pinned to the emulator, with fake admin keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": str(home / "aws-config-absent"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials-absent"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "HOME": str(home),
-        }
-    )
+    env.update(emulator_environment(endpoint, FAKE_KEY_ID, FAKE_SECRET, region=REGION, home=home))
+    env["HOME"] = str(home)
     return env
 
 

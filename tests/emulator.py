@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from annex_admin.sandbox import free_port, spawn_emulator
+from annex_admin.sandbox import emulator_environment, free_port, spawn_emulator
 
 FAKE_KEY_ID = "AKIAFAKETESTKEY00000"
 FAKE_SECRET = "fake-secret-for-the-local-emulator-only"
@@ -60,17 +60,9 @@ def start_emulator(log_dir: Path, extra_env: dict[str, str] | None = None) -> Em
 
 def sandbox_environment(endpoint: str, home: Path) -> dict[str, str]:
     """Variables that pin every AWS client to the emulator with fake keys."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_CONFIG_FILE": str(home / "aws-config-absent"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials-absent"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_RETRY_MODE": "standard",
-    }
+    env = emulator_environment(endpoint, FAKE_KEY_ID, FAKE_SECRET, region=REGION, home=home)
+    env["AWS_RETRY_MODE"] = "standard"
+    return env
 
 
 def assert_sandboxed() -> None:
