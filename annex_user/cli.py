@@ -85,7 +85,6 @@ def launch(
 
         now = datetime.now(timezone.utc).replace(microsecond=0)
         lease_end = _lease_end(expiry, duration, now)
-        core.validate_count(instances)
         ctx = open_context(_bundle_path(credentials), now=now)
         with err_console.status("Planning: checking caps, prices and your pool…"):
             plan = core.plan_launch(

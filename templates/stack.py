@@ -196,7 +196,7 @@ def build_template(settings: StackSettings) -> Template:
                 "ANNEX_BUCKET='", Ref(bucket), "'\n",
                 "ANNEX_REGION='", Ref("AWS::Region"), "'\n",
                 "export ANNEX_BUCKET ANNEX_REGION\n",
-                strip_shebang(load_bootstrap_script()),
+                user_data_body(load_bootstrap_script()),
             ],
         )
     )
@@ -332,7 +332,7 @@ def build_template(settings: StackSettings) -> Template:
     return t
 
 
-def strip_shebang(script: str) -> str:
+def user_data_body(script: str) -> str:
     """The script as user data: no shebang (the header has one) and no comment lines.
 
     EC2 caps user data at 16 KB; the comments stay in templates/bootstrap.sh, where people read

@@ -25,7 +25,7 @@ from annex_user import node_config
 from annex_user.node_config import NodeConfigInputs
 from templates import contract
 from templates.settings import StackSettings
-from templates.stack import build_template, strip_shebang
+from templates.stack import build_template, user_data_body
 from tests import emulator as emu
 from tests.bootstrap_support.imds import FakeImds
 from tests.bootstrap_support.node import SCRIPT, Node, clone_node, make_node, mode_of, sandbox_env_for
@@ -209,7 +209,7 @@ def user_data(bucket: str, region: str) -> str:
 
 def test_user_data_fits_ec2s_limit_and_is_shellcheck_clean(tmp_path: Path) -> None:
     text = user_data("b" * 63, "ap-southeast-2")
-    assert text.endswith(strip_shebang(SCRIPT.read_text()))
+    assert text.endswith(user_data_body(SCRIPT.read_text()))
     # Only comments were dropped: every command line of the script is there.
     commands = [line for line in SCRIPT.read_text().splitlines() if line.strip() and not line.lstrip().startswith("# ")]
     assert all(line in text.splitlines() for line in commands[1:])
