@@ -60,7 +60,7 @@ def check_setup(clients: AwsClients, stack_name: str) -> CheckReport:
         return report
     ec2, iam = clients.ec2, clients.iam
     subnets = outputs[contract.OUT_SUBNETS].split(",")
-    templates = dict(pair.split("=", 1) for pair in outputs[contract.OUT_LAUNCH_TEMPLATES].split(","))
+    launch_templates = dict(pair.split("=", 1) for pair in outputs[contract.OUT_LAUNCH_TEMPLATES].split(","))
     report.items += [
         _probe("network", lambda: f"{len(ec2.describe_subnets(SubnetIds=subnets)['Subnets'])} subnets in "
                f"{outputs[contract.OUT_AZS]}"),
@@ -68,7 +68,7 @@ def check_setup(clients: AwsClients, stack_name: str) -> CheckReport:
             GroupIds=[outputs[contract.OUT_SECURITY_GROUP]])["SecurityGroups"][0]["GroupId"]),
         _probe("launch templates", lambda: ", ".join(
             f"{lt['LaunchTemplateName']}" for lt in ec2.describe_launch_templates(
-                LaunchTemplateIds=list(templates.values()))["LaunchTemplates"])),
+                LaunchTemplateIds=list(launch_templates.values()))["LaunchTemplates"])),
         _probe("bucket", lambda: (clients.s3.head_bucket(Bucket=outputs[contract.OUT_BUCKET]),
                                   outputs[contract.OUT_BUCKET])[1]),
         _probe("instance profile", lambda: iam.get_instance_profile(
