@@ -14,7 +14,7 @@ from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.stack import describe_stack, recovery_advice
 from templates import contract
-from templates.prices import regional_prices
+from annex_cloud.prices import shipped_prices as regional_prices
 from templates.settings import StackSettings
 from templates.stack import template_json
 

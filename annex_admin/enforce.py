@@ -12,8 +12,8 @@ from typing import Callable
 
 from annex_common.aws import AwsClients, aws_errors
 from annex_common.errors import NotReady
-from templates import enforcer
-from templates.enforcer import SweepReport
+from annex_cloud import enforcer
+from annex_cloud.enforcer import SweepReport
 
 __all__ = ["SweepReport", "deployed_prices", "run_enforcer"]
 

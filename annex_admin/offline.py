@@ -10,7 +10,7 @@ import dataclasses
 
 from annex_common.errors import BadInput
 from templates import contract
-from templates.prices import regional_prices
+from annex_cloud.prices import shipped_prices as regional_prices
 from templates.settings import StackSettings
 from templates.stack import template_json
 

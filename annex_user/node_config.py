@@ -2,7 +2,7 @@
 
 ``condor_annex`` uploads two objects per annex (``contract.annex_prefix``): the HTCondor config
 fragment from ``render_condor_config`` and the ``KEY=VALUE`` settings from ``render_node_env``,
-which the instance bootstrap (``templates/bootstrap.sh``) parses without sourcing. Both are pure
+which the instance bootstrap (``annex_cloud/node/bootstrap.sh``) parses without sourcing. Both are pure
 text functions; every value that ends up in them is checked against a narrow character set first,
 because a newline or a quote in an annex name or owner would otherwise become a configuration line
 or a ClassAd expression of the caller's choosing on every instance.

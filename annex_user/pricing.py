@@ -9,7 +9,7 @@ import botocore.config
 import botocore.exceptions
 
 from annex_common.aws import AwsClients
-from templates.prices import regional_prices
+from annex_cloud.prices import shipped_prices as regional_prices
 
 # One quick try: a plan must not wait on the Price List API; the shipped table is the fallback.
 PRICING_CONFIG = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=3, read_timeout=5)

@@ -183,7 +183,7 @@ def bench_sweep(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region
 
 
 def _sweep_in_process(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region) -> tuple[float, int]:
-    from templates.prices import regional_prices
+    from annex_cloud.prices import shipped_prices as regional_prices
     from annex_admin.enforce import run_enforcer
 
     prices = regional_prices(fleet.REGION)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-# Tags every annex instance carries from creation (DESIGN.md, "Tags").
-TAG_ANNEX_NAME = "htcondor:AnnexName"
-TAG_PROJECT = "htcondor:annex:project"
-TAG_EXPIRY = "htcondor:annex:expiry"
-TAG_IDLE = "htcondor:annex:idle"
-TAG_OWNER = "htcondor:annex:owner"
-REQUIRED_INSTANCE_TAGS = (TAG_ANNEX_NAME, TAG_PROJECT, TAG_EXPIRY, TAG_IDLE, TAG_OWNER)
+# The tag contract, the expiry format and the bucket layout live with the code that runs in AWS.
+from annex_cloud.expiry import EXPIRY_FORMAT  # noqa: E402,F401
+from annex_cloud.layout import (  # noqa: E402,F401
+    ANNEX_PREFIX,
+    NODE_CONFIG_OBJECT,
+    NODE_ENV_OBJECT,
+    PASSWORD_OBJECT,
+    TOKEN_OBJECT,
+    annex_prefix,
+)
+from annex_cloud.tags import (  # noqa: E402,F401
+    REQUIRED_INSTANCE_TAGS,
+    TAG_ANNEX_NAME,
+    TAG_EXPIRY,
+    TAG_IDLE,
+    TAG_OWNER,
+    TAG_PROJECT,
+)
 
 # Tags on a scientist's IAM user: the project she may act for and her caps. The managed policy
 # reads the project through ${aws:PrincipalTag/htcondor:annex:project}.
@@ -18,9 +29,6 @@ USER_TAG_MAX_LEASE_HOURS = "htcondor:annex:max-lease-hours"
 USER_TAG_MAX_SPEND = "htcondor:annex:max-spend-usd"
 USER_TAG_MANAGED = "htcondor:annex:managed-by"
 USER_PATH = "/condor-annex/"
-
-# Expiry tag format: ISO 8601 UTC with Z.
-EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 DEFAULT_STACK_NAME = "HTCondorAnnex"
 DEFAULT_INSTANCE_TYPES = ("m7i.large", "m6i.large", "m5.large")
@@ -35,17 +43,7 @@ DEFAULT_MAX_INSTANCES = 32
 DEFAULT_MAX_LEASE_HOURS = 168
 DEFAULT_MAX_SPEND_USD = 500.0
 
-# S3 layout of the stack's bucket.
-ANNEX_PREFIX = "annexes"  # annexes/<project>/<annex>/...
 PROJECT_CAPS_PREFIX = "projects"  # projects/<project>/caps.json (admin-written, enforcer-read)
-NODE_CONFIG_OBJECT = "condor_config"  # HTCondor config fragment for the execute node
-NODE_ENV_OBJECT = "annex.env"  # KEY=VALUE lines the bootstrap reads (never sourced)
-TOKEN_OBJECT = "security/token"  # IDTOKEN for the annex, when minted
-PASSWORD_OBJECT = "security/pool_password"  # pool password file, the fallback
-
-
-def annex_prefix(project_id: str, annex_name: str) -> str:
-    return f"{ANNEX_PREFIX}/{project_id}/{annex_name}/"
 
 
 def caps_key(project_id: str) -> str:

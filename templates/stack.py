@@ -27,11 +27,11 @@ ENFORCER_RUNTIME = "python3.12"
 
 
 def load_bootstrap_script() -> str:
-    return resources.files("templates").joinpath("bootstrap.sh").read_text()
+    return resources.files("annex_cloud.node").joinpath("bootstrap.sh").read_text()
 
 
 def load_enforcer_source() -> str:
-    return resources.files("templates").joinpath("enforcer.py").read_text()
+    return resources.files("annex_cloud").joinpath("enforcer.py").read_text()
 
 
 def logical_id(prefix: str, instance_type: str) -> str:
@@ -335,7 +335,7 @@ def build_template(settings: StackSettings) -> Template:
 def user_data_body(script: str) -> str:
     """The script as user data: no shebang (the header has one) and no comment lines.
 
-    EC2 caps user data at 16 KB; the comments stay in templates/bootstrap.sh, where people read
+    EC2 caps user data at 16 KB; the comments stay in annex_cloud/node/bootstrap.sh, where people read
     them. Shebangs of embedded scripts (``#!``) and shellcheck directives are kept.
     """
     lines = script.splitlines(keepends=True)

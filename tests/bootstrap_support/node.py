@@ -1,4 +1,4 @@
-"""Runs the real ``templates/bootstrap.sh`` as if on an instance, inside a temporary root.
+"""Runs the real ``annex_cloud/node/bootstrap.sh`` as if on an instance, inside a temporary root.
 
 What cannot run here is replaced, and only that: EC2's metadata service (``imds.FakeImds``),
 systemd's ``systemctl``, the power-off command, HTCondor's ``condor_status`` (no collector can run
@@ -16,10 +16,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import templates
+import annex_cloud.node
 from tests.bootstrap_support.imds import FakeImds
 
-SCRIPT = Path(templates.__file__).parent / "bootstrap.sh"
+SCRIPT = Path(annex_cloud.node.__file__).parent / "bootstrap.sh"
 
 _RECORDER = """#!/bin/sh
 printf '%s\\n' "$*" >> "{calls}/{name}"

@@ -23,7 +23,7 @@ import pytest
 from annex_admin.enforce import deployed_prices, run_enforcer
 from annex_common.errors import AwsFailure
 from templates import contract
-from templates import enforcer as enf
+from annex_cloud import enforcer as enf
 from tests import emulator as emu
 
 BUCKET = "annex-config-enforcer-test"
@@ -425,16 +425,25 @@ def test_deployed_prices_come_from_the_function_environment(clients):
         deployed_prices(clients, "no-such-function")
 
 
-def test_the_source_imports_as_a_standalone_index_module(tmp_path):
-    """As the function's index.py: no project packages, and here not even site-packages (-S);
-    boto3 is imported only when the handler runs."""
+def test_the_deployed_zip_imports_standalone(tmp_path):
+    """The functions' zip, unpacked with no project package and no site-packages (-S): the
+    enforcer and the rules it shares import; boto3 is imported only when a handler runs."""
+    import io
     import subprocess
     import sys
+    import zipfile
 
-    (tmp_path / "index.py").write_text(open(enf.__file__).read())
-    probe = "import index; assert callable(index.handler) and callable(index.sweep); print(index.TAG_ANNEX_NAME)"
+    from annex_admin.artifact import build_function_zip
+
+    zipfile.ZipFile(io.BytesIO(build_function_zip().body)).extractall(tmp_path)
+    probe = (
+        "import annex_cloud.enforcer as e; assert callable(e.handler) and callable(e.sweep); "
+        "print(e.TAG_ANNEX_NAME, e.__file__)"
+    )
     result = subprocess.run(
         [sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == contract.TAG_ANNEX_NAME
+    tag, origin = result.stdout.split()
+    assert tag == contract.TAG_ANNEX_NAME
+    assert origin.startswith(str(tmp_path))

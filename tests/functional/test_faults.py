@@ -22,7 +22,7 @@ from typing import Any, Callable
 import botocore.config
 import pytest
 
-from templates.prices import regional_prices
+from annex_cloud.prices import shipped_prices as regional_prices
 from annex_admin.enforce import run_enforcer
 from annex_common.aws import AwsClients, aws_errors, make_clients
 from annex_common.errors import AwsFailure, BadInput

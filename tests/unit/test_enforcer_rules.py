@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from templates import contract
-from templates import enforcer as enf
+from annex_cloud import enforcer as enf
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 PRICES = {"m5.large": 0.1, "c5.large": 0.05, "m5.xlarge": 0.2}
@@ -65,33 +65,24 @@ def condemned(result: enf.Plan) -> list[str]:
     return [t.instance.instance_id for t in result.terminations]
 
 
-# --- the deployed copy of the contract -------------------------------------------------------
+# --- the deployed package stands alone ---------------------------------------------------
 
 
-def test_duplicated_contract_names_equal_the_contract():
-    assert enf.TAG_ANNEX_NAME == contract.TAG_ANNEX_NAME
-    assert enf.TAG_PROJECT == contract.TAG_PROJECT
-    assert enf.TAG_EXPIRY == contract.TAG_EXPIRY
-    assert enf.EXPIRY_FORMAT == contract.EXPIRY_FORMAT
-    assert enf.ANNEX_PREFIX == contract.ANNEX_PREFIX
-    assert enf.PROJECT_CAPS_PREFIX == contract.PROJECT_CAPS_PREFIX
-    for project, annex in [("TheNeeds-MooreLab", "deadline-run"), ("p", "a")]:
-        assert enf.caps_key(project) == contract.caps_key(project)
-        assert enf.annex_prefix(project, annex) == contract.annex_prefix(project, annex)
+def test_cloud_package_imports_only_stdlib_boto3_and_itself():
+    """annex_cloud is the functions' zip: nothing of the tools may be imported from it."""
+    import sys
 
-
-def test_enforcer_source_imports_only_stdlib_and_boto3():
-    """It runs as the function's index.py, where the project's packages do not exist."""
-    source = Path(enf.__file__).read_text()
-    allowed = {"__future__", "json", "math", "os", "re", "dataclasses", "datetime", "typing", "boto3", "botocore"}
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [alias.name.split(".")[0] for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [(node.module or "").split(".")[0]]
-        else:
-            continue
-        assert set(names) <= allowed, f"line {node.lineno} imports {names}"
+    package = Path(enf.__file__).parent
+    allowed = set(sys.stdlib_module_names) | {"boto3", "botocore", "annex_cloud"}
+    for module in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "").split(".")[0]] if node.level == 0 else ["annex_cloud"]
+            else:
+                continue
+            assert set(names) <= allowed, f"{module.name} line {node.lineno} imports {names}"
 
 
 # --- expiry parsing --------------------------------------------------------------------------
@@ -101,9 +92,7 @@ def test_enforcer_source_imports_only_stdlib_and_boto3():
     ("text", "expected"),
     [
         ("2026-12-18T23:59:00Z", datetime(2026, 12, 18, 23, 59, tzinfo=timezone.utc)),
-        ("2026-12-18T23:59:00.250Z", datetime(2026, 12, 18, 23, 59, 0, 250000, tzinfo=timezone.utc)),
-        ("2026-12-18T23:59Z", datetime(2026, 12, 18, 23, 59, tzinfo=timezone.utc)),
-        (" 2026-12-18T23:59:00Z ", datetime(2026, 12, 18, 23, 59, tzinfo=timezone.utc)),
+        ("2026-02-28T00:00:01Z", datetime(2026, 2, 28, 0, 0, 1, tzinfo=timezone.utc)),
     ],
 )
 def test_parse_expiry_accepts_utc_z(text, expected):
@@ -125,6 +114,13 @@ def test_parse_expiry_accepts_utc_z(text, expected):
         "1765929600",
         "2026-12-18T23:59:00ZZ",
         "\x00\n",
+        # One format only: what the broker writes. Near misses are no lease at all.
+        "2026-12-18T23:59:00.250Z",
+        "2026-12-18T23:59Z",
+        " 2026-12-18T23:59:00Z ",
+        "2026-12-18t23:59:00z",
+        "2026-1-8T3:59:00Z",
+        "2026-02-30T00:00:00Z",
     ],
 )
 def test_parse_expiry_rejects_anything_else(text):

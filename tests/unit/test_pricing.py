@@ -4,7 +4,7 @@ import json
 
 from annex_user.pricing import parse_price_list_item
 from templates import contract
-from templates.prices import regional_prices
+from annex_cloud.prices import shipped_prices as regional_prices
 
 PRODUCT = {
     "product": {"attributes": {"instanceType": "m7i.large"}},

@@ -1,9 +1,7 @@
 """condor-annex enforcer: the server-side guardrail that runs every few minutes.
 
-This file is deployed verbatim as the scheduled function's ``index.py`` (handler
-``index.handler``), so it must stand alone: standard library and boto3 only, never an import from
-the project. The tag keys and S3 layout below duplicate ``templates/contract.py``; a unit test keeps
-them equal.
+Deployed in the region stack's function zip with the rest of ``annex_cloud`` (handler
+``annex_cloud.enforcer.handler``); ``annex-admin enforce`` invokes that same function.
 
 One sweep:
 1. finds every annex instance (tag ``htcondor:AnnexName``) that is pending, running, stopping or
@@ -23,22 +21,18 @@ and reports what a real sweep would do.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-# Duplicated from templates/contract.py (this file cannot import it when deployed).
-TAG_ANNEX_NAME = "htcondor:AnnexName"
-TAG_PROJECT = "htcondor:annex:project"
-TAG_EXPIRY = "htcondor:annex:expiry"
-EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-ANNEX_PREFIX = "annexes"
-PROJECT_CAPS_PREFIX = "projects"
+from annex_cloud.caps import SPEND_EPSILON, is_amount
+from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
+from annex_cloud.layout import ANNEX_PREFIX
+from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_PROJECT
 
-LIVE_STATES = ("pending", "running", "stopping", "stopped")
+PROJECT_CAPS_PREFIX = "projects"
 # TerminateInstances takes at most 1,000 ids; half that keeps one failed batch small.
 TERMINATE_BATCH = 500
 # DeleteObjects takes at most 1,000 keys.
@@ -46,16 +40,10 @@ DELETE_BATCH = 1000
 # A scientist's clock may run a little ahead of AWS's: an expiry computed as "her now + the cap"
 # then measures slightly longer than the cap from the instance's launch time. Forgive that much.
 LEASE_CAP_SLACK = timedelta(minutes=5)
-# Float sums of prices must not terminate an instance over a rounding error.
-SPEND_EPSILON = 1e-6
 
 
 def caps_key(project_id: str) -> str:
     return f"{PROJECT_CAPS_PREFIX}/{project_id}/caps.json"
-
-
-def annex_prefix(project_id: str, annex_name: str) -> str:
-    return f"{ANNEX_PREFIX}/{project_id}/{annex_name}/"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,20 +91,11 @@ class Plan:
 
 
 def parse_expiry(value: str | None) -> datetime | None:
-    """The expiry tag as an aware UTC datetime, or None when it is absent or not ISO 8601 UTC 'Z'."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    for fmt in (EXPIRY_FORMAT, "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%MZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
-        except ValueError:
-            continue
-    return None
+    return parse_expiry_tag(value)
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(EXPIRY_FORMAT)
+    return format_expiry_tag(moment)
 
 
 def _as_utc(value: Any) -> datetime | None:
@@ -154,13 +133,6 @@ def annex_instance(description: Mapping[str, Any]) -> AnnexInstance | None:
     )
 
 
-def _is_amount(value: Any) -> bool:
-    """A finite number >= 0 (JSON booleans are ints in Python, and NaN compares false with all)."""
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    )
-
-
 def parse_caps(document: Any) -> Caps:
     """Caps from the project's caps.json; a key that is absent leaves that cap unenforced."""
     if not isinstance(document, dict):
@@ -170,7 +142,7 @@ def parse_caps(document: Any) -> Caps:
         value = document.get(name)
         if value is None:
             return None
-        if not _is_amount(value):
+        if not is_amount(value):
             raise ValueError(f"{name} must be a finite non-negative number, not {value!r}")
         if kind is int and value != int(value):
             raise ValueError(f"{name} must be a whole number, not {value!r}")
@@ -527,7 +499,7 @@ def read_prices(text: str | None) -> dict[str, float]:
         raise ValueError("ANNEX_PRICES is not a JSON object")
     prices: dict[str, float] = {}
     for instance_type, price in document.items():
-        if not _is_amount(price):
+        if not is_amount(price):
             raise ValueError(f"ANNEX_PRICES has a bad price for {instance_type!r}: {price!r}")
         prices[str(instance_type)] = float(price)
     return prices

@@ -1,0 +1,64 @@
+"""A project's caps, as the administrator set them: the only caps any check trusts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+DEFAULT_MAX_INSTANCES = 32
+DEFAULT_MAX_LEASE_HOURS = 168.0
+DEFAULT_MAX_SPEND_USD = 500.0
+MAX_CAP_LEASE_HOURS = 24 * 366  # the bucket keeps annex configuration 400 days
+# Float sums of prices must not refuse or terminate over a rounding error.
+SPEND_EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    max_lease_hours: float = DEFAULT_MAX_LEASE_HOURS
+    max_spend_usd: float = DEFAULT_MAX_SPEND_USD
+
+    def describe(self) -> str:
+        """The caps in the user's terms."""
+        return (
+            f"at most {self.max_instances} instances at once, leases of at most "
+            f"{self.max_lease_hours:g} hours, at most ${self.max_spend_usd:,.2f} committed"
+        )
+
+
+def is_amount(value: Any) -> bool:
+    """A finite number >= 0 (booleans are not numbers here, and NaN compares false with all)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def caps_problem(caps: Caps) -> str | None:
+    """Why these caps cannot be used, or None."""
+    if not is_amount(caps.max_instances) or caps.max_instances != int(caps.max_instances) or caps.max_instances < 1:
+        return f"the instance cap must be a whole number of at least 1, not {caps.max_instances!r}"
+    if not is_amount(caps.max_lease_hours) or caps.max_lease_hours <= 0:
+        return f"the lease cap must be a positive number of hours, not {caps.max_lease_hours!r}"
+    if caps.max_lease_hours > MAX_CAP_LEASE_HOURS:
+        return f"the lease cap of {caps.max_lease_hours:g} hours is over a year"
+    if not is_amount(caps.max_spend_usd) or caps.max_spend_usd <= 0:
+        return f"the spend cap must be a positive number of dollars, not {caps.max_spend_usd!r}"
+    return None
+
+
+def caps_from_mapping(document: Mapping[str, Any]) -> Caps:
+    """Caps from a stored record; raises ValueError when any is missing or malformed."""
+    try:
+        caps = Caps(
+            max_instances=int(float(document["max_instances"])),
+            max_lease_hours=float(document["max_lease_hours"]),
+            max_spend_usd=float(document["max_spend_usd"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the caps record is incomplete or malformed ({exc})") from exc
+    if float(document["max_instances"]) != caps.max_instances:
+        raise ValueError("the instance cap is not a whole number")
+    problem = caps_problem(caps)
+    if problem:
+        raise ValueError(problem)
+    return caps

@@ -1,0 +1,1 @@
+"""What runs on an annex node: the bootstrap script and its configuration rules."""
