@@ -78,6 +78,9 @@ def check_setup(clients: AwsClients, stack_name: str) -> CheckReport:
             PolicyArn=outputs[contract.OUT_SCIENTIST_POLICY])["Policy"]["PolicyName"]),
         _probe("enforcer function", lambda: clients.awslambda.get_function(
             FunctionName=outputs[contract.OUT_ENFORCER_FUNCTION])["Configuration"]["FunctionName"]),
+        _probe("broker function", lambda: clients.awslambda.get_function(
+            FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["FunctionName"]),
+        _probe("registry", lambda: _registry_detail(clients, outputs[contract.OUT_REGISTRY_TABLE])),
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
     ]
     return report
@@ -88,3 +91,13 @@ def _rule_detail(clients: AwsClients, rule_name: str) -> str:
     if rule.get("State") != "ENABLED":
         raise ValueError(f"rule {rule_name} is {rule.get('State')}")
     return f"{rule_name} ({rule.get('ScheduleExpression')})"
+
+
+def _registry_detail(clients: AwsClients, table: str) -> str:
+    """The table answers, and holds prices: without them the broker launches nothing."""
+    from annex_cloud.registry import Registry
+
+    book = Registry(clients.client("dynamodb"), table).prices()
+    if book is None or not book.hourly:
+        raise ValueError(f"{table} holds no prices: run `annex-admin setup` again")
+    return f"{table} (prices from {book.source}, {book.fetched_at})"

@@ -172,28 +172,32 @@ def issue_credentials(
     project_id: Annotated[str, typer.Option("--project-id", help="The scientist's project.")],
     user: Annotated[str, typer.Option("--user", help="IAM user name for the scientist.")],
     output: Annotated[Path, typer.Option("--output", help="Where to write the bundle (mode 0600).")],
-    max_instances: Annotated[int, typer.Option("--max-instances", help="Instances alive at once.")] = 32,
-    max_lease_hours: Annotated[float, typer.Option("--max-lease-hours", help="Longest lease, hours.")] = 168.0,
-    max_spend: Annotated[float, typer.Option("--max-spend", help="Most the project's live annexes may still cost, USD.")] = 500.0,
+    max_instances: Annotated[Optional[int], typer.Option("--max-instances", help="Instances alive at once (new projects: 32; else unchanged).")] = None,
+    max_lease_hours: Annotated[Optional[float], typer.Option("--max-lease-hours", help="Longest lease, hours (new projects: 168; else unchanged).")] = None,
+    max_spend: Annotated[Optional[float], typer.Option("--max-spend", help="Most the project's live annexes may still cost, USD (new projects: 500; else unchanged).")] = None,
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    yes: Yes = False,
     debug: Debug = False,
 ) -> None:
     """Create or update a scientist's IAM user for one project and write her credentials bundle."""
 
     def action() -> None:
-        from annex_admin.credentials import IssueRequest, issue_credentials as issue, validate_issue
-        from annex_user.bundle import Caps
+        from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials as issue, validate_issue
+        from annex_common.cli_support import confirm
 
-        caps = Caps(max_instances=max_instances, max_lease_hours=max_lease_hours, max_spend_usd=max_spend)
-        validate_issue(project_id, user, caps, output)
+        change = CapsChange(max_instances, max_lease_hours, max_spend)
+        validate_issue(project_id, user, change, output)
         clients = _clients(region, profile)
-        result = issue(clients, IssueRequest(stack_name, project_id, user, output, caps))
+        result = issue(
+            clients, IssueRequest(stack_name, project_id, user, output, change),
+            lambda question: confirm(question, assume_yes=yes),
+        )
         verb = "Created" if result.user_created else "Updated"
         out.print(f"[green]{verb} IAM user {user}[/] for project {project_id} in {clients.region}.")
-        out.print(f"  caps: {caps.max_instances} instances at once, leases up to {caps.max_lease_hours:g} h, "
-                  f"${caps.max_spend_usd:,.2f} committed spend")
+        kept = " (unchanged)" if result.previous_caps == result.caps else ""
+        out.print(f"  caps{kept}: {result.caps.describe()}")
         if result.keys_removed:
             out.print(f"  replaced {len(result.keys_removed)} earlier access key(s)")
         out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
@@ -232,18 +236,16 @@ def enforce(
     """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances."""
 
     def action() -> None:
-        from annex_admin.enforce import deployed_prices, run_enforcer
+        from annex_admin.enforce import report_lines, run_enforcer
         from annex_common.stack import read_stack
         from templates import contract
 
         clients = _clients(region, profile)
         stack = read_stack(clients, stack_name)
-        prices = deployed_prices(clients, stack.output(contract.OUT_ENFORCER_FUNCTION))
-        report = run_enforcer(
-            clients, bucket=stack.bucket, prices=prices, dry_run=dry_run,
-            log=lambda line: out.print(line, markup=False),
-        )
-        if report.errors:
+        report = run_enforcer(clients, stack.output(contract.OUT_ENFORCER_FUNCTION), dry_run=dry_run)
+        for line in report_lines(report):
+            out.print(line, markup=False)
+        if report.get("errors"):
             raise SystemExit(1)
 
     run_guarded(action, debug=debug)

@@ -1,24 +1,46 @@
-"""Scientists' credentials: an IAM user per scientist, tagged with her project and caps."""
+"""Scientists' credentials: an IAM user per scientist, and the administrator's record of her.
+
+The record (the stack's registry table) says which project the user acts for and the project's
+caps: the broker and the enforcer read it and nothing else. The user's IAM tags repeat it for the
+administrator's eyes only; the bundle shows the caps to the scientist, and no check trusts either.
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import botocore.exceptions
 
+from annex_cloud import caps as cap_rules
+from annex_cloud.caps import Caps
+from annex_cloud.registry import Registry
 from annex_common.aws import AwsClients, aws_errors, error_code
+from annex_common.bundle import Bundle, write_bundle
 from annex_common.errors import AnnexError, BadInput
-from annex_common.stack import read_stack
-from annex_user.bundle import Bundle, Caps, write_bundle
+from annex_common.stack import StackInfo, read_stack
 from templates import contract
 
 PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 USER_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
-MAX_CAP_LEASE_HOURS = 24 * 366  # the bucket lifecycle keeps configuration 400 days
+MANAGED_BY = "condor-annex"
+
+
+@dataclass(frozen=True)
+class CapsChange:
+    """The caps the administrator gave on the command line; None keeps what the record has."""
+
+    max_instances: int | None = None
+    max_lease_hours: float | None = None
+    max_spend_usd: float | None = None
+
+    def applied_to(self, current: Caps) -> Caps:
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return dataclasses.replace(current, **given)
 
 
 @dataclass(frozen=True)
@@ -27,7 +49,7 @@ class IssueRequest:
     project_id: str
     user: str
     output: Path
-    caps: Caps
+    caps: CapsChange
 
 
 @dataclass(frozen=True)
@@ -36,9 +58,14 @@ class IssueResult:
     user_created: bool
     keys_removed: list[str]
     output: Path
+    caps: Caps
+    previous_caps: Caps | None
 
 
-def validate_issue(project_id: str, user: str, caps: Caps, output: Path) -> None:
+Confirm = Callable[[str], bool]
+
+
+def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -> None:
     if not PROJECT_RE.match(project_id or ""):
         raise BadInput(
             f"project id {project_id!r} is not allowed",
@@ -51,20 +78,22 @@ def validate_issue(project_id: str, user: str, caps: Caps, output: Path) -> None
             "IAM user names are 1-64 of letters, digits and + = , . @ _ -",
             "Pass another --user.",
         )
-    if not (math.isfinite(caps.max_lease_hours) and math.isfinite(caps.max_spend_usd)):
-        raise BadInput("caps must be finite numbers", f"got {caps}", "Pass numbers for --max-lease-hours and --max-spend.")
-    if caps.max_instances < 1 or caps.max_lease_hours <= 0 or caps.max_spend_usd <= 0:
-        raise BadInput("caps must be positive", f"got {caps}", "Pass positive --max-* values.")
-    if caps.max_lease_hours > MAX_CAP_LEASE_HOURS:
-        raise BadInput(
-            f"--max-lease-hours {caps.max_lease_hours:g} is over a year",
-            "annex configuration is kept at most 400 days",
-            f"Pass at most {MAX_CAP_LEASE_HOURS}.",
-        )
+    problem = cap_rules.caps_problem(caps.applied_to(Caps()))
+    if problem:
+        flags = {"instance": "--max-instances", "lease": "--max-lease-hours", "spend": "--max-spend"}
+        flag = next((f for word, f in flags.items() if f"the {word} cap" in problem), "the caps")
+        raise BadInput(f"{flag} cannot be used: {problem}", "caps bound what the scientist can launch", f"Pass a sensible {flag}.")
+    for value in (caps.max_lease_hours, caps.max_spend_usd):
+        if value is not None and not math.isfinite(value):
+            raise BadInput("caps must be finite numbers", "infinity or NaN is no cap", "Pass numbers.")
     if output.exists() and output.is_dir():
         raise BadInput(f"--output {output} is a directory", "the bundle is a file", "Pass a file path.")
     if not output.parent.exists():
         raise BadInput(f"the folder of --output {output} does not exist", "", "Create it first.")
+
+
+def registry_of(clients: AwsClients, stack: StackInfo) -> Registry:
+    return Registry(clients.client("dynamodb"), stack.output(contract.OUT_REGISTRY_TABLE))
 
 
 def _user_tags(project_id: str, caps: Caps) -> list[dict[str, str]]:
@@ -73,41 +102,97 @@ def _user_tags(project_id: str, caps: Caps) -> list[dict[str, str]]:
         {"Key": contract.USER_TAG_MAX_INSTANCES, "Value": str(caps.max_instances)},
         {"Key": contract.USER_TAG_MAX_LEASE_HOURS, "Value": f"{caps.max_lease_hours:g}"},
         {"Key": contract.USER_TAG_MAX_SPEND, "Value": f"{caps.max_spend_usd:.2f}"},
-        {"Key": contract.USER_TAG_MANAGED, "Value": "condor-annex"},
+        {"Key": contract.USER_TAG_MANAGED, "Value": MANAGED_BY},
     ]
 
 
-def issue_credentials(clients: AwsClients, request: IssueRequest) -> IssueResult:
+def existing_user_tags(clients: AwsClients, user: str) -> dict[str, str] | None:
+    """The IAM user's tags, or None when there is no such user."""
+    try:
+        found = clients.iam.get_user(UserName=user)["User"]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        with aws_errors(f"could not look up the IAM user {user}"):
+            raise
+    return {t["Key"]: t["Value"] for t in found.get("Tags", [])}
+
+
+def check_ownership(request: IssueRequest, tags: dict[str, str] | None, recorded_project: str | None) -> None:
+    """An existing user is ours (made by issue-credentials) and stays in her project."""
+    if tags is not None and tags.get(contract.USER_TAG_MANAGED) != MANAGED_BY:
+        raise BadInput(
+            f"the IAM user {request.user} was not created by condor-annex",
+            "issue-credentials never takes over a user it did not make (its keys would be rotated away "
+            "and teardown would delete it)",
+            "Pass another --user for the scientist.",
+        )
+    current = recorded_project or (tags or {}).get(contract.USER_TAG_PROJECT)
+    if current and current != request.project_id:
+        raise BadInput(
+            f"the IAM user {request.user} belongs to project {current}, not {request.project_id}",
+            "moving a scientist to another project would hand her running annexes to the wrong budget",
+            f"Issue a new user for project {request.project_id}, or revoke {request.user} first.",
+        )
+
+
+def describe_lowering(old: Caps, new: Caps) -> list[str]:
+    lowered = []
+    if new.max_instances < old.max_instances:
+        lowered.append(f"instances {old.max_instances} -> {new.max_instances}")
+    if new.max_lease_hours < old.max_lease_hours:
+        lowered.append(f"lease hours {old.max_lease_hours:g} -> {new.max_lease_hours:g}")
+    if new.max_spend_usd < old.max_spend_usd:
+        lowered.append(f"spend ${old.max_spend_usd:,.2f} -> ${new.max_spend_usd:,.2f}")
+    return lowered
+
+
+def instances_ended_by(clients: AwsClients, registry: Registry, project_id: str, caps: Caps) -> list[str]:
+    """What the enforcer's next sweep would end in this project under ``caps``."""
+    from datetime import datetime, timezone
+
+    from annex_cloud import enforcer
+
+    with aws_errors(f"could not list project {project_id}'s instances"):
+        instances = [i for i in enforcer.list_annex_instances(clients.ec2) if i.project == project_id]
+        prices = enforcer.stack_prices(registry, clients.region)
+    rule_caps = enforcer.Caps(caps.max_instances, caps.max_lease_hours, caps.max_spend_usd)
+    plan = enforcer.plan_terminations(instances, lambda _p: rule_caps, prices, datetime.now(timezone.utc))
+    return [f"{t.instance.instance_id} ({t.reason})" for t in plan.terminations]
+
+
+def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confirm) -> IssueResult:
     validate_issue(request.project_id, request.user, request.caps, request.output)
     stack = read_stack(clients, request.stack_name)
     policy_arn = stack.output(contract.OUT_SCIENTIST_POLICY)
+    registry = registry_of(clients, stack)
+    tags = existing_user_tags(clients, request.user)
+    with aws_errors("could not read the administrator's record"):
+        recorded = registry.user(request.user)
+        previous = registry.caps(request.project_id)
+    check_ownership(request, tags, recorded.project_id if recorded else None)
+    caps = request.caps.applied_to(previous or Caps())
+    lowered = describe_lowering(previous, caps) if previous else []
+    if lowered:
+        ended = instances_ended_by(clients, registry, request.project_id, caps)
+        question = f"Lower project {request.project_id}'s caps ({'; '.join(lowered)})?"
+        if ended:
+            question = (
+                f"{question} The enforcer would then end {len(ended)} running instance(s): "
+                + ", ".join(ended[:5]) + (" ..." if len(ended) > 5 else "") + "."
+            )
+        if not confirm(question):
+            raise AnnexError("nothing was changed", "the lower caps were not confirmed", "Run again with the caps you want.")
     iam = clients.iam
-    created = False
+    created = tags is None
     with aws_errors(f"could not create or update the IAM user {request.user}"):
-        try:
-            iam.create_user(UserName=request.user, Path=contract.USER_PATH, Tags=_user_tags(request.project_id, request.caps))
-            created = True
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) != "EntityAlreadyExists":
-                raise
-            iam.tag_user(UserName=request.user, Tags=_user_tags(request.project_id, request.caps))
+        if created:
+            iam.create_user(UserName=request.user, Path=contract.USER_PATH, Tags=_user_tags(request.project_id, caps))
+        else:
+            iam.tag_user(UserName=request.user, Tags=_user_tags(request.project_id, caps))
         iam.attach_user_policy(UserName=request.user, PolicyArn=policy_arn)
-        # The admin-only copy of the caps the enforcer reads (scientists cannot write it).
-        clients.s3.put_object(
-            Bucket=stack.bucket,
-            Key=contract.caps_key(request.project_id),
-            Body=json.dumps(
-                {
-                    "project_id": request.project_id,
-                    "max_instances": request.caps.max_instances,
-                    "max_lease_hours": request.caps.max_lease_hours,
-                    "max_spend_usd": request.caps.max_spend_usd,
-                },
-                sort_keys=True,
-            ).encode(),
-            ContentType="application/json",
-            ServerSideEncryption="AES256",
-        )
+        registry.put_caps(request.project_id, caps)
+        registry.put_user(request.user, request.project_id)
         # One live key per scientist: issuing again rotates. IAM allows two keys, so the oldest
         # goes first only when both slots are taken; the rest go once the new bundle is written.
         old_keys = sorted(
@@ -124,7 +209,7 @@ def issue_credentials(clients: AwsClients, request: IssueRequest) -> IssueResult
         user=request.user,
         aws_access_key_id=key["AccessKeyId"],
         aws_secret_access_key=key["SecretAccessKey"],
-        caps=request.caps,
+        caps=caps,
     )
     try:
         write_bundle(request.output, bundle)
@@ -139,7 +224,7 @@ def issue_credentials(clients: AwsClients, request: IssueRequest) -> IssueResult
         ) from exc
     with aws_errors(f"could not retire the earlier keys of {request.user}"):
         _delete_keys(iam, request.user, [k for k in old_ids if k not in make_room])
-    return IssueResult(bundle, created, old_ids, request.output)
+    return IssueResult(bundle, created, old_ids, request.output, caps, previous)
 
 
 def _delete_keys(iam, user: str, key_ids: list[str]) -> None:

@@ -6,15 +6,19 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import botocore.exceptions
 
+from annex_admin.artifact import build_function_zip
+from annex_admin.prices import missing_prices, refresh_prices
+from annex_cloud.cost import PriceBook
+from annex_cloud.registry import Registry
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.stack import describe_stack, recovery_advice
 from templates import contract
-from annex_cloud.prices import shipped_prices as regional_prices
 from templates.settings import StackSettings
 from templates.stack import template_json
 
@@ -30,6 +34,7 @@ class DeployResult:
     status: str
     outputs: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
+    prices: PriceBook | None = None
 
 
 def validate_region(clients: AwsClients, region: str) -> None:
@@ -102,11 +107,78 @@ def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettin
         request,
         availability_zones=choose_zones(clients, request.instance_types),
         image_id=request.image_id or latest_image(clients),
-        hourly_prices=regional_prices(request.region),
+        code_key=build_function_zip().key,
     )
 
 
+def account_id(clients: AwsClients) -> str:
+    with aws_errors("could not tell which AWS account these credentials belong to"):
+        return clients.client("sts").get_caller_identity()["Account"]
+
+
+def publish_code(clients: AwsClients, settings: StackSettings, progress: Progress) -> str:
+    """Put the functions' zip where the stack's functions load it from; returns the bucket.
+
+    The bucket must exist before the stack (the functions are created from it), so setup makes
+    it, private and encrypted, and teardown removes it. An unchanged zip is not uploaded again.
+    """
+    artifact = build_function_zip()
+    if artifact.key != settings.code_key:
+        raise AwsFailure("the functions' code changed while setup ran", "the zip's key no longer matches", "Run setup again.")
+    bucket = contract.artifact_bucket_name(settings.stack_name, account_id(clients), settings.region)
+    s3 = clients.s3
+    with aws_errors(f"could not prepare the code bucket {bucket}"):
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            progress(f"Creating the code bucket {bucket}")
+            create: dict[str, Any] = {"Bucket": bucket}
+            if settings.region != "us-east-1":
+                create["CreateBucketConfiguration"] = {"LocationConstraint": settings.region}
+            s3.create_bucket(**create)
+            s3.put_public_access_block(
+                Bucket=bucket,
+                PublicAccessBlockConfiguration={
+                    "BlockPublicAcls": True, "IgnorePublicAcls": True,
+                    "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+                },
+            )
+            s3.put_bucket_tagging(
+                Bucket=bucket, Tagging={"TagSet": [{"Key": "htcondor:annex:stack", "Value": settings.stack_name}]}
+            )
+        try:
+            s3.head_object(Bucket=bucket, Key=artifact.key)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            progress(f"Uploading the functions' code ({len(artifact.body) // 1024} KiB) as {artifact.key}")
+            s3.put_object(Bucket=bucket, Key=artifact.key, Body=artifact.body, ServerSideEncryption="AES256")
+    return bucket
+
+
+def store_prices(clients: AwsClients, settings: StackSettings, outputs: dict[str, str], progress: Progress) -> PriceBook:
+    """Fetch (at most daily) and store the region's prices where the broker and enforcer read them."""
+    table = outputs.get(contract.OUT_REGISTRY_TABLE)
+    if not table:
+        raise NotReady(f"stack {settings.stack_name} has no registry table output", "", "Run setup again.")
+    registry = Registry(clients.client("dynamodb"), table)
+    with aws_errors("could not store the region's prices"):
+        book = refresh_prices(clients, registry, settings.region, list(settings.instance_types), datetime.now(timezone.utc))
+    missing = missing_prices(book, list(settings.instance_types))
+    progress(f"Prices: {book.source}" + (f"; no price for {', '.join(missing)} (not launchable)" if missing else ""))
+    return book
+
+
 def deploy(clients: AwsClients, settings: StackSettings, progress: Progress) -> DeployResult:
+    publish_code(clients, settings, progress)
+    result = _deploy_stack(clients, settings, progress)
+    result.prices = store_prices(clients, settings, result.outputs, progress)
+    return result
+
+
+def _deploy_stack(clients: AwsClients, settings: StackSettings, progress: Progress) -> DeployResult:
     body = template_json(settings)
     existing = describe_stack(clients, settings.stack_name)
     if existing is None:

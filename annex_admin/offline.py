@@ -10,7 +10,7 @@ import dataclasses
 
 from annex_common.errors import BadInput
 from templates import contract
-from annex_cloud.prices import shipped_prices as regional_prices
+from annex_admin.artifact import build_function_zip
 from templates.settings import StackSettings
 from templates.stack import template_json
 
@@ -31,6 +31,6 @@ def offline_template(request: StackSettings, zones: str | None) -> str:
         request,
         image_id=request.image_id or "{{resolve:ssm:" + contract.DEFAULT_IMAGE_PARAMETER + "}}",
         availability_zones=zone_list,
-        hourly_prices=regional_prices(request.region),
+        code_key=build_function_zip().key,
     )
     return template_json(settings)

@@ -62,8 +62,26 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
         _remove_scientists(clients, outputs[contract.OUT_SCIENTIST_POLICY], progress, report)
     if raw:
         _delete_stack(clients, stack_name, progress, report)
+    _remove_code_bucket(clients, stack_name, progress, report)
     _remove_leftovers(clients, stack_name, progress, report)
     return report
+
+
+def _remove_code_bucket(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
+    """The bucket setup made for the functions' code, outside the stack (it must exist first)."""
+    from annex_admin.deploy import account_id
+
+    bucket = contract.artifact_bucket_name(stack_name, account_id(clients), clients.region)
+    try:
+        clients.s3.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError:
+        return  # never made, or already gone
+    _empty_bucket(clients, bucket, progress, report)
+    try:
+        clients.s3.delete_bucket(Bucket=bucket)
+        report.removed.append(f"code bucket {bucket}")
+    except botocore.exceptions.ClientError as exc:
+        report.not_removed.append((f"code bucket {bucket}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
 
 
 def _terminate_and_wait(clients: AwsClients, ids: list[str], progress: Progress, report: TeardownReport) -> None:

@@ -62,3 +62,8 @@ def caps_from_mapping(document: Mapping[str, Any]) -> Caps:
     if problem:
         raise ValueError(problem)
     return caps
+
+# A client's clock may run a little ahead of AWS's: a lease of exactly the cap, computed from her
+# "now", measures slightly longer here. Both the broker and the enforcer forgive this much.
+LEASE_CAP_SLACK_SECONDS = 300
+MIN_LEASE_SECONDS = 600  # instances need minutes to boot and join the pool

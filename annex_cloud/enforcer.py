@@ -20,19 +20,21 @@ and reports what a real sweep would do.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from annex_cloud.caps import SPEND_EPSILON, is_amount
+from annex_cloud.caps import SPEND_EPSILON
+from annex_cloud.caps import Caps as ProjectCaps
+from annex_cloud.cost import PriceBook
+from annex_cloud.prices import shipped_prices
+from annex_cloud.registry import Registry
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 from annex_cloud.layout import ANNEX_PREFIX
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_PROJECT
 
-PROJECT_CAPS_PREFIX = "projects"
 # TerminateInstances takes at most 1,000 ids; half that keeps one failed batch small.
 TERMINATE_BATCH = 500
 # DeleteObjects takes at most 1,000 keys.
@@ -40,10 +42,6 @@ DELETE_BATCH = 1000
 # A scientist's clock may run a little ahead of AWS's: an expiry computed as "her now + the cap"
 # then measures slightly longer than the cap from the instance's launch time. Forgive that much.
 LEASE_CAP_SLACK = timedelta(minutes=5)
-
-
-def caps_key(project_id: str) -> str:
-    return f"{PROJECT_CAPS_PREFIX}/{project_id}/caps.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,28 +131,6 @@ def annex_instance(description: Mapping[str, Any]) -> AnnexInstance | None:
     )
 
 
-def parse_caps(document: Any) -> Caps:
-    """Caps from the project's caps.json; a key that is absent leaves that cap unenforced."""
-    if not isinstance(document, dict):
-        raise ValueError("caps document is not a JSON object")
-
-    def number(name: str, kind: type) -> Any:
-        value = document.get(name)
-        if value is None:
-            return None
-        if not is_amount(value):
-            raise ValueError(f"{name} must be a finite non-negative number, not {value!r}")
-        if kind is int and value != int(value):
-            raise ValueError(f"{name} must be a whole number, not {value!r}")
-        return kind(value)
-
-    return Caps(
-        max_instances=number("max_instances", int),
-        max_lease_hours=number("max_lease_hours", float),
-        max_spend_usd=number("max_spend_usd", float),
-    )
-
-
 def lease_violation(instance: AnnexInstance, caps: Caps | None, now: datetime) -> str | None:
     """Why the instance's lease alone condemns it, or None."""
     if instance.expiry_raw is None:
@@ -172,20 +148,12 @@ def lease_violation(instance: AnnexInstance, caps: Caps | None, now: datetime) -
     return None
 
 
-def hourly_price(instance_type: str, prices: Mapping[str, float]) -> tuple[float, bool]:
-    """(price, known); an unknown type costs as much as the dearest known one, to err on the safe side."""
-    if instance_type in prices:
-        return float(prices[instance_type]), True
-    return (max((float(p) for p in prices.values()), default=0.0), False)
-
-
 def committed_cost(instance: AnnexInstance, prices: Mapping[str, float], now: datetime) -> float:
-    """What the instance may still cost: hourly price x hours left on its lease."""
+    """What the instance may still cost: hourly price x hours left on its lease (priced types only)."""
     expiry = instance.expiry
     if expiry is None or expiry <= now:
         return 0.0
-    price, _ = hourly_price(instance.instance_type, prices)
-    return price * (expiry - now).total_seconds() / 3600
+    return float(prices[instance.instance_type]) * (expiry - now).total_seconds() / 3600
 
 
 def newest_first(instances: Iterable[AnnexInstance]) -> list[AnnexInstance]:
@@ -207,6 +175,13 @@ def cap_violations(
             for i in reversed(surplus)
         ]
     if caps.max_spend_usd is not None:
+        # What cannot be priced could cost anything: under a spend cap it never lives on.
+        unpriced = [i for i in survivors if i.instance_type not in prices]
+        survivors = [i for i in survivors if i.instance_type in prices]
+        condemned += [
+            Termination(i, f"no price is known for instance type {printable(i.instance_type)} under a spend cap")
+            for i in reversed(unpriced)
+        ]
         spend = sum(committed_cost(i, prices, now) for i in survivors)
         while survivors and spend > caps.max_spend_usd + SPEND_EPSILON:
             newest = survivors.pop()
@@ -236,17 +211,6 @@ def plan_terminations(
             plan.terminations.append(Termination(instance, reason))
         else:
             by_project.setdefault(instance.project, []).append(instance)
-    spend_capped = [
-        group for project, group in by_project.items()
-        if project and (caps_for(project) or Caps()).max_spend_usd is not None
-    ]
-    unknown_types = sorted({i.instance_type for group in spend_capped for i in group} - set(prices))
-    for instance_type in unknown_types:
-        price, _ = hourly_price(instance_type, prices)
-        plan.notes.append(
-            f"no price known for instance type {printable(instance_type)}: "
-            f"counting it at the highest known price, ${price:g}/h"
-        )
     for project, group in sorted(by_project.items()):
         caps = caps_for(project) if project else None
         if caps is not None:
@@ -344,11 +308,18 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class CapsCache:
-    """Reads each project's caps.json at most once per sweep."""
+CapsReader = Callable[[str], "ProjectCaps | None"]
 
-    def __init__(self, s3: Any, bucket: str, log: Callable[[str], None], errors: list[str]) -> None:
-        self._s3, self._bucket, self._log, self._errors = s3, bucket, log, errors
+
+class CapsCache:
+    """Reads each project's caps from the administrator's record at most once per sweep.
+
+    A project with no record gets no instances at all: only the broker launches, and it launches
+    only for recorded projects. A record that cannot be read leaves only the lease rules.
+    """
+
+    def __init__(self, read: CapsReader, log: Callable[[str], None], errors: list[str]) -> None:
+        self._read, self._log, self._errors = read, log, errors
         self._cache: dict[str, Caps | None] = {}
 
     def __call__(self, project: str) -> Caps | None:
@@ -357,21 +328,18 @@ class CapsCache:
         return self._cache[project]
 
     def _load(self, project: str) -> Caps | None:
-        key = caps_key(project)
         try:
-            body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        except Exception as exc:  # botocore errors; the enforcer must go on with other projects
-            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                self._log(f"project {printable(project)} has no caps ({key}): only lease rules apply")
-                return None
-            self._error(f"could not read caps of project {printable(project)} ({key}): {_error_text(exc)}")
-            return None
-        try:
-            return parse_caps(json.loads(body))
+            recorded = self._read(project)
         except ValueError as exc:
-            self._error(f"caps of project {printable(project)} ({key}) are invalid: {exc}")
+            self._error(f"caps of project {printable(project)} are invalid: {exc}")
             return None
+        except Exception as exc:  # botocore errors; the enforcer must go on with other projects
+            self._error(f"could not read caps of project {printable(project)}: {_error_text(exc)}")
+            return None
+        if recorded is None:
+            self._log(f"project {printable(project)} has no record: none of its instances may run")
+            return Caps(max_instances=0)
+        return Caps(recorded.max_instances, recorded.max_lease_hours, recorded.max_spend_usd)
 
     def _error(self, message: str) -> None:
         self._errors.append(message)
@@ -459,6 +427,7 @@ def sweep(
     *,
     bucket: str,
     prices: dict[str, float],
+    caps: CapsReader,
     now: datetime,
     dry_run: bool = False,
     log: Callable[[str], None] = print,
@@ -468,7 +437,7 @@ def sweep(
     now = _as_utc(now) or datetime.now(timezone.utc)
     report = SweepReport(dry_run=dry_run)
     instances = list_annex_instances(ec2)
-    plan = plan_terminations(instances, CapsCache(s3, bucket, log, report.errors), prices, now)
+    plan = plan_terminations(instances, CapsCache(caps, log, report.errors), prices, now)
     for note in plan.notes:
         log(note)
     gone = _terminate(ec2, plan.terminations, dry_run, report, log)
@@ -490,41 +459,34 @@ def sweep(
 # ---------------------------------------------------------------------------------------------
 
 
-def read_prices(text: str | None) -> dict[str, float]:
-    """ANNEX_PRICES: a JSON object {instance_type: hourly USD}."""
-    if not text:
-        return {}
-    document = json.loads(text)
-    if not isinstance(document, dict):
-        raise ValueError("ANNEX_PRICES is not a JSON object")
-    prices: dict[str, float] = {}
-    for instance_type, price in document.items():
-        if not is_amount(price):
-            raise ValueError(f"ANNEX_PRICES has a bad price for {instance_type!r}: {price!r}")
-        prices[str(instance_type)] = float(price)
-    return prices
-
-
 def handler(event: Any, context: Any, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Lambda entry point. A misconfigured function raises, so the failure shows in its metrics."""
     import boto3
     import botocore.config
 
     env = os.environ if environ is None else environ
-    bucket = env.get("ANNEX_BUCKET", "")
-    if not bucket:
-        raise ValueError("ANNEX_BUCKET is not set: the function was not deployed by the region stack")
-    prices = read_prices(env.get("ANNEX_PRICES"))
+    bucket, table = env.get("ANNEX_BUCKET", ""), env.get("ANNEX_REGISTRY_TABLE", "")
+    if not bucket or not table:
+        raise ValueError("ANNEX_BUCKET or ANNEX_REGISTRY_TABLE is not set: the function was not deployed by the region stack")
     dry_run = isinstance(event, dict) and event.get("dry_run") is True
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
-    session = boto3.session.Session(region_name=region)
-    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 8})
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    session = boto3.session.Session(region_name=region or None)
+    config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 8})
+    registry = Registry(session.client("dynamodb", config=config), table)
     report = sweep(
         session.client("ec2", config=config),
         session.client("s3", config=config),
         bucket=bucket,
-        prices=prices,
+        prices=stack_prices(registry, region),
+        caps=registry.caps,
         now=datetime.now(timezone.utc),
         dry_run=dry_run,
     )
     return report.to_dict()
+
+
+def stack_prices(registry: Registry, region: str) -> dict[str, float]:
+    """The prices setup stored with the stack; the shipped table only when none were stored."""
+    stored = registry.prices()
+    book = stored if stored is not None and stored.hourly else PriceBook(shipped_prices(region), "shipped")
+    return {itype: price for itype in book.hourly if (price := book.price(itype)) is not None}

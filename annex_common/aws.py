@@ -184,3 +184,39 @@ def _redact(text: str) -> str:
     import re
 
     return re.sub(r"(?i)(secret[^\s=:]*[=:]\s*)\S+", r"\1<redacted>", text)
+
+
+# A function may run up to its timeout (the stack's are 300 s); the answer must be waited for.
+INVOKE_CONFIG = botocore.config.Config(
+    retries={"mode": "standard", "total_max_attempts": 3},
+    connect_timeout=5,
+    read_timeout=330,
+)
+
+
+def invoke_function(clients: AwsClients, function_name: str, payload: dict[str, Any], what: str) -> dict[str, Any]:
+    """Invoke a stack function and return its JSON answer; its own failure is an ``AwsFailure``.
+
+    Callers make their payloads safe to send twice (the broker remembers request ids), because
+    the SDK retries an Invoke whose answer was lost.
+    """
+    import json
+
+    with aws_errors(what, "Retry in a minute; if it keeps failing, ask your pool administrator to check the function's logs."):
+        response = clients.client("lambda", config=INVOKE_CONFIG).invoke(
+            FunctionName=function_name, InvocationType="RequestResponse", Payload=json.dumps(payload).encode()
+        )
+    body = response["Payload"].read()
+    try:
+        answer = json.loads(body or b"null")
+    except ValueError:
+        answer = None
+    if response.get("FunctionError") or not isinstance(answer, dict):
+        message = answer.get("errorMessage", "") if isinstance(answer, dict) else body[:200].decode(errors="replace")
+        raise AwsFailure(
+            what,
+            f"the function {function_name} failed: {_redact(str(message))[:300]}",
+            "Retry in a minute (a retried request never acts twice); if it keeps failing, ask your "
+            "pool administrator to check the function's logs.",
+        )
+    return answer

@@ -42,7 +42,7 @@ Duration = Annotated[Optional[float], typer.Option("--duration", help="Lease len
 
 
 def _bundle_path(credentials: str | None) -> Path:
-    from annex_user.bundle import locate_bundle
+    from annex_common.bundle import locate_bundle
 
     return locate_bundle(credentials, os.environ.get("CONDOR_ANNEX_CREDENTIALS"), Path.home())
 
@@ -254,7 +254,7 @@ def import_credentials(
     """Install a credentials bundle in the default place (mode 0600)."""
 
     def action() -> None:
-        from annex_user.bundle import import_bundle
+        from annex_common.bundle import import_bundle
 
         destination = Path.home() / ".condor" / "annex-credentials.toml"
         bundle = import_bundle(Path(file).expanduser(), destination)

@@ -9,7 +9,7 @@ from pathlib import Path
 from annex_common.aws import AwsClients, make_clients
 from annex_common.errors import BadInput
 from annex_common.stack import StackInfo, StackMissing, read_stack
-from annex_user.bundle import Bundle, load_bundle
+from annex_common.bundle import Bundle, load_bundle
 
 
 @dataclass

@@ -43,11 +43,24 @@ DEFAULT_MAX_INSTANCES = 32
 DEFAULT_MAX_LEASE_HOURS = 168
 DEFAULT_MAX_SPEND_USD = 500.0
 
-PROJECT_CAPS_PREFIX = "projects"  # projects/<project>/caps.json (admin-written, enforcer-read)
+def artifact_bucket_name(stack_name: str, account: str, region: str) -> str:
+    """The bucket setup keeps the functions' code in (it must exist before the stack does).
+
+    Also used with CloudFormation's ``${AWS::AccountId}``/``${AWS::Region}`` in the template, so
+    both sides name the same bucket. At most 6 + 12 + 1 + 14 + 1 + 10 = 44 characters.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(stack_name.encode()).hexdigest()[:10]
+    return f"annex-{account}-{region}-{digest}"
 
 
-def caps_key(project_id: str) -> str:
-    return f"{PROJECT_CAPS_PREFIX}/{project_id}/caps.json"
+def broker_function_name(stack_name: str) -> str:
+    """The broker's name: fixed by the stack's name, so a client finds it without a lookup."""
+    import hashlib
+
+    name = f"{stack_name}-broker"
+    return name if len(name) <= 64 else f"{stack_name[:44]}-{hashlib.sha256(stack_name.encode()).hexdigest()[:12]}-broker"
 
 
 # Stack outputs the tools read (the stack is found by name; everything else by these).
@@ -61,6 +74,9 @@ OUT_INSTANCE_ROLE = "InstanceRoleArn"
 OUT_INSTANCE_PROFILE = "InstanceProfileArn"
 OUT_SCIENTIST_POLICY = "ScientistPolicyArn"
 OUT_ENFORCER_FUNCTION = "EnforcerFunctionName"
+OUT_BROKER_FUNCTION = "BrokerFunctionName"
+OUT_REGISTRY_TABLE = "RegistryTable"
+OUT_CODE_BUCKET = "CodeBucket"
 OUT_ENFORCER_RULE = "EnforcerRuleName"
 OUT_IMAGE = "ImageId"
 OUT_INSTANCE_TYPES = "InstanceTypes"  # comma-separated
@@ -76,6 +92,9 @@ REQUIRED_OUTPUTS = (
     OUT_INSTANCE_PROFILE,
     OUT_SCIENTIST_POLICY,
     OUT_ENFORCER_FUNCTION,
+    OUT_BROKER_FUNCTION,
+    OUT_REGISTRY_TABLE,
+    OUT_CODE_BUCKET,
     OUT_ENFORCER_RULE,
     OUT_IMAGE,
     OUT_INSTANCE_TYPES,

@@ -1,21 +1,15 @@
-"""IAM policy documents (awacs) for the scientists, the instances and the enforcer.
+"""IAM policy documents (awacs) for the scientists, the broker, the instances and the enforcer.
+
+The scientists' keys may only ask: their managed policy allows invoking the stack's broker and
+nothing else. The broker's role does the launching, within the stack's launch templates, types and
+subnets, tag-on-create only; its code fixes everything IAM cannot see.
 
 Statement style, and why. AWS evaluates every statement fully; the local emulator (moto) does
-not: it counts every condition as true, checks EC2 and CloudFormation requests against resource
-``*`` only, does not substitute policy variables, and treats a statement without ``Resource``
-(that is, one with ``NotResource``) as matching. So:
-
-- every Allow that the client needs names resource ``*`` (or a plain prefix) and narrows with
-  condition keys AWS documents for the action: AWS applies the narrowing, the emulator the grant;
-- every conditional Deny names the ARN pattern of the resource type it guards (instance, subnet,
-  image, ...): AWS applies it to that resource, the emulator never matches it (EC2 is checked
-  against ``*``), so it never refuses what AWS would allow;
-- where AWS needs an exact resource scope that the emulator cannot check (a stack ARN, an S3 key
-  holding ``${aws:PrincipalTag/...}``), a Deny with ``NotResource`` does the scoping on AWS. The
-  emulator never refuses on such a statement (it even counts it as a grant of its actions), so
-  under the emulator the scientist can reach other projects' annexes/ prefixes: that part is
-  proven by the simulator only;
-- unconditional Denies on plain ARNs (the caps objects) bind on both.
+not: it counts every condition as true, checks EC2 requests against resource ``*`` only, and does
+not substitute policy variables. So every Allow names resource ``*`` (or a plain ARN) and narrows
+with condition keys AWS documents for the action (AWS applies the narrowing, the emulator the
+grant), and every conditional Deny names the ARN pattern of the resource type it guards (AWS
+applies it to that resource; the emulator, checking ``*``, never matches it).
 
 The real semantics are proven with an IAM policy simulator in tests/policy; what the emulator
 enforces is proven in tests/policy/test_emulator_enforcement.py.
@@ -27,18 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from awacs import aws as awacs_aws
-from awacs import cloudformation as cfn_actions
+from awacs import awslambda as lambda_actions
+from awacs import dynamodb as ddb_actions
 from awacs import ec2 as ec2_actions
 from awacs import iam as iam_actions
 from awacs import logs as logs_actions
-from awacs import pricing as pricing_actions
 from awacs import s3 as s3_actions
 from troposphere import Join, Sub
 
 from templates import contract
-
-PRINCIPAL_PROJECT = "${aws:PrincipalTag/" + contract.TAG_PROJECT + "}"
-PRINCIPAL_USER = "${aws:username}"
 
 # Tags that identify an instance and its owner: set at creation, never changed afterwards. The
 # expiry is the one tag a scientist may move (extend); deleting it is never allowed.
@@ -54,30 +45,19 @@ PROTECTED_INSTANCE_TAGS = (
 # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-fleet-prerequisites.html
 LAUNCH_ACTIONS = [ec2_actions.RunInstances, ec2_actions.CreateFleet]
 
-# A statement that names ${aws:PrincipalTag/...} does not apply at all when the user has no such
-# tag (the variable cannot be resolved), so the Denies that compare against it would not bind:
-# every grant that relies on them requires the tag instead.
-# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html
-_HAS_PROJECT_TAG = awacs_aws.Null("aws:PrincipalTag/" + contract.TAG_PROJECT, "false")
-
 S3_OBJECT_ACTIONS = [s3_actions.PutObject, s3_actions.GetObject, s3_actions.DeleteObject]
 
 
 @dataclass
 class PolicyRefs:
-    """Template references the scientist policy is scoped to.
-
-    ``security_group_id`` is accepted but not needed: the launch template's security group is
-    pinned by refusing any group the request names instead (ec2:IsLaunchTemplateResource).
-    """
+    """Template references the broker's launch rights are scoped to."""
 
     bucket: Any
     instance_role_arn: Any
     launch_template_ids: list[Any]
     instance_types: list[str]
     subnet_ids: list[Any] = field(default_factory=list)
-    security_group_id: Any = None
-    stack_name: str = contract.DEFAULT_STACK_NAME
+    table_arn: Any = None
 
 
 def assume_role_document(service: str) -> awacs_aws.PolicyDocument:
@@ -112,14 +92,6 @@ def _launch_template_arn(lt_id: Any) -> Join:
     return Join("", [Sub("arn:${AWS::Partition}:ec2:*:*:launch-template/"), lt_id])
 
 
-def _stack_arn(stack_name: str) -> Sub:
-    return Sub(
-        "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/"
-        + stack_name
-        + "/*"
-    )
-
-
 def _deny(sid: str, actions: list[Any], resources: list[Any], condition: Any = None) -> awacs_aws.Statement:
     kwargs: dict[str, Any] = {"Sid": sid, "Effect": awacs_aws.Deny, "Action": actions, "Resource": resources}
     if condition is not None:
@@ -127,30 +99,29 @@ def _deny(sid: str, actions: list[Any], resources: list[Any], condition: Any = N
     return awacs_aws.Statement(**kwargs)
 
 
-def _read_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
+def scientist_policy(broker_arn: Any) -> awacs_aws.PolicyDocument:
+    """Her keys may ask the broker, and nothing else: no EC2, no S3, no PassRole, no stack."""
+    return awacs_aws.PolicyDocument(
+        Version="2012-10-17",
+        Statement=[
+            awacs_aws.Statement(
+                Sid="AskTheBroker",
+                Effect=awacs_aws.Allow,
+                Action=[lambda_actions.InvokeFunction],
+                Resource=[broker_arn],
+            )
+        ],
+    )
+
+
+def _read_statements() -> list[awacs_aws.Statement]:
     return [
         awacs_aws.Statement(
-            Sid="DescribeAndReadStack",
+            Sid="DescribeInstances",
             Effect=awacs_aws.Allow,
-            # Only what condor_annex calls; these support no resource-level permissions.
-            Action=[
-                ec2_actions.DescribeInstances,
-                ec2_actions.DescribeInstanceTypes,
-                ec2_actions.DescribeInstanceTypeOfferings,
-                ec2_actions.DescribeSpotPriceHistory,
-                pricing_actions.GetProducts,
-                # Narrowed to the stack by the Deny below (the emulator checks "*" only).
-                cfn_actions.DescribeStacks,
-            ],
+            # Supports no resource-level permissions.
+            Action=[ec2_actions.DescribeInstances],
             Resource=["*"],
-        ),
-        # Other stacks' outputs may name things she has no business seeing.
-        # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_notresource.html
-        awacs_aws.Statement(
-            Sid="DenyOtherStacks",
-            Effect=awacs_aws.Deny,
-            Action=[cfn_actions.DescribeStacks],
-            NotResource=[_stack_arn(refs.stack_name)],
         ),
     ]
 
@@ -167,9 +138,7 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.RunInstances],
             Resource=["*"],
-            Condition=awacs_aws.Condition(
-                [awacs_aws.ArnLike("ec2:LaunchTemplate", launch_templates), _HAS_PROJECT_TAG]
-            ),
+            Condition=awacs_aws.Condition(awacs_aws.ArnLike("ec2:LaunchTemplate", launch_templates)),
         ),
         # CreateFleet offers no ec2:LaunchTemplate key; the Deny below pins its templates.
         awacs_aws.Statement(
@@ -177,7 +146,6 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.CreateFleet],
             Resource=["*"],
-            Condition=awacs_aws.Condition(_HAS_PROJECT_TAG),
         ),
         awacs_aws.Statement(
             Sid="DenyFleetFromOtherTemplates",
@@ -212,90 +180,67 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
 
 
 def _lease_statements() -> list[awacs_aws.Statement]:
+    annex_instance = awacs_aws.Null("aws:ResourceTag/" + contract.TAG_ANNEX_NAME, "false")
     return [
         # Only the expiry key, and at least one key: ForAllValues is true for an empty set, so
         # the Null check rules that out.
         # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html
         awacs_aws.Statement(
-            Sid="ExtendOwnProjectLease",
+            Sid="MoveAnnexLeases",
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.CreateTags],
             Resource=["*"],
             Condition=awacs_aws.Condition(
                 [
-                    awacs_aws.StringEquals("aws:ResourceTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT),
+                    annex_instance,
                     awacs_aws.ForAllValuesStringEquals("aws:TagKeys", [contract.TAG_EXPIRY]),
                     awacs_aws.Null("aws:TagKeys", "false"),
                 ]
             ),
         ),
         awacs_aws.Statement(
-            Sid="TerminateOwnProject",
+            Sid="TerminateAnnexInstances",
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.TerminateInstances],
             Resource=["*"],
-            Condition=awacs_aws.Condition(
-                awacs_aws.StringEquals("aws:ResourceTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT)
-            ),
+            Condition=awacs_aws.Condition(annex_instance),
         ),
     ]
 
 
 def _configuration_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
-    own_prefix = f"{contract.ANNEX_PREFIX}/{PRINCIPAL_PROJECT}/"
     return [
-        # The grant names the plain annexes/ prefix (the emulator cannot substitute policy
-        # variables); the Deny below narrows it to her project's prefix on AWS.
         awacs_aws.Statement(
-            Sid="ProjectConfiguration",
+            Sid="AnnexConfiguration",
             Effect=awacs_aws.Allow,
             Action=S3_OBJECT_ACTIONS,
             Resource=[_bucket_arn(refs.bucket, f"/{contract.ANNEX_PREFIX}/*")],
-            Condition=awacs_aws.Condition(_HAS_PROJECT_TAG),
         ),
         awacs_aws.Statement(
-            Sid="DenyOtherProjectsConfiguration",
-            Effect=awacs_aws.Deny,
-            Action=S3_OBJECT_ACTIONS,
-            NotResource=[_bucket_arn(refs.bucket, "/" + own_prefix + "*")],
-        ),
-        # The caps objects are the administrator's; the enforcer trusts them.
-        _deny(
-            "DenyProjectCaps",
-            [s3_actions.Action("*")],
-            [_bucket_arn(refs.bucket, f"/{contract.PROJECT_CAPS_PREFIX}/*")],
-        ),
-        awacs_aws.Statement(
-            Sid="ListOwnProjectConfiguration",
+            Sid="ListAnnexConfiguration",
             Effect=awacs_aws.Allow,
             Action=[s3_actions.ListBucket],
             Resource=[_bucket_arn(refs.bucket)],
-            Condition=awacs_aws.Condition(awacs_aws.StringLike("s3:prefix", [own_prefix + "*"])),
         ),
+    ]
+
+
+def _registry_statements(table_arn: Any, actions: list[Any]) -> list[awacs_aws.Statement]:
+    return [
+        awacs_aws.Statement(Sid="AdministratorsRecord", Effect=awacs_aws.Allow, Action=actions, Resource=[table_arn])
     ]
 
 
 def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     """Denies on what a launch creates; each names the resource type it inspects."""
     instance = [_any_ec2("instance")]
-    guards = [
-        # aws:RequestTag with the instance resource of RunInstances:
-        # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ExamplePolicies_EC2.html#iam-example-runinstances
-        _deny(
-            "DenyLaunchForAnotherProject",
-            LAUNCH_ACTIONS,
-            instance,
-            awacs_aws.StringNotEquals("aws:RequestTag/" + contract.TAG_PROJECT, PRINCIPAL_PROJECT),
-        ),
-        _deny(
-            "DenyLaunchForAnotherOwner",
-            LAUNCH_ACTIONS,
-            instance,
-            awacs_aws.StringNotEquals("aws:RequestTag/" + contract.TAG_OWNER, PRINCIPAL_USER),
-        ),
-    ]
+    guards = []
+    # aws:RequestTag with the instance resource of RunInstances:
+    # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ExamplePolicies_EC2.html#iam-example-runinstances
     # One statement per key: keys inside one Null block are ANDed.
     for sid, key in (
+        ("DenyLaunchWithoutProject", contract.TAG_PROJECT),
+        ("DenyLaunchWithoutOwner", contract.TAG_OWNER),
         ("DenyLaunchWithoutLease", contract.TAG_EXPIRY),
         ("DenyLaunchWithoutAnnexName", contract.TAG_ANNEX_NAME),
         ("DenyLaunchWithoutIdleTimeout", contract.TAG_IDLE),
@@ -345,18 +290,29 @@ def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     return guards
 
 
-def scientist_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
-    return (
-        _read_statements(refs)
+def broker_role_policy(refs: PolicyRefs) -> awacs_aws.PolicyDocument:
+    return awacs_aws.PolicyDocument(
+        Version="2012-10-17",
+        Statement=_read_statements()
         + _launch_statements(refs)
         + _lease_statements()
         + _configuration_statements(refs)
+        + _registry_statements(
+            refs.table_arn,
+            [ddb_actions.GetItem, ddb_actions.PutItem, ddb_actions.UpdateItem, ddb_actions.DeleteItem, ddb_actions.Query],
+        )
         + _launch_guards(refs)
+        + [_logs_statement()],
     )
 
 
-def scientist_policy(refs: PolicyRefs) -> awacs_aws.PolicyDocument:
-    return awacs_aws.PolicyDocument(Version="2012-10-17", Statement=scientist_statements(refs))
+def _logs_statement() -> awacs_aws.Statement:
+    return awacs_aws.Statement(
+        Sid="WriteOwnLogs",
+        Effect=awacs_aws.Allow,
+        Action=[logs_actions.CreateLogGroup, logs_actions.CreateLogStream, logs_actions.PutLogEvents],
+        Resource=[Sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/*")],
+    )
 
 
 def instance_role_policy(bucket: Any) -> awacs_aws.PolicyDocument:
@@ -373,10 +329,11 @@ def instance_role_policy(bucket: Any) -> awacs_aws.PolicyDocument:
     )
 
 
-def enforcer_role_policy(bucket: Any) -> awacs_aws.PolicyDocument:
+def enforcer_role_policy(bucket: Any, table_arn: Any) -> awacs_aws.PolicyDocument:
     return awacs_aws.PolicyDocument(
         Version="2012-10-17",
-        Statement=[
+        Statement=_registry_statements(table_arn, [ddb_actions.GetItem, ddb_actions.Query])
+        + [
             awacs_aws.Statement(
                 Sid="FindInstances",
                 Effect=awacs_aws.Allow,
@@ -397,12 +354,6 @@ def enforcer_role_policy(bucket: Any) -> awacs_aws.PolicyDocument:
                 Effect=awacs_aws.Allow,
                 Action=[s3_actions.ListBucket],
                 Resource=[_bucket_arn(bucket)],
-            ),
-            awacs_aws.Statement(
-                Sid="ReadProjectCaps",
-                Effect=awacs_aws.Allow,
-                Action=[s3_actions.GetObject],
-                Resource=[_bucket_arn(bucket, f"/{contract.PROJECT_CAPS_PREFIX}/*")],
             ),
             awacs_aws.Statement(
                 Sid="DeleteOrphanConfiguration",

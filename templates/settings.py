@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from annex_common.errors import BadInput
 from templates import contract
@@ -23,8 +23,8 @@ class StackSettings:
     instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES
     ssh_cidr: str | None = None
     availability_zones: tuple[str, ...] = ()
-    # Hourly on-demand USD per instance type, baked into the enforcer for the spend cap.
-    hourly_prices: dict[str, float] = field(default_factory=dict)
+    # The functions' zip in the artifact bucket (annex_admin.artifact: content-addressed).
+    code_key: str = ""
     vpc_cidr: str = "10.73.0.0/16"
 
 

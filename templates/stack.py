@@ -6,7 +6,6 @@ No AWS calls happen here; ``annex_admin.deploy`` resolves zones and the image fi
 from __future__ import annotations
 
 import ipaddress
-import json
 from importlib import resources
 
 from troposphere import (
@@ -15,23 +14,22 @@ from troposphere import (
     Join,
     Output,
     Ref,
+    Sub,
     Tags,
     Template,
 )
-from troposphere import awslambda, ec2, events, iam, s3
+from troposphere import awslambda, dynamodb, ec2, events, iam, s3
 
 from templates import contract, policies
 from templates.settings import StackSettings
 
-ENFORCER_RUNTIME = "python3.12"
+FUNCTION_RUNTIME = "python3.12"
+BROKER_HANDLER = "annex_cloud.broker.handler"
+ENFORCER_HANDLER = "annex_cloud.enforcer.handler"
 
 
 def load_bootstrap_script() -> str:
     return resources.files("annex_cloud.node").joinpath("bootstrap.sh").read_text()
-
-
-def load_enforcer_source() -> str:
-    return resources.files("annex_cloud").joinpath("enforcer.py").read_text()
 
 
 def logical_id(prefix: str, instance_type: str) -> str:
@@ -48,11 +46,13 @@ def build_template(settings: StackSettings) -> Template:
         raise ValueError("settings.availability_zones must be resolved before building")
     if not settings.image_id:
         raise ValueError("settings.image_id must be resolved before building")
+    if not settings.code_key:
+        raise ValueError("settings.code_key must be resolved before building")
     t = Template()
     t.set_version("2010-09-09")
     t.set_description(
         f"condor-annex region stack {settings.stack_name}: network, launch templates, "
-        "configuration bucket, scoped IAM and the lease enforcer."
+        "configuration bucket, registry, the broker, scoped IAM and the lease enforcer."
     )
     tags = Tags({"htcondor:annex:stack": settings.stack_name})
 
@@ -234,22 +234,78 @@ def build_template(settings: StackSettings) -> Template:
         )
         launch_templates[itype] = lt
 
+    registry = t.add_resource(
+        dynamodb.Table(
+            "Registry",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                dynamodb.AttributeDefinition(AttributeName="pk", AttributeType="S"),
+                dynamodb.AttributeDefinition(AttributeName="sk", AttributeType="S"),
+            ],
+            KeySchema=[
+                dynamodb.KeySchema(AttributeName="pk", KeyType="HASH"),
+                dynamodb.KeySchema(AttributeName="sk", KeyType="RANGE"),
+            ],
+            TimeToLiveSpecification=dynamodb.TimeToLiveSpecification(AttributeName="ttl", Enabled=True),
+            PointInTimeRecoverySpecification=dynamodb.PointInTimeRecoverySpecification(
+                PointInTimeRecoveryEnabled=True
+            ),
+            SSESpecification=dynamodb.SSESpecification(SSEEnabled=True),
+            Tags=tags,
+        )
+    )
+    code = awslambda.Code(
+        S3Bucket=Sub(contract.artifact_bucket_name(settings.stack_name, "${AWS::AccountId}", "${AWS::Region}")),
+        S3Key=settings.code_key,
+    )
     policy_refs = policies.PolicyRefs(
         bucket=Ref(bucket),
         instance_role_arn=GetAtt(instance_role, "Arn"),
         launch_template_ids=[Ref(lt) for lt in launch_templates.values()],
         instance_types=list(settings.instance_types),
         subnet_ids=[Ref(s) for s in subnets],
-        security_group_id=Ref(security_group),
-        stack_name=settings.stack_name,
+        table_arn=GetAtt(registry, "Arn"),
+    )
+    broker_role = t.add_resource(
+        iam.Role(
+            "BrokerRole",
+            AssumeRolePolicyDocument=policies.assume_role_document("lambda.amazonaws.com"),
+            Policies=[iam.Policy(PolicyName="BrokerActions", PolicyDocument=policies.broker_role_policy(policy_refs))],
+            Tags=tags,
+        )
+    )
+    broker = t.add_resource(
+        awslambda.Function(
+            "BrokerFunction",
+            FunctionName=contract.broker_function_name(settings.stack_name),
+            Description="condor-annex broker: plans, launches, extends and ends annexes for scientists",
+            Runtime=FUNCTION_RUNTIME,
+            Handler=BROKER_HANDLER,
+            Role=GetAtt(broker_role, "Arn"),
+            Timeout=300,
+            MemorySize=512,
+            Code=code,
+            Environment=awslambda.Environment(
+                Variables={
+                    "ANNEX_STACK_NAME": settings.stack_name,
+                    "ANNEX_BUCKET": Ref(bucket),
+                    "ANNEX_REGISTRY_TABLE": Ref(registry),
+                    "ANNEX_SUBNETS": Join(",", [Ref(s) for s in subnets]),
+                    "ANNEX_LAUNCH_TEMPLATES": Join(
+                        ",", [Join("=", [itype, Ref(lt)]) for itype, lt in launch_templates.items()]
+                    ),
+                }
+            ),
+            Tags=tags,
+        )
     )
     scientist_policy = t.add_resource(
         iam.ManagedPolicy(
             "ScientistPolicy",
             ManagedPolicyName=f"{settings.stack_name}-scientist-{settings.region}",
-            Description="condor-annex scientists: launch, watch, extend and end their own project's annexes",
+            Description="condor-annex scientists: ask the broker, nothing else",
             Path=contract.USER_PATH,
-            PolicyDocument=policies.scientist_policy(policy_refs),
+            PolicyDocument=policies.scientist_policy(GetAtt(broker, "Arn")),
         )
     )
 
@@ -260,31 +316,24 @@ def build_template(settings: StackSettings) -> Template:
             Policies=[
                 iam.Policy(
                     PolicyName="EnforceAnnexLeases",
-                    PolicyDocument=policies.enforcer_role_policy(Ref(bucket)),
+                    PolicyDocument=policies.enforcer_role_policy(Ref(bucket), GetAtt(registry, "Arn")),
                 )
             ],
             Tags=tags,
         )
     )
-    # The whole regional table, not just the allowed types: the function then does not change
-    # when the administrator changes --instance-types, and instances of a type removed later
-    # are still priced.
-    prices = dict(settings.hourly_prices)
     enforcer = t.add_resource(
         awslambda.Function(
             "EnforcerFunction",
             Description="condor-annex lease, cap and orphan enforcer (runs every 5 minutes)",
-            Runtime=ENFORCER_RUNTIME,
-            Handler="index.handler",
+            Runtime=FUNCTION_RUNTIME,
+            Handler=ENFORCER_HANDLER,
             Role=GetAtt(enforcer_role, "Arn"),
             Timeout=300,
             MemorySize=256,
-            Code=awslambda.Code(ZipFile=load_enforcer_source()),
+            Code=code,
             Environment=awslambda.Environment(
-                Variables={
-                    "ANNEX_BUCKET": Ref(bucket),
-                    "ANNEX_PRICES": json.dumps(prices, sort_keys=True),
-                }
+                Variables={"ANNEX_BUCKET": Ref(bucket), "ANNEX_REGISTRY_TABLE": Ref(registry)}
             ),
             Tags=tags,
         )
@@ -320,6 +369,9 @@ def build_template(settings: StackSettings) -> Template:
         contract.OUT_INSTANCE_PROFILE: GetAtt(instance_profile, "Arn"),
         contract.OUT_SCIENTIST_POLICY: Ref(scientist_policy),
         contract.OUT_ENFORCER_FUNCTION: Ref(enforcer),
+        contract.OUT_BROKER_FUNCTION: Ref(broker),
+        contract.OUT_REGISTRY_TABLE: Ref(registry),
+        contract.OUT_CODE_BUCKET: code.S3Bucket,
         contract.OUT_ENFORCER_RULE: Ref(rule),
         contract.OUT_IMAGE: settings.image_id,
         contract.OUT_INSTANCE_TYPES: ",".join(settings.instance_types),

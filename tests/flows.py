@@ -10,7 +10,7 @@ from pathlib import Path
 from annex_admin.credentials import IssueRequest, issue_credentials
 from annex_admin.deploy import deploy, resolve_settings
 from annex_common.aws import AwsClients
-from annex_user.bundle import Bundle, Caps
+from annex_common.bundle import Bundle, Caps
 from templates import contract
 from templates.settings import StackSettings
 

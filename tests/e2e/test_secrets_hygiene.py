@@ -9,7 +9,7 @@ import json
 from annex_common.aws import make_clients
 from templates import contract
 from tests.flows import POOL_PASSWORD, PROJECT, USER, scramble
-from annex_user.bundle import load_bundle
+from annex_common.bundle import load_bundle
 
 
 def everything_in_aws(clients) -> dict[str, str]:

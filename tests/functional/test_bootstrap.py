@@ -21,8 +21,8 @@ from typing import Iterator
 
 import pytest
 
-from annex_user import node_config
-from annex_user.node_config import NodeConfigInputs
+from annex_cloud.node import config as node_config
+from annex_cloud.node.config import NodeConfigInputs
 from templates import contract
 from templates.settings import StackSettings
 from templates.stack import build_template, user_data_body

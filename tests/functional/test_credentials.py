@@ -11,7 +11,7 @@ import pytest
 from annex_admin.credentials import revoke_credentials
 from annex_common.aws import make_clients
 from annex_common.errors import AnnexError, BadInput
-from annex_user.bundle import Caps, load_bundle
+from annex_common.bundle import Caps, load_bundle
 from templates import contract
 from tests.flows import PROJECT, USER, deploy_stack, issue_bundle
 

@@ -27,7 +27,7 @@ from annex_admin.enforce import run_enforcer
 from annex_common.aws import AwsClients, aws_errors, make_clients
 from annex_common.errors import AwsFailure, BadInput
 from annex_common.stack import read_stack
-from annex_user.bundle import Bundle, Caps, load_bundle
+from annex_common.bundle import Bundle, Caps, load_bundle
 from annex_user.context import AnnexContext
 from annex_user.expiry import from_tag, to_tag
 from annex_user.launch import LaunchRequest, LaunchResult, execute_launch, plan_launch

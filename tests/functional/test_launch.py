@@ -9,7 +9,7 @@ import pytest
 
 from annex_common.aws import make_clients
 from annex_common.stack import read_stack
-from annex_user.bundle import Caps, load_bundle
+from annex_common.bundle import Caps, load_bundle
 from annex_user.context import AnnexContext
 from annex_user.launch import LaunchRequest, execute_launch, plan_launch
 from templates import contract

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from annex_admin.credentials import MAX_CAP_LEASE_HOURS, PROJECT_RE, USER_RE, validate_issue
 from annex_common.errors import BadInput
-from annex_user.bundle import Bundle, Caps, load_bundle, write_bundle
+from annex_common.bundle import Bundle, Caps, load_bundle, write_bundle
 from tests.flows import console_script, write_pool
 from tests.unit.test_properties import assert_valid_bundle, bundle_documents, expiry_like, outcome
 

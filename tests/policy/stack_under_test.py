@@ -21,7 +21,7 @@ SETTINGS = StackSettings(
     stack_name=STACK_NAME,
     image_id="ami-0123456789abcdef0",
     availability_zones=("us-east-1a", "us-east-1b"),
-    hourly_prices={"m7i.large": 0.1008, "m6i.large": 0.096, "m5.large": 0.096},
+    code_key="functions/annex_cloud-0123456789abcdef0123.zip",
 )
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from annex_common.errors import BadInput
-from annex_user.bundle import Bundle, Caps, locate_bundle, parse_bundle
+from annex_common.bundle import Bundle, Caps, locate_bundle, parse_bundle
 
 GOOD = {
     "region": "us-east-1",

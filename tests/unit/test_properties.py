@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from annex_common.errors import BadInput
 from annex_user import expiry
-from annex_user.bundle import REQUIRED_STRINGS, Bundle, parse_bundle
+from annex_common.bundle import REQUIRED_STRINGS, Bundle, parse_bundle
 from annex_user.launch import ANNEX_NAME_RE, default_annex_name, validate_annex_name, validate_count, validate_idle
 from templates import settings as stack_settings
 

@@ -19,7 +19,7 @@ def render(**overrides) -> dict:
         region="us-east-1",
         image_id="ami-0123456789abcdef0",
         availability_zones=ZONES,
-        hourly_prices={"m7i.large": 0.1008},
+    code_key="functions/annex_cloud-0123456789abcdef0123.zip",
     )
     settings.update(overrides)
     return json.loads(build_template(StackSettings(**settings)).to_json())

@@ -20,7 +20,7 @@ SETTINGS = StackSettings(
     instance_types=("m7i.large", "m6i.large"),
     ssh_cidr="203.0.113.0/24",
     availability_zones=("us-east-1a", "us-east-1b"),
-    hourly_prices={"m7i.large": 0.1008, "m6i.large": 0.096},
+    code_key="functions/annex_cloud-0123456789abcdef0123.zip",
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 import sys
@@ -15,17 +14,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from annex_cloud.caps import Caps, caps_from_mapping
 from annex_common.errors import BadInput
 
 DEFAULT_BUNDLE_PATH = Path("~/.condor/annex-credentials.toml")
 REQUIRED_STRINGS = ("region", "stack_name", "project_id", "user", "aws_access_key_id", "aws_secret_access_key")
-
-
-@dataclass(frozen=True)
-class Caps:
-    max_instances: int
-    max_lease_hours: float
-    max_spend_usd: float
 
 
 @dataclass(frozen=True)
@@ -36,7 +29,8 @@ class Bundle:
     user: str
     aws_access_key_id: str
     aws_secret_access_key: str
-    caps: Caps
+    # Shown to the scientist, never trusted: the broker reads the administrator's record.
+    caps: Caps | None = None
 
     def __repr__(self) -> str:  # never show the secret
         return (
@@ -48,7 +42,8 @@ class Bundle:
 
     def to_toml_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in REQUIRED_STRINGS}
-        data.update(asdict(self.caps))
+        if self.caps is not None:
+            data.update(asdict(self.caps))
         return data
 
 
@@ -107,27 +102,15 @@ def parse_bundle(data: Mapping[str, Any], path: Path) -> Bundle:
         if not isinstance(value, str) or not value.strip():
             raise _fail(path, f"the key {key!r} is missing or not a non-empty string")
         values[key] = value.strip()
-    caps = Caps(
-        max_instances=_number(data, "max_instances", path, int),
-        max_lease_hours=_number(data, "max_lease_hours", path, float),
-        max_spend_usd=_number(data, "max_spend_usd", path, float),
-    )
-    return Bundle(caps=caps, **values)
+    return Bundle(caps=informational_caps(data), **values)
 
 
-def _number(data: Mapping[str, Any], key: str, path: Path, kind: type) -> Any:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(path, f"the cap {key!r} is missing or not a number")
+def informational_caps(data: Mapping[str, Any]) -> Caps | None:
+    """The caps the bundle shows, when all three are there and sensible; otherwise none."""
     try:
-        as_float = float(value)
-    except OverflowError as exc:
-        raise _fail(path, f"the cap {key!r} is far too large") from exc
-    if kind is int and not as_float.is_integer():
-        raise _fail(path, f"the cap {key!r} must be a whole number")
-    if not math.isfinite(as_float) or as_float <= 0:
-        raise _fail(path, f"the cap {key!r} must be a positive number")
-    return kind(value)
+        return caps_from_mapping(data)
+    except (ValueError, OverflowError):
+        return None
 
 
 def write_bundle(path: Path, bundle: Bundle) -> None:

@@ -1,6 +1,6 @@
-"""The HTCondor configuration an annex's execute nodes run with, rendered on the scientist's side.
+"""The HTCondor configuration an annex's execute nodes run with, rendered from typed values.
 
-``condor_annex`` uploads two objects per annex (``contract.annex_prefix``): the HTCondor config
+The broker writes two objects per annex (``contract.annex_prefix``): the HTCondor config
 fragment from ``render_condor_config`` and the ``KEY=VALUE`` settings from ``render_node_env``,
 which the instance bootstrap (``annex_cloud/node/bootstrap.sh``) parses without sourcing. Both are pure
 text functions; every value that ends up in them is checked against a narrow character set first,
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from annex_common.errors import BadInput
+from annex_cloud.errors import Refused
 
 CONFIG_DIR = "/etc/condor/config.d"
 INSTANCE_CONFIG_PATH = f"{CONFIG_DIR}/50-condor-annex.conf"
@@ -71,13 +71,19 @@ class NodeConfigInputs:
     deadman_seconds: int = 1800
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A value for a message: quoted, control characters escaped, at most ``limit`` characters."""
+    text = repr(value) if isinstance(value, str) else repr(str(value))
+    return text if len(text) <= limit else f"{text[: limit - 5]}...' ({len(str(value)):,} characters)"
+
+
 def _check_text(label: str, value: object, pattern: str, hint: str) -> str:
     if not isinstance(value, str) or re.fullmatch(pattern, value) is None:
-        raise BadInput(
-            f"{label} {value!r} cannot be used on an annex instance",
-            why=f"it must match {pattern} ({hint}); anything else could change the node's "
+        raise Refused(
+            f"{label} {shown(value)} cannot be used on an annex instance",
+            f"it must match {pattern} ({hint}); anything else could change the node's "
             "HTCondor configuration",
-            next_step=f"choose a {label} made of the allowed characters",
+            f"choose a {label} made of the allowed characters",
         )
     return value
 
@@ -85,10 +91,10 @@ def _check_text(label: str, value: object, pattern: str, hint: str) -> str:
 def _check_int(label: str, value: object, low: int, high: int) -> int:
     # bool is an int subclass; True seconds is a mistake, not 1.
     if type(value) is not int or not low <= value <= high:
-        raise BadInput(
-            f"{label} {value!r} is out of range",
-            why=f"it must be a whole number of seconds from {low} to {high}",
-            next_step=f"give a {label} within that range",
+        raise Refused(
+            f"{label} {shown(value)} is out of range",
+            f"it must be a whole number of seconds from {low} to {high}",
+            f"give a {label} within that range",
         )
     return value
 
@@ -103,13 +109,13 @@ def validate(inputs: NodeConfigInputs) -> NodeConfigInputs:
     _check_int("idle time", inputs.idle_seconds, MIN_IDLE_SECONDS, MAX_IDLE_SECONDS)
     _check_int("dead-man time", inputs.deadman_seconds, MIN_DEADMAN_SECONDS, MAX_DEADMAN_SECONDS)
     if inputs.security not in SECURITY_MODES:
-        raise BadInput(
+        raise Refused(
             f"unknown pool security mode {inputs.security!r}",
-            why="an annex authenticates with an IDTOKEN or with the pool password",
-            next_step="use 'idtoken' or 'password'",
+            "an annex authenticates with an IDTOKEN or with the pool password",
+            "use 'idtoken' or 'password'",
         )
     if not isinstance(inputs.start_owner_only, bool):
-        raise BadInput(
+        raise Refused(
             f"start_owner_only must be true or false, not {inputs.start_owner_only!r}",
         )
     return inputs

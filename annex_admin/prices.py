@@ -1,0 +1,101 @@
+"""The region's hourly prices, fetched at setup from the AWS Price List API and stored with the stack.
+
+Refreshed at most daily. When the API cannot be reached, the table shipped with condor-annex is
+stored instead, for the regions it has; a type no source prices stays unpriced, and the broker
+then refuses to launch it: nothing is ever counted as free.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import botocore.config
+import botocore.exceptions
+
+from annex_cloud.cost import PriceBook
+from annex_cloud.prices import shipped_prices
+from annex_cloud.registry import Registry
+from annex_common.aws import AwsClients
+
+# The Price List API answers from a few regions only; one quick try per type.
+PRICING_REGION = "us-east-1"
+PRICING_CONFIG = botocore.config.Config(
+    retries={"mode": "standard", "total_max_attempts": 2}, connect_timeout=3, read_timeout=10
+)
+REFRESH_AFTER = timedelta(days=1)
+PRICE_LIST_SOURCE = "AWS Price List API"
+
+
+def price_filters(region: str, instance_type: str) -> list[dict[str, str]]:
+    return [
+        {"Type": "TERM_MATCH", "Field": field, "Value": value}
+        for field, value in (
+            ("instanceType", instance_type),
+            ("regionCode", region),
+            ("operatingSystem", "Linux"),
+            ("tenancy", "Shared"),
+            ("preInstalledSw", "NA"),
+            ("capacitystatus", "Used"),
+        )
+    ]
+
+
+def parse_price_list_item(items: list[Any]) -> float | None:
+    """The on-demand USD hourly price in a GetProducts answer, or None."""
+    for raw in items:
+        product = json.loads(raw) if isinstance(raw, str) else raw
+        for term in product.get("terms", {}).get("OnDemand", {}).values():
+            for dimension in term.get("priceDimensions", {}).values():
+                usd = dimension.get("pricePerUnit", {}).get("USD")
+                if usd is not None and float(usd) > 0:
+                    return float(usd)
+    return None
+
+
+def fetch_price_list(clients: AwsClients, region: str, types: list[str]) -> dict[str, float]:
+    """Prices the API gives for ``types`` (possibly not all); {} when it cannot be reached."""
+    pricing = clients.client("pricing", region=PRICING_REGION, config=PRICING_CONFIG)
+    found: dict[str, float] = {}
+    for itype in types:
+        try:
+            response = pricing.get_products(
+                ServiceCode="AmazonEC2", Filters=price_filters(region, itype), MaxResults=10
+            )
+            price = parse_price_list_item(response.get("PriceList", []))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ValueError, KeyError):
+            return found
+        if price is not None:
+            found[itype] = price
+    return found
+
+
+def is_fresh(book: PriceBook | None, types: list[str], now: datetime) -> bool:
+    if book is None or book.source != PRICE_LIST_SOURCE or not book.fetched_at:
+        return False
+    try:
+        fetched = datetime.strptime(book.fetched_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return False
+    return now - fetched < REFRESH_AFTER and all(book.price(t) is not None for t in types)
+
+
+def refresh_prices(clients: AwsClients, registry: Registry, region: str, types: list[str], now: datetime) -> PriceBook:
+    """Store the region's prices for ``types`` unless fresh ones are stored; returns what is stored."""
+    stored = registry.prices()
+    if is_fresh(stored, types, now):
+        assert stored is not None
+        return stored
+    fetched = fetch_price_list(clients, region, types)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if fetched:
+        book = PriceBook(fetched, PRICE_LIST_SOURCE, stamp)
+    else:
+        book = PriceBook(shipped_prices(region), "the table shipped with condor-annex (the Price List API was not reachable)", stamp)
+    registry.put_prices(book)
+    return book
+
+
+def missing_prices(book: PriceBook, types: list[str]) -> list[str]:
+    return [t for t in types if book.price(t) is None]

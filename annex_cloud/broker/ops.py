@@ -1,0 +1,448 @@
+"""The broker's operations, for the proven caller's own project, on the administrator's terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from annex_cloud import cost
+from annex_cloud.broker import requests as asks
+from annex_cloud.broker.settings import BrokerSettings
+from annex_cloud.caps import LEASE_CAP_SLACK_SECONDS, MIN_LEASE_SECONDS, SPEND_EPSILON, Caps
+from annex_cloud.errors import Busy, Refused
+from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
+from annex_cloud.fleet import FleetResult, FleetSpec, run_fleet
+from annex_cloud.instances import STATUS_STATES, AnnexInstance, project_instances
+from annex_cloud.layout import NODE_CONFIG_OBJECT, NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
+from annex_cloud.node.config import NodeConfigInputs, render_condor_config, render_node_env
+from annex_cloud.prices import shipped_prices
+from annex_cloud.registry import Registry
+from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT
+
+BATCH = 1000  # ids per CreateTags / TerminateInstances call
+
+
+@dataclass
+class Call:
+    """One request: who asks (proven), for which project, under which caps, with which clients."""
+
+    settings: BrokerSettings
+    user: str
+    project_id: str
+    caps: Caps
+    ec2: Any
+    s3: Any
+    registry: Registry
+    now: datetime
+    params: dict[str, Any]
+
+
+# -- shared pieces --------------------------------------------------------------------------
+
+
+def price_book(call: Call) -> cost.PriceBook:
+    """The prices setup stored with the stack; the shipped table only when none were stored."""
+    stored = call.registry.prices()
+    if stored is not None and stored.hourly:
+        return stored
+    return cost.PriceBook(shipped_prices(call.settings.region), "the table shipped with condor-annex")
+
+
+def require_prices(book: cost.PriceBook, types: tuple[str, ...] | list[str]) -> dict[str, float]:
+    try:
+        return book.require(types)
+    except cost.NoPrice as exc:
+        raise Refused(
+            f"no price is known for {', '.join(exc.missing)} in this region",
+            f"the broker never launches what it cannot price (prices from {exc.source})",
+            "Ask your pool administrator to run `annex-admin setup` so the region's prices are fetched.",
+        ) from exc
+
+
+def live_instances(call: Call) -> list[AnnexInstance]:
+    return project_instances(call.ec2, call.project_id)
+
+
+def counted_instances(call: Call) -> list[dict[str, str]]:
+    """The project's live instances for caps: EC2's list, plus launches of the last minutes that
+    DescribeInstances may not show yet (it is eventually consistent)."""
+    counted = {
+        i.instance_id: {"instance_id": i.instance_id, "instance_type": i.instance_type,
+                        "expiry": i.expiry_tag or "", "annex_name": i.annex_name}
+        for i in live_instances(call)
+    }
+    unseen = [r for r in call.registry.recent_launches(call.project_id) if r["instance_id"] not in counted]
+    gone = _ended_ids(call.ec2, [r["instance_id"] for r in unseen])
+    for record in unseen:
+        if record["instance_id"] not in gone:
+            counted[record["instance_id"]] = record
+    return list(counted.values())
+
+
+def _ended_ids(ec2: Any, ids: list[str]) -> set[str]:
+    ended: set[str] = set()
+    for start in range(0, len(ids), BATCH):
+        try:
+            pages = ec2.get_paginator("describe_instances").paginate(InstanceIds=ids[start : start + BATCH])
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    for raw in reservation.get("Instances", []):
+                        if raw.get("State", {}).get("Name") not in LIVE_STATES:
+                            ended.add(raw["InstanceId"])
+        except Exception as exc:  # not visible yet: count them, as the safe side
+            if "InvalidInstanceID" not in str(exc):
+                raise
+    return ended
+
+
+def committed_spend(records: list[dict[str, str]], book: cost.PriceBook, now: datetime) -> float:
+    return sum(
+        cost.remaining_cost(book.hourly_or_unbounded(r["instance_type"]), parse_expiry_tag(r.get("expiry")), now)
+        for r in records
+    )
+
+
+def check_lease(call: Call, expiry: datetime, start: datetime, what: str = "lease") -> float:
+    """Hours from ``start`` to ``expiry``; Refused when too short or beyond the project's cap."""
+    if (expiry - call.now).total_seconds() < MIN_LEASE_SECONDS:
+        raise Refused(
+            f"the lease end {format_expiry_tag(expiry)} is less than 10 minutes away",
+            "instances need several minutes to boot and join the pool",
+            "Pass a later --expiry or a longer --duration.",
+        )
+    hours = cost.hours_between(start, expiry)
+    cap = call.caps.max_lease_hours
+    if hours * 3600 > cap * 3600 + LEASE_CAP_SLACK_SECONDS:
+        raise Refused(
+            f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
+            f"the lease would end {format_expiry_tag(expiry)}",
+            f"Choose an end within {cap:g} hours, or ask your pool administrator to raise the cap.",
+        )
+    return hours
+
+
+def check_spend(call: Call, committed_before: float, adding: float, what: str) -> None:
+    cap = call.caps.max_spend_usd
+    if committed_before + adding > cap + SPEND_EPSILON:
+        raise Refused(
+            f"{what} could cost up to ${adding:,.2f}, which would break the project's spend cap of ${cap:,.2f}",
+            f"the project's other live instances can still cost ${committed_before:,.2f}",
+            "Ask for fewer instances or a shorter lease, end another annex, or ask your pool administrator to raise the cap.",
+        )
+
+
+def caps_dict(caps: Caps) -> dict[str, float]:
+    return {"max_instances": caps.max_instances, "max_lease_hours": caps.max_lease_hours, "max_spend_usd": caps.max_spend_usd}
+
+
+def locked(call: Call, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work`` holding the project's lock: concurrent requests of one project take turns."""
+    holder = call.registry.acquire(call.project_id)
+    try:
+        return work()
+    finally:
+        call.registry.release(call.project_id, holder)
+
+
+# -- plan and launch ------------------------------------------------------------------------
+
+
+def _launch_plan(call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]]) -> dict[str, Any]:
+    """Every check of a launch, reading only; Refused names the rule it would break."""
+    book = price_book(call)
+    prices = require_prices(book, ask.instance_types)
+    hours = check_lease(call, ask.expiry, call.now)
+    in_use = [r for r in counted if r.get("annex_name") == ask.annex_name]
+    if in_use:
+        raise Refused(
+            f"the annex name {ask.annex_name} is already in use",
+            f"it has {len(in_use)} live instance(s)",
+            "See `condor_annex status`; extend or terminate it, or pick another --annex-name.",
+        )
+    cap = call.caps.max_instances
+    if len(counted) + ask.count > cap:
+        raise Refused(
+            f"{ask.count} more instances would break the project's instance cap of {cap}",
+            f"the project already has {len(counted)} live instance(s)",
+            f"Ask for at most {max(cap - len(counted), 0)}, or end another annex first.",
+        )
+    committed = committed_spend(counted, book, call.now)
+    most = cost.most_cost(ask.count, prices, hours)
+    check_spend(call, committed, most, "this annex")
+    return {
+        "annex_name": ask.annex_name,
+        "project_id": call.project_id,
+        "owner": call.user,
+        "count": ask.count,
+        "instance_types": list(ask.instance_types),
+        "prices": prices,
+        "price_source": book.source,
+        "spot": ask.spot,
+        "expiry": format_expiry_tag(ask.expiry),
+        "lease_hours": hours,
+        "hourly_low": min(prices.values()) * ask.count,
+        "hourly_high": max(prices.values()) * ask.count,
+        "most_cost": most,
+        "live_instances": len(counted),
+        "committed_spend": committed,
+        "caps": caps_dict(call.caps),
+    }
+
+
+def plan_launch(call: Call) -> dict[str, Any]:
+    ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=False)
+    return _launch_plan(call, ask, counted_instances(call))
+
+
+def launch(call: Call) -> dict[str, Any]:
+    """Launch once per request id: a retry gets the first answer, never a second annex."""
+    ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=True)
+    request_id = asks.request_id(call.params)
+    earlier = call.registry.begin_request(call.project_id, request_id)
+    if earlier is not None:
+        if earlier.state == "done" and earlier.result is not None:
+            return {**earlier.result, "replayed": True}
+        raise Busy(f"request {request_id} is still being carried out")
+    fleet = FleetResult()
+    try:
+        result = locked(call, lambda: _launch_locked(call, ask, request_id, fleet))
+    except BaseException as exc:
+        if fleet.instances:
+            # Something runs: remember it under this id, so a retry reports it and never relaunches.
+            call.registry.finish_request(call.project_id, request_id, {"instance_ids": sorted(fleet.instances), "failed": str(exc)[:300]})
+        else:
+            call.registry.forget_request(call.project_id, request_id)
+        raise
+    if result["instance_ids"]:
+        call.registry.finish_request(call.project_id, request_id, result)
+    else:
+        call.registry.forget_request(call.project_id, request_id)
+    return result
+
+
+def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult) -> dict[str, Any]:
+    plan = _launch_plan(call, ask, counted_instances(call))
+    prefix = annex_prefix(call.project_id, ask.annex_name)
+    for name, body in node_objects(call, ask).items():
+        call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
+    retried = False
+
+    def create_fleet(**request: Any) -> dict[str, Any]:
+        nonlocal retried
+        response = call.ec2.create_fleet(**request)
+        retried |= response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+        return response
+
+    def remember(_new: list[str]) -> None:
+        call.registry.record_instances(call.project_id, request_id, [
+            {"instance_id": i, "instance_type": pool[0], "expiry": plan["expiry"], "annex_name": ask.annex_name}
+            for i, pool in fleet.instances.items()
+        ])
+
+    spec = FleetSpec(
+        count=ask.count,
+        launch_templates={t: call.settings.launch_templates[t] for t in ask.instance_types},
+        pools=[(t, s) for t in ask.instance_types for s in call.settings.subnets],
+        tags=instance_tags(call, ask),
+        spot=ask.spot,
+        max_price=plan["prices"],
+    )
+    try:
+        run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet)
+    finally:
+        if not fleet.instances:
+            delete_prefix(call, prefix)  # nothing runs: nothing is left half-done
+    duplicates = end_duplicates(call, ask.annex_name, set(fleet.instances)) if retried else []
+    return {
+        **plan,
+        "instance_ids": sorted(fleet.instances),
+        "by_type": fleet.by_type(),
+        "errors": [e.to_dict() for e in fleet.errors],
+        "rounds": fleet.rounds,
+        "stopped_by": fleet.stopped_by,
+        "duplicates_ended": len(duplicates),
+        "security": ask.pool.security if ask.pool else "",
+    }
+
+
+def instance_tags(call: Call, ask: asks.LaunchAsk) -> dict[str, str]:
+    """The tag contract; project and owner from the proven identity and the administrator's record."""
+    return {
+        TAG_ANNEX_NAME: ask.annex_name,
+        TAG_PROJECT: call.project_id,
+        TAG_EXPIRY: format_expiry_tag(ask.expiry),
+        TAG_IDLE: str(ask.idle_minutes * 60),
+        TAG_OWNER: call.user,
+    }
+
+
+def node_objects(call: Call, ask: asks.LaunchAsk) -> dict[str, bytes]:
+    """The annex's configuration, rendered here from typed values, and its security material."""
+    assert ask.pool is not None
+    inputs = NodeConfigInputs(
+        annex_name=ask.annex_name,
+        project_id=call.project_id,
+        owner=ask.pool.job_owner,
+        collector_host=ask.pool.collector_host,
+        trust_domain=ask.pool.trust_domain,
+        idle_seconds=ask.idle_minutes * 60,
+        security=ask.pool.security,  # type: ignore[arg-type]
+    )
+    material_object = TOKEN_OBJECT if ask.pool.security == "idtoken" else PASSWORD_OBJECT
+    return {
+        NODE_CONFIG_OBJECT: render_condor_config(inputs).encode(),
+        NODE_ENV_OBJECT: render_node_env(inputs).encode(),
+        material_object: ask.pool.material,
+    }
+
+
+def end_duplicates(call: Call, annex_name: str, known: set[str]) -> list[str]:
+    """After a retried CreateFleet, end instances of this annex no answer named: an endpoint
+    that did not honour the client token launched them twice."""
+    present = project_instances(call.ec2, call.project_id, annex_name=annex_name)
+    extra = [i.instance_id for i in present if i.instance_id not in known]
+    terminate(call.ec2, extra)
+    return extra
+
+
+def terminate(ec2: Any, ids: list[str]) -> None:
+    for start in range(0, len(ids), BATCH):
+        ec2.terminate_instances(InstanceIds=ids[start : start + BATCH])
+
+
+def delete_prefix(call: Call, prefix: str) -> int:
+    deleted = 0
+    for page in call.s3.get_paginator("list_objects_v2").paginate(Bucket=call.settings.bucket, Prefix=prefix):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            call.s3.delete_objects(Bucket=call.settings.bucket, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+    return deleted
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def status(call: Call) -> dict[str, Any]:
+    name = call.params.get("annex_name")
+    if name is not None:
+        name = asks.annex_name(call.params)
+    book = price_book(call)
+    rows = []
+    for i in project_instances(call.ec2, call.project_id, annex_name=name, states=STATUS_STATES):
+        hourly = book.hourly_or_unbounded(i.instance_type)
+        expiry = i.expiry
+        rows.append({
+            "instance_id": i.instance_id,
+            "annex_name": i.annex_name,
+            "project_id": i.project_id,
+            "owner": i.owner,
+            "state": i.state,
+            "instance_type": i.instance_type,
+            "availability_zone": i.zone,
+            "lifecycle": i.lifecycle,
+            "launch_time": format_expiry_tag(i.launch_time),
+            "expiry": format_expiry_tag(expiry) if expiry else None,
+            "hourly_price": None if hourly == float("inf") else hourly,
+            "cost_so_far": _finite(cost.spent_so_far(hourly, i.launch_time, call.now)),
+            "can_still_cost": _finite(cost.remaining_cost(hourly, expiry, call.now)) if i.live else 0.0,
+        })
+    return {"instances": rows, "caps": caps_dict(call.caps), "now": format_expiry_tag(call.now), "price_source": book.source}
+
+
+def _finite(value: float) -> float | None:
+    return None if value == float("inf") else round(value, 6)
+
+
+# -- extend ---------------------------------------------------------------------------------
+
+
+def _annex_or_refuse(call: Call, name: str, instances: list[AnnexInstance]) -> list[AnnexInstance]:
+    mine = [i for i in instances if i.annex_name == name]
+    if not mine:
+        raise Refused(
+            f"no live annex named {name} in project {call.project_id}",
+            "no pending or running instance carries that annex name",
+            "See `condor_annex status` for the project's annexes.",
+        )
+    return mine
+
+
+def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[AnnexInstance]]:
+    project = live_instances(call)
+    annex = _annex_or_refuse(call, ask.annex_name, project)
+    current = [i.expiry for i in annex if i.expiry is not None]
+    latest = max(current) if current else None
+    if latest is not None and ask.expiry < latest and not ask.shorten:
+        raise Refused(
+            f"the new lease end {format_expiry_tag(ask.expiry)} is earlier than today's ({format_expiry_tag(latest)})",
+            "extend never shortens a lease unless asked to",
+            "Pass a later end, or add --shorten to end the lease earlier.",
+        )
+    hours = check_lease(call, ask.expiry, min(i.launch_time for i in annex), "extended lease")
+    book = price_book(call)
+    require_prices(book, sorted({i.instance_type for i in annex}))
+    others = [
+        {"instance_type": i.instance_type, "expiry": i.expiry_tag or ""} for i in project if i.annex_name != ask.annex_name
+    ]
+    committed_others = committed_spend(others, book, call.now)
+    annex_cost = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), ask.expiry, call.now) for i in annex)
+    check_spend(call, committed_others, annex_cost, "the extended annex")
+    plan = {
+        "annex_name": ask.annex_name,
+        "instance_ids": [i.instance_id for i in annex],
+        "old_expiries": sorted({i.expiry_tag or "" for i in annex}),
+        "expiry": format_expiry_tag(ask.expiry),
+        "lease_hours": hours,
+        "most_cost": annex_cost,
+        "committed_spend": committed_others,
+        "caps": caps_dict(call.caps),
+        "shortens": latest is not None and ask.expiry < latest,
+    }
+    return plan, annex
+
+
+def plan_extend(call: Call) -> dict[str, Any]:
+    plan, _ = _extend_plan(call, asks.extend_ask(call.params))
+    return plan
+
+
+def extend(call: Call) -> dict[str, Any]:
+    ask = asks.extend_ask(call.params)
+
+    def work() -> dict[str, Any]:
+        plan, annex = _extend_plan(call, ask)
+        prefix = annex_prefix(call.project_id, ask.annex_name)
+        if ask.token is not None:
+            call.s3.put_object(
+                Bucket=call.settings.bucket, Key=prefix + TOKEN_OBJECT, Body=ask.token, ServerSideEncryption="AES256"
+            )
+        ids = [i.instance_id for i in annex]
+        for start in range(0, len(ids), BATCH):
+            call.ec2.create_tags(Resources=ids[start : start + BATCH], Tags=[{"Key": TAG_EXPIRY, "Value": plan["expiry"]}])
+        return {**plan, "token_replaced": ask.token is not None}
+
+    return locked(call, work)
+
+
+# -- terminate ------------------------------------------------------------------------------
+
+
+def end_annex(call: Call) -> dict[str, Any]:
+    name = asks.annex_name(call.params)
+    annex = project_instances(call.ec2, call.project_id, annex_name=name)
+    ids = [i.instance_id for i in annex]
+    terminate(call.ec2, ids)
+    removed = delete_prefix(call, annex_prefix(call.project_id, name))
+    return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
+
+
+OPERATIONS: dict[str, Callable[[Call], dict[str, Any]]] = {
+    "plan_launch": plan_launch,
+    "launch": launch,
+    "status": status,
+    "plan_extend": plan_extend,
+    "extend": extend,
+    "terminate": end_annex,
+}

@@ -1,0 +1,205 @@
+"""What the broker accepts from a request: each field checked, nothing else read.
+
+The request may choose only: annex name, count, instance types (from the stack's list), spot
+or on-demand, lease end, idle minutes, and the annex's pool contact and security material.
+Project, owner, caps, prices, image and every other launch parameter come from elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from annex_cloud.errors import Refused
+from annex_cloud.expiry import parse_expiry_tag
+from annex_cloud.node.config import (
+    COLLECTOR_HOST_PATTERN,
+    OWNER_PATTERN,
+    SECURITY_MODES,
+    TRUST_DOMAIN_PATTERN,
+    shown,
+)
+
+ANNEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_COUNT = 10_000
+MIN_IDLE_MINUTES, MAX_IDLE_MINUTES = 1, 24 * 60
+MAX_MATERIAL_BYTES = 64 * 1024
+MAX_FIELD_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class PoolContact:
+    collector_host: str
+    trust_domain: str
+    job_owner: str  # whose jobs the nodes start
+    security: str  # idtoken | password
+    material: bytes  # the annex's IDTOKEN, or the pool password file
+
+    def __repr__(self) -> str:  # never show the material
+        return f"PoolContact({self.collector_host!r}, {self.trust_domain!r}, {self.job_owner!r}, {self.security!r})"
+
+
+@dataclass(frozen=True)
+class LaunchAsk:
+    annex_name: str
+    count: int
+    instance_types: tuple[str, ...]
+    spot: bool
+    expiry: datetime
+    idle_minutes: int
+    pool: PoolContact | None  # None when only planning
+
+
+@dataclass(frozen=True)
+class ExtendAsk:
+    annex_name: str
+    expiry: datetime
+    shorten: bool
+    token: bytes | None
+
+
+def _field(params: Mapping[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+    value = params.get(name)
+    if value is None and not required:
+        return None
+    if kind is int and isinstance(value, bool):
+        value = None  # True is not a count
+    if not isinstance(value, kind):
+        raise Refused(
+            f"the request's {name.replace('_', ' ')} is missing or not a {kind.__name__}",
+            f"got {shown(value)}",
+            "Use condor_annex, or send the fields it sends.",
+        )
+    if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
+        raise Refused(f"the request's {name.replace('_', ' ')} is too long", f"{len(value):,} characters", "Send a shorter value.")
+    return value
+
+
+def annex_name(params: Mapping[str, Any]) -> str:
+    name = _field(params, "annex_name", str)
+    if not ANNEX_NAME_RE.match(name):
+        raise Refused(
+            f"annex name {shown(name)} is not allowed",
+            "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            "Pass another --annex-name.",
+        )
+    return name
+
+
+def request_id(params: Mapping[str, Any]) -> str:
+    value = _field(params, "request_id", str)
+    if not REQUEST_ID_RE.match(value):
+        raise Refused("the request id is malformed", "it must be 32 hexadecimal digits", "Use condor_annex.")
+    return value
+
+
+def expiry(params: Mapping[str, Any]) -> datetime:
+    text = _field(params, "expiry", str)
+    moment = parse_expiry_tag(text)
+    if moment is None:
+        raise Refused(
+            f"the lease end {shown(text)} is not in the expiry format",
+            "it must be ISO 8601 UTC to the second, like 2026-12-18T23:59:00Z",
+            "Use condor_annex --expiry 'YYYY-MM-DD HH:MM' or --duration HOURS.",
+        )
+    return moment
+
+
+def instance_types(params: Mapping[str, Any], offered: tuple[str, ...]) -> tuple[str, ...]:
+    asked = params.get("instance_types")
+    if asked is None:
+        return offered
+    if not isinstance(asked, list) or not asked or not all(isinstance(t, str) for t in asked):
+        raise Refused("the request's instance types are malformed", "a list of type names is expected", "Use condor_annex.")
+    unknown = [t for t in asked if t not in offered]
+    if unknown:
+        raise Refused(
+            f"instance type {shown(unknown[0])} is not offered by this region's annex stack",
+            f"the stack offers {', '.join(offered)}",
+            "Choose one of those with --instance-type, or omit it to let the fleet choose.",
+        )
+    return tuple(dict.fromkeys(asked))
+
+
+def launch_ask(params: Mapping[str, Any], offered: tuple[str, ...], *, with_pool: bool) -> LaunchAsk:
+    count = _field(params, "count", int)
+    if not 1 <= count <= MAX_COUNT:
+        raise Refused(
+            f"--instances {count} is out of range",
+            f"an annex has from 1 to {MAX_COUNT:,} instances",
+            "Pass for example --instances 16.",
+        )
+    idle = _field(params, "idle_minutes", int)
+    if not MIN_IDLE_MINUTES <= idle <= MAX_IDLE_MINUTES:
+        raise Refused(
+            f"--idle {idle} is out of range",
+            "the idle shutdown must be between 1 minute and 24 hours",
+            "Pass for example --idle 15.",
+        )
+    spot = params.get("spot", False)
+    if not isinstance(spot, bool):
+        raise Refused("the request's spot flag is not true or false", f"got {shown(spot)}", "Use condor_annex.")
+    return LaunchAsk(
+        annex_name=annex_name(params),
+        count=count,
+        instance_types=instance_types(params, offered),
+        spot=spot,
+        expiry=expiry(params),
+        idle_minutes=idle,
+        pool=pool_contact(params.get("pool")) if with_pool else None,
+    )
+
+
+def _matches(label: str, value: str, pattern: str) -> str:
+    if re.fullmatch(pattern, value) is None:
+        raise Refused(
+            f"the {label} {shown(value)} cannot be used on an annex instance",
+            "it holds characters an HTCondor configuration value may not have",
+            f"Fix the pool's {label} in your HTCondor configuration.",
+        )
+    return value
+
+
+def material(value: Any, label: str) -> bytes:
+    if not isinstance(value, str) or len(value) > MAX_MATERIAL_BYTES * 2:
+        raise Refused(f"the annex's {label} is missing or too large", "", "Use condor_annex.")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise Refused(f"the annex's {label} is not base64", str(exc), "Use condor_annex.") from exc
+    if not raw or len(raw) > MAX_MATERIAL_BYTES:
+        raise Refused(f"the annex's {label} is empty or too large", f"{len(raw):,} bytes", "Use condor_annex.")
+    return raw
+
+
+def pool_contact(value: Any) -> PoolContact:
+    if not isinstance(value, dict):
+        raise Refused("the request has no pool contact", "a launch needs the pool's collector and security material", "Use condor_annex.")
+    security = _field(value, "security", str)
+    if security not in SECURITY_MODES:
+        raise Refused(f"unknown pool security mode {shown(security)}", "an annex uses an IDTOKEN or the pool password", "Use condor_annex.")
+    return PoolContact(
+        collector_host=_matches("collector address", _field(value, "collector_host", str), COLLECTOR_HOST_PATTERN),
+        trust_domain=_matches("trust domain", _field(value, "trust_domain", str), TRUST_DOMAIN_PATTERN),
+        job_owner=_matches("job owner", _field(value, "job_owner", str), OWNER_PATTERN),
+        security=security,
+        material=material(value.get("material"), "security material"),
+    )
+
+
+def extend_ask(params: Mapping[str, Any]) -> ExtendAsk:
+    shorten = params.get("shorten", False)
+    if not isinstance(shorten, bool):
+        raise Refused("the request's shorten flag is not true or false", f"got {shown(shorten)}", "Use condor_annex.")
+    token = params.get("token")
+    return ExtendAsk(
+        annex_name=annex_name(params),
+        expiry=expiry(params),
+        shorten=shorten,
+        token=None if token is None else material(token, "token"),
+    )

@@ -1,0 +1,268 @@
+"""The administrator's record, in the stack's DynamoDB table: one place, read by everyone.
+
+``issue-credentials`` writes who belongs to which project and the project's caps; the broker
+and the enforcer read them; setup stores the region's prices. The same table serialises each
+project's spending requests (a lock item taken with a conditional write) and remembers every
+request by its id, so a retried request never acts twice.
+
+Items (partition key ``pk``, sort key ``sk``):
+  user#<user>      / user            project
+  project#<p>      / caps            max_instances, max_lease_hours, max_spend_usd
+  project#<p>      / lock            holder, expires (epoch seconds)
+  project#<p>      / request#<id>    state, result (JSON), instances (JSON), created, ttl
+  stack            / prices          hourly (JSON), source, fetched_at
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from annex_cloud.caps import Caps, caps_from_mapping
+from annex_cloud.cost import PriceBook
+from annex_cloud.errors import Busy
+
+LOCK_SECONDS = 120  # longer than any one request holds it; a crashed holder frees it then
+LOCK_WAIT_SECONDS = 60
+REQUEST_TTL_SECONDS = 7 * 24 * 3600
+RECENT_SECONDS = 15 * 60  # launches this recent count even if DescribeInstances lags
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    user: str
+    project_id: str
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    request_id: str
+    state: str  # started | done
+    result: dict[str, Any] | None
+    instances: list[dict[str, str]]
+    created: float
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(float(value)) if not float(value).is_integer() else str(int(value))}
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": _s(pk), "sk": _s(sk)}
+
+
+def _code(exc: Exception) -> str:
+    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+
+
+class Registry:
+    """Typed access to the table through a low-level DynamoDB client."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self.db = dynamodb
+        self.table = table
+
+    # -- users and projects ------------------------------------------------------------------
+
+    def user(self, user: str) -> UserRecord | None:
+        item = self._get(f"user#{user}", "user")
+        if not item or "project" not in item:
+            return None
+        return UserRecord(user=user, project_id=item["project"]["S"])
+
+    def put_user(self, user: str, project_id: str) -> None:
+        self.db.put_item(
+            TableName=self.table,
+            Item={**_key(f"user#{user}", "user"), "project": _s(project_id), "updated": _s(_now_text())},
+        )
+
+    def delete_user(self, user: str) -> None:
+        self.db.delete_item(TableName=self.table, Key=_key(f"user#{user}", "user"))
+
+    def caps(self, project_id: str) -> Caps | None:
+        """The project's caps; None when it has no record. ValueError when the record is corrupt."""
+        item = self._get(f"project#{project_id}", "caps")
+        if not item:
+            return None
+        return caps_from_mapping({name: value.get("N") for name, value in item.items() if "N" in value})
+
+    def put_caps(self, project_id: str, caps: Caps) -> None:
+        self.db.put_item(
+            TableName=self.table,
+            Item={
+                **_key(f"project#{project_id}", "caps"),
+                "max_instances": _n(caps.max_instances),
+                "max_lease_hours": _n(caps.max_lease_hours),
+                "max_spend_usd": _n(caps.max_spend_usd),
+                "updated": _s(_now_text()),
+            },
+        )
+
+    def users(self) -> Iterator[UserRecord]:
+        for item in self._scan():
+            if item["pk"]["S"].startswith("user#") and "project" in item:
+                yield UserRecord(item["pk"]["S"][5:], item["project"]["S"])
+
+    # -- prices ------------------------------------------------------------------------------
+
+    def prices(self) -> PriceBook | None:
+        item = self._get("stack", "prices")
+        if not item:
+            return None
+        try:
+            hourly = {str(k): float(v) for k, v in json.loads(item["hourly"]["S"]).items()}
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return None
+        return PriceBook(hourly, item.get("source", {}).get("S", "registry"), item.get("fetched_at", {}).get("S"))
+
+    def put_prices(self, book: PriceBook) -> None:
+        self.db.put_item(
+            TableName=self.table,
+            Item={
+                **_key("stack", "prices"),
+                "hourly": _s(json.dumps(dict(book.hourly), sort_keys=True)),
+                "source": _s(book.source),
+                "fetched_at": _s(book.fetched_at or _now_text()),
+            },
+        )
+
+    # -- the per-project lock ----------------------------------------------------------------
+
+    def acquire(self, project_id: str, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> str:
+        """Take the project's lock (a conditional write); Busy when it stays held."""
+        holder = uuid.uuid4().hex
+        deadline = time.monotonic() + wait_seconds
+        pause = 0.05
+        while True:
+            now = time.time()
+            try:
+                self.db.put_item(
+                    TableName=self.table,
+                    Item={**_key(f"project#{project_id}", "lock"), "holder": _s(holder), "expires": _n(now + LOCK_SECONDS)},
+                    ConditionExpression="attribute_not_exists(pk) OR expires < :now",
+                    ExpressionAttributeValues={":now": _n(now)},
+                )
+                return holder
+            except Exception as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+            if time.monotonic() > deadline:
+                raise Busy(f"another request of project {project_id} has held its lock for over {wait_seconds:g} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def release(self, project_id: str, holder: str) -> None:
+        try:
+            self.db.delete_item(
+                TableName=self.table,
+                Key=_key(f"project#{project_id}", "lock"),
+                ConditionExpression="holder = :me",
+                ExpressionAttributeValues={":me": _s(holder)},
+            )
+        except Exception as exc:
+            if _code(exc) != "ConditionalCheckFailedException":  # expired and taken by another
+                raise
+
+    # -- requests, remembered by id ----------------------------------------------------------
+
+    def begin_request(self, project_id: str, request_id: str) -> RequestRecord | None:
+        """Record a new request; None if it is new, else the earlier record of the same id."""
+        now = time.time()
+        try:
+            self.db.put_item(
+                TableName=self.table,
+                Item={
+                    **_key(f"project#{project_id}", f"request#{request_id}"),
+                    "state": _s("started"),
+                    "created": _n(now),
+                    "ttl": _n(int(now + REQUEST_TTL_SECONDS)),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return None
+        except Exception as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+        item = self._get(f"project#{project_id}", f"request#{request_id}") or {}
+        return _request(request_id, item)
+
+    def record_instances(self, project_id: str, request_id: str, instances: list[dict[str, str]]) -> None:
+        """The instances a request launched, kept so the next request counts them at once."""
+        self.db.update_item(
+            TableName=self.table,
+            Key=_key(f"project#{project_id}", f"request#{request_id}"),
+            UpdateExpression="SET instances = :i",
+            ExpressionAttributeValues={":i": _s(json.dumps(instances))},
+        )
+
+    def finish_request(self, project_id: str, request_id: str, result: dict[str, Any]) -> None:
+        self.db.update_item(
+            TableName=self.table,
+            Key=_key(f"project#{project_id}", f"request#{request_id}"),
+            UpdateExpression="SET #s = :done, #r = :r",
+            ExpressionAttributeNames={"#s": "state", "#r": "result"},
+            ExpressionAttributeValues={":done": _s("done"), ":r": _s(json.dumps(result))},
+        )
+
+    def forget_request(self, project_id: str, request_id: str) -> None:
+        """A request that changed nothing is forgotten, so the same id may be tried again."""
+        self.db.delete_item(TableName=self.table, Key=_key(f"project#{project_id}", f"request#{request_id}"))
+
+    def recent_launches(self, project_id: str, *, now: float | None = None) -> list[dict[str, str]]:
+        """Instances launched by this project's requests of the last few minutes."""
+        since = (now or time.time()) - RECENT_SECONDS
+        found: list[dict[str, str]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :r)",
+            "ExpressionAttributeValues": {":p": _s(f"project#{project_id}"), ":r": _s("request#")},
+        }
+        while True:
+            page = self.db.query(**kwargs)
+            for item in page.get("Items", []):
+                record = _request(item["sk"]["S"][8:], item)
+                if record.created >= since:
+                    found.extend(record.instances)
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        return self.db.get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True).get("Item")
+
+    def _scan(self) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            page = self.db.scan(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _request(request_id: str, item: dict[str, Any]) -> RequestRecord:
+    def text(name: str) -> str | None:
+        return item.get(name, {}).get("S")
+
+    result_text, instances_text = text("result"), text("instances")
+    return RequestRecord(
+        request_id=request_id,
+        state=text("state") or "started",
+        result=json.loads(result_text) if result_text else None,
+        instances=json.loads(instances_text) if instances_text else [],
+        created=float(item.get("created", {}).get("N", "0")),
+    )
+
+
+def _now_text() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
