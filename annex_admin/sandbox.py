@@ -17,6 +17,8 @@ from annex_common.errors import AnnexError, BadInput
 FAKE_ACCESS_KEY = "AKIASANDBOXADMIN0000"
 FAKE_SECRET_KEY = "sandbox-secret-not-a-real-key"
 REGION = "us-east-1"
+# The one emulator start-up of the project: moto's server with the patches the project relies on.
+EMULATOR_MODULE = "annex_admin.emulator_server"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def spawn_emulator(
     module: str, port: int, log_path: Path, *, env: dict[str, str] | None = None,
     cwd: Path | None = None, detach: bool = False, timeout: float = 60,
 ) -> tuple[str, subprocess.Popen]:
-    """Start an emulator server module (moto.server or a wrapper of it) on 127.0.0.1:port and
+    """Start an emulator server module (EMULATOR_MODULE, or moto.server itself) on 127.0.0.1:port and
     wait until it answers; its output goes to ``log_path``."""
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
@@ -109,7 +111,7 @@ def start_sandbox(state_dir: Path, port: int | None = None) -> Sandbox:
     port = port or free_port()
     log = state_dir / "emulator.log"
     # Detached: the emulator outlives the command that started it.
-    url, process = spawn_emulator("moto.server", port, log, detach=True)
+    url, process = spawn_emulator(EMULATOR_MODULE, port, log, detach=True)
     (state_dir / "sandbox.url").write_text(url)
     (state_dir / "sandbox.pid").write_text(str(process.pid))
     return Sandbox(url, process.pid, log)

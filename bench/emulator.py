@@ -1,4 +1,5 @@
-"""The benchmark's own emulator: moto's server on loopback, with its request log kept in a file.
+"""The benchmark's emulator: the project's moto server (annex_admin/emulator_server.py) on loopback,
+with its request log kept in a file.
 
 API calls are counted from the emulator's side: werkzeug writes one access-log line per HTTP
 request it answers (retries and failed requests included), before the response body goes out.
@@ -17,10 +18,9 @@ from typing import Any
 
 import boto3
 
-from annex_admin.sandbox import emulator_environment, free_port, spawn_emulator
+from annex_admin.sandbox import EMULATOR_MODULE, emulator_environment, free_port, spawn_emulator
 from annex_common.aws import RETRY_CONFIG, AwsClients
 
-REPO = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 FAKE_KEY_ID = "AKIAFAKEBENCHKEY0000"
 FAKE_SECRET = "fake-secret-for-the-local-benchmark-only"
@@ -58,7 +58,7 @@ def start(workdir: Path) -> BenchEmulator:
     log_path = workdir / f"moto-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PYTHONUNBUFFERED"] = "1"  # every log line reaches the file at once
-    url, process = spawn_emulator("bench.moto_server", port, log_path, env=env, cwd=REPO)
+    url, process = spawn_emulator(EMULATOR_MODULE, port, log_path, env=env)
     return BenchEmulator(url, process, log_path)
 
 

@@ -237,7 +237,7 @@ def environment_notes(sizes: Sizes, sweep_how: str, seconds: float) -> list[str]
         "Everything runs against moto's server on 127.0.0.1 (no real AWS). API calls are HTTP requests counted from "
         "the emulator's access log (one werkzeug line per request, retries included). condor_annex's calls include "
         "its Price List attempts, which the emulator cannot answer (it falls back to the shipped price table).",
-        "The emulator gets one speed fix (bench/moto_server.py): moto looks up an instance's tags by scanning every "
+        "The emulator gets one speed fix (annex_admin/emulator_server.py): moto looks up an instance's tags by scanning every "
         "tag of every resource, which makes describing N tagged instances O(N²); both sides use the fixed server.",
         "Launch: condor_annex plans (stack, live instances, prices, pool configuration), uploads the annex "
         "configuration and launches by one instant CreateFleet; the baseline is one RunInstances from the same launch "

@@ -1,4 +1,5 @@
-"""The local AWS emulator for the suite: moto's server in a child process on 127.0.0.1.
+"""The local AWS emulator for the suite: the project's moto server (annex_admin/emulator_server.py)
+in a child process on 127.0.0.1.
 
 Nothing in the suite may reach real AWS: the environment carries fake keys and a loopback
 endpoint before any test runs, and ``assert_sandboxed`` fails a test that finds otherwise.
@@ -12,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from annex_admin.sandbox import emulator_environment, free_port, spawn_emulator
+from annex_admin.sandbox import EMULATOR_MODULE, emulator_environment, free_port, spawn_emulator
 
 FAKE_KEY_ID = "AKIAFAKETESTKEY00000"
 FAKE_SECRET = "fake-secret-for-the-local-emulator-only"
@@ -54,7 +55,7 @@ def start_emulator(log_dir: Path, extra_env: dict[str, str] | None = None) -> Em
     env = dict(os.environ)
     env.update(extra_env or {})
     log_path = log_dir / f"moto-{port}.log"
-    url, process = spawn_emulator("moto.server", port, log_path, env=env)
+    url, process = spawn_emulator(EMULATOR_MODULE, port, log_path, env=env)
     return Emulator(url=url, process=process, log_path=log_path)
 
 

@@ -1,0 +1,443 @@
+"""The project's local AWS emulator: moto's server, patched in its own process where moto falls short.
+
+The sandbox (`annex-admin sandbox`), the test suite and the benchmarks all start this one module,
+``python -m annex_admin.emulator_server -H 127.0.0.1 -p PORT``, so they all see the same emulator.
+It changes moto 5.2 in three places and leaves everything else as moto does it:
+
+1. Lambda functions run. Without docker, moto stores a function and runs nothing on Invoke. Here
+   Invoke unpacks the function's zip and runs its handler in a child Python process (see
+   ``LambdaHost``), with the credentials of the function's own role (an AssumeRole in the
+   emulator, so IAM enforcement judges the function by its role's policies, as on AWS), the
+   function's environment variables, and ``AWS_ENDPOINT_URL`` pointing back at this server.
+   The function's timeout is enforced, and errors come back in AWS's shape.
+2. IAM enforcement names Lambda's Invoke operation ``lambda:InvokeFunction`` (AWS's action) and
+   checks it against the function's ARN, so an AWS-correct policy is judged as AWS would judge it.
+3. EC2 tag lookups are fast. moto 5.2 looks up the tags of one EC2 resource by scanning every tag
+   of every resource (``TaggedEC2Resource.get_tags`` calls ``describe_tags`` with a resource-id
+   filter). A tag filter in DescribeInstances, and the response itself, ask for each instance's
+   tags, so describing N tagged instances costs O(N^2) in the emulator: 5,000 instances take
+   minutes, which measures moto and not the tools. Here the lookup reads the resource's own entry
+   of the same tag store. The result is the same list, in the same order, for every resource id
+   (ids hold no wildcard characters, so the original's anchored pattern matches exactly one id).
+   In the benchmarks both the tools and the `aws` CLI baselines talk to this same server, so
+   ratios stay fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+LOG = logging.getLogger("annex_admin.emulator_server")  # also when run as __main__
+
+RUNNER = Path(__file__).resolve().with_name("lambda_runner.py")
+# What AWS's Python runtime offers besides the standard library: boto3 and what it needs.
+RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+# AWS returns the last 4 KB of the log in X-Amz-Log-Result.
+LOG_TAIL_BYTES = 4096
+# AWS's action names where they differ from the operation's name (Lambda's Invoke is the one).
+IAM_ACTION_NAMES = {"lambda:Invoke": "lambda:InvokeFunction"}
+ROLE_SESSION_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What running one function needs, read from moto's LambdaFunction."""
+
+    name: str
+    arn: str
+    account_id: str
+    region: str
+    partition: str
+    handler: str
+    runtime: str
+    timeout: float
+    memory_size: str
+    version: str
+    role_arn: str
+    environment: Mapping[str, str]
+    code: bytes
+    log_group: str
+
+    @classmethod
+    def of(cls, function: Any) -> FunctionSpec:
+        return cls(
+            name=function.function_name,
+            arn=function.function_arn,
+            account_id=function.account_id,
+            region=function.region,
+            partition=function.partition,
+            handler=function.handler or "",
+            runtime=function.run_time or "",
+            timeout=float(function.timeout),
+            memory_size=str(function.memory_size),
+            version=str(function.version),
+            role_arn=function.role,
+            environment={str(k): str(v) for k, v in (function.environment_vars or {}).items()},
+            code=getattr(function, "code_bytes", b"") or b"",
+            log_group=function.logs_group_name,
+        )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One invocation's result: the payload (any JSON value), whether it is an error, the log."""
+
+    payload: Any
+    errored: bool
+    log: str
+
+
+def assume_function_role(spec: FunctionSpec) -> Credentials:
+    """Temporary credentials of the function's role, issued by this emulator's own STS.
+
+    Lambda names the session after the function, so the caller identity inside is
+    ``assumed-role/<role>/<function>``; moto's IAM enforcement resolves these keys to the role.
+    """
+    from moto.sts.models import sts_backends
+
+    role = sts_backends[spec.account_id][spec.partition].assume_role(
+        region_name=spec.region,
+        role_session_name=spec.name,
+        role_arn=spec.role_arn,
+        policy=None,
+        duration=ROLE_SESSION_SECONDS,
+        external_id=None,
+    )
+    return Credentials(role.access_key_id, role.secret_access_key, role.session_token)
+
+
+class LambdaHost:
+    """Runs functions' code for the server: unpacked zips, the runtime modules, the child process.
+
+    Everything lives under ``root``, a directory of this server process: unpacked code is keyed
+    by the zip's sha256, so each version of a function is unpacked once.
+    """
+
+    def __init__(self, endpoint: str, root: Path, credentials: Callable[[FunctionSpec], Credentials]) -> None:
+        self.endpoint = endpoint
+        self.root = root
+        self.credentials = credentials
+        self._lock = threading.Lock()
+        self._runtime_dir: Path | None = None
+
+    def code_dir(self, code: bytes) -> Path:
+        target = self.root / "code" / hashlib.sha256(code).hexdigest()
+        if target.is_dir():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpacking-"))
+        with zipfile.ZipFile(io.BytesIO(code)) as archive:
+            archive.extractall(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another invocation unpacked the same zip first
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def runtime_dir(self) -> Path:
+        """A directory holding only boto3 and its dependencies (links into this environment)."""
+        with self._lock:
+            if self._runtime_dir is None:
+                self._runtime_dir = _link_modules(self.root / "runtime", RUNTIME_MODULES)
+            return self._runtime_dir
+
+    def run(self, spec: FunctionSpec, event: Any) -> Outcome:
+        request_id = str(uuid.uuid4())
+        if not spec.runtime.startswith("python") or not spec.code:
+            return Outcome(_error("Runtime.InvalidEntrypoint", _unsupported(spec), request_id), True, "")
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(dir=self.root, prefix="invocation-") as work:
+            result_path = Path(work) / "result.json"
+            try:
+                code_dir = self.code_dir(spec.code)
+            except zipfile.BadZipFile as exc:
+                return Outcome(_error("Runtime.InvalidEntrypoint", f"The code is not a zip: {exc}", request_id), True, "")
+            command = self._command(spec, code_dir, request_id, result_path)
+            try:
+                completed = subprocess.run(
+                    command,
+                    input=json.dumps(event).encode(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=self.environment(spec),
+                    cwd=code_dir,
+                    timeout=spec.timeout,
+                )
+            except subprocess.TimeoutExpired as expired:
+                outcome = _timed_out(spec, request_id, _text(expired.output))
+            else:
+                outcome = _finished(completed.returncode, result_path, request_id, _text(completed.stdout))
+        LOG.info("lambda %s %s: %s in %.2f s", spec.name, request_id,
+                 "error" if outcome.errored else "ok", time.monotonic() - started)
+        return Outcome(outcome.payload, outcome.errored, _framed_log(outcome.log, request_id, spec, started))
+
+    def _command(self, spec: FunctionSpec, code_dir: Path, request_id: str, result_path: Path) -> list[str]:
+        deadline_ms = int((time.time() + spec.timeout) * 1000)
+        return [
+            sys.executable, "-I", "-S", "-u", str(RUNNER),
+            "--code-dir", str(code_dir),
+            "--runtime-dir", str(self.runtime_dir()),
+            f"--handler={spec.handler}",
+            "--result", str(result_path),
+            "--request-id", request_id,
+            "--function-arn", spec.arn,
+            "--deadline-ms", str(deadline_ms),
+        ]
+
+    def environment(self, spec: FunctionSpec) -> dict[str, str]:
+        """The child's whole environment: the function's variables, then what Lambda sets itself.
+
+        Nothing of the server's own environment is passed on except PATH: above all not its
+        credentials. The function acts with its role's keys and reaches AWS through this server.
+        """
+        credentials = self.credentials(spec)
+        env = dict(spec.environment)
+        env.update(
+            AWS_ENDPOINT_URL=self.endpoint,
+            AWS_REGION=spec.region,
+            AWS_DEFAULT_REGION=spec.region,
+            AWS_ACCESS_KEY_ID=credentials.access_key_id,
+            AWS_SECRET_ACCESS_KEY=credentials.secret_access_key,
+            AWS_SESSION_TOKEN=credentials.session_token,
+            AWS_CONFIG_FILE=str(self.root / "aws-config-absent"),
+            AWS_SHARED_CREDENTIALS_FILE=str(self.root / "aws-credentials-absent"),
+            AWS_EC2_METADATA_DISABLED="true",
+            AWS_LAMBDA_FUNCTION_NAME=spec.name,
+            AWS_LAMBDA_FUNCTION_TIMEOUT=f"{spec.timeout:g}",
+            AWS_LAMBDA_FUNCTION_VERSION=spec.version,
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=spec.memory_size,
+            AWS_LAMBDA_LOG_GROUP_NAME=spec.log_group,
+            AWS_EXECUTION_ENV=f"AWS_Lambda_{spec.runtime}",
+            _HANDLER=spec.handler,
+            PATH=os.environ.get("PATH", os.defpath),
+        )
+        return env
+
+
+def _link_modules(directory: Path, names: tuple[str, ...]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        spec = find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        source = origin.parent if spec.submodule_search_locations else origin
+        link = directory / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return directory
+
+
+def _text(output: bytes | str | None) -> str:
+    if output is None:
+        return ""
+    return output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+
+
+def _error(error_type: str, message: str, request_id: str) -> dict[str, Any]:
+    return {"errorMessage": message, "errorType": error_type, "requestId": request_id}
+
+
+def _unsupported(spec: FunctionSpec) -> str:
+    if not spec.code:
+        return "The local emulator runs only functions deployed as a zip"
+    return f"The local emulator runs only Python functions, not {spec.runtime or 'this runtime'}"
+
+
+def _timed_out(spec: FunctionSpec, request_id: str, log: str) -> Outcome:
+    message = f"RequestId: {request_id} Error: Task timed out after {spec.timeout:.2f} seconds"
+    return Outcome(_error("Sandbox.Timedout", message, request_id), True, log + message + "\n")
+
+
+def _finished(returncode: int, result_path: Path, request_id: str, log: str) -> Outcome:
+    try:
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        message = f"RequestId: {request_id} Error: Runtime exited with error: exit status {returncode}"
+        return Outcome(_error("Runtime.ExitError", message, request_id), True, log + message + "\n")
+    return Outcome(result["payload"], bool(result["errored"]), log)
+
+
+def _framed_log(log: str, request_id: str, spec: FunctionSpec, started: float) -> str:
+    """The function's output between the START/END/REPORT lines AWS writes around it."""
+    duration_ms = (time.monotonic() - started) * 1000
+    return (
+        f"START RequestId: {request_id} Version: {spec.version}\n{log}"
+        f"END RequestId: {request_id}\n"
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tMemory Size: {spec.memory_size} MB\n"
+    )
+
+
+def _log_tail(log: str) -> str:
+    return log.encode("utf-8")[-LOG_TAIL_BYTES:].decode("utf-8", "ignore")
+
+
+def install_lambda_execution(host: LambdaHost) -> None:
+    """Make Invoke run the function (see LambdaHost) instead of asking docker.
+
+    ``_invoke_lambda`` keeps moto's contract, ``(payload text, errored, log)``, and moto's
+    ``invoke`` still turns that into the response. Around it, Invoke follows AWS where running
+    code makes moto's shortcuts visible: an error is ``Unhandled`` (moto says ``Handled``), an
+    ``Event`` invocation answers 202 at once and runs in the background, a ``DryRun`` runs nothing,
+    and an empty payload is the event ``{}``.
+    """
+    from moto.awslambda.models import LambdaFunction
+
+    moto_invoke = LambdaFunction.invoke
+
+    def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
+        self.logs_backend.ensure_log_group(self.logs_group_name)
+        outcome = host.run(FunctionSpec.of(self), {} if event is None else event)
+        self.save_logs(outcome.log)
+        return json.dumps(outcome.payload), outcome.errored, _log_tail(outcome.log)
+
+    def invoke(self: Any, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
+        invocation_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
+        if invocation_type == "DryRun":
+            return b""
+        if invocation_type == "Event":
+            event = json.loads(body) if body else {}
+            threading.Thread(target=self._invoke_lambda, args=(event,), daemon=True,
+                             name=f"lambda-{self.function_name}").start()
+            return b""
+        payload = moto_invoke(self, body or "{}", request_headers, response_headers)
+        if "x-amz-function-error" in response_headers:
+            response_headers["x-amz-function-error"] = "Unhandled"
+        return payload
+
+    LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+    LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+
+
+def install_invoke_action_name() -> None:
+    """Judge Lambda's Invoke as AWS does: action ``lambda:InvokeFunction``, resource the function.
+
+    moto names the action after the API operation (``lambda:Invoke``) and checks every Lambda
+    request against resource ``*``, so an AWS-correct policy (InvokeFunction on the function's
+    ARN) would be refused.
+    """
+    from moto.awslambda.responses import LambdaResponse
+    from moto.iam.access_control import IAMRequestBase
+
+    moto_init = IAMRequestBase.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        moto_init(self, *args, **kwargs)
+        self._action = IAM_ACTION_NAMES.get(self._action, self._action)
+
+    def _determine_resource(self: Any) -> str:
+        if self._get_action() != "Invoke":
+            return "*"
+        return invoked_function_arn(self)
+
+    IAMRequestBase.__init__ = __init__  # type: ignore[method-assign]
+    LambdaResponse._determine_resource = _determine_resource  # type: ignore[attr-defined]
+
+
+def invoked_function_arn(response: Any) -> str:
+    """The ARN an Invoke request names: a name, a partial or a full ARN, with or without qualifier."""
+    from urllib.parse import unquote
+
+    from moto.utilities.utils import get_partition
+
+    named = unquote(response.path.rsplit("/", 2)[-2])
+    if named.startswith("arn:"):
+        return named
+    account_id, name = response.current_account, named
+    if ":function:" in named:
+        account_id, _, name = named.split(":", 2)
+    qualifier = response.querystring.get("Qualifier", [None])[0]
+    if qualifier and ":" not in name:
+        name = f"{name}:{qualifier}"
+    region = response.region
+    return f"arn:{get_partition(region)}:lambda:{region}:{account_id}:function:{name}"
+
+
+def install_fast_tag_lookup() -> None:
+    """Read one resource's tags from its own entry of moto's tag store (see the module's 3.)."""
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    def get_tags(self: Any) -> list[dict[str, str]]:
+        resource_id = getattr(self, "id", None)
+        if not resource_id:
+            return []
+        # .get, not [...]: the store is a defaultdict and a lookup must not add an entry.
+        tags = self.ec2_backend.tags.get(resource_id, {})
+        resource_type = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+        return [
+            {"resource_id": resource_id, "key": key, "value": value, "resource_type": resource_type}
+            for key, value in list(tags.items())
+        ]
+
+    TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
+
+
+def own_endpoint(argv: list[str]) -> str:
+    """This server's URL as a child process on the same machine reaches it, from moto's arguments."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", 5000)))
+    parser.add_argument("-s", "--ssl", action="store_true")
+    parser.add_argument("-c", "--ssl-cert")
+    args, _ = parser.parse_known_args(argv)
+    host = "127.0.0.1" if args.host in ("", "0.0.0.0", "::") else args.host
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if args.ssl or args.ssl_cert else "http"
+    return f"{scheme}://{host}:{args.port}"
+
+
+def _private_directory() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="annex-emulator-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+def _configure_logging() -> None:
+    """Our own lines only: moto's and werkzeug's logging stay as moto sets them up."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False
+
+
+def main(argv: list[str] | None = None) -> None:
+    from moto.server import main as moto_main
+
+    args = sys.argv[1:] if argv is None else argv
+    _configure_logging()
+    install_fast_tag_lookup()
+    install_invoke_action_name()
+    install_lambda_execution(LambdaHost(own_endpoint(args), _private_directory(), assume_function_role))
+    moto_main(args)
+
+
+if __name__ == "__main__":
+    main()
