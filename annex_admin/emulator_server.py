@@ -398,6 +398,77 @@ def install_fast_tag_lookup() -> None:
     TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
 
 
+def install_dict_policy_documents() -> None:
+    """Let IAM enforcement read inline role policies that CloudFormation created.
+
+    moto stores a role's inline policy from a template as the parsed document (a dict), and its
+    access check then fails with KeyError (HTTP 500) for every request signed with that role's
+    credentials: a function's role, the broker's, could never be judged. A dict is read here as
+    the document it is; strings and managed policies go through unchanged.
+    """
+    import json
+
+    from moto.iam.access_control import IAMPolicy
+
+    original = IAMPolicy.__init__
+
+    def __init__(self: Any, policy: Any) -> None:
+        if isinstance(policy, dict) and "policy_document" not in policy and "Statement" in policy:
+            policy = json.dumps(policy)
+        original(self, policy)
+
+    IAMPolicy.__init__ = __init__  # type: ignore[method-assign]
+
+
+def install_dynamodb_table_resource() -> None:
+    """Judge DynamoDB item requests against the table they name, as AWS does.
+
+    moto checks every DynamoDB request against resource ``*``, so a policy scoped to one table's
+    ARN (the broker's and the enforcer's) would refuse everything under IAM enforcement.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    def _determine_resource(self: Any) -> str:
+        table = (getattr(self, "body", None) or {}).get("TableName")
+        if not isinstance(table, str) or not table:
+            return "*"
+        if table.startswith("arn:"):
+            return table
+        return f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{table}"
+
+    DynamoHandler._determine_resource = _determine_resource  # type: ignore[attr-defined]
+
+
+def install_per_key_delete_authorization() -> None:
+    """Judge DeleteObjects key by key (s3:DeleteObject on each object's ARN), as AWS does.
+
+    moto checks s3:DeleteObject against the bucket's ARN and, when that is refused, refuses every
+    key: a policy that allows deleting under a prefix (the broker's, the enforcer's) could then
+    never delete. Here each key is judged on its own; when every key is allowed the request goes
+    on as moto would run it, and when any is refused the whole request is refused (AWS would
+    delete the others: a narrower answer, never a wider one).
+    """
+    import xmltodict
+    from moto.s3.exceptions import BucketAccessDeniedError, S3AccessDeniedError
+    from moto.s3.responses import S3Response
+
+    original = S3Response._bucket_response_delete_keys
+
+    def _bucket_response_delete_keys(self: Any, bucket_name: str, authenticated: bool = True) -> Any:
+        if authenticated:
+            return original(self, bucket_name, authenticated)
+        objects = xmltodict.parse(self.body, strip_whitespace=False)["Delete"].get("Object", [])
+        keys = [o["Key"] for o in (objects if isinstance(objects, list) else [objects])]
+        try:
+            for key in keys:
+                self._authenticate_and_authorize_s3_action(bucket_name=bucket_name, key_name=key)
+        except (BucketAccessDeniedError, S3AccessDeniedError):
+            return original(self, bucket_name, False)
+        return original(self, bucket_name, True)
+
+    S3Response._bucket_response_delete_keys = _bucket_response_delete_keys  # type: ignore[method-assign]
+
+
 def own_endpoint(argv: list[str]) -> str:
     """This server's URL as a child process on the same machine reaches it, from moto's arguments."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -435,6 +506,9 @@ def main(argv: list[str] | None = None) -> None:
     _configure_logging()
     install_fast_tag_lookup()
     install_invoke_action_name()
+    install_dict_policy_documents()
+    install_dynamodb_table_resource()
+    install_per_key_delete_authorization()
     install_lambda_execution(LambdaHost(own_endpoint(args), _private_directory(), assume_function_role))
     moto_main(args)
 

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded, status_printer
+from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded
 
 app = typer.Typer(
     name="condor_annex",
@@ -86,7 +86,7 @@ def launch(
         now = datetime.now(timezone.utc).replace(microsecond=0)
         lease_end = _lease_end(expiry, duration, now)
         ctx = open_context(_bundle_path(credentials), now=now)
-        with err_console.status("Planning: checking caps, prices and your pool…"):
+        with err_console.status("Planning: the broker checks caps and prices; reading your pool…"):
             plan = core.plan_launch(
                 ctx,
                 core.LaunchRequest(
@@ -100,19 +100,13 @@ def launch(
                     condor_config=os.environ.get("CONDOR_CONFIG"),
                 ),
             )
-        _print_plan(plan, ctx.bundle)
+        _print_plan(plan)
         if dry_run:
-            verdict = core.dry_run(ctx, plan)
-            out.print(f"Dry run: launch permission {verdict}. Nothing was launched or uploaded.")
-            if verdict.startswith("refused"):
-                raise SystemExit(1)
+            out.print("Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.")
             return
         require_confirmation(f"Launch {plan.count} instance(s)?", assume_yes=yes)
-        with err_console.status("Launching…") as status:
-
-            progress = status_printer(status)
-
-            result = core.execute_launch(ctx, plan, progress)
+        with err_console.status(f"Launching {plan.count} instance(s) through the broker…"):
+            result = core.execute_launch(ctx, plan)
         _print_launch(result)
         if result.shortfall:
             raise SystemExit(1)
@@ -120,23 +114,24 @@ def launch(
     run_guarded(action, debug=debug)
 
 
-def _print_plan(plan, bundle) -> None:
+def _print_plan(plan) -> None:
     from annex_user.expiry import format_local
 
-    types = ", ".join(plan.instance_types)
+    types = " / ".join(plan.instance_types)
+    caps = plan.caps
     out.print(f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})")
-    out.print(f"  instances      {plan.count} × {types} ({'spot' if plan.spot else 'on-demand'}), "
-              f"{len(plan.pools)} capacity pool(s)")
+    out.print(f"  instances      {plan.count} instances, from {types} ({'spot' if plan.spot else 'on-demand'})")
     out.print(f"  lease ends     {format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)")
-    out.print(f"  idle shutdown  after {plan.idle_seconds // 60} min unclaimed")
+    out.print(f"  idle shutdown  after {plan.params['idle_minutes']} min unclaimed")
     if abs(plan.hourly_high - plan.hourly_low) < 1e-9:
         out.print(f"  price          ${plan.hourly_high:,.4f}/hour for the annex")
     else:
         out.print(f"  price          ${plan.hourly_low:,.4f}-${plan.hourly_high:,.4f}/hour for the annex")
-    out.print(f"  most it costs  [bold]${plan.most_cost:,.2f}[/] (prices: {plan.prices.source})")
-    out.print(f"  project caps   {plan.live_instances + plan.count}/{bundle.caps.max_instances} instances, "
-              f"${plan.committed_spend + plan.most_cost:,.2f}/${bundle.caps.max_spend_usd:,.2f} committed, "
-              f"lease ≤ {bundle.caps.max_lease_hours:g} h")
+    spot_note = "; spot capped at the on-demand price" if plan.spot else ""
+    out.print(f"  most it costs  [bold]${plan.most_cost:,.2f}[/] (prices: {plan.price_source}{spot_note})")
+    out.print(f"  project caps   {plan.live_instances + plan.count}/{caps['max_instances']:g} instances, "
+              f"${plan.committed_spend + plan.most_cost:,.2f}/${caps['max_spend_usd']:,.2f} committed, "
+              f"lease ≤ {caps['max_lease_hours']:g} h")
     out.print(f"  pool           {plan.collector_host}; {plan.security_description}")
 
 
@@ -144,9 +139,10 @@ def _print_launch(result) -> None:
     parts = ", ".join(f"{n} × {t}" for t, n in sorted(result.by_type.items()))
     out.print(f"[green]Launched {len(result.instance_ids)} of {result.plan.count} instance(s)[/] ({parts or 'none'}).")
     if result.capacity_errors:
-        out.print(f"  {len(result.capacity_errors)} capacity error(s) were met and worked around where possible.")
+        out.print(f"  {len(result.capacity_errors)} fleet error(s) were met and worked around where possible.")
     if result.shortfall:
-        out.print(f"[red]{result.shortfall} instance(s) could not be launched:[/] every pool ran out of capacity. "
+        why = result.answer.get("stopped_by") or "every pool ran out of capacity"
+        out.print(f"[red]{result.shortfall} instance(s) could not be launched:[/] {why}. "
                   f"Launch the rest later with another --annex-name.")
     out.print(f"Watch it with: condor_annex status --annex-name {result.plan.annex_name}")
 
@@ -201,19 +197,29 @@ def extend(
     annex_name: Annotated[str, typer.Option("--annex-name", help="Name of the annex.")],
     expiry: Expiry = None,
     duration: Duration = None,
+    shorten: Annotated[bool, typer.Option("--shorten", help="Allow an earlier end than today's (asks first).")] = False,
+    yes: Yes = False,
     credentials: Credentials = None,
     debug: Debug = False,
 ) -> None:
-    """Move the lease end of every live instance of an annex."""
+    """Move the lease end of every live instance of an annex (never earlier unless --shorten)."""
 
     def action() -> None:
         from annex_user.context import open_context
         from annex_user.expiry import format_local
-        from annex_user.manage import extend_lease
+        from annex_user.manage import extend_lease, extend_params, plan_extension
 
         ctx = open_context(_bundle_path(credentials))
         new_end = _lease_end(expiry, duration, ctx.now)
-        result = extend_lease(ctx, annex_name=annex_name, new_expiry=new_end, condor_config=os.environ.get("CONDOR_CONFIG"))
+        params = extend_params(ctx, annex_name, new_end, shorten)
+        if shorten:
+            plan = plan_extension(ctx, params)
+            if plan.get("shortens"):
+                require_confirmation(
+                    f"Shorten the lease of {annex_name} ({len(plan['instance_ids'])} instance(s)) to end "
+                    f"{format_local(new_end)}?", assume_yes=yes,
+                )
+        result = extend_lease(ctx, params, condor_config=os.environ.get("CONDOR_CONFIG"))
         out.print(f"[green]Lease of {result.annex_name} now ends {format_local(result.new_expiry)}[/] "
                   f"on {len(result.instance_ids)} instance(s).")
         if result.token_reminted:
@@ -233,13 +239,20 @@ def terminate(
 
     def action() -> None:
         from annex_user.context import open_context
-        from annex_user.manage import find_annex, terminate_annex
+        from annex_user.manage import annex_status, terminate_annex
 
         ctx = open_context(_bundle_path(credentials))
-        instances = find_annex(ctx, annex_name)
-        require_confirmation(f"Terminate {len(instances)} instance(s) of {annex_name}?", assume_yes=yes)
-        with err_console.status(f"Terminating {len(instances)} instance(s)…"):
-            result = terminate_annex(ctx, instances, annex_name)
+        if not yes:
+            report = annex_status(ctx, annex_name=annex_name, condor_config=None)
+            live = [r for r in report.rows if r.data["state"] in ("pending", "running", "stopping", "stopped")]
+            if live:
+                require_confirmation(f"Terminate {len(live)} instance(s) of {annex_name}?", assume_yes=False)
+        with err_console.status(f"Terminating annex {annex_name}…"):
+            result = terminate_annex(ctx, annex_name)
+        if result.already_gone:
+            out.print(f"Annex {annex_name} is already gone (no live instance); "
+                      f"removed {result.objects_removed} configuration object(s).")
+            return
         out.print(f"[green]Terminated {len(result.instance_ids)} instance(s) of {annex_name}[/]; "
                   f"removed {result.objects_removed} configuration object(s).")
 

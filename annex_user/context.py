@@ -1,4 +1,4 @@
-"""Everything one condor_annex command works with: the bundle, AWS clients with its keys, the stack."""
+"""Everything one condor_annex command works with: the bundle, AWS clients with its keys, the broker."""
 
 from __future__ import annotations
 
@@ -6,33 +6,30 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from annex_common.aws import AwsClients, make_clients
-from annex_common.errors import BadInput
-from annex_common.stack import StackInfo, StackMissing, read_stack
+from annex_common.aws import make_clients
 from annex_common.bundle import Bundle, load_bundle
+from annex_common.errors import BadInput
+from annex_user.broker_client import Broker
+from templates.contract import broker_function_name
 
 
 @dataclass
 class AnnexContext:
     bundle: Bundle
-    clients: AwsClients
-    stack: StackInfo
+    broker: Broker
     now: datetime
 
 
 def open_context(bundle_path: Path, *, now: datetime | None = None) -> AnnexContext:
+    """The bundle's keys and the broker its stack names; no AWS call is made here."""
     bundle = load_bundle(bundle_path)
     clients = make_clients(
         region=bundle.region,
         access_key_id=bundle.aws_access_key_id,
         secret_access_key=bundle.aws_secret_access_key,
     )
-    try:
-        stack = read_stack(clients, bundle.stack_name)
-    except StackMissing as exc:
-        # For the scientist a missing stack means the bundle names the wrong region or stack.
-        raise BadInput(exc.what, exc.why, exc.next_step) from exc
-    return AnnexContext(bundle, clients, stack, (now or datetime.now(timezone.utc)).replace(microsecond=0))
+    broker = Broker(clients, broker_function_name(bundle.stack_name), bundle.region)
+    return AnnexContext(bundle, broker, (now or datetime.now(timezone.utc)).replace(microsecond=0))
 
 
 def require_project(bundle: Bundle, project_id: str | None) -> str:

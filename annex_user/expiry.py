@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from annex_common.errors import BadInput
-from templates.contract import EXPIRY_FORMAT
+from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 
 ACCEPTED = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 MIN_LEASE = timedelta(minutes=10)
@@ -17,6 +18,13 @@ def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) ->
     raw = (text or "").strip()
     if not raw:
         raise BadInput("no expiry given", "--expiry is empty", "Pass --expiry 'YYYY-MM-DD HH:MM'.")
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+        raise BadInput(
+            f"the expiry {raw!r} has no time of day",
+            "a date alone would silently mean midnight at its start",
+            f"Pass a time too, e.g. --expiry '{raw} 23:59' (local time), '{raw} 23:59Z' (UTC) or "
+            f"'{raw} 23:59-05:00'; or use --duration HOURS.",
+        )
     parsed: datetime | None = None
     candidate = raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw
     try:
@@ -75,27 +83,12 @@ def check_future(expiry: datetime, *, now: datetime) -> datetime:
     return expiry
 
 
-def check_lease_cap(expiry: datetime, *, start: datetime, max_lease_hours: float, what: str = "lease") -> None:
-    hours = (expiry - start).total_seconds() / 3600
-    if hours > max_lease_hours + 1e-9:
-        raise BadInput(
-            f"the {what} of {hours:.1f} hours is beyond the project's lease cap (max_lease_hours = {max_lease_hours:g})",
-            f"the lease would end {format_local(expiry)}",
-            f"Choose an expiry within {max_lease_hours:g} hours, or ask your pool administrator to raise the cap.",
-        )
-
-
 def to_tag(expiry: datetime) -> str:
-    return expiry.astimezone(timezone.utc).strftime(EXPIRY_FORMAT)
+    return format_expiry_tag(expiry)
 
 
 def from_tag(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, EXPIRY_FORMAT).replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
+    return parse_expiry_tag(value)
 
 
 def format_local(moment: datetime) -> str:

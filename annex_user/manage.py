@@ -1,41 +1,53 @@
-"""Watch, extend and end annexes of the scientist's project."""
+"""Watch, extend and end annexes of the scientist's project, through the broker."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from annex_common.errors import BadInput
-from annex_user import awsops, expiry as lease
+from annex_user import expiry as lease
 from annex_user.context import AnnexContext
-from annex_user.launch import TOKEN_IDENTITY, TOKEN_MARGIN, committed_spend, validate_annex_name
-from annex_user.pricing import on_demand_prices
-from templates import contract
+from annex_user.launch import TOKEN_IDENTITY, TOKEN_MARGIN, validate_annex_name
 
-STATUS_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+LIVE = ("pending", "running", "stopping", "stopped")
 
 
 @dataclass
 class StatusRow:
-    instance: awsops.AnnexInstance
-    expiry: datetime | None
+    data: dict[str, Any]  # the broker's row: instance_id, annex_name, state, costs, ...
     in_pool: bool | None
 
     def to_json(self, now: datetime) -> dict[str, Any]:
-        i = self.instance
+        expiry = lease.from_tag(self.data.get("expiry"))
+        remaining = max(int((expiry - now).total_seconds()), 0) if expiry else None
+        return {**self.data, "lease_remaining_seconds": remaining, "in_pool": self.in_pool}
+
+
+@dataclass
+class AnnexSummary:
+    """One annex in one line: instances by state, joined, lease left, cost so far and still."""
+
+    annex_name: str
+    states: dict[str, int] = field(default_factory=dict)
+    joined: int | None = 0
+    lease_end: datetime | None = None
+    cost_so_far: float = 0.0
+    can_still_cost: float = 0.0
+    unpriced: int = 0
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
         return {
-            "instance_id": i.instance_id,
-            "annex_name": i.annex_name,
-            "project_id": i.project_id,
-            "owner": i.owner,
-            "state": i.state,
-            "instance_type": i.instance_type,
-            "availability_zone": i.zone,
-            "launch_time": i.launch_time.strftime(contract.EXPIRY_FORMAT),
-            "expiry": self.expiry.strftime(contract.EXPIRY_FORMAT) if self.expiry else None,
-            "lease_remaining_seconds": max(int((self.expiry - now).total_seconds()), 0) if self.expiry else None,
-            "in_pool": self.in_pool,
+            "annex_name": self.annex_name,
+            "instances": sum(self.states.values()),
+            "states": dict(sorted(self.states.items())),
+            "joined_pool": self.joined,
+            "expiry": lease.to_tag(self.lease_end) if self.lease_end else None,
+            "lease_remaining_seconds": max(int((self.lease_end - now).total_seconds()), 0) if self.lease_end else None,
+            "cost_so_far_usd": round(self.cost_so_far, 4),
+            "can_still_cost_usd": round(self.can_still_cost, 4),
         }
 
 
@@ -43,20 +55,49 @@ class StatusRow:
 class StatusReport:
     rows: list[StatusRow]
     collector_note: str
+    caps: dict[str, float]
+    price_source: str
+
+    def annexes(self) -> list[AnnexSummary]:
+        found: dict[str, AnnexSummary] = {}
+        for row in self.rows:
+            data = row.data
+            summary = found.setdefault(data["annex_name"], AnnexSummary(data["annex_name"]))
+            summary.states[data["state"]] = summary.states.get(data["state"], 0) + 1
+            if row.in_pool is None:
+                summary.joined = None
+            elif summary.joined is not None:
+                summary.joined += int(row.in_pool)
+            ends = lease.from_tag(data.get("expiry"))
+            if ends and data["state"] in LIVE and (summary.lease_end is None or ends > summary.lease_end):
+                summary.lease_end = ends
+            if data.get("cost_so_far") is None:
+                summary.unpriced += 1
+            summary.cost_so_far += data.get("cost_so_far") or 0.0
+            summary.can_still_cost += data.get("can_still_cost") or 0.0
+        return sorted(found.values(), key=lambda s: s.annex_name)
+
+    def totals(self) -> dict[str, float]:
+        annexes = self.annexes()
+        return {
+            "live_instances": sum(1 for r in self.rows if r.data["state"] in LIVE),
+            "cost_so_far_usd": round(sum(a.cost_so_far for a in annexes), 4),
+            "can_still_cost_usd": round(sum(a.can_still_cost for a in annexes), 4),
+            **{f"cap_{k}": v for k, v in self.caps.items()},
+        }
 
 
 def annex_status(ctx: AnnexContext, *, annex_name: str | None, condor_config: str | None) -> StatusReport:
+    params: dict[str, Any] = {}
     if annex_name:
-        validate_annex_name(annex_name)
-    instances = awsops.list_annex_instances(
-        ctx.clients, project_id=ctx.bundle.project_id, annex_name=annex_name, states=STATUS_STATES
-    )
+        params["annex_name"] = validate_annex_name(annex_name)
+    answer = ctx.broker.ask("status", params, "could not read the project's annexes")
     joined, note = _ask_collector(condor_config)
     rows = [
-        StatusRow(i, lease.from_tag(i.expiry_tag), None if joined is None else bool(joined.get(i.instance_id)))
-        for i in sorted(instances, key=lambda i: (i.annex_name, i.launch_time, i.instance_id))
+        StatusRow(row, None if joined is None else bool(joined.get(row["instance_id"])))
+        for row in answer.get("instances", [])
     ]
-    return StatusReport(rows, note)
+    return StatusReport(rows, note, answer.get("caps", {}), answer.get("price_source", ""))
 
 
 def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, str]:
@@ -75,85 +116,54 @@ def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, s
     return joined, f"joined-pool status from the collector {pool.collector_host}"
 
 
-def _live_annex(
-    ctx: AnnexContext, annex_name: str, project_live: list[awsops.AnnexInstance] | None = None
-) -> list[awsops.AnnexInstance]:
-    """The annex's live instances; from ``project_live`` when the caller already listed the project."""
-    validate_annex_name(annex_name)
-    if project_live is None:
-        instances = awsops.list_annex_instances(ctx.clients, project_id=ctx.bundle.project_id, annex_name=annex_name)
-    else:
-        instances = [i for i in project_live if i.annex_name == annex_name]
-    if not instances:
-        raise BadInput(
-            f"no live annex named {annex_name} in project {ctx.bundle.project_id}",
-            "no pending or running instance carries that annex name",
-            "See `condor_annex status` for the project's annexes.",
-        )
-    return instances
-
-
 @dataclass
 class ExtendResult:
     annex_name: str
     instance_ids: list[str]
-    old_expiries: set[str]
+    old_expiries: list[str]
     new_expiry: datetime
     token_reminted: bool
+    answer: dict[str, Any]
 
 
-def extend_lease(ctx: AnnexContext, *, annex_name: str, new_expiry: datetime, condor_config: str | None) -> ExtendResult:
+def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shorten: bool) -> dict[str, Any]:
     validate_annex_name(annex_name)
-    # One listing of the project serves both the annex and the spend cap.
-    project_live = awsops.list_annex_instances(ctx.clients, project_id=ctx.bundle.project_id)
-    instances = _live_annex(ctx, annex_name, project_live)
     new_expiry = lease.check_future(new_expiry, now=ctx.now)
-    caps = ctx.bundle.caps
-    earliest_start = min(i.launch_time for i in instances)
-    lease.check_lease_cap(new_expiry, start=earliest_start, max_lease_hours=caps.max_lease_hours, what="extended lease")
-    types = sorted({i.instance_type for i in project_live})
-    quote = on_demand_prices(ctx.clients, ctx.bundle.region, types)
-    others = [i for i in project_live if i.annex_name != annex_name]
-    extended_cost = sum(
-        quote.hourly.get(i.instance_type, max(quote.hourly.values()))
-        * (new_expiry - ctx.now).total_seconds() / 3600
-        for i in instances
+    return {"annex_name": annex_name, "expiry": lease.to_tag(new_expiry), "shorten": shorten}
+
+
+def plan_extension(ctx: AnnexContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.broker.ask("plan_extend", params, f"could not plan the extension of {params['annex_name']}")
+
+
+def extend_lease(ctx: AnnexContext, params: dict[str, Any], *, condor_config: str | None) -> ExtendResult:
+    """Move the lease end; an IDTOKEN annex gets a new token lasting to the new end."""
+    new_expiry = lease.from_tag(params["expiry"])
+    assert new_expiry is not None
+    token = _fresh_token(ctx, params["annex_name"], new_expiry, condor_config)
+    if token is not None:
+        params = {**params, "token": base64.b64encode(token).decode()}
+    answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
+    return ExtendResult(
+        params["annex_name"], answer["instance_ids"], answer.get("old_expiries", []), new_expiry,
+        bool(answer.get("token_replaced")), answer,
     )
-    committed = committed_spend(others, quote.hourly, ctx.now) + extended_cost
-    if committed > caps.max_spend_usd + 1e-9:
-        raise BadInput(
-            f"extending would commit ${committed:,.2f}, which breaks the project's spend cap "
-            f"(max_spend_usd = {caps.max_spend_usd:,.2f})",
-            f"{len(instances)} instance(s) until {lease.format_local(new_expiry)}",
-            "Choose an earlier expiry, terminate part of the project's annexes, or ask for a higher cap.",
-        )
-    reminted = _remint_token(ctx, annex_name, new_expiry, condor_config)
-    awsops.set_expiry_tags(ctx.clients, [i.instance_id for i in instances], lease.to_tag(new_expiry))
-    return ExtendResult(annex_name, [i.instance_id for i in instances], {i.expiry_tag or "" for i in instances}, new_expiry, reminted)
 
 
-def _remint_token(ctx: AnnexContext, annex_name: str, new_expiry: datetime, condor_config: str | None) -> bool:
-    """An annex that runs on an IDTOKEN gets a new one lasting to the new lease end."""
-    import botocore.exceptions
+def _fresh_token(ctx: AnnexContext, annex_name: str, new_expiry: datetime, condor_config: str | None) -> bytes | None:
+    """A token to the new lease end when the pool's signing key is readable; the pool password
+    fallback needs nothing new."""
+    from annex_user.pool import pool_material, read_pool, security_source
 
-    prefix = contract.annex_prefix(ctx.bundle.project_id, annex_name)
-    try:
-        ctx.clients.s3.head_object(Bucket=ctx.stack.bucket, Key=prefix + contract.TOKEN_OBJECT)
-    except botocore.exceptions.ClientError:
-        return False
-    from annex_user.pool import pool_security, read_pool
-
-    security = pool_security(
-        read_pool(condor_config),
-        annex_name=annex_name,
-        subject=TOKEN_IDENTITY,
-        issued_at=ctx.now,
-        expires_at=new_expiry + TOKEN_MARGIN,
+    pool = read_pool(condor_config)
+    source = security_source(pool, annex_name=annex_name)
+    if source.kind != "idtoken":
+        return None
+    security = pool_material(
+        pool, source, annex_name=annex_name, subject=TOKEN_IDENTITY,
+        issued_at=ctx.now, expires_at=new_expiry + TOKEN_MARGIN,
     )
-    if security.kind != "idtoken":
-        return False
-    awsops.put_annex_objects(ctx.clients, bucket=ctx.stack.bucket, prefix=prefix, objects={contract.TOKEN_OBJECT: security.payload})
-    return True
+    return security.payload
 
 
 @dataclass
@@ -161,16 +171,10 @@ class TerminateResult:
     annex_name: str
     instance_ids: list[str]
     objects_removed: int
+    already_gone: bool
 
 
-def find_annex(ctx: AnnexContext, annex_name: str) -> list[awsops.AnnexInstance]:
-    return _live_annex(ctx, annex_name)
-
-
-def terminate_annex(ctx: AnnexContext, instances: list[awsops.AnnexInstance], annex_name: str) -> TerminateResult:
-    ids = [i.instance_id for i in instances]
-    awsops.terminate_instances(ctx.clients, ids)
-    removed = awsops.delete_annex_objects(
-        ctx.clients, bucket=ctx.stack.bucket, prefix=contract.annex_prefix(ctx.bundle.project_id, annex_name)
-    )
-    return TerminateResult(annex_name, ids, removed)
+def terminate_annex(ctx: AnnexContext, annex_name: str) -> TerminateResult:
+    validate_annex_name(annex_name)
+    answer = ctx.broker.ask("terminate", {"annex_name": annex_name}, f"could not terminate annex {annex_name}")
+    return TerminateResult(annex_name, answer["instance_ids"], answer["objects_removed"], bool(answer["already_gone"]))

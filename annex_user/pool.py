@@ -266,6 +266,83 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime(contract.EXPIRY_FORMAT)
 
 
+@dataclass(frozen=True, repr=False)
+class SecuritySource:
+    """What the annex's security will be made from; read, nothing minted. ``secret`` is never shown."""
+
+    kind: Literal["idtoken", "password"]
+    secret: bytes = field(compare=False)
+    path: str
+    description: str
+
+    def __repr__(self) -> str:
+        return f"SecuritySource(kind={self.kind!r}, path={self.path!r})"
+
+
+def security_source(pool: PoolInfo, *, annex_name: str) -> SecuritySource:
+    """The pool's signing key if we can read it (an IDTOKEN will be minted), else the pool password."""
+    key = _read_private(pool.signing_key_file)
+    if key is not None:
+        if not key:
+            raise BadInput(
+                f"The pool signing key file {pool.signing_key_file} is empty.",
+                "An empty key cannot sign a token the pool would accept.",
+                "Ask your pool administrator to check SEC_TOKEN_POOL_SIGNING_KEY_FILE.",
+            )
+        return SecuritySource("idtoken", key, pool.signing_key_file or "", "IDTOKEN")
+    # In 24.x/25.x both settings default to the same file: no need to read it twice.
+    password = None if pool.password_file == pool.signing_key_file else _read_private(
+        pool.password_file
+    )
+    if password == b"":
+        raise BadInput(
+            f"The pool password file {pool.password_file} is empty.",
+            "An empty pool password cannot authenticate the annex to the pool.",
+            "Ask your pool administrator to check SEC_PASSWORD_FILE.",
+        )
+    if password is not None:
+        return SecuritySource(
+            "password",
+            password,
+            pool.password_file or "",
+            f"pool password file {pool.password_file}: this puts the pool's key on every node of the "
+            f"annex (the pool's signing key {pool.signing_key_file or '(none configured)'} was not readable)",
+        )
+    raise BadInput(
+        f"Annex '{annex_name}' has no way to join the pool.",
+        "Neither the pool's signing key "
+        f"({pool.signing_key_file or 'SEC_TOKEN_POOL_SIGNING_KEY_FILE not set'}) nor its pool "
+        f"password file ({pool.password_file or 'SEC_PASSWORD_FILE not set'}) is readable by you.",
+        "Ask your pool administrator for read access to one of them (mode 0600, owned by you), "
+        "or run condor_annex as a user who has it.",
+    )
+
+
+def describe_token(pool: PoolInfo, source: SecuritySource, *, subject: str, expires_at: datetime, token_id: str) -> str:
+    identity = _token_subject(subject, pool.trust_domain)
+    scopes = " ".join(s.removeprefix("condor:/") for s in tokens.ANNEX_SCOPES)
+    return (
+        f"IDTOKEN signed with the pool key {source.path} for {identity} "
+        f"(issuer {pool.trust_domain}), scopes {scopes}, expires {_utc(expires_at)}, id (jti) {token_id}"
+    )
+
+
+def pool_material(
+    pool: PoolInfo,
+    source: SecuritySource,
+    *,
+    annex_name: str,
+    subject: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    token_id: str | None = None,
+) -> PoolSecurity:
+    """The material the annex's nodes receive: a freshly minted IDTOKEN, or the pool password."""
+    if source.kind == "password":
+        return PoolSecurity("password", contract.PASSWORD_OBJECT, source.secret, source.description)
+    return _minted_token(pool, source, annex_name, subject, issued_at, expires_at, token_id or secrets.token_hex(16))
+
+
 def pool_security(
     pool: PoolInfo,
     *,
@@ -278,65 +355,32 @@ def pool_security(
 
     ``expires_at`` is the token's expiry as given: the caller adds any margin past the lease.
     """
-    key = _read_private(pool.signing_key_file)
-    if key is not None:
-        if not key:
-            raise BadInput(
-                f"The pool signing key file {pool.signing_key_file} is empty.",
-                "An empty key cannot sign a token the pool would accept.",
-                "Ask your pool administrator to check SEC_TOKEN_POOL_SIGNING_KEY_FILE.",
-            )
-        return _minted_token(pool, key, annex_name, subject, issued_at, expires_at)
-    # In 24.x/25.x both settings default to the same file: no need to read it twice.
-    password = None if pool.password_file == pool.signing_key_file else _read_private(
-        pool.password_file
-    )
-    if password == b"":
-        raise BadInput(
-            f"The pool password file {pool.password_file} is empty.",
-            "An empty pool password cannot authenticate the annex to the pool.",
-            "Ask your pool administrator to check SEC_PASSWORD_FILE.",
-        )
-    if password is not None:
-        return PoolSecurity(
-            kind="password",
-            object_name=contract.PASSWORD_OBJECT,
-            payload=password,
-            description=(
-                f"pool password file {pool.password_file} "
-                f"(the pool's signing key {pool.signing_key_file or '(none configured)'} "
-                "was not readable)"
-            ),
-        )
-    raise BadInput(
-        f"Annex '{annex_name}' has no way to join the pool.",
-        "Neither the pool's signing key "
-        f"({pool.signing_key_file or 'SEC_TOKEN_POOL_SIGNING_KEY_FILE not set'}) nor its pool "
-        f"password file ({pool.password_file or 'SEC_PASSWORD_FILE not set'}) is readable by you.",
-        "Ask your pool administrator for read access to one of them (mode 0600, owned by you), "
-        "or run condor_annex as a user who has it.",
+    source = security_source(pool, annex_name=annex_name)
+    return pool_material(
+        pool, source, annex_name=annex_name, subject=subject, issued_at=issued_at, expires_at=expires_at
     )
 
 
 def _minted_token(
     pool: PoolInfo,
-    key: bytes,
+    source: SecuritySource,
     annex_name: str,
     subject: str,
     issued_at: datetime,
     expires_at: datetime,
+    token_id: str,
 ) -> PoolSecurity:
     identity = _token_subject(subject, pool.trust_domain)
     try:
         token = tokens.mint_idtoken(
-            key,
+            source.secret,
             trust_domain=pool.trust_domain,
             subject=identity,
             issued_at=issued_at,
             expires_at=expires_at,
             scopes=tokens.ANNEX_SCOPES,
-            # HTCondor's own jti: 16 random bytes in hex.
-            token_id=secrets.token_hex(16),
+            # HTCondor's own jti: 16 random bytes in hex, one per annex.
+            token_id=token_id,
             truncate_at_nul=pool.signing_key_is_password,
         )
     except ValueError as exc:
@@ -345,15 +389,11 @@ def _minted_token(
             f"{exc} (trust domain {pool.trust_domain!r}, from {pool.condor_config}).",
             "Fix TRUST_DOMAIN or the key file in the pool configuration, or the lease times.",
         ) from None
-    scopes = " ".join(s.removeprefix("condor:/") for s in tokens.ANNEX_SCOPES)
     return PoolSecurity(
         kind="idtoken",
         object_name=contract.TOKEN_OBJECT,
         payload=(token + "\n").encode("ascii"),
-        description=(
-            f"IDTOKEN signed with the pool key {pool.signing_key_file} for {identity} "
-            f"(issuer {pool.trust_domain}), scopes {scopes}, expires {_utc(expires_at)}"
-        ),
+        description=describe_token(pool, source, subject=subject, expires_at=expires_at, token_id=token_id),
     )
 
 

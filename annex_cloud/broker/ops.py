@@ -312,12 +312,21 @@ def terminate(ec2: Any, ids: list[str]) -> None:
 
 
 def delete_prefix(call: Call, prefix: str) -> int:
+    """Delete the annex's objects; the count deleted. Objects S3 would not delete raise, so the
+    caller never reports configuration as gone when it is not (the enforcer retries later)."""
     deleted = 0
     for page in call.s3.get_paginator("list_objects_v2").paginate(Bucket=call.settings.bucket, Prefix=prefix):
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:
-            call.s3.delete_objects(Bucket=call.settings.bucket, Delete={"Objects": keys, "Quiet": True})
-            deleted += len(keys)
+        if not keys:
+            continue
+        answer = call.s3.delete_objects(Bucket=call.settings.bucket, Delete={"Objects": keys, "Quiet": True})
+        failed = answer.get("Errors", [])
+        if failed:
+            first = failed[0]
+            raise RuntimeError(
+                f"S3 kept {len(failed)} of the annex's objects ({first.get('Key')}: {first.get('Code')})"
+            )
+        deleted += len(keys)
     return deleted
 
 

@@ -55,11 +55,12 @@ def test_duration_adds_hours():
     assert expiry.parse_duration(48, now=NOW) == NOW + timedelta(hours=48)
 
 
-def test_lease_cap_names_the_cap():
-    expiry.check_lease_cap(NOW + timedelta(hours=168), start=NOW, max_lease_hours=168)
+@pytest.mark.parametrize("text", ["2026-12-04", " 2026-12-04 "])
+def test_a_date_alone_is_refused_with_the_accepted_forms(text):
     with pytest.raises(BadInput) as caught:
-        expiry.check_lease_cap(NOW + timedelta(hours=169), start=NOW, max_lease_hours=168)
-    assert "max_lease_hours" in caught.value.what
+        expiry.parse_expiry(text, now=NOW, local_tz=EST)
+    assert "no time of day" in caught.value.what
+    assert "2026-12-04 23:59" in caught.value.next_step and "--duration" in caught.value.next_step
 
 
 def test_tag_round_trip_is_iso_utc_with_z():

@@ -1,0 +1,51 @@
+"""How condor_annex asks the stack's broker: one Invoke per question, with AWS's proof of who asks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.exceptions
+
+from annex_cloud.identity import sign_identity_proof, sts_endpoint
+from annex_common.aws import AwsClients, error_code, invoke_function
+from annex_common.errors import AwsFailure, BadInput
+
+
+@dataclass
+class Broker:
+    clients: AwsClients
+    function_name: str
+    region: str
+
+    def ask(self, op: str, params: dict[str, Any], what: str) -> dict[str, Any]:
+        """The broker's answer to ``op``; a refusal is ``BadInput`` (nothing was changed)."""
+        credentials = self.clients.session.get_credentials()
+        if credentials is None:
+            raise BadInput(what, "the credentials bundle holds no keys", "Ask your pool administrator for a new bundle.")
+        proof = sign_identity_proof(
+            credentials.get_frozen_credentials(),
+            region=self.region,
+            sts_url=sts_endpoint(self.clients.session, self.region),
+            audience=self.function_name,
+        )
+        try:
+            answer = invoke_function(
+                self.clients, self.function_name, {"op": op, "identity": proof, "params": params}, what
+            )
+        except AwsFailure as exc:
+            if isinstance(exc.__cause__, botocore.exceptions.ClientError) and error_code(exc.__cause__) == "ResourceNotFoundException":
+                raise BadInput(
+                    f"no condor-annex broker {self.function_name} in {self.region}",
+                    "the region has not been set up, or the bundle names the wrong region or stack",
+                    "Ask your pool administrator to run `annex-admin setup` (or check region and stack_name in your bundle).",
+                ) from exc
+            raise
+        if answer.get("ok") is True and isinstance(answer.get("result"), dict):
+            return answer["result"]
+        refused = answer.get("refused")
+        if isinstance(refused, dict):
+            raise BadInput(str(refused.get("what", what)), str(refused.get("why", "")), str(refused.get("next", "")))
+        if "busy" in answer:
+            raise AwsFailure(what, f"the broker is busy with another request of your project ({answer['busy']})", "Retry in a minute.")
+        raise AwsFailure(what, "the broker gave an answer condor_annex does not understand", "Update condor_annex, or tell your pool administrator.")
