@@ -48,6 +48,9 @@ def caps_problem(caps: Caps) -> str | None:
 
 def caps_from_mapping(document: Mapping[str, Any]) -> Caps:
     """Caps from a stored record; raises ValueError when any is missing or malformed."""
+    for name in ("max_instances", "max_lease_hours", "max_spend_usd"):
+        if isinstance(document.get(name), bool):
+            raise ValueError(f"{name} is true or false, not a number")
     try:
         caps = Caps(
             max_instances=int(float(document["max_instances"])),

@@ -11,6 +11,7 @@ import pytest
 
 from templates import contract
 from annex_cloud import enforcer as enf
+from annex_cloud.caps import Caps as ProjectCaps
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 PRICES = {"m5.large": 0.1, "c5.large": 0.05, "m5.xlarge": 0.2}
@@ -252,13 +253,9 @@ def test_committed_cost_is_price_times_remaining_hours():
     assert enf.committed_cost(one, PRICES, NOW) == pytest.approx(0.1 * 10)
     half = instance("i-2", instance_type="c5.large", expiry=stamp(NOW + timedelta(minutes=90)))
     assert enf.committed_cost(half, PRICES, NOW) == pytest.approx(0.05 * 1.5)
-    unknown = instance("i-3", instance_type="x9.huge", expiry=stamp(NOW + timedelta(hours=2)))
-    assert enf.committed_cost(unknown, PRICES, NOW) == pytest.approx(max(PRICES.values()) * 2)
-    assert enf.hourly_price("x9.huge", {}) == (0.0, False)
-    assert enf.hourly_price("c5.large", PRICES) == (0.05, True)
 
 
-def test_spend_cap_condemns_newest_until_under_and_counts_unknown_types_high():
+def test_spend_cap_condemns_newest_until_under_and_never_counts_an_unknown_type_as_free():
     base = NOW - timedelta(hours=4)
     ten_hours = stamp(NOW + timedelta(hours=10))
     fleet = [
@@ -267,13 +264,23 @@ def test_spend_cap_condemns_newest_until_under_and_counts_unknown_types_high():
         instance("i-r3", launched=base + timedelta(hours=2), expiry=ten_hours),  # 1.0
         instance("i-r4", launched=base + timedelta(hours=3), expiry=ten_hours),  # 1.0
     ]
-    result = plan(fleet, {"p1": enf.Caps(max_spend_usd=3.5)})
-    # 5.0 > 3.5: drop r4 (4.0), still over: drop r3 (3.0). Priced at the cheapest type, or
-    # ignored, the unknown one would have left everything alone.
-    assert condemned(result) == ["i-r4", "i-r3"]
-    assert "$5.00 exceeds its cap of $3.50" in result.terminations[0].reason
-    assert "$4.00" in result.terminations[1].reason
-    assert any("x9.huge" in note and "$0.2/h" in note for note in result.notes)
+    result = plan(fleet, {"p1": enf.Caps(max_spend_usd=2.5)})
+    # x9.huge has no price: it could cost anything, so under a spend cap it goes first. The
+    # priced rest commit 3.0 > 2.5: drop the newest (r4), leaving 2.0.
+    assert condemned(result) == ["i-r2", "i-r4"]
+    assert "no price is known for instance type 'x9.huge'" in result.terminations[0].reason
+    assert "$3.00 exceeds its cap of $2.50" in result.terminations[1].reason
+    # Without a spend cap the price does not matter.
+    assert condemned(plan(fleet, {"p1": enf.Caps(max_instances=10)})) == []
+
+
+def test_no_prices_at_all_is_not_zero_spend():
+    """Outside the shipped regions, with no stored prices, five week-long instances under a $1 cap
+    used to live on (counted at $0). Now nothing unpriced survives a spend cap."""
+    week = stamp(NOW + timedelta(days=7))
+    fleet = [instance(f"i-{n}", launched=NOW - timedelta(minutes=n), expiry=week) for n in range(5)]
+    result = enf.plan_terminations(fleet, lambda project: enf.Caps(max_spend_usd=1.0), {}, NOW)
+    assert sorted(t.instance.instance_id for t in result.terminations) == [f"i-{n}" for n in range(5)]
 
 
 def test_spend_exactly_at_the_cap_is_allowed():
@@ -305,32 +312,24 @@ def test_projects_are_capped_independently():
     assert condemned(result) == ["i-a0", "i-a1"]
 
 
-# --- caps documents ---------------------------------------------------------------------------
+# --- caps from the administrator's record -----------------------------------------------------
 
 
-def test_parse_caps_reads_the_issue_credentials_document():
-    caps = enf.parse_caps(json.loads('{"max_instances": 16, "max_lease_hours": 48, "max_spend_usd": 250.5}'))
-    assert caps == enf.Caps(max_instances=16, max_lease_hours=48.0, max_spend_usd=250.5)
-    assert enf.parse_caps({}) == enf.Caps()
-    assert enf.parse_caps({"max_instances": 4.0}).max_instances == 4
+def test_a_project_without_a_record_may_run_nothing_and_unreadable_caps_leave_lease_rules():
+    errors: list[str] = []
+    lines: list[str] = []
+    records = {"known": ProjectCaps(4, 48.0, 100.0)}
 
+    def read(project: str):
+        if project == "corrupt":
+            raise ValueError("the instance cap is not a whole number")
+        return records.get(project)
 
-@pytest.mark.parametrize(
-    "document",
-    [
-        [],
-        "caps",
-        {"max_instances": "16"},
-        {"max_instances": -1},
-        {"max_instances": 2.5},
-        {"max_spend_usd": True},
-        {"max_instances": float("inf")},
-        {"max_spend_usd": float("nan")},
-    ],
-)
-def test_parse_caps_rejects_malformed_documents(document):
-    with pytest.raises(ValueError):
-        enf.parse_caps(document)
+    cache = enf.CapsCache(read, lines.append, errors)
+    assert cache("known") == enf.Caps(4, 48.0, 100.0)
+    assert cache("stranger") == enf.Caps(max_instances=0)
+    assert cache("corrupt") is None
+    assert len(errors) == 1 and "corrupt" in errors[0]
 
 
 # --- orphan configuration ---------------------------------------------------------------------
@@ -382,17 +381,11 @@ def test_report_dict_is_json_and_names_every_field():
     }
 
 
-def test_read_prices():
-    assert enf.read_prices('{"m5.large": 0.096, "c5.large": 1}') == {"m5.large": 0.096, "c5.large": 1.0}
-    assert enf.read_prices(None) == {} and enf.read_prices("") == {}
-    for bad in ("[1]", '{"m5.large": "cheap"}', '{"m5.large": -1}', '{"m5.large": NaN}', "not json"):
-        with pytest.raises(ValueError):
-            enf.read_prices(bad)
-
-
 def test_handler_refuses_to_run_without_a_bucket():
     with pytest.raises(ValueError, match="ANNEX_BUCKET"):
-        enf.handler({}, None, environ={"ANNEX_PRICES": "{}"})
+        enf.handler({}, None, environ={"ANNEX_REGISTRY_TABLE": "t"})
+    with pytest.raises(ValueError, match="ANNEX_REGISTRY_TABLE"):
+        enf.handler({}, None, environ={"ANNEX_BUCKET": "b"})
 
 
 def test_printable_keeps_log_lines_single():

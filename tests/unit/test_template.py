@@ -9,9 +9,10 @@ import pytest
 
 from templates import contract
 from templates.settings import StackSettings
-from templates.stack import build_template, load_enforcer_source, subnet_cidrs
+from templates.stack import BROKER_HANDLER, ENFORCER_HANDLER, build_template, subnet_cidrs
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+SETTINGS_CODE_KEY = "functions/annex_cloud-0123456789abcdef0123.zip"
 
 
 def render(**overrides) -> dict:
@@ -19,7 +20,7 @@ def render(**overrides) -> dict:
         region="us-east-1",
         image_id="ami-0123456789abcdef0",
         availability_zones=ZONES,
-    code_key="functions/annex_cloud-0123456789abcdef0123.zip",
+        code_key=SETTINGS_CODE_KEY,
     )
     settings.update(overrides)
     return json.loads(build_template(StackSettings(**settings)).to_json())
@@ -113,24 +114,62 @@ def test_instance_profile_wraps_the_instance_role():
     assert principal == ["ec2.amazonaws.com"]
 
 
-def test_enforcer_runs_the_shipped_handler_at_most_every_five_minutes():
+def functions(template):
+    return {f["Properties"]["Handler"]: f for f in of_type(template, "AWS::Lambda::Function").values()}
+
+
+def test_both_functions_run_the_one_deployed_zip():
     template = render()
-    (function,) = of_type(template, "AWS::Lambda::Function").values()
-    assert function["Properties"]["Handler"] == "index.handler"
-    assert function["Properties"]["Code"]["ZipFile"] == load_enforcer_source()
-    assert json.loads(function["Properties"]["Environment"]["Variables"]["ANNEX_PRICES"]) == {"m7i.large": 0.1008}
-    (rule,) = of_type(template, "AWS::Events::Rule").values()
+    found = functions(template)
+    assert set(found) == {BROKER_HANDLER, ENFORCER_HANDLER}
+    codes = [f["Properties"]["Code"] for f in found.values()]
+    assert codes[0] == codes[1]
+    assert codes[0]["S3Key"] == SETTINGS_CODE_KEY
+    assert "${AWS::AccountId}" in codes[0]["S3Bucket"]["Fn::Sub"]
+    for function in found.values():
+        assert "ZipFile" not in function["Properties"]["Code"]
+        assert "ANNEX_PRICES" not in function["Properties"]["Environment"]["Variables"]
+
+
+def test_enforcer_runs_at_most_every_five_minutes():
+    template = render()
+    (rule,) = [r for r in of_type(template, "AWS::Events::Rule").values() if "ScheduleExpression" in r["Properties"]]
     expression = rule["Properties"]["ScheduleExpression"]
     amount, unit = expression[len("rate(") : -1].split()
     assert unit.startswith("minute") and int(amount) <= 5
-    (permission,) = of_type(template, "AWS::Lambda::Permission").values()
-    assert permission["Properties"]["Principal"] == "events.amazonaws.com"
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["EnforcerFunction", "Arn"]}
 
 
-def test_scientist_policy_is_a_managed_policy_under_the_tool_path():
+def test_the_broker_is_named_by_the_stack_and_fixed_by_it():
+    broker = functions(render())[BROKER_HANDLER]["Properties"]
+    assert broker["FunctionName"] == contract.broker_function_name(contract.DEFAULT_STACK_NAME)
+    variables = broker["Environment"]["Variables"]
+    assert set(variables) == {"ANNEX_STACK_NAME", "ANNEX_BUCKET", "ANNEX_REGISTRY_TABLE", "ANNEX_SUBNETS", "ANNEX_LAUNCH_TEMPLATES"}
+
+
+def test_registry_table_keys_ttl_and_encryption():
+    (table,) = of_type(render(), "AWS::DynamoDB::Table").values()
+    props = table["Properties"]
+    assert [k["AttributeName"] for k in props["KeySchema"]] == ["pk", "sk"]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_scientist_policy_only_invokes_the_broker():
     (policy,) = of_type(render(), "AWS::IAM::ManagedPolicy").values()
     assert policy["Properties"]["Path"] == contract.USER_PATH
-    assert policy["Properties"]["PolicyDocument"]["Statement"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == ["lambda:InvokeFunction"]
+    assert statement["Resource"] == [{"Fn::GetAtt": ["BrokerFunction", "Arn"]}]
+
+
+def test_broker_and_code_names_fit_aws_limits():
+    long_stack = "S" * 100
+    assert len(contract.broker_function_name(long_stack)) <= 64
+    assert contract.broker_function_name("HTCondorAnnex") == "HTCondorAnnex-broker"
+    bucket = contract.artifact_bucket_name(long_stack, "123456789012", "ap-southeast-2")
+    assert len(bucket) <= 63 and bucket == bucket.lower()
 
 
 def test_every_output_the_tools_need_is_declared():
