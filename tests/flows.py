@@ -7,10 +7,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from annex_admin.credentials import IssueRequest, issue_credentials
+from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials
 from annex_admin.deploy import deploy, resolve_settings
 from annex_common.aws import AwsClients
-from annex_common.bundle import Bundle, Caps
+from annex_cloud.caps import Caps
+from annex_common.bundle import Bundle
 from templates import contract
 from templates.settings import StackSettings
 
@@ -41,8 +42,9 @@ def issue_bundle(
     user: str = USER,
     caps: Caps = Caps(max_instances=32, max_lease_hours=168, max_spend_usd=500.0),
 ) -> Bundle:
+    change = CapsChange(caps.max_instances, caps.max_lease_hours, caps.max_spend_usd)
     return issue_credentials(
-        clients, IssueRequest(contract.DEFAULT_STACK_NAME, project_id, user, output, caps)
+        clients, IssueRequest(contract.DEFAULT_STACK_NAME, project_id, user, output, change), lambda _q: True
     ).bundle
 
 

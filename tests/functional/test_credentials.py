@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import botocore.exceptions
@@ -11,7 +10,9 @@ import pytest
 from annex_admin.credentials import revoke_credentials
 from annex_common.aws import make_clients
 from annex_common.errors import AnnexError, BadInput
-from annex_common.bundle import Caps, load_bundle
+from annex_cloud.caps import Caps
+from annex_cloud.registry import Registry
+from annex_common.bundle import load_bundle
 from templates import contract
 from tests.flows import PROJECT, USER, deploy_stack, issue_bundle
 
@@ -32,10 +33,9 @@ def test_issue_creates_a_tagged_user_with_the_policy_and_a_private_bundle(client
     assert tags[contract.USER_TAG_MAX_SPEND] == "250.00"
     attached = clients.iam.list_attached_user_policies(UserName=USER)["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [outputs[contract.OUT_SCIENTIST_POLICY]]
-    caps = json.loads(
-        clients.s3.get_object(Bucket=outputs[contract.OUT_BUCKET], Key=contract.caps_key(PROJECT))["Body"].read()
-    )
-    assert caps == {"project_id": PROJECT, "max_instances": 8, "max_lease_hours": 72, "max_spend_usd": 250.0}
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    assert registry.user(USER).project_id == PROJECT
+    assert registry.caps(PROJECT) == Caps(8, 72.0, 250.0)
 
 
 def test_issuing_again_rotates_to_one_live_key(clients, tmp_path):
@@ -53,14 +53,14 @@ def test_revoked_keys_are_refused(aws, clients, tmp_path):
     scientist = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
                              secret_access_key=bundle.aws_secret_access_key)
     aws.enforce_iam(True)
-    scientist.ec2.describe_instances()  # works before
+    scientist.client("sts").get_caller_identity()  # works before
     aws.enforce_iam(False)
     result = revoke_credentials(clients, USER)
     assert result.keys_removed == [bundle.aws_access_key_id]
     assert clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"] == []
     aws.enforce_iam(True)
     with pytest.raises(botocore.exceptions.ClientError) as caught:
-        scientist.ec2.describe_instances()
+        scientist.client("sts").get_caller_identity()
     assert caught.value.response["Error"]["Code"] in {"InvalidClientTokenId", "AuthFailure", "InvalidAccessKeyId"}
 
 
@@ -87,3 +87,77 @@ def test_a_bundle_that_cannot_be_written_keeps_the_earlier_key(clients, tmp_path
     assert "could not write the bundle" in caught.value.what
     keys = [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]]
     assert keys == [first.aws_access_key_id]
+
+
+# --- the administrator's safety ------------------------------------------------------------
+
+
+def test_issuing_again_keeps_the_caps_unless_new_ones_are_given(clients, tmp_path):
+    from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials
+
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "1.toml", caps=Caps(8, 72, 250.0))
+    again = issue_credentials(
+        clients, IssueRequest(contract.DEFAULT_STACK_NAME, PROJECT, USER, tmp_path / "2.toml", CapsChange()),
+        lambda _q: pytest.fail("nothing is lowered: no question"),
+    )
+    assert again.caps == Caps(8, 72.0, 250.0) and again.previous_caps == Caps(8, 72.0, 250.0)
+    raised = issue_credentials(
+        clients, IssueRequest(contract.DEFAULT_STACK_NAME, PROJECT, USER, tmp_path / "3.toml", CapsChange(max_spend_usd=900)),
+        lambda _q: pytest.fail("raising a cap asks nothing"),
+    )
+    assert raised.caps == Caps(8, 72.0, 900.0)
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    assert registry.caps(PROJECT) == Caps(8, 72.0, 900.0)
+
+
+def test_an_existing_user_cannot_be_moved_to_another_project(clients, tmp_path):
+    deploy_stack(clients)
+    first = issue_bundle(clients, tmp_path / "1.toml")
+    with pytest.raises(BadInput) as caught:
+        issue_bundle(clients, tmp_path / "2.toml", project_id="OtherLab")
+    assert "belongs to project TheNeeds-MooreLab" in caught.value.what
+    keys = [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]]
+    assert keys == [first.aws_access_key_id]  # nothing rotated
+    assert not (tmp_path / "2.toml").exists()
+
+
+def test_a_user_issue_credentials_did_not_make_is_never_taken_over(clients, tmp_path):
+    deploy_stack(clients)
+    clients.iam.create_user(UserName="ops-robot")
+    key = clients.iam.create_access_key(UserName="ops-robot")["AccessKey"]["AccessKeyId"]
+    with pytest.raises(BadInput) as caught:
+        issue_bundle(clients, tmp_path / "b.toml", user="ops-robot")
+    assert "was not created by condor-annex" in caught.value.what
+    assert [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName="ops-robot")["AccessKeyMetadata"]] == [key]
+    assert clients.iam.list_attached_user_policies(UserName="ops-robot")["AttachedPolicies"] == []
+
+
+def test_lowering_a_cap_below_what_runs_names_what_the_enforcer_would_end_and_asks(clients, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials
+    from annex_cloud.expiry import format_expiry_tag
+
+    deploy_stack(clients)
+    issue_bundle(clients, tmp_path / "1.toml", caps=Caps(32, 168, 5000.0))
+    expiry = format_expiry_tag(datetime.now(timezone.utc) + timedelta(hours=24))
+    tags = [{"Key": k, "Value": v} for k, v in {
+        contract.TAG_ANNEX_NAME: "a1", contract.TAG_PROJECT: PROJECT, contract.TAG_EXPIRY: expiry,
+        contract.TAG_IDLE: "900", contract.TAG_OWNER: USER}.items()]
+    clients.ec2.run_instances(ImageId="ami-12c6146b", MinCount=18, MaxCount=18, InstanceType="m5.large",
+                              TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    questions: list[str] = []
+
+    def decline(question: str) -> bool:
+        questions.append(question)
+        return False
+
+    with pytest.raises(AnnexError):
+        issue_credentials(
+            clients, IssueRequest(contract.DEFAULT_STACK_NAME, PROJECT, USER, tmp_path / "2.toml", CapsChange(max_instances=10)),
+            decline,
+        )
+    (question,) = questions
+    assert "instances 32 -> 10" in question and "would then end 8 running instance(s)" in question
+    assert not (tmp_path / "2.toml").exists()
