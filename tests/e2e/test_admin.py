@@ -108,8 +108,10 @@ def test_enforce_dry_run_lists_and_enforce_ends_exactly_the_rule_breakers(shell)
     breakers |= set(_fleet(ec2, subnet, tags("no-expiry", None)))
     breakers |= set(_fleet(ec2, subnet, tags("garbage", "next week")))
     breakers |= set(_fleet(ec2, subnet, tags("too-long", at(100))))
+    # A project the administrator never recorded may run nothing: only the broker launches, and
+    # only for recorded projects.
+    breakers |= set(_fleet(ec2, subnet, tags("other-project", at(10), project="OtherLab")))
     keepers = set(_fleet(ec2, subnet, tags("fine", at(10)), count=2))
-    keepers |= set(_fleet(ec2, subnet, tags("other-project", at(400), project="OtherLab")))  # no caps: lease rules only
     keepers |= set(_fleet(ec2, subnet, {"Name": "not an annex"}))
     keepers |= set(_fleet(ec2, subnet, None))
 
