@@ -1,13 +1,15 @@
 """The region's hourly prices, fetched at setup from the AWS Price List API and stored with the stack.
 
-Refreshed at most daily. When the API cannot be reached, the table shipped with condor-annex is
-stored instead, for the regions it has; a type no source prices stays unpriced, and the broker
-then refuses to launch it: nothing is ever counted as free.
+Refreshed at most daily. A type the API does not price is priced from the table shipped with
+condor-annex, for the regions it has. When the API cannot be reached, prices it gave for every type
+at an earlier setup are kept; otherwise the table is stored. A type no source prices stays
+unpriced, and the broker then refuses to launch it: nothing is ever counted as free.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -26,6 +28,7 @@ PRICING_CONFIG = botocore.config.Config(
 )
 REFRESH_AFTER = timedelta(days=1)
 PRICE_LIST_SOURCE = "AWS Price List API"
+SHIPPED_SOURCE = "the table shipped with condor-annex"
 
 
 def price_filters(region: str, instance_type: str) -> list[dict[str, str]]:
@@ -54,10 +57,19 @@ def parse_price_list_item(items: list[Any]) -> float | None:
     return None
 
 
-def fetch_price_list(clients: AwsClients, region: str, types: list[str]) -> dict[str, float]:
-    """Prices the API gives for ``types`` (possibly not all); {} when it cannot be reached."""
+@dataclass(frozen=True)
+class Fetched:
+    """What the API gave: prices for some of the types asked, and whether it answered at all."""
+
+    prices: dict[str, float] = field(default_factory=dict)
+    reached: bool = False
+
+
+def fetch_price_list(clients: AwsClients, region: str, types: list[str]) -> Fetched:
+    """Prices the API gives for ``types`` (possibly not all); it stops at the first failure,
+    keeping what it had."""
     pricing = clients.client("pricing", region=PRICING_REGION, config=PRICING_CONFIG)
-    found: dict[str, float] = {}
+    fetched = Fetched()
     for itype in types:
         try:
             response = pricing.get_products(
@@ -65,10 +77,9 @@ def fetch_price_list(clients: AwsClients, region: str, types: list[str]) -> dict
             )
             price = parse_price_list_item(response.get("PriceList", []))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ValueError, KeyError):
-            return found
-        if price is not None:
-            found[itype] = price
-    return found
+            return fetched
+        fetched = Fetched(fetched.prices | ({itype: price} if price is not None else {}), reached=True)
+    return fetched
 
 
 def is_fresh(book: PriceBook | None, types: list[str], now: datetime) -> bool:
@@ -88,13 +99,31 @@ def refresh_prices(clients: AwsClients, registry: Registry, region: str, types: 
         assert stored is not None
         return stored
     fetched = fetch_price_list(clients, region, types)
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if fetched:
-        book = PriceBook(fetched, PRICE_LIST_SOURCE, stamp)
-    else:
-        book = PriceBook(shipped_prices(region), "the table shipped with condor-annex (the Price List API was not reachable)", stamp)
+    outage = not fetched.reached
+    if outage and stored is not None and stored.source == PRICE_LIST_SOURCE and not missing_prices(stored, types):
+        # The API cannot be reached now, but priced every type before: those prices are better than
+        # the table. They stay stored with their own date, so the next setup asks the API again.
+        return stored
+    book = combine_prices(fetched, shipped_prices(region), types, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     registry.put_prices(book)
     return book
+
+
+def combine_prices(fetched: Fetched, shipped: dict[str, float], types: list[str], stamp: str) -> PriceBook:
+    """The API's prices, and the shipped table's for the types the API did not price (the whole
+    table, as before, when the API priced none).
+
+    Only a book wholly from the API carries ``PRICE_LIST_SOURCE`` (the one ``is_fresh`` accepts),
+    so a partial answer is completed from the API at the next setup.
+    """
+    if fetched.prices:
+        filled = {t: shipped[t] for t in types if t not in fetched.prices and t in shipped}
+        source = PRICE_LIST_SOURCE
+        if filled:
+            source += f"; {SHIPPED_SOURCE} for {', '.join(sorted(filled))}"
+        return PriceBook({**filled, **fetched.prices}, source, stamp)
+    why = "had no price for these types" if fetched.reached else "was not reachable"
+    return PriceBook(dict(shipped), f"{SHIPPED_SOURCE} (the Price List API {why})", stamp)
 
 
 def missing_prices(book: PriceBook, types: list[str]) -> list[str]:

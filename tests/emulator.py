@@ -3,21 +3,40 @@ in a child process on 127.0.0.1.
 
 Nothing in the suite may reach real AWS: the environment carries fake keys and a loopback
 endpoint before any test runs, and ``assert_sandboxed`` fails a test that finds otherwise.
+
+The Price List API: the suite's emulator answers it from ``SUITE_PRICE_LIST`` (written to a file
+named by ``ANNEX_EMULATOR_PRICE_LIST``, see annex_admin/emulator_server.py), which prices
+``PRICED_REGION`` (ap-southeast-2) only: a region the shipped table (annex_cloud/prices.json) does
+not have. So a test in ap-southeast-2 gets its prices from the API, one in us-east-1 finds the API
+reachable but without prices and falls back to the shipped table, and one in a region neither
+knows (sa-east-1) gets no price at all. ``start_emulator(..., price_list=None)`` starts an
+emulator without the API, as moto itself is (every Price List request fails).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
+from annex_admin.emulator_server import PRICE_LIST_ENV
 from annex_admin.sandbox import EMULATOR_MODULE, emulator_environment, free_port, spawn_emulator
 
 FAKE_KEY_ID = "AKIAFAKETESTKEY00000"
 FAKE_SECRET = "fake-secret-for-the-local-emulator-only"
 REGION = "us-east-1"
+
+PRICED_REGION = "ap-southeast-2"
+# On-demand Linux USD per hour in Sydney. m5.large 0.12 is AWS's published figure (a copy of its
+# pricing page). The other two are derived, not looked up: m6i.large priced as m5.large, and
+# m7i.large 5 % above m6i.large, as in every region of the shipped table (us-east-1: 0.096, 0.1008).
+SUITE_PRICE_LIST: Mapping[str, Mapping[str, float]] = {
+    PRICED_REGION: {"m7i.large": 0.126, "m6i.large": 0.12, "m5.large": 0.12},
+}
 
 
 @dataclass
@@ -50,9 +69,20 @@ class Emulator:
             self.process.kill()
 
 
-def start_emulator(log_dir: Path, extra_env: dict[str, str] | None = None) -> Emulator:
+def start_emulator(
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    price_list: Mapping[str, Mapping[str, float]] | None = SUITE_PRICE_LIST,
+) -> Emulator:
+    """The emulator in a child process, its log in ``log_dir``; with the Price List API answering
+    from ``price_list`` (written to ``log_dir``), or without it (None: moto's own behaviour)."""
     port = free_port()
     env = dict(os.environ)
+    env.pop(PRICE_LIST_ENV, None)
+    if price_list is not None:
+        catalogue = log_dir / f"price-list-{port}.json"
+        catalogue.write_text(json.dumps(price_list, indent=1, sort_keys=True))
+        env[PRICE_LIST_ENV] = str(catalogue)
     env.update(extra_env or {})
     log_path = log_dir / f"moto-{port}.log"
     url, process = spawn_emulator(EMULATOR_MODULE, port, log_path, env=env)
