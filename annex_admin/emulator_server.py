@@ -834,6 +834,55 @@ def install_price_list(catalogue: PriceCatalogue) -> None:
     DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
 
 
+# Lambda's REST-JSON error names for what moto reports as Query-style XML codes.
+LAMBDA_ERROR_TYPES = {
+    "InvalidClientTokenId": "UnrecognizedClientException",
+    "InvalidAccessKeyId": "UnrecognizedClientException",
+    "SignatureDoesNotMatch": "InvalidSignatureException",
+    "AccessDenied": "AccessDeniedException",
+}
+
+
+def install_json_lambda_refusals() -> None:
+    """Answer refused Lambda requests as Lambda does: JSON with ``x-amzn-ErrorType``.
+
+    moto's IAM enforcement answers every refusal in XML; for Lambda's REST-JSON protocol botocore
+    then sees only an HTTP status ("403") and the XML as the message, where AWS sends, say,
+    ``UnrecognizedClientException`` for a revoked key. Only 4xx XML answers on Lambda's paths
+    are rewritten.
+    """
+    import json
+    import re
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    moto_call = DomainDispatcherApplication.__call__
+
+    def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("PATH_INFO", "").startswith("/2015-03-31/functions"):
+            return moto_call(self, environ, start_response)
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured.update(status=status, headers=headers)
+            return lambda _data: None
+
+        body = b"".join(moto_call(self, environ, capture))
+        status, headers = captured["status"], captured["headers"]
+        code = re.search(rb"<Code>([A-Za-z]+)</Code>", body)
+        if status.startswith("4") and body.lstrip().startswith(b"<") and code:
+            message = re.search(rb"<Message>(.*?)</Message>", body, re.S)
+            error_type = LAMBDA_ERROR_TYPES.get(code.group(1).decode(), code.group(1).decode())
+            body = json.dumps({"Type": "User", "message": message.group(1).decode() if message else ""}).encode()
+            headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                        ("x-amzn-ErrorType", error_type)]
+        start_response(status, headers)
+        return [body]
+
+    DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
+
+
 def price_catalogue_from_environment(environ: Mapping[str, str]) -> PriceCatalogue | None:
     """The catalogue ``ANNEX_EMULATOR_PRICE_LIST`` names; None (moto's behaviour) when unset.
     A file that is named but unreadable or malformed stops the server: a test would otherwise
@@ -887,6 +936,7 @@ def main(argv: list[str] | None = None) -> None:
     install_dict_policy_documents()
     install_dynamodb_table_resource()
     install_per_key_delete_authorization()
+    install_json_lambda_refusals()
     install_lambda_execution(LambdaHost(own_endpoint(args), _private_directory(), assume_function_role))
     catalogue = price_catalogue_from_environment(os.environ)
     if catalogue is not None:

@@ -25,7 +25,15 @@ RETRY_CONFIG = botocore.config.Config(
     read_timeout=30,
 )
 
-UNKNOWN_KEY_CODES = {"InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+# Query-protocol services (EC2, IAM, STS) and JSON-protocol ones (Lambda, DynamoDB) name these differently.
+UNKNOWN_KEY_CODES = {
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+}
 ACCESS_DENIED_CODES = {
     "AccessDenied",
     "AccessDeniedException",
@@ -35,6 +43,8 @@ ACCESS_DENIED_CODES = {
     "AuthFailure",
     "InvalidAccessKeyId",
     "ExpiredToken",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
 }
 
 

@@ -36,7 +36,7 @@ class Broker:
         except AwsFailure as exc:
             if isinstance(exc.__cause__, botocore.exceptions.ClientError) and error_code(exc.__cause__) == "ResourceNotFoundException":
                 raise BadInput(
-                    f"no condor-annex broker {self.function_name} in {self.region}",
+                    f"no condor-annex stack with a broker ({self.function_name}) in {self.region}",
                     "the region has not been set up, or the bundle names the wrong region or stack",
                     "Ask your pool administrator to run `annex-admin setup` (or check region and stack_name in your bundle).",
                 ) from exc

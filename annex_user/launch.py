@@ -101,7 +101,7 @@ def default_annex_name(project_id: str, now: datetime) -> str:
 def validate_count(count: int) -> int:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
         raise BadInput(
-            f"--instances {count} is not a whole number from 1 to {MAX_COUNT:,}",
+            f"--instances {count} is not a positive whole number (at most {MAX_COUNT:,})",
             "an annex needs at least one instance",
             "Pass for example --instances 16.",
         )

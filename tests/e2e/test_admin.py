@@ -76,7 +76,8 @@ def test_issue_credentials_bad_input(shell):
 
 
 def _fleet(ec2, subnet: str, tags: dict[str, str] | None, count: int = 1) -> list[str]:
-    kwargs = {"ImageId": "ami-12c6146b", "MinCount": count, "MaxCount": count, "SubnetId": subnet}
+    kwargs = {"ImageId": "ami-12c6146b", "MinCount": count, "MaxCount": count, "SubnetId": subnet,
+              "InstanceType": "m5.large"}  # priced: an unpriced type never survives a spend cap
     if tags:
         kwargs["TagSpecifications"] = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
     return [i["InstanceId"] for i in ec2.run_instances(**kwargs)["Instances"]]

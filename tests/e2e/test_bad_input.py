@@ -47,7 +47,8 @@ def world(emulator, tmp_path_factory) -> World:
     env["CONDOR_ANNEX_CREDENTIALS"] = str(bundle)
     run(console_script("condor_annex"), "--project-id", PROJECT, "--duration", "2", "--instances", "2",
         "--annex-name", "existing", "--yes")
-    bucket = next(b["Name"] for b in make_clients(region="us-east-1").s3.list_buckets()["Buckets"])
+    outputs = make_clients(region="us-east-1").cloudformation.describe_stacks(StackName="HTCondorAnnex")["Stacks"][0]["Outputs"]
+    bucket = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "ConfigBucket")
     return World(env, home, bundle, "existing", bucket)
 
 
@@ -146,8 +147,9 @@ CASES = {
     "idle-out-of-range": Case(launch("--idle", "0"), "out of range"),
     "extend-unknown-annex": Case(["extend", "--annex-name", "nope", "--duration", "5"], "no live annex"),
     "extend-beyond-cap": Case(["extend", "--annex-name", "existing", "--duration", "100"], "lease cap"),
-    "terminate-unknown-annex": Case(["terminate", "--annex-name", "nope", "--yes"], "no live annex"),
+    "terminate-bad-annex-name": Case(["terminate", "--annex-name", "no pe", "--yes"], "not allowed"),
     "status-bad-output": Case(["status", "--output", "xml"], "not known"),
+    "date-only-expiry": Case(["--project-id", PROJECT, "--instances", "1", "--expiry", "2026-12-04", "--yes"], "no time of day"),
     "no-stack-in-bundle-region": Case(launch(), "no condor-annex stack", prepare=other_region_bundle),
     "unknown-option": Case(["launch", "--frobnicate"], "No such option"),
 }

@@ -1,0 +1,224 @@
+"""The broker through a real Invoke, with the emulator's IAM enforcement on: the scientist's keys
+only ask, the broker proves who asks, reads caps from the administrator's record, and never acts
+twice for one request."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from annex_cloud.caps import Caps
+from annex_cloud.expiry import format_expiry_tag
+from annex_cloud.identity import sign_identity_proof, sts_endpoint
+from annex_common.aws import make_clients
+from annex_common.bundle import load_bundle
+from annex_common.errors import BadInput
+from annex_user.context import open_context
+from annex_user.launch import LaunchRequest, execute_launch, plan_launch
+from templates import contract
+from tests.flows import PROJECT, USER, deploy_stack, issue_bundle, write_pool
+
+BROKER = contract.broker_function_name(contract.DEFAULT_STACK_NAME)
+
+
+@pytest.fixture
+def world(aws, clients, tmp_path):
+    """A stack, a scientist with caps (32 instances), her pool; IAM enforcement on for the test."""
+    deploy_stack(clients)
+    issue_bundle(clients, tmp_path / "b.toml", caps=Caps(32, 168, 2000.0))
+    pool = write_pool(tmp_path / "pool")
+    aws.enforce_iam(True)
+    return tmp_path / "b.toml", pool
+
+
+def live(project: str = PROJECT) -> list[str]:
+    ec2 = make_clients(region="us-east-1").ec2  # the suite's keys: call with enforcement off
+    return [
+        i["InstanceId"]
+        for page in ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": f"tag:{contract.TAG_PROJECT}", "Values": [project]},
+                     {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        for r in page["Reservations"] for i in r["Instances"]
+    ]
+
+
+def raw_invoke(bundle_path: Path, payload: dict) -> dict:
+    bundle = load_bundle(bundle_path)
+    scientist = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
+                             secret_access_key=bundle.aws_secret_access_key)
+    answer = scientist.awslambda.invoke(FunctionName=BROKER, Payload=json.dumps(payload).encode())
+    assert "FunctionError" not in answer, answer["Payload"].read()
+    return json.loads(answer["Payload"].read())
+
+
+def proof_for(bundle_path: Path, audience: str = BROKER) -> dict:
+    bundle = load_bundle(bundle_path)
+    scientist = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
+                             secret_access_key=bundle.aws_secret_access_key)
+    credentials = scientist.session.get_credentials().get_frozen_credentials()
+    return sign_identity_proof(credentials, region="us-east-1",
+                               sts_url=sts_endpoint(scientist.session, "us-east-1"), audience=audience)
+
+
+def request(name: str, pool, *, count: int, hours: float = 24, spot: bool = False) -> LaunchRequest:
+    return LaunchRequest(PROJECT, datetime.now(timezone.utc) + timedelta(hours=hours), count, annex_name=name,
+                         spot=spot, condor_config=str(pool.condor_config))
+
+
+# --- who asks -----------------------------------------------------------------------------------
+
+
+def test_status_through_the_broker_names_the_proven_user(world):
+    bundle_path, pool = world
+    ctx = open_context(bundle_path)
+    plan = plan_launch(ctx, request("who", pool, count=2))
+    assert plan.owner == USER and plan.project_id == PROJECT
+
+
+@pytest.mark.parametrize("case", ["no-proof", "other-broker", "tampered-body", "unsigned-audience"])
+def test_a_request_whose_identity_aws_does_not_prove_is_refused(world, case):
+    bundle_path, _pool = world
+    proof = proof_for(bundle_path, audience="SomeOtherStack-broker" if case == "other-broker" else BROKER)
+    if case == "no-proof":
+        proof = None
+    elif case == "tampered-body":
+        proof["body"] = "Action=GetCallerIdentity&Version=2011-06-15&X=1"
+    elif case == "unsigned-audience":
+        auth = proof["headers"]["Authorization"]
+        proof["headers"]["Authorization"] = auth.replace(";x-annex-broker", "")
+    answer = raw_invoke(bundle_path, {"op": "status", "identity": proof, "params": {}})
+    assert answer["ok"] is False
+    assert answer["refused"]["what"] == "the broker could not tell who is asking"
+
+
+def test_a_proof_signed_with_a_wrong_secret_is_refused_by_sts(world):
+    bundle_path, _pool = world
+    bundle = load_bundle(bundle_path)
+    forged = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id, secret_access_key="not-her-secret")
+    proof = sign_identity_proof(forged.session.get_credentials().get_frozen_credentials(), region="us-east-1",
+                                sts_url=sts_endpoint(forged.session, "us-east-1"), audience=BROKER)
+    answer = raw_invoke(bundle_path, {"op": "status", "identity": proof, "params": {}})
+    assert answer["ok"] is False and "STS refused" in answer["refused"]["why"]
+
+
+def test_asking_for_another_project_is_refused(world):
+    bundle_path, _pool = world
+    answer = raw_invoke(bundle_path, {"op": "status", "identity": proof_for(bundle_path), "params": {"project_id": "OtherLab"}})
+    assert answer["ok"] is False and "do not cover project" in answer["refused"]["what"]
+
+
+# --- caps are the administrator's ----------------------------------------------------------------
+
+
+def test_an_edited_bundle_changes_no_cap(world, aws):
+    bundle_path, pool = world
+    text = bundle_path.read_text().replace("max_instances = 32", "max_instances = 100")
+    assert "max_instances = 100" in text
+    bundle_path.write_text(text)
+    ctx = open_context(bundle_path)
+    assert ctx.bundle.caps.max_instances == 100  # shown, never trusted
+    with pytest.raises(BadInput) as caught:
+        plan_launch(ctx, request("big", pool, count=40))
+    assert "instance cap of 32" in caught.value.what
+    aws.enforce_iam(False)
+    assert live() == []
+
+
+def test_three_concurrent_launches_never_break_the_instance_cap(world, aws):
+    bundle_path, pool = world
+    execute_launch(open_context(bundle_path), plan_launch(open_context(bundle_path), request("first", pool, count=2)))
+    outcomes: dict[str, str] = {}
+
+    def launch(name: str) -> None:
+        ctx = open_context(bundle_path)
+        try:
+            plan = plan_launch(ctx, request(name, pool, count=12))
+            outcomes[name] = f"launched {len(execute_launch(ctx, plan).instance_ids)}"
+        except BadInput as exc:
+            outcomes[name] = f"refused: {exc.what}"
+
+    # Every plan is made first (each sees 2 live: all three fit alone), then the launches race.
+    threads = [threading.Thread(target=launch, args=(f"race-{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    aws.enforce_iam(False)
+    assert len(live()) <= 32, outcomes
+    launched = [o for o in outcomes.values() if o == "launched 12"]
+    refused = [o for o in outcomes.values() if o.startswith("refused")]
+    assert len(launched) == 2 and len(refused) == 1, outcomes
+    assert "instance cap of 32" in refused[0]
+    assert len(live()) == 26
+
+
+# --- one request, one launch ---------------------------------------------------------------------
+
+
+def test_a_retried_launch_request_returns_the_first_answer_and_launches_nothing_more(world, aws):
+    bundle_path, pool = world
+    ctx = open_context(bundle_path)
+    plan = plan_launch(ctx, request("once", pool, count=3))
+    params = {k: v for k, v in plan.params.items() if k != "job_owner"}
+    params.update(
+        request_id=uuid.uuid4().hex,
+        pool={"collector_host": pool.collector_host, "trust_domain": pool.trust_domain, "job_owner": "alice",
+              "security": "password", "material": base64.b64encode(b"scrambled").decode()},
+    )
+    first = ctx.broker.ask("launch", params, "first")
+    second = ctx.broker.ask("launch", params, "retry")
+    assert len(first["instance_ids"]) == 3
+    assert second["instance_ids"] == first["instance_ids"] and second.get("replayed") is True
+    aws.enforce_iam(False)
+    assert sorted(live()) == sorted(first["instance_ids"])
+
+
+# --- prices: a bound, never a guess ----------------------------------------------------------------
+
+
+def test_spot_is_capped_at_the_on_demand_price_so_what_is_admitted_the_enforcer_keeps(world, aws, clients):
+    bundle_path, pool = world
+    ctx = open_context(bundle_path)
+    # Cap 2000: 24 h of 32 instances at ≤ $0.1008 = $77; admitted at the on-demand price as a bound.
+    plan = plan_launch(ctx, request("spot", pool, count=20, spot=True))
+    assert plan.spot is True and plan.most_cost == pytest.approx(20 * 0.1008 * plan.lease_hours)
+    result = execute_launch(ctx, plan)
+    assert len(result.instance_ids) == 20
+    aws.enforce_iam(False)
+    from annex_admin.enforce import run_enforcer
+
+    stack = clients.cloudformation.describe_stacks(StackName=contract.DEFAULT_STACK_NAME)["Stacks"][0]
+    enforcer = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == contract.OUT_ENFORCER_FUNCTION)
+    report = run_enforcer(clients, enforcer, dry_run=True)
+    assert report["terminated"] == [] and report["errors"] == []
+    assert report["kept"] == 20
+
+
+def test_with_no_price_at_all_a_launch_is_refused(aws, tmp_path):
+    """sa-east-1 is neither in the shipped table nor in the suite's Price List catalogue."""
+    admin = make_clients(region="sa-east-1")
+    deploy_stack(admin)
+    issue_bundle(admin, tmp_path / "b.toml")
+    ctx = open_context(tmp_path / "b.toml")
+    with pytest.raises(BadInput) as caught:
+        plan_launch(ctx, request("unpriced", write_pool(tmp_path / "pool"), count=1))
+    assert "no price is known" in caught.value.what and "annex-admin setup" in caught.value.next_step
+
+
+def test_a_region_missing_from_the_shipped_table_gets_fetched_prices(aws, tmp_path):
+    from tests.emulator import PRICED_REGION
+
+    admin = make_clients(region=PRICED_REGION)
+    deployed = deploy_stack(admin)
+    assert deployed.prices.source == "AWS Price List API"
+    issue_bundle(admin, tmp_path / "b.toml")
+    ctx = open_context(tmp_path / "b.toml")
+    plan = plan_launch(ctx, request("sydney", write_pool(tmp_path / "pool"), count=2))
+    assert plan.price_source == "AWS Price List API"
+    assert set(plan.prices) == set(contract.DEFAULT_INSTANCE_TYPES)
