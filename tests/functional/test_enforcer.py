@@ -14,16 +14,15 @@ Facts about the emulator these tests build on (moto 5.2, measured):
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from annex_admin.enforce import deployed_prices, run_enforcer
 from annex_common.errors import AwsFailure
 from templates import contract
 from annex_cloud import enforcer as enf
+from annex_cloud.caps import Caps as ProjectCaps
 from tests import emulator as emu
 
 BUCKET = "annex-config-enforcer-test"
@@ -89,21 +88,33 @@ def launch_times(ec2, ids: list[str]) -> list[datetime]:
     return [by_id[i] for i in ids]
 
 
-def put_caps(s3, project: str, **caps) -> None:
-    s3.put_object(Bucket=BUCKET, Key=contract.caps_key(project), Body=json.dumps(caps).encode())
+# The administrator's record, as the sweep reads it (the registry table is exercised through the
+# deployed function in tests/e2e/test_admin.py): a project with no entry has no record.
+RECORDS: dict[str, ProjectCaps] = {}
+
+
+def put_caps(_s3, project: str, **caps) -> None:
+    full = {"max_instances": 10_000, "max_lease_hours": 24 * 366, "max_spend_usd": 1e9, **caps}
+    RECORDS[project] = ProjectCaps(int(full["max_instances"]), float(full["max_lease_hours"]), float(full["max_spend_usd"]))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_records():
+    RECORDS.clear()
 
 
 def terminated_ids(report: enf.SweepReport) -> set[str]:
     return {entry[0] for entry in report.terminated}
 
 
-def do_sweep(clients, now: datetime, *, dry_run: bool = False, grace: int = 900, log=None):
+def do_sweep(clients, now: datetime, *, dry_run: bool = False, grace: int = 900, log=None, caps=None):
     lines: list[str] = []
     report = enf.sweep(
         clients.ec2,
         clients.s3,
         bucket=BUCKET,
         prices=PRICES,
+        caps=caps or RECORDS.get,
         now=now,
         dry_run=dry_run,
         log=log or lines.append,
@@ -126,7 +137,8 @@ def build_fleet_table(clients) -> tuple[datetime, set[str], set[str], set[str]]:
     doomed: set[str] = set()
     kept: set[str] = set()
 
-    # No caps object: the lease rules alone.
+    # Generous caps: the lease rules decide.
+    put_caps(s3, "lease-only")
     doomed |= set(launch(ec2, 2, annex="old-run", project="lease-only", expiry=past))
     kept |= set(launch(ec2, 2, annex="fresh-run", project="lease-only", expiry=later))
     doomed |= set(launch(ec2, annex="untagged-run", project="lease-only"))
@@ -160,7 +172,7 @@ def build_fleet_table(clients) -> tuple[datetime, set[str], set[str], set[str]]:
         if round_:
             time.sleep(1.05)
         crowded += launch(ec2, annex=f"crowd-{round_}", project="crowded", expiry=past if round_ == 1 else later)
-        # 1.0, 2.0 (unknown type, priced as the dearest known), 1.0, 1.0 USD committed.
+        # 1.0, unknown type (no price: could cost anything), 1.0, 1.0 USD committed.
         kind = "x9.huge" if round_ == 1 else "m5.large"
         spendy += launch(ec2, annex="big", project="spendy", expiry=later, instance_type=kind)
     for ids in (crowded, spendy):
@@ -169,9 +181,11 @@ def build_fleet_table(clients) -> tuple[datetime, set[str], set[str], set[str]]:
     # crowded: round 1 expired (removed first, not counted); of rounds 0, 2, 3 the newest goes.
     doomed |= {crowded[1], crowded[3]}
     kept |= {crowded[0], crowded[2]}
-    # spendy: 5.0 > 3.5, drop round 3 (4.0), drop round 2 (3.0).
-    doomed |= {spendy[2], spendy[3]}
-    kept |= {spendy[0], spendy[1]}
+    # spendy: the unpriced one goes under a spend cap; the priced rest commit 3.0 <= 3.5.
+    doomed |= {spendy[1]}
+    kept |= {spendy[0], spendy[2], spendy[3]}
+    # A project the administrator never recorded may run nothing at all.
+    doomed |= set(launch(ec2, 2, annex="unrecorded", project="nobody-recorded", expiry=later))
     return base + timedelta(seconds=10), doomed, kept, foreign
 
 
@@ -196,7 +210,8 @@ def test_one_sweep_terminates_exactly_the_right_instances_and_a_second_does_noth
     assert sum("unparsable expiry tag" in r for r in reasons.values()) == 1
     assert sum("exceeds the project's cap of 24 h" in r for r in reasons.values()) == 1
     assert sum("cap is 2" in r for r in reasons.values()) == 1
-    assert sum("committed spend" in r for r in reasons.values()) == 2
+    assert sum("no price is known for instance type 'x9.huge'" in r for r in reasons.values()) == 1
+    assert sum("cap is 0" in r for r in reasons.values()) == 2  # the unrecorded project
 
     # One line per action, one line per capless project, one summary line last.
     assert sum(line.startswith("terminated i-") for line in lines) == len(doomed)
@@ -216,6 +231,7 @@ def test_one_sweep_terminates_exactly_the_right_instances_and_a_second_does_noth
 def test_orphan_configuration_is_deleted_once_old_and_live_annexes_keep_theirs(clients, bucket):
     ec2, s3 = clients.ec2, clients.s3
     base = utcnow()
+    put_caps(s3, "lab")
     launch(ec2, annex="live", project="lab", expiry=stamp(base + timedelta(hours=10)))
     launch(ec2, annex="ending", project="lab", expiry=stamp(base - timedelta(minutes=5)))
     keys = {
@@ -300,16 +316,21 @@ def test_a_failed_batch_is_reported_and_the_other_batches_proceed(clients, bucke
 
 def test_unreadable_caps_are_reported_and_only_lease_rules_apply(clients, bucket):
     base = utcnow()
-    clients.s3.put_object(Bucket=BUCKET, Key=contract.caps_key("broken"), Body=b"{not json")
-    put_caps(clients.s3, "negative", max_instances=-3)
+    def read(project: str):
+        if project == "broken":
+            raise ValueError("the caps record is incomplete or malformed ('max_instances')")
+        if project == "negative":
+            raise ValueError("the instance cap must be a whole number of at least 1, not -3")
+        return RECORDS.get(project)
+
     kept = set(launch(clients.ec2, 3, annex="a", project="broken", expiry=stamp(base + timedelta(hours=500))))
     kept |= set(launch(clients.ec2, 2, annex="b", project="negative", expiry=stamp(base + timedelta(hours=1))))
     doomed = set(launch(clients.ec2, annex="c", project="broken", expiry=stamp(base - timedelta(hours=1))))
-    report, lines = do_sweep(clients, base)
+    report, lines = do_sweep(clients, base, caps=read)
     assert terminated_ids(report) == doomed
     assert len(report.errors) == 2
     assert any("'broken'" in e and "invalid" in e for e in report.errors)
-    assert any("'negative'" in e and "max_instances" in e for e in report.errors)
+    assert any("'negative'" in e and "instance cap" in e for e in report.errors)
     assert live_ids(clients.ec2) == kept
 
 
@@ -359,70 +380,43 @@ def test_scale_over_a_thousand_instances_across_pages_and_batches(clients, bucke
     print(f"scale: launched 1,170 instances in {launched:.1f} s, swept in {swept:.1f} s")
 
 
-def test_handler_runs_a_sweep_from_its_environment(clients, bucket, capsys):
-    base = utcnow()
-    doomed = set(launch(clients.ec2, 2, annex="old", project="lab", expiry=stamp(base - timedelta(minutes=1))))
-    kept = set(launch(clients.ec2, 2, annex="new", project="lab", expiry=stamp(base + timedelta(hours=1))))
-    environ = {"ANNEX_BUCKET": BUCKET, "ANNEX_PRICES": json.dumps(PRICES), "AWS_REGION": emu.REGION}
+def test_the_deployed_enforcer_sweeps_with_the_registry_caps_and_prices(clients, tmp_path):
+    """annex-admin enforce invokes the stack's own function: its code, role, caps and prices."""
+    from annex_admin.enforce import report_lines, run_enforcer
+    from annex_cloud.registry import Registry
+    from tests.flows import PROJECT, deploy_stack, issue_bundle
 
-    dry = enf.handler({"dry_run": True}, None, environ=environ)
-    assert dry["dry_run"] is True
-    assert {t["instance_id"] for t in dry["terminated"]} == doomed
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "b.toml", caps=ProjectCaps(2, 48, 500.0))
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    assert registry.prices().price("m5.large") == pytest.approx(0.096)  # the shipped table for us-east-1
+    base = utcnow()
+    doomed = set(launch(clients.ec2, annex="old", project=PROJECT, expiry=stamp(base - timedelta(minutes=1))))
+    kept = set(launch(clients.ec2, 2, annex="new", project=PROJECT, expiry=stamp(base + timedelta(hours=1))))
+    time.sleep(1.05)
+    doomed |= set(launch(clients.ec2, annex="third", project=PROJECT, expiry=stamp(base + timedelta(hours=1))))
+    function = outputs[contract.OUT_ENFORCER_FUNCTION]
+
+    dry = run_enforcer(clients, function, dry_run=True)
+    assert dry["dry_run"] is True and {t["instance_id"] for t in dry["terminated"]} == doomed
     assert live_ids(clients.ec2) == doomed | kept
+    assert any("cap is 2" in line for line in report_lines(dry))
 
-    scheduled_event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
-    result = enf.handler(scheduled_event, None, environ=environ)
-    assert json.loads(json.dumps(result)) == result
-    assert result["dry_run"] is False and result["kept"] == 2
-    assert {t["instance_id"] for t in result["terminated"]} == doomed
-    assert {t["project_id"] for t in result["terminated"]} == {"lab"}
+    real = run_enforcer(clients, function, dry_run=False)
+    assert {t["instance_id"] for t in real["terminated"]} == doomed
     assert live_ids(clients.ec2) == kept
-    assert "instances terminated" in capsys.readouterr().out
 
 
-def test_run_enforcer_uses_the_admin_clients(clients, bucket):
-    base = utcnow()
-    doomed = set(launch(clients.ec2, annex="old", project="lab", expiry=stamp(base - timedelta(minutes=1))))
-    lines: list[str] = []
-    report = run_enforcer(clients, bucket=BUCKET, prices=PRICES, dry_run=True, log=lines.append)
-    assert terminated_ids(report) == doomed and report.dry_run
-    assert live_ids(clients.ec2) == doomed
-    report = run_enforcer(clients, bucket=BUCKET, prices=PRICES, dry_run=False, now=base, log=lines.append)
-    assert terminated_ids(report) == doomed
-    assert live_ids(clients.ec2) == set()
+def test_run_enforcer_turns_refusals_into_an_aws_failure(aws, clients, tmp_path):
+    from annex_admin.enforce import run_enforcer
+    from tests.flows import deploy_stack
 
-
-def test_run_enforcer_turns_refusals_into_an_aws_failure(aws, clients, bucket):
+    function = deploy_stack(clients).outputs[contract.OUT_ENFORCER_FUNCTION]
     aws.enforce_iam(True)  # the suite's fake keys are unknown to IAM, so every call is refused
     with pytest.raises(AwsFailure) as caught:
-        run_enforcer(clients, bucket=BUCKET, prices=PRICES, dry_run=True, log=lambda _: None)
+        run_enforcer(clients, function, dry_run=True)
     assert caught.value.what == "the enforcer sweep failed"
-    assert "refused" in caught.value.why
-
-
-def test_deployed_prices_come_from_the_function_environment(clients):
-    import io
-    import zipfile
-
-    role = clients.iam.create_role(
-        RoleName="enforcer-test",
-        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
-    )["Role"]["Arn"]
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.writestr("index.py", open(enf.__file__).read())
-    client = clients.client("lambda")
-    client.create_function(
-        FunctionName="annex-enforcer",
-        Runtime="python3.12",
-        Role=role,
-        Handler="index.handler",
-        Code={"ZipFile": archive.getvalue()},
-        Environment={"Variables": {"ANNEX_BUCKET": BUCKET, "ANNEX_PRICES": json.dumps(PRICES)}},
-    )
-    assert deployed_prices(clients, "annex-enforcer") == PRICES
-    with pytest.raises(AwsFailure):
-        deployed_prices(clients, "no-such-function")
+    assert "does not accept these credentials" in caught.value.why
 
 
 def test_the_deployed_zip_imports_standalone(tmp_path):
