@@ -216,7 +216,7 @@ def test_one_sweep_terminates_exactly_the_right_instances_and_a_second_does_noth
     # One line per action, one line per capless project, one summary line last.
     assert sum(line.startswith("terminated i-") for line in lines) == len(doomed)
     assert sum(line.startswith("would terminate i-") for line in dry_lines) == len(doomed)
-    assert sum("'lease-only' has no caps" in line for line in lines) == 1
+    assert sum("'nobody-recorded' has no record" in line for line in lines) == 1
     assert sum("x9.huge" in line for line in lines) == 1
     assert lines[-1].startswith("enforcer at ") and f"{len(doomed)} instances terminated" in lines[-1]
     assert dry_lines[-1].startswith("enforcer (dry run) at ")
