@@ -21,9 +21,10 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from annex_admin.credentials import MAX_CAP_LEASE_HOURS, PROJECT_RE, USER_RE, validate_issue
+from annex_admin.credentials import PROJECT_RE, USER_RE, CapsChange, validate_issue
+from annex_cloud.caps import MAX_CAP_LEASE_HOURS, Caps
 from annex_common.errors import BadInput
-from annex_common.bundle import Bundle, Caps, load_bundle, write_bundle
+from annex_common.bundle import Bundle, load_bundle, write_bundle
 from tests.flows import console_script, write_pool
 from tests.unit.test_properties import assert_valid_bundle, bundle_documents, expiry_like, outcome
 
@@ -84,7 +85,7 @@ finite_caps = st.builds(
 def test_issue_input_is_refused_or_round_trips_through_the_bundle(tmp_path: Path, project: str, user: str,
                                                                  caps: Caps, where: str):
     output = {"file": tmp_path / "out.toml", "folder": tmp_path, "missing-folder": tmp_path / "nope" / "b.toml"}[where]
-    result = outcome(validate_issue, project, user, caps, output)
+    result = outcome(validate_issue, project, user, CapsChange(caps.max_instances, caps.max_lease_hours, caps.max_spend_usd), output)
     if isinstance(result, BadInput):
         return
     assert where == "file" and PROJECT_RE.match(project) and USER_RE.match(user)
@@ -150,7 +151,7 @@ def test_a_deeply_nested_bundle_is_bad_input(tmp_path: Path, nesting: str):
 @pytest.mark.parametrize("caps", [Caps(8, math.nan, 100.0), Caps(8, 72.0, math.nan), Caps(8, 72.0, math.inf)])
 def test_non_finite_caps_are_refused(tmp_path: Path, caps: Caps):
     with pytest.raises(BadInput):
-        validate_issue("TheNeeds-MooreLab", "needs-moore", caps, tmp_path / "b.toml")
+        validate_issue("TheNeeds-MooreLab", "needs-moore", CapsChange(caps.max_instances, caps.max_lease_hours, caps.max_spend_usd), tmp_path / "b.toml")
 
 
 def test_the_random_arguments_reach_the_emulator_and_are_refused_there(sandbox_env: dict[str, str], tmp_path: Path):
@@ -159,5 +160,5 @@ def test_the_random_arguments_reach_the_emulator_and_are_refused_there(sandbox_e
     env = dict(sandbox_env, CONDOR_ANNEX_CREDENTIALS=str(_bundle(tmp_path)))
     done = subprocess.run([console_script("condor_annex"), "--project-id", "TheNeeds-MooreLab", "--duration", "5",
                            "--instances", "2", "--yes"], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "no condor-annex stack named HTCondorAnnex" in done.stderr
+    assert done.returncode == 2 and "no condor-annex stack with a broker (HTCondorAnnex-broker)" in done.stderr
 
