@@ -45,6 +45,13 @@ PROTECTED_INSTANCE_TAGS = (
 # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-fleet-prerequisites.html
 LAUNCH_ACTIONS = [ec2_actions.RunInstances, ec2_actions.CreateFleet]
 
+# Resource types other than launch templates that an instant fleet of the stack's templates may
+# be authorized against (see DenyFleetFromOtherTemplates).
+FLEET_RESOURCE_TYPES = (
+    "fleet", "instance", "volume", "subnet", "image",
+    "network-interface", "security-group", "key-pair", "snapshot", "spot-instances-request",
+)
+
 S3_OBJECT_ACTIONS = [s3_actions.PutObject, s3_actions.GetObject, s3_actions.DeleteObject]
 
 
@@ -75,10 +82,10 @@ def assume_role_document(service: str) -> awacs_aws.PolicyDocument:
 
 def _any_ec2(resource_type: str) -> Sub:
     """Every resource of a type, in any region and account: the scope of a Deny (wider is safer,
-    and shorter: the managed policy must stay under IAM's 6,144-character limit)."""
-    if resource_type == "image":
-        # AMIs are public-namespace resources: their ARN has no account field.
-        return Sub("arn:${AWS::Partition}:ec2:*::image/*")
+    and shorter: a role's inline policies must stay under IAM's 10,240 characters together)."""
+    if resource_type in ("image", "snapshot"):
+        # AMIs and snapshots are public-namespace resources: their ARN has no account field.
+        return Sub("arn:${AWS::Partition}:ec2:*::" + resource_type + "/*")
     return Sub("arn:${AWS::Partition}:ec2:*:*:" + resource_type + "/*")
 
 
@@ -92,10 +99,28 @@ def _launch_template_arn(lt_id: Any) -> Join:
     return Join("", [Sub("arn:${AWS::Partition}:ec2:*:*:launch-template/"), lt_id])
 
 
-def _deny(sid: str, actions: list[Any], resources: list[Any], condition: Any = None) -> awacs_aws.Statement:
+def _all_of(*elements: awacs_aws.ConditionElement) -> awacs_aws.Condition:
+    """A Condition that requires every element.
+
+    awacs renders a Condition as one block per operator and, given two elements with the same
+    operator (two ``Null`` checks, say), silently keeps only the last. Here elements that share an
+    operator are merged into one block (keys inside a block are ANDed, as IAM evaluates them), and
+    a key given twice under one operator is an error rather than a lost check.
+    """
+    blocks: dict[str, tuple[type, dict[str, Any]]] = {}
+    for element in elements:
+        kind, merged = blocks.setdefault(element.condition, (type(element), {}))
+        for key, value in element.get_dict().items():
+            if key in merged:
+                raise ValueError(f"condition key {key} given twice under {element.condition}")
+            merged[key] = value
+    return awacs_aws.Condition([kind(merged) for kind, merged in blocks.values()])
+
+
+def _deny(sid: str, actions: list[Any], resources: list[Any], *conditions: Any) -> awacs_aws.Statement:
     kwargs: dict[str, Any] = {"Sid": sid, "Effect": awacs_aws.Deny, "Action": actions, "Resource": resources}
-    if condition is not None:
-        kwargs["Condition"] = awacs_aws.Condition(condition)
+    if conditions:
+        kwargs["Condition"] = _all_of(*conditions)
     return awacs_aws.Statement(**kwargs)
 
 
@@ -129,7 +154,7 @@ def _read_statements() -> list[awacs_aws.Statement]:
 def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     launch_templates = [_launch_template_arn(lt) for lt in refs.launch_template_ids]
     return [
-        # ec2:LaunchTemplate is set on every resource type RunInstances touches, so one
+        # ec2:LaunchTemplate is set on every resource type RunInstances touches but one, so one
         # statement over "*" covers instance, volume, network interface, subnet, security group,
         # image, key pair and the template itself, and only for the stack's templates.
         # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/use-launch-templates-to-control-launching-instances.html
@@ -139,6 +164,29 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             Action=[ec2_actions.RunInstances],
             Resource=["*"],
             Condition=awacs_aws.Condition(awacs_aws.ArnLike("ec2:LaunchTemplate", launch_templates)),
+        ),
+        # The one that carries no ec2:LaunchTemplate key: the spot request of a spot launch
+        # (the Service Authorization Reference lists each resource type's keys). Every other
+        # resource of the same request must still pass the statement above, so this admits no
+        # launch by itself; without it every --spot launch is refused.
+        awacs_aws.Statement(
+            Sid="SpotRequestsOfStackLaunches",
+            Effect=awacs_aws.Allow,
+            Action=[ec2_actions.RunInstances],
+            Resource=[_any_ec2("spot-instances-request")],
+        ),
+        # EC2 creates Spot's service-linked role, as the caller, on an account's first spot
+        # launch; without this, that launch fails (AuthFailure.ServiceLinkedRoleCreationNotPermitted).
+        # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-requests.html#service-linked-roles-spot-instance-requests
+        awacs_aws.Statement(
+            Sid="CreateSpotServiceRole",
+            Effect=awacs_aws.Allow,
+            Action=[iam_actions.CreateServiceLinkedRole],
+            Resource=[Sub(
+                "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/"
+                "spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+            )],
+            Condition=awacs_aws.Condition(awacs_aws.StringEquals("iam:AWSServiceName", "spot.amazonaws.com")),
         ),
         # CreateFleet offers no ec2:LaunchTemplate key; the Deny below pins its templates.
         awacs_aws.Statement(
@@ -151,9 +199,15 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             Sid="DenyFleetFromOtherTemplates",
             Effect=awacs_aws.Deny,
             Action=[ec2_actions.CreateFleet],
-            # Every other resource type CreateFleet touches stays out of this Deny.
+            # Every other resource type a launch touches stays out of this Deny. For CreateFleet
+            # the Service Authorization Reference lists fleet, instance, volume, subnet and image
+            # (capacity reservations and placement groups, unused here, stay denied); the policy
+            # AWS publishes for Karpenter (instant fleets only) also grants CreateFleet on network
+            # interfaces, security groups, snapshots and spot requests, and the template names a
+            # key pair. Leaving a type out would deny every launch that touches it; naming one
+            # can never admit another template.
             NotResource=launch_templates
-            + [_any_ec2(kind) for kind in ("fleet", "instance", "volume", "subnet", "image")],
+            + [_any_ec2(kind) for kind in FLEET_RESOURCE_TYPES],
         ),
         # Tag-on-create only: ec2:CreateAction is present only when the tags ride on the
         # creating call. https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html
@@ -190,12 +244,10 @@ def _lease_statements() -> list[awacs_aws.Statement]:
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.CreateTags],
             Resource=["*"],
-            Condition=awacs_aws.Condition(
-                [
-                    annex_instance,
-                    awacs_aws.ForAllValuesStringEquals("aws:TagKeys", [contract.TAG_EXPIRY]),
-                    awacs_aws.Null("aws:TagKeys", "false"),
-                ]
+            Condition=_all_of(
+                annex_instance,
+                awacs_aws.ForAllValuesStringEquals("aws:TagKeys", [contract.TAG_EXPIRY]),
+                awacs_aws.Null("aws:TagKeys", "false"),
             ),
         ),
         awacs_aws.Statement(
@@ -280,10 +332,8 @@ def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             "DenyRetaggingIdentity",
             [ec2_actions.CreateTags],
             instance,
-            [
-                awacs_aws.ForAnyValueStringEquals("aws:TagKeys", list(PROTECTED_INSTANCE_TAGS)),
-                awacs_aws.Null("ec2:CreateAction", "true"),
-            ],
+            awacs_aws.ForAnyValueStringEquals("aws:TagKeys", list(PROTECTED_INSTANCE_TAGS)),
+            awacs_aws.Null("ec2:CreateAction", "true"),
         ),
         _deny("DenyUntagging", [ec2_actions.DeleteTags], instance),
     ]

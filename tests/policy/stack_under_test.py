@@ -1,15 +1,24 @@
 """The region stack as the tests see it: built by templates.stack, deployed to the emulator,
-and read back (outputs, and the IAM documents with every Ref resolved)."""
+and read back (outputs, resource ARNs, and the IAM documents with every Ref resolved).
+
+Nothing here is a constant copied from the template: the scientists' managed policy, the three
+roles' inline policies, the functions' and the registry table's ARNs all come from what the
+emulator stored when the real template was deployed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import ast
+import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 
+from annex_admin.artifact import build_function_zip
+from annex_admin.deploy import publish_code
+from annex_common.aws import AwsClients
 from templates import contract
 from templates.settings import StackSettings
 from templates.stack import build_template
@@ -21,8 +30,23 @@ SETTINGS = StackSettings(
     stack_name=STACK_NAME,
     image_id="ami-0123456789abcdef0",
     availability_zones=("us-east-1a", "us-east-1b"),
-    code_key="functions/annex_cloud-0123456789abcdef0123.zip",
 )
+
+
+@dataclass(frozen=True)
+class FunctionUnderTest:
+    name: str
+    arn: str
+    role_arn: str
+    role_policies: list[dict[str, Any]]  # [{"name", "policy"}], the role's inline policies
+
+    @property
+    def role_name(self) -> str:
+        return self.role_arn.rsplit("/", 1)[1]
+
+    def session_arn(self, account: str) -> str:
+        """The caller identity inside the function: Lambda names the session after it."""
+        return f"arn:aws:sts::{account}:assumed-role/{self.role_name}/{self.name}"
 
 
 @dataclass
@@ -32,12 +56,17 @@ class DeployedStack:
     outputs: dict[str, str]
     scientist_policy: dict[str, Any]
     instance_role_policies: list[dict[str, Any]]
-    enforcer_role_policies: list[dict[str, Any]]
-    enforcer_role_arn: str
+    broker: FunctionUnderTest
+    enforcer: FunctionUnderTest
+    table_arn: str
 
     @property
     def bucket(self) -> str:
         return self.outputs[contract.OUT_BUCKET]
+
+    @property
+    def instance_role_arn(self) -> str:
+        return self.outputs[contract.OUT_INSTANCE_ROLE]
 
     @property
     def launch_templates(self) -> dict[str, str]:
@@ -53,6 +82,12 @@ class DeployedStack:
 
     def launch_template_arn(self, instance_type: str = "m7i.large") -> str:
         return self.ec2_arn("launch-template/" + self.launch_templates[instance_type])
+
+    def function_arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{REGION}:{self.account}:function:{name}"
+
+    def role_arn(self, name: str) -> str:
+        return f"arn:aws:iam::{self.account}:role/{name}"
 
 
 def _role_policies(iam: Any, role_name: str) -> list[dict[str, Any]]:
@@ -75,8 +110,25 @@ def _document(response: dict[str, Any]) -> dict[str, Any]:
         return parsed
 
 
+def _function(session: boto3.session.Session, iam: Any, name: str) -> FunctionUnderTest:
+    config = session.client("lambda", region_name=REGION).get_function(FunctionName=name)["Configuration"]
+    role_arn = config["Role"]
+    return FunctionUnderTest(
+        name=config["FunctionName"],
+        arn=config["FunctionArn"],
+        role_arn=role_arn,
+        role_policies=_role_policies(iam, role_arn.rsplit("/", 1)[1]),
+    )
+
+
 def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS) -> DeployedStack:
-    """Create the stack from the real template and read back what AWS would evaluate."""
+    """Create the stack from the real template and read back what AWS would evaluate.
+
+    The functions' zip is published first, as setup does (CloudFormation creates the functions
+    from it); nothing here invokes them.
+    """
+    settings = dataclasses.replace(settings, code_key=build_function_zip().key)
+    publish_code(AwsClients(session), settings, lambda _line: None)
     cfn = session.client("cloudformation", region_name=REGION)
     cfn.create_stack(
         StackName=settings.stack_name,
@@ -92,17 +144,16 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS) -
     policy_arn = outputs[contract.OUT_SCIENTIST_POLICY]
     version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
     scientist = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]
-    scientist = _document({"PolicyDocument": scientist["Document"]})
-    lam = session.client("lambda", region_name=REGION)
-    enforcer_role_arn = lam.get_function(FunctionName=outputs[contract.OUT_ENFORCER_FUNCTION])[
-        "Configuration"
-    ]["Role"]
+    table = session.client("dynamodb", region_name=REGION).describe_table(
+        TableName=outputs[contract.OUT_REGISTRY_TABLE]
+    )["Table"]
     return DeployedStack(
         stack_id=stack["StackId"],
         account=policy_arn.split(":")[4],
         outputs=outputs,
-        scientist_policy=scientist,
+        scientist_policy=_document({"PolicyDocument": scientist["Document"]}),
         instance_role_policies=_role_policies(iam, outputs[contract.OUT_INSTANCE_ROLE].rsplit("/", 1)[1]),
-        enforcer_role_policies=_role_policies(iam, enforcer_role_arn.rsplit("/", 1)[1]),
-        enforcer_role_arn=enforcer_role_arn,
+        broker=_function(session, iam, outputs[contract.OUT_BROKER_FUNCTION]),
+        enforcer=_function(session, iam, outputs[contract.OUT_ENFORCER_FUNCTION]),
+        table_arn=table["TableArn"],
     )

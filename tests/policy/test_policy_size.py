@@ -1,6 +1,10 @@
-"""IAM refuses a managed policy longer than 6,144 characters (whitespace not counted), and the
-scientist policy grows with every instance type and zone. This deploys a large stack and measures
-the document IAM would store."""
+"""IAM's size limits, measured on a large stack deployed to the emulator.
+
+The broker's role carries the policy that grows with the stack: every launch template is named
+twice (the RunInstances grant and the fleet's Deny) and every subnet once. IAM refuses a role
+whose inline policies together exceed 10,240 characters (whitespace not counted). The scientists'
+managed policy (limit 6,144) no longer grows: it names the broker and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from tests.policy.stack_under_test import SETTINGS, deploy
 
 # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html
 MANAGED_POLICY_LIMIT = 6144
+ROLE_INLINE_POLICIES_LIMIT = 10240
 
 LARGE = dataclasses.replace(
     SETTINGS,
@@ -23,10 +28,20 @@ LARGE = dataclasses.replace(
 )
 
 
-def test_scientist_policy_fits_iam_limit_with_six_types_and_three_zones(emulator: emu.Emulator) -> None:
+def _size(document: dict) -> int:
+    return len(json.dumps(document, separators=(",", ":")))
+
+
+def test_policies_fit_iam_limits_with_six_types_and_three_zones(emulator: emu.Emulator) -> None:
     emulator.reset()
     stack = deploy(boto3.session.Session(region_name=emu.REGION), LARGE)
-    size = len(json.dumps(stack.scientist_policy, separators=(",", ":")))
-    # Every type is named, or the document did not come from LARGE.
-    assert all(itype in json.dumps(stack.scientist_policy) for itype in LARGE.instance_types)
-    assert size <= MANAGED_POLICY_LIMIT, f"{size} characters"
+    broker = json.dumps([p["policy"] for p in stack.broker.role_policies])
+    # Every template and subnet is named, or the document did not come from LARGE.
+    assert len(stack.launch_templates) == len(LARGE.instance_types)
+    assert all(lt in broker for lt in stack.launch_templates.values())
+    assert len(stack.subnets) == 3 and all(subnet in broker for subnet in stack.subnets)
+    broker_size = sum(_size(p["policy"]) for p in stack.broker.role_policies)
+    assert broker_size <= ROLE_INLINE_POLICIES_LIMIT, f"broker role: {broker_size} characters"
+    enforcer_size = sum(_size(p["policy"]) for p in stack.enforcer.role_policies)
+    assert enforcer_size <= ROLE_INLINE_POLICIES_LIMIT, f"enforcer role: {enforcer_size} characters"
+    assert _size(stack.scientist_policy) <= MANAGED_POLICY_LIMIT
