@@ -51,8 +51,8 @@ def parse_instance_types(text: str | tuple[str, ...] | list[str]) -> tuple[str, 
     if len(types) > MAX_INSTANCE_TYPES:
         raise BadInput(
             f"{len(types)} instance types is too many",
-            f"at most {MAX_INSTANCE_TYPES}: each type adds statements to the scientists' managed policy, "
-            "which IAM caps at 6,144 characters",
+            f"at most {MAX_INSTANCE_TYPES}: each type adds a launch template to the broker's role policy, "
+            "which IAM caps at 10,240 characters per role",
             "Pass the types annexes really need.",
         )
     for itype in types:
