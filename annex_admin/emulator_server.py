@@ -883,6 +883,57 @@ def install_json_lambda_refusals() -> None:
     DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
 
 
+CALL_LOG_PREFIX = "api-call"
+
+
+def describe_call(environ: dict[str, Any], body: bytes) -> tuple[str, str, str]:
+    """(access key id, service, operation) of one request, as far as its wire form says.
+
+    Query protocol: the ``Action`` parameter; JSON protocols: ``X-Amz-Target``; REST protocols
+    (S3, Lambda): the method and the path's first segment after the bucket or API version.
+    """
+    import re
+    import urllib.parse
+
+    authorization = environ.get("HTTP_AUTHORIZATION", "")
+    scope = re.search(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/", authorization)
+    key, service = (scope.group(1), scope.group(2)) if scope else ("-", "-")
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return key, service, target.rsplit(".", 1)[-1]
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    if "Action" not in query and body and "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", ""):
+        query = urllib.parse.parse_qs(body.decode(errors="replace"))
+    if "Action" in query:
+        return key, service, query["Action"][0]
+    path = environ.get("PATH_INFO", "")
+    if service == "lambda" and path.endswith("/invocations"):
+        return key, service, "Invoke"
+    return key, service, f"{environ.get('REQUEST_METHOD', '')} {'object' if path.count('/') > 1 else 'bucket'}"
+
+
+def install_call_log() -> None:
+    """One log line per API request: who (access key id), which service and operation.
+
+    Benchmarks and tests count a command's AWS calls from these lines, and tell the scientist's
+    own calls (her IAM user's key) from the broker's (its role's temporary key)."""
+    import io
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    inner_call = DomainDispatcherApplication.__call__
+
+    def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if environ.get("HTTP_AUTHORIZATION"):
+            LOG.info("%s %s %s %s", CALL_LOG_PREFIX, *describe_call(environ, body))
+        return inner_call(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
+
+
 def price_catalogue_from_environment(environ: Mapping[str, str]) -> PriceCatalogue | None:
     """The catalogue ``ANNEX_EMULATOR_PRICE_LIST`` names; None (moto's behaviour) when unset.
     A file that is named but unreadable or malformed stops the server: a test would otherwise
@@ -942,6 +993,7 @@ def main(argv: list[str] | None = None) -> None:
     if catalogue is not None:
         install_price_list(catalogue)
         LOG.info("price list: %d products from %s", len(catalogue.products), os.environ[PRICE_LIST_ENV])
+    install_call_log()  # outermost: it sees every request, the Price List's too
     moto_main(args)
 
 

@@ -9,7 +9,10 @@ Items (partition key ``pk``, sort key ``sk``):
   user#<user>      / user            project
   project#<p>      / caps            max_instances, max_lease_hours, max_spend_usd
   project#<p>      / lock            holder, expires (epoch seconds)
-  project#<p>      / request#<id>    state, result (JSON), instances (JSON), created, ttl
+  project#<p>      / request#<id>    state, result (JSON), created, ttl
+  project#<p>      / launch#<id>#<n> annex, expiry, instances ("id:type,..."), created, ttl: what
+                                     round n of a request launched (one item per CreateFleet,
+                                     so an item stays far below DynamoDB's 400 KB)
   stack            / prices          hourly (JSON), source, fetched_at
 """
 
@@ -43,7 +46,6 @@ class RequestRecord:
     request_id: str
     state: str  # started | done
     result: dict[str, Any] | None
-    instances: list[dict[str, str]]
     created: float
 
 
@@ -194,13 +196,22 @@ class Registry:
         item = self._get(f"project#{project_id}", f"request#{request_id}") or {}
         return _request(request_id, item)
 
-    def record_instances(self, project_id: str, request_id: str, instances: list[dict[str, str]]) -> None:
-        """The instances a request launched, kept so the next request counts them at once."""
-        self.db.update_item(
+    def record_launch(
+        self, project_id: str, request_id: str, round_no: int, *, annex: str, expiry: str, instances: dict[str, str]
+    ) -> None:
+        """The instances (id -> type) one fleet round launched, kept so the next request counts
+        them at once even if DescribeInstances does not show them yet."""
+        now = time.time()
+        self.db.put_item(
             TableName=self.table,
-            Key=_key(f"project#{project_id}", f"request#{request_id}"),
-            UpdateExpression="SET instances = :i",
-            ExpressionAttributeValues={":i": _s(json.dumps(instances))},
+            Item={
+                **_key(f"project#{project_id}", f"launch#{request_id}#{round_no:04d}"),
+                "annex": _s(annex),
+                "expiry": _s(expiry),
+                "instances": _s(",".join(f"{i}:{t}" for i, t in sorted(instances.items()))),
+                "created": _n(now),
+                "ttl": _n(int(now + REQUEST_TTL_SECONDS)),
+            },
         )
 
     def finish_request(self, project_id: str, request_id: str, result: dict[str, Any]) -> None:
@@ -218,19 +229,28 @@ class Registry:
 
     def recent_launches(self, project_id: str, *, now: float | None = None) -> list[dict[str, str]]:
         """Instances launched by this project's requests of the last few minutes."""
-        since = (now or time.time()) - RECENT_SECONDS
+        return self._launches(project_id, "launch#", since=(now or time.time()) - RECENT_SECONDS)
+
+    def launched_by(self, project_id: str, request_id: str) -> list[dict[str, str]]:
+        """Every instance one request launched, whenever."""
+        return self._launches(project_id, f"launch#{request_id}#", since=0.0)
+
+    def _launches(self, project_id: str, prefix: str, *, since: float) -> list[dict[str, str]]:
         found: list[dict[str, str]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "pk = :p AND begins_with(sk, :r)",
-            "ExpressionAttributeValues": {":p": _s(f"project#{project_id}"), ":r": _s("request#")},
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :l)",
+            "ExpressionAttributeValues": {":p": _s(f"project#{project_id}"), ":l": _s(prefix)},
         }
         while True:
             page = self.db.query(**kwargs)
             for item in page.get("Items", []):
-                record = _request(item["sk"]["S"][8:], item)
-                if record.created >= since:
-                    found.extend(record.instances)
+                if float(item.get("created", {}).get("N", "0")) < since:
+                    continue
+                for pair in filter(None, item.get("instances", {}).get("S", "").split(",")):
+                    instance_id, _, instance_type = pair.partition(":")
+                    found.append({"instance_id": instance_id, "instance_type": instance_type,
+                                  "expiry": item["expiry"]["S"], "annex_name": item["annex"]["S"]})
             if "LastEvaluatedKey" not in page:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -254,12 +274,11 @@ def _request(request_id: str, item: dict[str, Any]) -> RequestRecord:
     def text(name: str) -> str | None:
         return item.get(name, {}).get("S")
 
-    result_text, instances_text = text("result"), text("instances")
+    result_text = text("result")
     return RequestRecord(
         request_id=request_id,
         state=text("state") or "started",
         result=json.loads(result_text) if result_text else None,
-        instances=json.loads(instances_text) if instances_text else [],
         created=float(item.get("created", {}).get("N", "0")),
     )
 

@@ -45,6 +45,22 @@ class Emulator:
     process: subprocess.Popen
     log_path: Path
 
+    def log_offset(self) -> int:
+        """Where the emulator's log ends now: pass it to ``calls_since``."""
+        return self.log_path.stat().st_size
+
+    def calls_since(self, offset: int) -> list[tuple[str, str, str]]:
+        """(access key id, service, operation) of every API request answered after ``offset``,
+        from the emulator's own call log (annex_admin.emulator_server.install_call_log)."""
+        import re
+        import time
+
+        time.sleep(0.2)  # the server writes a line as each request arrives; let the last land
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        return [tuple(m.groups()) for m in re.finditer(r" api-call (\S+) (\S+) (.+)$", text, re.M)]
+
     def post(self, path: str, body: bytes = b"") -> None:
         request = urllib.request.Request(
             self.url + path, data=body, method="POST", headers={"Content-Type": "text/plain"}

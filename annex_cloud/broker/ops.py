@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -21,6 +22,9 @@ from annex_cloud.registry import Registry
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT
 
 BATCH = 1000  # ids per CreateTags / TerminateInstances call
+# Longer than the function's timeout (300 s) and the project lock's lease: a request still
+# "started" after this was cut short.
+ABANDONED_AFTER_SECONDS = 900
 
 
 @dataclass
@@ -203,7 +207,12 @@ def launch(call: Call) -> dict[str, Any]:
     if earlier is not None:
         if earlier.state == "done" and earlier.result is not None:
             return {**earlier.result, "replayed": True}
-        raise Busy(f"request {request_id} is still being carried out")
+        if time.time() - earlier.created < ABANDONED_AFTER_SECONDS:
+            raise Busy(f"request {request_id} is still being carried out")
+        # Its broker died mid-launch (a timeout): report what it launched, never launch again.
+        launched = call.registry.launched_by(call.project_id, request_id)
+        return {"instance_ids": sorted(r["instance_id"] for r in launched), "replayed": True,
+                "stopped_by": "the first attempt at this request was cut short"}
     fleet = FleetResult()
     try:
         result = locked(call, lambda: _launch_locked(call, ask, request_id, fleet))
@@ -234,11 +243,11 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         retried |= response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
         return response
 
-    def remember(_new: list[str]) -> None:
-        call.registry.record_instances(call.project_id, request_id, [
-            {"instance_id": i, "instance_type": pool[0], "expiry": plan["expiry"], "annex_name": ask.annex_name}
-            for i, pool in fleet.instances.items()
-        ])
+    def remember(new: list[str]) -> None:
+        call.registry.record_launch(
+            call.project_id, request_id, fleet.rounds, annex=ask.annex_name, expiry=plan["expiry"],
+            instances={i: fleet.instances[i][0] for i in new},
+        )
 
     spec = FleetSpec(
         count=ask.count,

@@ -1,40 +1,48 @@
-"""Launch through the core functions against the emulator: tags, API economy, capacity fallback."""
+"""A launch as condor_annex makes it, through the broker: tags on create, the calls it costs each
+side, capacity fallback, spot, the spend cap, and partial fleets.
+
+The emulator never reports a capacity shortage (its CreateFleet fills every request from the first
+override) and runs the broker in a child process, where a test cannot reach its EC2 client. The
+fallback tests therefore run the broker's own fleet module and launch operation as components,
+in this process, over the real emulator, and make the shortage by editing CreateFleet's request
+and answer on that client. Everything else is the real path: the client's Invoke, the broker's
+code from the deployed zip, and its role.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from annex_cloud.broker.ops import Call, end_annex, launch
+from annex_cloud.broker.settings import BrokerSettings
+from annex_cloud.caps import Caps
+from annex_cloud.fleet import FleetSpec, run_fleet
+from annex_cloud.registry import Registry
 from annex_common.aws import make_clients
-from annex_common.stack import read_stack
-from annex_common.bundle import Caps, load_bundle
-from annex_user.context import AnnexContext
+from annex_common.bundle import load_bundle
+from annex_common.errors import BadInput
+from annex_user.context import open_context
 from annex_user.launch import LaunchRequest, execute_launch, plan_launch
+from annex_user.manage import extend_lease, extend_params
 from templates import contract
 from tests.flows import PROJECT, USER, deploy_stack, issue_bundle, write_pool
 
+CAPACITY = "InsufficientInstanceCapacity"
 
-def scientist_context(tmp_path, caps=Caps(32, 168, 500.0)):
+
+def scientist(tmp_path, caps=Caps(32, 168, 500.0)):
     admin = make_clients(region="us-east-1")
-    deploy_stack(admin)
+    outputs = deploy_stack(admin).outputs
     issue_bundle(admin, tmp_path / "b.toml", caps=caps)
-    bundle = load_bundle(tmp_path / "b.toml")
-    clients = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
-                           secret_access_key=bundle.aws_secret_access_key)
-    calls: Counter[str] = Counter()
-    # Counted as they leave for the emulator (retries included).
-    clients.session.events.register("before-send", lambda request, **_: calls.update([request.url.split("?")[0]]))
-    clients.session.events.register("before-call", lambda model, **_: calls.update([f"op:{model.name}"]))
-    ctx = AnnexContext(bundle, clients, read_stack(clients, bundle.stack_name), _now())
-    return ctx, calls, write_pool(tmp_path / "pool")
+    return open_context(tmp_path / "b.toml"), write_pool(tmp_path / "pool"), outputs
 
 
-def _now():
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).replace(microsecond=0)
+def request(pool, name: str, count: int, hours: float = 5, **extra) -> LaunchRequest:
+    return LaunchRequest(PROJECT, datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=hours), count,
+                         annex_name=name, condor_config=str(pool.condor_config), **extra)
 
 
 def annex_instances(annex: str) -> list[dict]:
@@ -47,143 +55,237 @@ def annex_instances(annex: str) -> list[dict]:
     ]
 
 
-def test_launch_tags_every_instance_on_create_with_one_fleet_call(aws, tmp_path):
-    ctx, calls, pool = scientist_context(tmp_path)
-    plan = plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=72), 16, annex_name="a16",
-                                          condor_config=str(pool.condor_config)))
-    calls.clear()
-    result = execute_launch(ctx, plan, lambda _l: None)
+def split_calls(calls: list[tuple[str, str, str]], user_key: str) -> tuple[Counter, Counter]:
+    """(the scientist's calls, the broker's calls) by operation; the broker signs with its role's
+    temporary keys, the scientist with her user's key. Her identity proof is signed with her key
+    but sent to STS by the broker: it counts as the broker's."""
+    mine = Counter(op for key, _service, op in calls if key == user_key and op != "GetCallerIdentity")
+    broker = Counter(op for key, _service, op in calls if key.startswith("ASIA") or op == "GetCallerIdentity")
+    return mine, broker
+
+
+# --- the real path ---------------------------------------------------------------------------------
+
+
+def test_launch_tags_every_instance_on_create_with_two_client_calls(aws, tmp_path):
+    ctx, pool, outputs = scientist(tmp_path)
+    start = aws.log_offset()
+    plan = plan_launch(ctx, request(pool, "a16", 16, hours=72))
+    result = execute_launch(ctx, plan)
+    mine, broker = split_calls(aws.calls_since(start), ctx.bundle.aws_access_key_id)
+    assert mine == Counter({"Invoke": 2})  # plan, then launch: nothing else leaves her machine
+    assert broker["CreateFleet"] == 1 and broker["CreateTags"] == 0  # tags ride on the creating call
+    assert broker["RunInstances"] == 0 and broker["PUT object"] == 3
     assert len(result.instance_ids) == 16 and result.shortfall == 0
-    assert calls["op:CreateFleet"] == 1
-    assert calls["op:CreateTags"] == 0  # tags go on at creation, never afterwards
-    assert calls["op:PutObject"] == 3
     instances = annex_instances("a16")
     assert sorted(i["InstanceId"] for i in instances) == sorted(result.instance_ids)
     expected = {
         contract.TAG_ANNEX_NAME: "a16",
         contract.TAG_PROJECT: PROJECT,
-        contract.TAG_EXPIRY: (ctx.now + timedelta(hours=72)).strftime(contract.EXPIRY_FORMAT),
+        contract.TAG_EXPIRY: plan.expiry.strftime(contract.EXPIRY_FORMAT),
         contract.TAG_IDLE: "900",
         contract.TAG_OWNER: USER,
     }
+    subnets = outputs[contract.OUT_SUBNETS].split(",")
     for instance in instances:
         tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
         assert {k: tags.get(k) for k in expected} == expected
-        assert instance["SubnetId"] in ctx.stack.subnets
+        assert instance["SubnetId"] in subnets
 
 
 def test_launch_cost_is_constant_plus_one_fleet_call_per_thousand(aws, tmp_path):
-    ctx, calls, pool = scientist_context(tmp_path, caps=Caps(5000, 168, 1e7))
-    plan = plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=5), 1500, annex_name="big",
-                                          condor_config=str(pool.condor_config)))
-    calls.clear()
-    result = execute_launch(ctx, plan, lambda _l: None)
+    ctx, pool, _outputs = scientist(tmp_path, caps=Caps(5000, 168, 1e7))
+    plan = plan_launch(ctx, request(pool, "big", 1500))
+    start = aws.log_offset()
+    result = execute_launch(ctx, plan)
+    mine, broker = split_calls(aws.calls_since(start), ctx.bundle.aws_access_key_id)
     assert len(set(result.instance_ids)) == 1500
-    assert calls["op:CreateFleet"] == 2
-    assert sum(v for k, v in calls.items() if k.startswith("op:")) == 3 + 2
-
-
-def test_capacity_errors_fall_back_to_the_remaining_pools(aws, tmp_path):
-    """The emulator never reports a capacity shortage (its CreateFleet always fills the request from
-    the first override), so this test makes the first fleet request come back short, with an
-    InsufficientInstanceCapacity error for one pool, by editing the request and the parsed response
-    on the client side. Everything else is the real emulator."""
-    ctx, calls, pool = scientist_context(tmp_path)
-    requests: list[dict] = []
-    first_pool: list[tuple[str, str]] = []
-
-    def shorten_first_request(params, **_):
-        requests.append(params)
-        if len(requests) == 1:
-            spec = params["TargetCapacitySpecification"]
-            spec["TotalTargetCapacity"] = spec["OnDemandTargetCapacity"] = 10
-            override = params["LaunchTemplateConfigs"][0]["Overrides"][0]
-            first_pool.append((override["InstanceType"], override["SubnetId"]))
-
-    def report_shortage(parsed, **_):
-        if len(requests) == 1:
-            itype, subnet = first_pool[0]
-            parsed.setdefault("Errors", []).append({
-                "LaunchTemplateAndOverrides": {"Overrides": {"InstanceType": itype, "SubnetId": subnet}},
-                "Lifecycle": "on-demand",
-                "ErrorCode": "InsufficientInstanceCapacity",
-                "ErrorMessage": "We currently do not have sufficient capacity in the Availability Zone you requested.",
-            })
-
-    ctx.clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", shorten_first_request)
-    ctx.clients.ec2.meta.events.register("after-call.ec2.CreateFleet", report_shortage)
-    plan = plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=5), 16, annex_name="short",
-                                          condor_config=str(pool.condor_config)))
-    lines: list[str] = []
-    result = execute_launch(ctx, plan, lines.append)
-    assert len(requests) == 2 and result.rounds == 2
-    assert len(result.instance_ids) == 16 and len(annex_instances("short")) == 16
-    assert requests[1]["TargetCapacitySpecification"]["TotalTargetCapacity"] == 6
-    second_pools = {(o["InstanceType"], o["SubnetId"]) for c in requests[1]["LaunchTemplateConfigs"] for o in c["Overrides"]}
-    assert first_pool[0] not in second_pools and len(second_pools) == len(plan.pools) - 1
-    assert any("no capacity" in line for line in lines)
-
-
-def test_every_pool_failing_reports_the_shortfall(aws, tmp_path):
-    """As above, the shortage is made on the client side: every request comes back empty with a
-    capacity error for each pool it named."""
-    ctx, calls, pool = scientist_context(tmp_path)
-
-    def nothing_available(params, **_):
-        params["TargetCapacitySpecification"]["TotalTargetCapacity"] = 0
-        params["TargetCapacitySpecification"]["OnDemandTargetCapacity"] = 0
-        nothing_available.pools = [(o["InstanceType"], o["SubnetId"]) for c in params["LaunchTemplateConfigs"] for o in c["Overrides"]]
-
-    def all_short(parsed, **_):
-        parsed["Instances"] = []
-        parsed["Errors"] = [
-            {"LaunchTemplateAndOverrides": {"Overrides": {"InstanceType": t, "SubnetId": s}},
-             "ErrorCode": "InsufficientInstanceCapacity", "ErrorMessage": "none"}
-            for t, s in nothing_available.pools
-        ]
-
-    ctx.clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", nothing_available)
-    ctx.clients.ec2.meta.events.register("after-call.ec2.CreateFleet", all_short)
-    plan = plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=5), 4, annex_name="none",
-                                          condor_config=str(pool.condor_config)))
-    result = execute_launch(ctx, plan, lambda _l: None)
-    assert result.instance_ids == [] and result.shortfall == 4 and result.rounds == 1
-    assert len(result.capacity_errors) == len(plan.pools)
-    # Nothing launched, so the uploaded configuration was taken back.
-    prefix = contract.annex_prefix(PROJECT, "none")
-    assert ctx.clients.s3.list_objects_v2(Bucket=ctx.stack.bucket, Prefix=prefix).get("KeyCount", 0) == 0
-
-
-def test_spot_launch_uses_price_capacity_optimized(aws, tmp_path):
-    ctx, calls, pool = scientist_context(tmp_path)
-    seen: list[dict] = []
-    ctx.clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", lambda params, **_: seen.append(dict(params)))
-    plan = plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=5), 3, annex_name="spotty", spot=True,
-                                          condor_config=str(pool.condor_config)))
-    assert plan.prices.market == "spot"
-    result = execute_launch(ctx, plan, lambda _l: None)
-    assert len(result.instance_ids) == 3
-    assert seen[0]["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
-    assert seen[0]["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
+    assert mine == Counter({"Invoke": 1})
+    assert broker["CreateFleet"] == 2
+    small = plan_launch(ctx, request(pool, "small", 10))
+    start = aws.log_offset()
+    execute_launch(ctx, small)
+    _, broker_small = split_calls(aws.calls_since(start), ctx.bundle.aws_access_key_id)
+    # The same calls but for the second thousand's round: its CreateFleet, and the record of what
+    # it launched (kept at once, so a concurrent request counts it even before EC2 lists it).
+    assert broker - broker_small == Counter({"CreateFleet": 1, "PutItem": 1})
 
 
 def test_spend_cap_refuses_launch_and_extension_naming_the_cap(aws, tmp_path):
-    from annex_common.errors import BadInput
-    from annex_user.manage import extend_lease
-
-    ctx, calls, pool = scientist_context(tmp_path, caps=Caps(32, 168, 10.0))
+    ctx, pool, _outputs = scientist(tmp_path, caps=Caps(32, 168, 10.0))
     with pytest.raises(BadInput) as caught:
-        plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=72), 4, annex_name="dear",
-                                       condor_config=str(pool.condor_config)))
-    assert "max_spend_usd" in caught.value.what
+        plan_launch(ctx, request(pool, "dear", 4, hours=72))
+    assert "spend cap of $10.00" in caught.value.what
     assert annex_instances("dear") == []
-    plan = plan_launch(ctx, LaunchRequest(PROJECT, ctx.now + timedelta(hours=24), 2, annex_name="cheap",
-                                          condor_config=str(pool.condor_config)))
+    plan = plan_launch(ctx, request(pool, "cheap", 2, hours=24))
     assert plan.most_cost <= 10.0
-    execute_launch(ctx, plan, lambda _l: None)
+    execute_launch(ctx, plan)
     with pytest.raises(BadInput) as caught:
-        extend_lease(ctx, annex_name="cheap", new_expiry=ctx.now + timedelta(hours=72),
-                     condor_config=str(pool.condor_config))
-    assert "max_spend_usd" in caught.value.what
+        extend_lease(ctx, extend_params(ctx, "cheap", ctx.now + timedelta(hours=72), False), condor_config=str(pool.condor_config))
+    assert "spend cap of $10.00" in caught.value.what
     expiries = {t["Value"] for i in annex_instances("cheap") for t in i["Tags"] if t["Key"] == contract.TAG_EXPIRY}
-    assert expiries == {(ctx.now + timedelta(hours=24)).strftime(contract.EXPIRY_FORMAT)}
+    assert expiries == {plan.expiry.strftime(contract.EXPIRY_FORMAT)}
+
+
+def test_extend_never_shortens_unless_asked(aws, tmp_path):
+    ctx, pool, _outputs = scientist(tmp_path)
+    plan = plan_launch(ctx, request(pool, "long", 2, hours=72))
+    execute_launch(ctx, plan)
+    with pytest.raises(BadInput) as caught:
+        extend_lease(ctx, extend_params(ctx, "long", ctx.now + timedelta(hours=48), False), condor_config=str(pool.condor_config))
+    assert "earlier than today's" in caught.value.what and "--shorten" in caught.value.next_step
+    shorter = extend_lease(ctx, extend_params(ctx, "long", ctx.now + timedelta(hours=48), True), condor_config=str(pool.condor_config))
+    assert shorter.answer["shortens"] is True
+
+
+# --- the broker's fleet, as a component (see the module docstring) --------------------------------
+
+
+def broker_call(clients, outputs: dict[str, str], bundle_path, params: dict) -> Call:
+    """A Call as the broker builds one after proving the caller (the admin's clients stand in for
+    the broker's role: this is the operation's logic, not its permissions)."""
+    bundle = load_bundle(bundle_path)
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    settings = BrokerSettings(
+        function_name=outputs[contract.OUT_BROKER_FUNCTION], region="us-east-1", stack_name=contract.DEFAULT_STACK_NAME,
+        bucket=outputs[contract.OUT_BUCKET], table=outputs[contract.OUT_REGISTRY_TABLE],
+        launch_templates=dict(p.split("=", 1) for p in outputs[contract.OUT_LAUNCH_TEMPLATES].split(",")),
+        subnets=tuple(outputs[contract.OUT_SUBNETS].split(",")),
+    )
+    return Call(settings, bundle.user, bundle.project_id, registry.caps(bundle.project_id), clients.ec2, clients.s3,
+                registry, datetime.now(timezone.utc).replace(microsecond=0), params)
+
+
+def launch_params(name: str, count: int, request_id: str) -> dict:
+    import base64
+
+    return {
+        "annex_name": name, "count": count, "idle_minutes": 15, "spot": False, "request_id": request_id,
+        "expiry": (datetime.now(timezone.utc) + timedelta(hours=5)).strftime(contract.EXPIRY_FORMAT),
+        "pool": {"collector_host": "cm.pool.example:9618", "trust_domain": "pool.example", "job_owner": "alice",
+                 "security": "password", "material": base64.b64encode(b"x").decode()},
+    }
+
+
+def shortage(ec2, *, first_round_gets: int | None, every_round_empty: bool = False):
+    """Make CreateFleet come back short with a capacity error for the first pool it names."""
+    requests: list[dict] = []
+
+    def edit_request(params, **_):
+        requests.append(params)
+        spec = params["TargetCapacitySpecification"]
+        if every_round_empty or len(requests) == 1:
+            spec["TotalTargetCapacity"] = spec["OnDemandTargetCapacity"] = 0 if every_round_empty else first_round_gets
+        edit_request.pools = [(o["InstanceType"], o["SubnetId"]) for c in params["LaunchTemplateConfigs"] for o in c["Overrides"]]
+
+    def add_errors(parsed, **_):
+        if every_round_empty:
+            parsed["Instances"] = []
+            failed = edit_request.pools
+        elif len(requests) == 1:
+            failed = edit_request.pools[:1]
+        else:
+            return
+        parsed.setdefault("Errors", []).extend(
+            {"LaunchTemplateAndOverrides": {"Overrides": {"InstanceType": t, "SubnetId": s}},
+             "ErrorCode": CAPACITY, "ErrorMessage": "We currently do not have sufficient capacity."}
+            for t, s in failed
+        )
+
+    ec2.meta.events.register("provide-client-params.ec2.CreateFleet", edit_request)
+    ec2.meta.events.register("after-call.ec2.CreateFleet", add_errors)
+    return requests
+
+
+def test_capacity_errors_fall_back_to_the_remaining_pools(aws, clients, tmp_path):
+    _ctx, _pool, outputs = scientist(tmp_path)
+    requests = shortage(clients.ec2, first_round_gets=10)
+    call = broker_call(clients, outputs, tmp_path / "b.toml", launch_params("short", 16, "a" * 32))
+    result = launch(call)
+    assert result["rounds"] == 2 and len(result["instance_ids"]) == 16 and len(annex_instances("short")) == 16
+    assert requests[1]["TargetCapacitySpecification"]["TotalTargetCapacity"] == 6
+    first = (requests[0]["LaunchTemplateConfigs"][0]["Overrides"][0]["InstanceType"],
+             requests[0]["LaunchTemplateConfigs"][0]["Overrides"][0]["SubnetId"])
+    second_pools = {(o["InstanceType"], o["SubnetId"]) for c in requests[1]["LaunchTemplateConfigs"] for o in c["Overrides"]}
+    assert first not in second_pools and len(second_pools) == 3 * 3 - 1
+    assert [e["code"] for e in result["errors"]] == [CAPACITY]
+
+
+def test_every_pool_failing_launches_nothing_and_takes_the_configuration_back(aws, clients, tmp_path):
+    _ctx, _pool, outputs = scientist(tmp_path)
+    shortage(clients.ec2, first_round_gets=None, every_round_empty=True)
+    call = broker_call(clients, outputs, tmp_path / "b.toml", launch_params("none", 4, "b" * 32))
+    result = launch(call)
+    assert result["instance_ids"] == [] and result["rounds"] == 1
+    assert len(result["errors"]) == 9  # every (type, subnet) pool said so
+    prefix = contract.annex_prefix(PROJECT, "none")
+    assert clients.s3.list_objects_v2(Bucket=outputs[contract.OUT_BUCKET], Prefix=prefix).get("KeyCount", 0) == 0
+    # Nothing runs under that request id, so it is forgotten: the same id may be tried again.
+    assert call.registry.begin_request(PROJECT, "b" * 32) is None
+
+
+def test_a_fleet_answer_mixing_instances_and_a_refusal_reports_the_instances(aws, clients, tmp_path):
+    """A partial fleet whose other part was refused (not a capacity error): the instances that run
+    are reported and remembered, no further round asks the same, and a rerun of the request id
+    answers with them instead of launching a second set."""
+    _ctx, _pool, outputs = scientist(tmp_path)
+
+    def refuse_part(parsed, **_):
+        parsed.setdefault("Errors", []).append({"ErrorCode": "InvalidParameterValue", "ErrorMessage": "part refused"})
+
+    clients.ec2.meta.events.register("after-call.ec2.CreateFleet", refuse_part)
+    params = launch_params("mixed", 4, "c" * 32)
+    result = launch(broker_call(clients, outputs, tmp_path / "b.toml", params))
+    assert len(result["instance_ids"]) == 4 and result["rounds"] == 1
+    assert "part refused" in result["stopped_by"]
+    again = launch(broker_call(clients, outputs, tmp_path / "b.toml", params))
+    assert again["instance_ids"] == result["instance_ids"] and again["replayed"] is True
+    assert len(annex_instances("mixed")) == 4
+
+
+def test_errors_that_name_no_pool_do_not_repeat_identical_rounds(aws, clients, tmp_path):
+    _ctx, _pool, outputs = scientist(tmp_path)
+    seen: list[dict] = []
+
+    def nothing(params, **_):
+        seen.append(params)
+        params["TargetCapacitySpecification"]["TotalTargetCapacity"] = 0
+        params["TargetCapacitySpecification"]["OnDemandTargetCapacity"] = 0
+
+    def vague(parsed, **_):
+        parsed["Instances"] = []
+        parsed["Errors"] = [{"ErrorCode": CAPACITY, "ErrorMessage": "no pool named"}]
+
+    clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", nothing)
+    clients.ec2.meta.events.register("after-call.ec2.CreateFleet", vague)
+    templates = dict(p.split("=", 1) for p in outputs[contract.OUT_LAUNCH_TEMPLATES].split(","))
+    spec = FleetSpec(3, templates, [(t, s) for t in templates for s in outputs[contract.OUT_SUBNETS].split(",")],
+                     {contract.TAG_ANNEX_NAME: "vague"}, False, {t: 0.1 for t in templates})
+    result = run_fleet(clients.ec2.create_fleet, spec, token_prefix="d" * 32)
+    assert len(seen) == 1 and result.rounds == 1
+    assert result.stopped_by == "the fleet's errors named no pool to avoid"
+
+
+def test_spot_fleets_use_price_capacity_optimized_and_cap_at_the_on_demand_price(aws, clients, tmp_path):
+    _ctx, _pool, outputs = scientist(tmp_path)
+    seen: list[dict] = []
+    clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", lambda params, **_: seen.append(params))
+    params = {**launch_params("spotty", 3, "e" * 32), "spot": True}
+    result = launch(broker_call(clients, outputs, tmp_path / "b.toml", params))
+    assert len(result["instance_ids"]) == 3
+    assert seen[0]["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
+    assert seen[0]["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
+    prices = result["prices"]
+    for config in seen[0]["LaunchTemplateConfigs"]:
+        for override in config["Overrides"]:
+            assert float(override["MaxPrice"]) == pytest.approx(prices[override["InstanceType"]])
+            assert set(override) == {"InstanceType", "SubnetId", "Priority", "MaxPrice"}  # nothing else overridden
+
+
+def test_terminate_twice_says_already_gone(aws, clients, tmp_path):
+    _ctx, _pool, outputs = scientist(tmp_path)
+    launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("brief", 2, "f" * 32)))
+    first = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
+    second = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
+    assert len(first["instance_ids"]) == 2 and first["already_gone"] is False and first["objects_removed"] == 3
+    assert second == {"annex_name": "brief", "instance_ids": [], "objects_removed": 0, "already_gone": True}
