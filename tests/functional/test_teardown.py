@@ -17,7 +17,7 @@ def launch(bundle_path, pool, count=3, name="t1"):
     ctx = open_context(bundle_path)
     plan = plan_launch(ctx, LaunchRequest(project_id=PROJECT, expiry=ctx.now + timedelta(hours=5), count=count,
                                           annex_name=name, condor_config=str(pool.condor_config)))
-    return execute_launch(ctx, plan, lambda _l: None)
+    return execute_launch(ctx, plan)
 
 
 def live(clients) -> list[str]:
@@ -51,7 +51,9 @@ def test_force_leaves_no_instance_object_user_or_stack(clients, tmp_path):
     report = teardown(clients, "HTCondorAnnex", force=True, progress=lines.append)
     assert report.complete, report.not_removed
     assert live(clients) == [bystander]
-    assert clients.s3.list_buckets()["Buckets"] == []
+    assert clients.s3.list_buckets()["Buckets"] == []  # the configuration bucket and the code bucket
+    assert clients.client("dynamodb").list_tables()["TableNames"] == []
+    assert clients.awslambda.list_functions()["Functions"] == []
     assert clients.iam.list_users()["Users"] == []
     assert not clients.cloudformation.list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"]
     vpcs = clients.ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [outputs["VpcId"]]}])["Vpcs"]
