@@ -229,10 +229,11 @@ def enforce(
     stack_name: StackName = DEFAULT_STACK,
     debug: Debug = False,
 ) -> None:
-    """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances."""
+    """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances,
+    remove leftover volumes, fleets and spot requests."""
 
     def action() -> None:
-        from annex_admin.enforce import deployed_prices, run_enforcer
+        from annex_admin.enforce import deployed_prices, run_enforcer, stack_scope
         from annex_common.stack import read_stack
         from templates import contract
 
@@ -241,7 +242,7 @@ def enforce(
         prices = deployed_prices(clients, stack.output(contract.OUT_ENFORCER_FUNCTION))
         report = run_enforcer(
             clients, bucket=stack.bucket, prices=prices, dry_run=dry_run,
-            log=lambda line: out.print(line, markup=False),
+            log=lambda line: out.print(line, markup=False), stack=stack_scope(stack),
         )
         if report.errors:
             raise SystemExit(1)

@@ -1,8 +1,9 @@
 """`annex-admin enforce`: run, now, the sweep the scheduled function runs every few minutes.
 
-The rules live in ``templates/enforcer.py`` (the deployed function's own source), so the admin's
-sweep and the scheduled one cannot drift apart. This module only adds the admin's clients and turns
-AWS failures into the project's errors.
+The rules live in ``annex_cloud/enforcer.py`` (the deployed function's own source), so the admin's
+sweep and the scheduled one cannot drift apart. This module only adds the admin's clients and the
+stack's identity, and turns AWS failures into the project's errors. The admin's sweep publishes no
+metrics: its heartbeat would hide a scheduled function that has stopped.
 """
 
 from __future__ import annotations
@@ -12,10 +13,24 @@ from typing import Callable
 
 from annex_common.aws import AwsClients, aws_errors
 from annex_common.errors import NotReady
+from annex_common.stack import StackInfo
 from annex_cloud import enforcer
 from annex_cloud.enforcer import SweepReport
+from annex_cloud.leftovers import StackScope
+from templates.stack import launch_template_name
 
-__all__ = ["SweepReport", "deployed_prices", "run_enforcer"]
+__all__ = ["SweepReport", "deployed_prices", "run_enforcer", "stack_scope"]
+
+
+def stack_scope(stack: StackInfo) -> StackScope:
+    """The stack as the enforcer knows it: its name and launch templates (as the function's
+    environment names them)."""
+    templates = stack.launch_templates
+    return StackScope(
+        name=stack.name,
+        launch_template_ids=tuple(templates.values()),
+        launch_template_names=tuple(launch_template_name(stack.name, itype) for itype in templates),
+    )
 
 
 def run_enforcer(
@@ -26,6 +41,7 @@ def run_enforcer(
     dry_run: bool,
     now: datetime | None = None,
     log: Callable[[str], None] = print,
+    stack: StackScope | None = None,
 ) -> SweepReport:
     """One sweep with the admin's credentials; ``log`` receives one line per action and a summary.
 
@@ -44,6 +60,7 @@ def run_enforcer(
             now=now or datetime.now(timezone.utc),
             dry_run=dry_run,
             log=log,
+            stack=stack,
         )
 
 
