@@ -28,6 +28,8 @@ class StackSettings:
     # Hourly on-demand USD per instance type, baked into the enforcer for the spend cap.
     hourly_prices: dict[str, float] = field(default_factory=dict)
     vpc_cidr: str = "10.73.0.0/16"
+    # Subscribed to the enforcer's alarms; setup keeps the stack's current one when not given.
+    notify_email: str | None = None
 
 
 def validate_stack_name(name: str) -> str:

@@ -12,12 +12,9 @@ from typing import Iterable
 
 from troposphere import (
     Base64,
-    Equals,
     GetAtt,
     Join,
-    Not,
     Output,
-    Parameter,
     Ref,
     Tags,
     Template,
@@ -27,7 +24,7 @@ from troposphere import awslambda, cloudwatch, ec2, events, iam, s3, sns
 from annex_cloud import metrics
 from annex_cloud.enforcer import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
 from templates import contract, policies
-from templates.settings import NOTIFY_EMAIL_PATTERN, StackSettings
+from templates.settings import StackSettings
 
 ENFORCER_RUNTIME = "python3.12"
 
@@ -348,7 +345,7 @@ def build_template(settings: StackSettings) -> Template:
 
 # --- the enforcer's backstops: nothing shields an instance, leftovers, state changes, alarms ----
 
-NOTIFY_EMAIL_PARAMETER = "NotifyEmail"
+ALARM_EMAIL_RESOURCE = "EnforcerAlarmEmail"
 # The alarms look at 5-minute periods: the schedule's own rhythm.
 ALARM_PERIOD_SECONDS = 300
 # States in which a new instance is handed to the enforcer at once (the first two of its life).
@@ -377,7 +374,7 @@ def _add_enforcer_backstops(
         )
     )
     state_rule = _add_state_change_rule(t, enforcer)
-    topic = _add_alarm_topic(t, settings.stack_name)
+    topic = _add_alarm_topic(t, settings.stack_name, settings.notify_email)
     _add_enforcer_alarms(t, settings.stack_name, enforcer, topic)
     t.add_output(Output(contract.OUT_ALARM_TOPIC, Value=Ref(topic)))
     t.add_output(Output(contract.OUT_ENFORCER_STATE_RULE, Value=Ref(state_rule)))
@@ -436,19 +433,11 @@ def _add_state_change_rule(t: Template, enforcer: awslambda.Function) -> events.
     return rule
 
 
-def _add_alarm_topic(t: Template, stack_name: str) -> sns.Topic:
-    """The topic the alarms notify; ``annex-admin setup --notify-email`` subscribes an address."""
-    email = t.add_parameter(
-        Parameter(
-            NOTIFY_EMAIL_PARAMETER,
-            Type="String",
-            Default="",
-            AllowedPattern=f"^$|{NOTIFY_EMAIL_PATTERN}",
-            ConstraintDescription="an e-mail address, or empty for none",
-            Description="Address that receives the enforcer's alarms (empty: no subscription)",
-        )
-    )
-    t.add_condition("HasNotifyEmail", Not(Equals(Ref(email), "")))
+def _add_alarm_topic(t: Template, stack_name: str, notify_email: str | None) -> sns.Topic:
+    """The topic the alarms notify, and the address ``annex-admin setup --notify-email`` gave.
+
+    The address is written into the template (not a parameter): the template alone then says
+    what the stack has, and setup reads it back from there to keep it."""
     topic = t.add_resource(
         sns.Topic(
             "EnforcerAlarmTopic",
@@ -456,15 +445,12 @@ def _add_alarm_topic(t: Template, stack_name: str) -> sns.Topic:
             Tags=Tags({contract.TAG_STACK: stack_name}),
         )
     )
-    t.add_resource(
-        sns.SubscriptionResource(
-            "EnforcerAlarmEmail",
-            Condition="HasNotifyEmail",
-            TopicArn=Ref(topic),
-            Protocol="email",
-            Endpoint=Ref(email),
+    if notify_email:
+        t.add_resource(
+            sns.SubscriptionResource(
+                ALARM_EMAIL_RESOURCE, TopicArn=Ref(topic), Protocol="email", Endpoint=notify_email
+            )
         )
-    )
     return topic
 
 
