@@ -17,19 +17,24 @@ from annex_common.stack import StackInfo
 from annex_cloud import enforcer
 from annex_cloud.enforcer import SweepReport
 from annex_cloud.leftovers import StackScope
+from templates import contract
 from templates.stack import launch_template_name
 
-__all__ = ["SweepReport", "deployed_prices", "run_enforcer", "stack_scope"]
+__all__ = ["SweepReport", "deployed_prices", "run_enforcer", "scope_from_outputs", "stack_scope"]
 
 
 def stack_scope(stack: StackInfo) -> StackScope:
     """The stack as the enforcer knows it: its name and launch templates (as the function's
     environment names them)."""
-    templates = stack.launch_templates
+    return scope_from_outputs(stack.name, stack.outputs)
+
+
+def scope_from_outputs(stack_name: str, outputs: dict[str, str]) -> StackScope:
+    pairs = [item.split("=", 1) for item in outputs.get(contract.OUT_LAUNCH_TEMPLATES, "").split(",") if "=" in item]
     return StackScope(
-        name=stack.name,
-        launch_template_ids=tuple(templates.values()),
-        launch_template_names=tuple(launch_template_name(stack.name, itype) for itype in templates),
+        name=stack_name,
+        launch_template_ids=tuple(lt for _, lt in pairs),
+        launch_template_names=tuple(launch_template_name(stack_name, itype) for itype, _ in pairs),
     )
 
 
