@@ -331,7 +331,58 @@ ENFORCER_CASES = [
          who="enforcer"),
 ]
 
-ALL_CASES = SCIENTIST_CASES + INSTANCE_ROLE_CASES + ENFORCER_CASES
+
+
+def from_template(lt_id: Callable[[DeployedStack], str]) -> Callable[[DeployedStack], Context]:
+    """An instance EC2 launched from a launch template and tagged with nothing else."""
+    return lambda s: {"ec2:Region": REGION, "aws:ResourceTag/aws:ec2launchtemplate:id": lt_id(s)}
+
+
+def tagged(tags: dict[str, str]) -> Callable[[DeployedStack], Context]:
+    return lambda s: {"ec2:Region": REGION, **{f"aws:ResourceTag/{k}": v for k, v in tags.items()}}
+
+
+STACK_LT = lambda s: s.launch_templates["m7i.large"]  # noqa: E731
+METRICS_DATASET = lambda s: f"arn:aws:cloudwatch:{REGION}:{s.account}:dataset/enforcer"  # noqa: E731
+STACK_TAG = {contract.TAG_STACK: contract.DEFAULT_STACK_NAME}
+
+ENFORCER_BACKSTOP_CASES = [
+    # Nothing shields an annex instance; nothing else is touched.
+    Case("enforcer-clears-protection-of-annex-instance", "ec2:ModifyInstanceAttribute", INSTANCE, ALLOW,
+         who="enforcer", context=lambda s: existing_instance(OTHER_PROJECT)),
+    Case("enforcer-clears-protection-of-miscased-annex-instance", "ec2:ModifyInstanceAttribute", INSTANCE, ALLOW,
+         who="enforcer", context=tagged({"HTCondor:annexname": ANNEX})),
+    Case("enforcer-modifies-non-annex-instance", "ec2:ModifyInstanceAttribute", INSTANCE, DENY, who="enforcer",
+         context=lambda s: {"ec2:Region": REGION, "aws:ResourceTag/Name": "payroll-db"}),
+    Case("enforcer-terminates-untagged-stack-instance", "ec2:TerminateInstances", INSTANCE, ALLOW, who="enforcer",
+         context=from_template(STACK_LT)),
+    Case("enforcer-clears-protection-of-untagged-stack-instance", "ec2:ModifyInstanceAttribute", INSTANCE, ALLOW,
+         who="enforcer", context=from_template(STACK_LT)),
+    Case("enforcer-terminates-other-template-instance", "ec2:TerminateInstances", INSTANCE, DENY, who="enforcer",
+         context=from_template(lambda s: "lt-0ffeeffeeffeeffee")),
+    # Leftovers: the stack's and annexes', not anyone else's.
+    Case("enforcer-deletes-stack-volume", "ec2:DeleteVolume", lambda s: s.ec2_arn("volume/vol-0123456789abcdef0"),
+         ALLOW, who="enforcer", context=tagged(STACK_TAG)),
+    Case("enforcer-deletes-other-volume", "ec2:DeleteVolume", lambda s: s.ec2_arn("volume/vol-0123456789abcdef0"),
+         DENY, who="enforcer", context=tagged({contract.TAG_STACK: "OtherStack"})),
+    Case("enforcer-cancels-annex-spot-request", "ec2:CancelSpotInstanceRequests",
+         lambda s: s.ec2_arn("spot-instances-request/sir-0123456789abcdef0"), ALLOW, who="enforcer",
+         context=tagged({contract.TAG_ANNEX_NAME: ANNEX})),
+    Case("enforcer-cancels-other-spot-request", "ec2:CancelSpotInstanceRequests",
+         lambda s: s.ec2_arn("spot-instances-request/sir-0123456789abcdef0"), DENY, who="enforcer",
+         context=tagged({"Name": "batch"})),
+    Case("enforcer-deletes-fleet", "ec2:DeleteFleets", lambda s: s.ec2_arn("fleet/fleet-0123"), ALLOW,
+         who="enforcer", context=lambda s: {"ec2:Region": REGION}),
+    Case("enforcer-describes-volumes", "ec2:DescribeVolumes", lambda s: "*", ALLOW, who="enforcer"),
+    # Heard when it fails, in its own namespace only. (PutMetricData's only resource type is an
+    # optional dataset; the simulator evaluates one resource, so the request names one.)
+    Case("enforcer-publishes-its-metrics", "cloudwatch:PutMetricData", METRICS_DATASET, ALLOW, who="enforcer",
+         context=lambda s: {"cloudwatch:namespace": "CondorAnnex"}),
+    Case("enforcer-publishes-other-metrics", "cloudwatch:PutMetricData", METRICS_DATASET, DENY, who="enforcer",
+         context=lambda s: {"cloudwatch:namespace": "AWS/EC2"}),
+]
+
+ALL_CASES = SCIENTIST_CASES + INSTANCE_ROLE_CASES + ENFORCER_CASES + ENFORCER_BACKSTOP_CASES
 
 
 def principal_and_policies(case: Case, s: DeployedStack) -> tuple[str, list[dict[str, Any]], Context]:
