@@ -4,11 +4,11 @@ Deployed in the region stack's function zip with the rest of ``annex_cloud`` (ha
 ``annex_cloud.enforcer.handler``); ``annex-admin enforce`` invokes that same function.
 
 One sweep:
-1. removes the stack's lasting fleets and spot requests (``annex_cloud.leftovers``), which would
-   otherwise replace what the sweep ends;
+1. deletes the stack's lasting fleets (``annex_cloud.leftovers``), which would otherwise replace
+   what the sweep ends;
 2. finds every annex instance that is pending, running, stopping or stopped: those with the tag
    ``htcondor:AnnexName``, and those launched from the stack's launch templates whatever their
-   tags; no other instance is ever touched;
+   tags; no other instance is ever touched; cancels their persistent or open spot requests;
 3. terminates those whose lease has ended, whose expiry tag is missing or unparsable, whose tag
    keys differ in case from the contract's, or whose lease (expiry - launch time) is longer than
    the project's cap; termination protection does not save them;
@@ -160,9 +160,14 @@ def annex_instance(
         instance_type=description.get("InstanceType", ""),
         launch_time=_as_utc(description.get("LaunchTime")),
         expiry_raw=tags.get(TAG_EXPIRY),
-        tag_problem=tag_key_problem(tags)
-        or (None if TAG_ANNEX_NAME in tags else "launched from the stack's launch template without an annex name tag"),
+        tag_problem=tag_key_problem(tags) or _unnamed(tags),
     )
+
+
+def _unnamed(tags: Mapping[str, str]) -> str | None:
+    if TAG_ANNEX_NAME in tags:
+        return None
+    return "launched from the stack's launch template without an annex name tag"
 
 
 def parse_caps(document: Any) -> Caps:
