@@ -1,15 +1,21 @@
-"""`annex-admin check-setup`: is everything the tools need in place?"""
+"""`annex-admin check-setup`: is everything the tools need in place, and is the enforcer sweeping?"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
 
 import botocore.exceptions
 
+from annex_cloud import metrics
+from annex_cloud.guardrails import SWEEP_STALE_AFTER_SECONDS
 from annex_common.aws import AwsClients, error_code
 from annex_common.stack import HEALTHY_STATES, describe_stack, recovery_advice
 from templates import contract
+
+# How far back check-setup looks for the enforcer's last sweep.
+SWEEP_LOOKBACK = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,8 @@ def _probe(name: str, call: Callable[[], str]) -> CheckItem:
         return CheckItem(name, False, str(exc))
 
 
-def check_setup(clients: AwsClients, stack_name: str) -> CheckReport:
+def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = None) -> CheckReport:
+    now = now or datetime.now(timezone.utc)
     report = CheckReport(stack_name)
     raw = describe_stack(clients, stack_name)
     if raw is None:
@@ -82,6 +89,9 @@ def check_setup(clients: AwsClients, stack_name: str) -> CheckReport:
             FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["FunctionName"]),
         _probe("registry", lambda: _registry_detail(clients, outputs[contract.OUT_REGISTRY_TABLE])),
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
+        _probe("state-change rule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_STATE_RULE])),
+        _probe("alarm topic", lambda: _topic_detail(clients, outputs[contract.OUT_ALARM_TOPIC])),
+        _sweep_item(clients, stack_name, now, _last_change(raw)),
     ]
     return report
 
@@ -90,7 +100,110 @@ def _rule_detail(clients: AwsClients, rule_name: str) -> str:
     rule = clients.events.describe_rule(Name=rule_name)
     if rule.get("State") != "ENABLED":
         raise ValueError(f"rule {rule_name} is {rule.get('State')}")
-    return f"{rule_name} ({rule.get('ScheduleExpression')})"
+    return f"{rule_name} ({rule.get('ScheduleExpression') or 'EC2 instance state changes'})"
+
+
+def _topic_detail(clients: AwsClients, topic_arn: str) -> str:
+    sns = clients.client("sns")
+    attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+    confirmed = int(attributes.get("SubscriptionsConfirmed", 0))
+    pending = int(attributes.get("SubscriptionsPending", 0))
+    if confirmed + pending == 0:
+        return f"{topic_arn.rsplit(':', 1)[-1]}: nobody subscribed (annex-admin setup --notify-email ADDRESS)"
+    waiting = f", {pending} awaiting confirmation" if pending else ""
+    return f"{topic_arn.rsplit(':', 1)[-1]}: {confirmed} subscription(s){waiting}"
+
+
+# --- the enforcer's last sweep, from its metrics ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    last_sweep: datetime | None  # the newest heartbeat
+    could_not_end: float  # instances left alive by that sweep and any check after it
+
+
+def sweep_record(
+    heartbeats: Sequence[tuple[datetime, float]], could_not_end: Sequence[tuple[datetime, float]]
+) -> SweepRecord:
+    """The last sweep and what was left unended since, from per-minute sums of the two metrics."""
+    beats = [moment for moment, value in heartbeats if value > 0]
+    if not beats:
+        return SweepRecord(None, 0.0)
+    last = max(beats)
+    return SweepRecord(last, sum(value for moment, value in could_not_end if moment >= last))
+
+
+def judge_sweeps(record: SweepRecord, now: datetime, stack_changed: datetime | None) -> CheckItem:
+    stale = timedelta(seconds=SWEEP_STALE_AFTER_SECONDS)
+    if record.last_sweep is None:
+        if stack_changed is not None and now - stack_changed < stale:
+            return CheckItem("enforcer sweeps", True, f"none yet: the stack changed {_ago(now - stack_changed)}, "
+                             "and the schedule runs every 5 minutes")
+        hours = SWEEP_LOOKBACK.total_seconds() / 3600
+        return CheckItem("enforcer sweeps", False, f"no sweep in the last {hours:g} h: leases are not being "
+                         "enforced; see the enforcer function's log")
+    when = f"last sweep {record.last_sweep.strftime('%Y-%m-%d %H:%M:%SZ')}, {_ago(now - record.last_sweep)}"
+    if now - record.last_sweep > stale:
+        return CheckItem("enforcer sweeps", False, f"{when}: over {SWEEP_STALE_AFTER_SECONDS // 60} minutes, "
+                         "leases are not being enforced; see the enforcer function's log")
+    if record.could_not_end > 0:
+        return CheckItem("enforcer sweeps", False, f"{when}, left {record.could_not_end:g} instance(s) it could "
+                         "not end; `annex-admin enforce` tries again and says why")
+    return CheckItem("enforcer sweeps", True, when)
+
+
+def _ago(delta: timedelta) -> str:
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 120:
+        return f"{minutes} min ago"
+    return f"{minutes // 60} h ago"
+
+
+def read_sweep_metrics(
+    cloudwatch: Any, stack_name: str, now: datetime
+) -> tuple[list[tuple[datetime, float]], list[tuple[datetime, float]]]:
+    """Per-minute sums of Heartbeat and CouldNotEnd over the look-back window."""
+    queries = [
+        {
+            "Id": name.lower(),
+            "MetricStat": {
+                "Metric": {"Namespace": metrics.NAMESPACE, "MetricName": name,
+                           "Dimensions": metrics.dimensions(stack_name)},
+                "Period": 60,
+                "Stat": "Sum",
+            },
+        }
+        for name in (metrics.HEARTBEAT, metrics.COULD_NOT_END)
+    ]
+    series: dict[str, list[tuple[datetime, float]]] = {q["Id"]: [] for q in queries}
+    request: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": now - SWEEP_LOOKBACK,
+                               "EndTime": now + timedelta(minutes=1)}
+    while True:
+        response = cloudwatch.get_metric_data(**request)
+        for result in response.get("MetricDataResults", []):
+            series[result["Id"]] += list(zip(result.get("Timestamps", []), result.get("Values", [])))
+        if not response.get("NextToken"):
+            break
+        request["NextToken"] = response["NextToken"]
+    return series[metrics.HEARTBEAT.lower()], series[metrics.COULD_NOT_END.lower()]
+
+
+def _last_change(stack: dict[str, Any]) -> datetime | None:
+    moment = stack.get("LastUpdatedTime") or stack.get("CreationTime")
+    if not isinstance(moment, datetime):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _sweep_item(clients: AwsClients, stack_name: str, now: datetime, stack_changed: datetime | None) -> CheckItem:
+    try:
+        heartbeats, unended = read_sweep_metrics(clients.client("cloudwatch"), stack_name, now)
+    except botocore.exceptions.ClientError as exc:
+        return CheckItem("enforcer sweeps", False, f"could not read the enforcer's metrics: {error_code(exc)}")
+    except botocore.exceptions.BotoCoreError as exc:
+        return CheckItem("enforcer sweeps", False, f"could not read the enforcer's metrics: {exc}")
+    return judge_sweeps(sweep_record(heartbeats, unended), now, stack_changed)
 
 
 def _registry_detail(clients: AwsClients, table: str) -> str:

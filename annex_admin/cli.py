@@ -29,6 +29,8 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: latest Amazon Linux 2023).")]
 InstanceTypes = Annotated[str, typer.Option("--instance-types", help="Comma-separated instance types annexes may use.")]
 SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR.")]
+NotifyEmail = Annotated[Optional[str], typer.Option(
+    "--notify-email", help="Send the enforcer's alarms to this address (SNS asks it to confirm).")]
 
 DEFAULT_TYPES = "m7i.large,m6i.large,m5.large"
 DEFAULT_STACK = "HTCondorAnnex"
@@ -40,7 +42,8 @@ def _clients(region: str | None, profile: str | None):
     return make_clients(region=region, profile=profile)
 
 
-def _setup_request(region: str, stack_name: str, image_id: str | None, instance_types: str, ssh_cidr: str | None):
+def _setup_request(region: str, stack_name: str, image_id: str | None, instance_types: str, ssh_cidr: str | None,
+                   notify_email: str | None = None):
     from templates import settings as s
 
     return s.StackSettings(
@@ -49,6 +52,7 @@ def _setup_request(region: str, stack_name: str, image_id: str | None, instance_
         image_id=s.validate_image_id(image_id),
         instance_types=s.parse_instance_types(instance_types),
         ssh_cidr=s.validate_ssh_cidr(ssh_cidr),
+        notify_email=s.validate_notify_email(notify_email),
     )
 
 
@@ -73,6 +77,7 @@ def template(
     image_id: ImageId = None,
     instance_types: InstanceTypes = DEFAULT_TYPES,
     ssh_cidr: SshCidr = None,
+    notify_email: NotifyEmail = None,
     zones: Annotated[Optional[str], typer.Option("--zones", help="Comma-separated zones (default: <region>a,<region>b).")] = None,
     debug: Debug = False,
 ) -> None:
@@ -81,7 +86,7 @@ def template(
     def action() -> None:
         from annex_admin.offline import offline_template
 
-        request = _setup_request(region or "us-east-1", stack_name, image_id, instance_types, ssh_cidr)
+        request = _setup_request(region or "us-east-1", stack_name, image_id, instance_types, ssh_cidr, notify_email)
         print(offline_template(request, zones))
 
     run_guarded(action, debug=debug)
@@ -95,6 +100,7 @@ def setup(
     image_id: ImageId = None,
     instance_types: InstanceTypes = DEFAULT_TYPES,
     ssh_cidr: SshCidr = None,
+    notify_email: NotifyEmail = None,
     yes: Yes = False,
     debug: Debug = False,
 ) -> None:
@@ -104,7 +110,7 @@ def setup(
         from annex_admin import deploy
 
         resolved_region = _default_region(region, profile)
-        request = _setup_request(resolved_region, stack_name, image_id, instance_types, ssh_cidr)
+        request = _setup_request(resolved_region, stack_name, image_id, instance_types, ssh_cidr, notify_email)
         clients = _clients(resolved_region, profile)
         with err_console.status("Checking the region…"):
             settings = deploy.resolve_settings(clients, request)
@@ -113,6 +119,7 @@ def setup(
         out.print(f"  image           {settings.image_id}")
         out.print(f"  instance types  {', '.join(settings.instance_types)}")
         out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}")
+        out.print(f"  alarms to       {settings.notify_email or 'nobody (--notify-email ADDRESS subscribes one)'}")
         require_confirmation("Create or update this stack?", assume_yes=yes)
         with err_console.status("Deploying…") as status:
 
@@ -124,6 +131,8 @@ def setup(
         else:
             out.print(f"[green]Stack {settings.stack_name} {result.action}[/] ({result.status}).")
         _print_outputs(result.outputs)
+        if request.notify_email and result.action != "unchanged":
+            out.print(f"SNS sends {request.notify_email} a confirmation request: alarms arrive once it is confirmed.")
 
     run_guarded(action, debug=debug)
 
@@ -233,7 +242,8 @@ def enforce(
     stack_name: StackName = DEFAULT_STACK,
     debug: Debug = False,
 ) -> None:
-    """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances."""
+    """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances,
+    remove leftover volumes, fleets and spot requests."""
 
     def action() -> None:
         from annex_admin.enforce import report_lines, run_enforcer
@@ -245,7 +255,7 @@ def enforce(
         report = run_enforcer(clients, stack.output(contract.OUT_ENFORCER_FUNCTION), dry_run=dry_run)
         for line in report_lines(report):
             out.print(line, markup=False)
-        if report.get("errors"):
+        if report.get("errors") or report.get("could_not_end"):
             raise SystemExit(1)
 
     run_guarded(action, debug=debug)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.stack import describe_stack, recovery_advice
 from templates import contract
 from templates.settings import StackSettings
-from templates.stack import template_json
+from templates.stack import ALARM_EMAIL_RESOURCE, template_json
 
 Progress = Callable[[str], None]
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
@@ -99,8 +100,21 @@ def latest_image(clients: AwsClients) -> str:
         return clients.ssm.get_parameter(Name=contract.DEFAULT_IMAGE_PARAMETER)["Parameter"]["Value"]
 
 
+def current_notify_email(clients: AwsClients, stack_name: str) -> str | None:
+    """The address the stack's template subscribes to the enforcer's alarms, or None."""
+    if describe_stack(clients, stack_name) is None:
+        return None
+    with aws_errors(f"could not read the template of stack {stack_name}"):
+        body = clients.cloudformation.get_template(StackName=stack_name)["TemplateBody"]
+    document = body if isinstance(body, dict) else json.loads(body)
+    resource = (document.get("Resources") or {}).get(ALARM_EMAIL_RESOURCE) or {}
+    endpoint = (resource.get("Properties") or {}).get("Endpoint")
+    return endpoint if isinstance(endpoint, str) and endpoint else None
+
+
 def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettings:
-    """The administrator's settings, completed from the region: zones, image and prices."""
+    """The administrator's settings, completed from the region: zones, image and prices, and the
+    alarm address the stack already has when none is given (so a later setup keeps it)."""
     validate_region(clients, request.region)
     check_instance_types(clients, request.instance_types)
     return dataclasses.replace(
@@ -108,6 +122,7 @@ def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettin
         availability_zones=choose_zones(clients, request.instance_types),
         image_id=request.image_id or latest_image(clients),
         code_key=build_function_zip().key,
+        notify_email=request.notify_email or current_notify_email(clients, request.stack_name),
     )
 
 

@@ -8,7 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from annex_cloud.leftovers import StackScope
 from annex_common.aws import AwsClients, invoke_function
+from annex_common.stack import StackInfo
+from templates import contract
+from templates.stack import launch_template_name
+
+
+def stack_scope(stack: StackInfo) -> StackScope:
+    """The stack as the enforcer knows it: its name and launch templates (as the function's
+    environment names them)."""
+    return scope_from_outputs(stack.name, stack.outputs)
+
+
+def scope_from_outputs(stack_name: str, outputs: dict[str, str]) -> StackScope:
+    pairs = [item.split("=", 1) for item in outputs.get(contract.OUT_LAUNCH_TEMPLATES, "").split(",") if "=" in item]
+    return StackScope(
+        name=stack_name,
+        launch_template_ids=tuple(lt for _, lt in pairs),
+        launch_template_names=tuple(launch_template_name(stack_name, itype) for itype, _ in pairs),
+    )
 
 
 def run_enforcer(clients: AwsClients, function_name: str, *, dry_run: bool) -> dict[str, Any]:
@@ -24,12 +43,21 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         for t in report.get("terminated", [])
     ]
     lines += [
+        f"{'would remove' if dry else 'removed'} {item['kind']} {item['id']}: {item['reason']}"
+        for item in report.get("leftovers", [])
+    ]
+    lines += [
+        f"could not end {t['instance_id']} (annex {t['annex_name']!r}, project {t['project_id']!r}): {t['error']}"
+        for t in report.get("could_not_end", [])
+    ]
+    lines += [
         f"{'would delete' if dry else 'deleted'} orphan configuration {key}" for key in report.get("deleted_objects", [])
     ]
     lines += [f"error: {error}" for error in report.get("errors", [])]
     lines.append(
         f"enforcer{' (dry run)' if dry else ''}: {len(report.get('terminated', []))} instances "
-        f"{'to terminate' if dry else 'terminated'}, {report.get('kept', 0)} kept, "
+        f"{'to terminate' if dry else 'terminated'}, {len(report.get('could_not_end', []))} could not be ended, "
+        f"{len(report.get('leftovers', []))} leftovers {'to remove' if dry else 'removed'}, {report.get('kept', 0)} kept, "
         f"{len(report.get('deleted_objects', []))} configuration objects {'to delete' if dry else 'deleted'}, "
         f"{len(report.get('errors', []))} errors"
     )

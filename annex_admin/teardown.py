@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from datetime import datetime, timezone
+from typing import Callable, Collection
 
 import botocore.exceptions
 
+from annex_admin.enforce import scope_from_outputs
+from annex_cloud import leftovers
+from annex_cloud.leftovers import StackScope
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import NotReady
 from annex_common.stack import describe_stack
@@ -54,8 +58,13 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
             "tearing down now would strand them without their enforcer",
             "Let their leases run out, ask the scientists to terminate them, or pass --force to terminate them first.",
         )
+    scope = scope_from_outputs(stack_name, outputs)
+    # Fleets and spot requests first (they would replace what is terminated), volumes once the
+    # instances are gone (a terminated instance's volumes become available then).
+    _remove_annex_leftovers(clients, scope, (leftovers.FLEET, leftovers.SPOT_REQUEST), live, progress, report)
     if live:
         _terminate_and_wait(clients, live, progress, report)
+    _remove_annex_leftovers(clients, scope, (leftovers.VOLUME,), live, progress, report)
     if outputs.get(contract.OUT_BUCKET):
         _empty_bucket(clients, outputs[contract.OUT_BUCKET], progress, report)
     if outputs.get(contract.OUT_SCIENTIST_POLICY):
@@ -93,6 +102,23 @@ def _terminate_and_wait(clients: AwsClients, ids: list[str], progress: Progress,
         for start in range(0, len(ids), 500):
             waiter.wait(InstanceIds=ids[start : start + 500], WaiterConfig={"Delay": 5, "MaxAttempts": 120})
     report.removed.append(f"{len(ids)} annex instance(s) (terminated)")
+
+
+def _remove_annex_leftovers(
+    clients: AwsClients,
+    scope: StackScope,
+    kinds: tuple[str, ...],
+    annex_instance_ids: Collection[str],
+    progress: Progress,
+    report: TeardownReport,
+) -> None:
+    """The enforcer's leftovers of the stack, with no grace: nothing will launch from it again."""
+    errors: list[str] = []
+    now = datetime.now(timezone.utc)
+    found = leftovers.find(clients.ec2, kinds, scope, now, 0, errors, progress, frozenset(annex_instance_ids))
+    for item in leftovers.remove(clients.ec2, found, False, errors, progress):
+        report.removed.append(f"{item.kind} {item.resource_id} ({item.reason})")
+    report.not_removed += [("annex leftovers", message) for message in errors]
 
 
 def _empty_bucket(clients: AwsClients, bucket: str, progress: Progress, report: TeardownReport) -> None:

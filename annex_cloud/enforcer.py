@@ -4,18 +4,24 @@ Deployed in the region stack's function zip with the rest of ``annex_cloud`` (ha
 ``annex_cloud.enforcer.handler``); ``annex-admin enforce`` invokes that same function.
 
 One sweep:
-1. finds every annex instance (tag ``htcondor:AnnexName``) that is pending, running, stopping or
-   stopped; no other instance is ever touched;
-2. terminates those whose lease has ended, whose expiry tag is missing or unparsable, or whose lease
-   (expiry - launch time) is longer than the project's cap;
-3. per project, terminates the newest of the remaining instances while the project has more live
+1. deletes the stack's lasting fleets (``annex_cloud.leftovers``), which would otherwise replace
+   what the sweep ends;
+2. finds every annex instance that is pending, running, stopping or stopped: those with the tag
+   ``htcondor:AnnexName``, and those launched from the stack's launch templates whatever their
+   tags; no other instance is ever touched; cancels their persistent or open spot requests;
+3. terminates those whose lease has ended, whose expiry tag is missing or unparsable, whose tag
+   keys differ in case from the contract's, or whose lease (expiry - launch time) is longer than
+   the project's cap; termination protection does not save them;
+4. per project, terminates the newest of the remaining instances while the project has more live
    instances than its cap, then the newest while its committed spend (hourly price x remaining lease
    hours, summed) exceeds its cap;
-4. deletes the configuration objects of annexes that have no live instance left, once they are
-   older than a grace period (a launch uploads its configuration just before its instances exist).
+5. deletes the stack's volumes left available, and the configuration objects of annexes that have
+   no live instance left, once they are older than a grace period;
+6. publishes its heartbeat and counts as CloudWatch metrics (``annex_cloud.metrics``).
 
 It is idempotent: a second sweep at the same moment finds nothing to do. A dry run changes nothing
-and reports what a real sweep would do.
+and reports what a real sweep would do. ``check_instance`` makes the same decision for one
+instance, as soon as EC2 reports it starting (the stack's state-change rule).
 """
 
 from __future__ import annotations
@@ -26,14 +32,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
+from annex_cloud import leftovers, metrics
+from annex_cloud.calls import error_code, error_text as _error_text
 from annex_cloud.caps import SPEND_EPSILON
 from annex_cloud.caps import Caps as ProjectCaps
 from annex_cloud.cost import PriceBook
 from annex_cloud.prices import shipped_prices
 from annex_cloud.registry import Registry
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
+from annex_cloud.guardrails import LEFTOVER_GRACE_SECONDS
 from annex_cloud.layout import ANNEX_PREFIX
-from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_PROJECT
+from annex_cloud.leftovers import Leftover, StackScope
+from annex_cloud.tags import LIVE_STATES, REQUIRED_INSTANCE_TAGS, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_PROJECT
 
 # TerminateInstances takes at most 1,000 ids; half that keeps one failed batch small.
 TERMINATE_BATCH = 500
@@ -42,6 +52,9 @@ DELETE_BATCH = 1000
 # A scientist's clock may run a little ahead of AWS's: an expiry computed as "her now + the cap"
 # then measures slightly longer than the cap from the instance's launch time. Forgive that much.
 LEASE_CAP_SLACK = timedelta(minutes=5)
+# EC2 tags every instance launched from a launch template with the template's id under this key
+# (an "aws:" key: nobody can set or change it).
+TAG_LAUNCH_TEMPLATE_ID = "aws:ec2launchtemplate:id"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,6 +71,7 @@ class AnnexInstance:
     instance_type: str
     launch_time: datetime | None
     expiry_raw: str | None  # the tag's value, None when the tag is absent
+    tag_problem: str | None = None  # why its tags give it no valid lease whatever their values
 
     @property
     def expiry(self) -> datetime | None:
@@ -107,15 +121,31 @@ def _as_utc(value: Any) -> datetime | None:
     return None
 
 
-def annex_instance(description: Mapping[str, Any]) -> AnnexInstance | None:
-    """An instance from describe_instances output, or None unless it is a live annex instance.
+def tag_key_problem(tags: Mapping[str, str]) -> str | None:
+    """A contract tag key spelled in another case. EC2 and the node's metadata read tag keys
+    exactly, IAM conditions ignore their case: such an instance has no lease all three agree on."""
+    canonical = {key.lower(): key for key in REQUIRED_INSTANCE_TAGS}
+    for key in sorted(tags):
+        wanted = canonical.get(key.lower())
+        if wanted is not None and key != wanted:
+            return f"tag key {printable(key)} differs in case from {wanted!r}"
+    return None
+
+
+def annex_instance(
+    description: Mapping[str, Any], launch_template_ids: Iterable[str] = ()
+) -> AnnexInstance | None:
+    """An instance from describe_instances output, or None unless it is a live annex instance:
+    one with the annex name tag, or one launched from one of ``launch_template_ids`` (the
+    stack's), whatever its tags.
 
     This re-checks, client side, what the server-side filters asked for, so that a filter the
     service ignored can never widen what the enforcer touches.
     """
     tags = {t.get("Key"): t.get("Value", "") for t in description.get("Tags") or []}
     state = (description.get("State") or {}).get("Name", "")
-    if TAG_ANNEX_NAME not in tags or state not in LIVE_STATES:
+    from_stack = tags.get(TAG_LAUNCH_TEMPLATE_ID) in set(launch_template_ids)
+    if (TAG_ANNEX_NAME not in tags and not from_stack) or state not in LIVE_STATES:
         return None
     instance_id = description.get("InstanceId")
     if not instance_id:
@@ -128,11 +158,20 @@ def annex_instance(description: Mapping[str, Any]) -> AnnexInstance | None:
         instance_type=description.get("InstanceType", ""),
         launch_time=_as_utc(description.get("LaunchTime")),
         expiry_raw=tags.get(TAG_EXPIRY),
+        tag_problem=tag_key_problem(tags) or _unnamed(tags),
     )
+
+
+def _unnamed(tags: Mapping[str, str]) -> str | None:
+    if TAG_ANNEX_NAME in tags:
+        return None
+    return "launched from the stack's launch template without an annex name tag"
 
 
 def lease_violation(instance: AnnexInstance, caps: Caps | None, now: datetime) -> str | None:
     """Why the instance's lease alone condemns it, or None."""
+    if instance.tag_problem:
+        return instance.tag_problem
     if instance.expiry_raw is None:
         return "no expiry tag"
     expiry = instance.expiry
@@ -268,6 +307,9 @@ class SweepReport:
     deleted_objects: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
+    # Condemned but still alive after every attempt: id, annex, project, why it could not be ended.
+    could_not_end: list[tuple[str, str, str, str]] = field(default_factory=list)
+    leftovers: list[Leftover] = field(default_factory=list)  # removed, or to be removed in a dry run
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -277,35 +319,50 @@ class SweepReport:
                 for i, a, p, r in self.terminated
             ],
             "kept": self.kept,
+            "could_not_end": [
+                {"instance_id": i, "annex_name": a, "project_id": p, "error": e}
+                for i, a, p, e in self.could_not_end
+            ],
+            "leftovers": [
+                {"kind": item.kind, "id": item.resource_id, "reason": item.reason} for item in self.leftovers
+            ],
             "deleted_objects": list(self.deleted_objects),
             "errors": list(self.errors),
         }
 
+    def metric_counts(self) -> dict[str, float]:
+        return {
+            metrics.ENDED: len(self.terminated),
+            metrics.COULD_NOT_END: len(self.could_not_end),
+            metrics.ERRORS: len(self.errors),
+        }
 
-def list_annex_instances(ec2: Any) -> list[AnnexInstance]:
-    paginator = ec2.get_paginator("describe_instances")
-    pages = paginator.paginate(
-        Filters=[
-            {"Name": "tag-key", "Values": [TAG_ANNEX_NAME]},
-            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
-        ]
-    )
+
+def _describe(ec2: Any, filters: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    return [
+        description
+        for page in pages
+        for reservation in page.get("Reservations", [])
+        for description in reservation.get("Instances", [])
+    ]
+
+
+def list_annex_instances(ec2: Any, launch_template_ids: Iterable[str] = ()) -> list[AnnexInstance]:
+    """Live instances with the annex name tag, and those launched from the stack's templates (an
+    instance whose annex name tag is missing, or spelled in another case, is found that way)."""
+    template_ids = sorted(set(launch_template_ids))
+    live = {"Name": "instance-state-name", "Values": list(LIVE_STATES)}
+    queries = [[{"Name": "tag-key", "Values": [TAG_ANNEX_NAME]}, live]]
+    if template_ids:
+        queries.append([{"Name": f"tag:{TAG_LAUNCH_TEMPLATE_ID}", "Values": template_ids}, live])
     found: dict[str, AnnexInstance] = {}
-    for page in pages:
-        for reservation in page.get("Reservations", []):
-            for description in reservation.get("Instances", []):
-                instance = annex_instance(description)
-                if instance is not None:
-                    found[instance.instance_id] = instance
+    for filters in queries:
+        for description in _describe(ec2, filters):
+            instance = annex_instance(description, template_ids)
+            if instance is not None:
+                found[instance.instance_id] = instance
     return list(found.values())
-
-
-def _error_text(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error", {})
-        return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"
 
 
 CapsReader = Callable[[str], "ProjectCaps | None"]
@@ -346,6 +403,57 @@ class CapsCache:
         self._log(f"error: {message}; only lease rules apply to this project")
 
 
+def _where(instance: AnnexInstance) -> str:
+    return f"annex {printable(instance.annex_name)}, project {printable(instance.project)}"
+
+
+def end_instance(ec2: Any, instance_id: str, log: Callable[[str], None]) -> str | None:
+    """Terminates one instance, clearing its termination protection when that is what refuses it.
+    Returns None once it is ending, else why it could not be ended."""
+    try:
+        ec2.terminate_instances(InstanceIds=[instance_id])
+        return None
+    except Exception as exc:
+        if error_code(exc) != "OperationNotPermitted":
+            return _error_text(exc)
+    try:
+        ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": False})
+        log(f"cleared the termination protection of {instance_id}")
+        ec2.terminate_instances(InstanceIds=[instance_id])
+    except Exception as exc:
+        return _error_text(exc)
+    return None
+
+
+def _end_batch(
+    ec2: Any, batch: list[Termination], report: SweepReport, log: Callable[[str], None]
+) -> list[Termination]:
+    """The batch's terminations that took effect.
+
+    EC2 refuses a whole TerminateInstances call for one protected instance (on AWS, for every
+    listed instance in that instance's zone), so a refused batch is retried one instance at a
+    time: one instance that cannot be ended never keeps the others alive.
+    """
+    if len(batch) > 1:
+        try:
+            ec2.terminate_instances(InstanceIds=[t.instance.instance_id for t in batch])
+            return list(batch)
+        except Exception as exc:
+            log(f"terminating {len(batch)} instances in one call failed ({_error_text(exc)}); ending each on its own")
+    ended: list[Termination] = []
+    for t in batch:
+        problem = end_instance(ec2, t.instance.instance_id, log)
+        if problem is None:
+            ended.append(t)
+            continue
+        i = t.instance
+        message = f"could not terminate {i.instance_id} ({_where(i)}; {t.reason}): {problem}"
+        report.errors.append(message)
+        report.could_not_end.append((i.instance_id, i.annex_name, i.project, problem))
+        log(f"error: {message}")
+    return ended
+
+
 def _terminate(
     ec2: Any, terminations: list[Termination], dry_run: bool, report: SweepReport, log: Callable[[str], None]
 ) -> set[str]:
@@ -354,22 +462,11 @@ def _terminate(
     verb = "would terminate" if dry_run else "terminated"
     for start in range(0, len(terminations), TERMINATE_BATCH):
         batch = terminations[start : start + TERMINATE_BATCH]
-        if not dry_run:
-            try:
-                ec2.terminate_instances(InstanceIds=[t.instance.instance_id for t in batch])
-            except Exception as exc:  # one failed batch must not stop the others
-                ids = ", ".join(t.instance.instance_id for t in batch[:3])
-                more = f" and {len(batch) - 3} more" if len(batch) > 3 else ""
-                message = f"could not terminate {len(batch)} instances ({ids}{more}): {_error_text(exc)}"
-                report.errors.append(message)
-                log(f"error: {message}")
-                continue
-        for t in batch:
+        for t in batch if dry_run else _end_batch(ec2, batch, report, log):
             i = t.instance
             done.add(i.instance_id)
             report.terminated.append((i.instance_id, i.annex_name, i.project, t.reason))
-            where = f"annex {printable(i.annex_name)}, project {printable(i.project)}"
-            log(f"{verb} {i.instance_id} ({where}): {t.reason}")
+            log(f"{verb} {i.instance_id} ({_where(i)}): {t.reason}")
     return done
 
 
@@ -421,6 +518,42 @@ def _delete_orphans(
             log(f"{verb} orphan configuration s3://{bucket}/{one_line(key)}")
 
 
+def _publish(
+    cloudwatch: Any,
+    stack: StackScope | None,
+    counts: Mapping[str, float],
+    now: datetime,
+    log: Callable[[str], None],
+    errors: list[str] | None,
+) -> None:
+    """Publishes the run's metrics when there is somewhere to publish them; a failure is reported
+    (its missing heartbeat then raises the alarm)."""
+    if cloudwatch is None or stack is None:
+        return
+    try:
+        metrics.publish(cloudwatch, stack.name, counts, now)
+    except Exception as exc:
+        message = f"could not publish the enforcer's metrics: {_error_text(exc)}"
+        if errors is not None:
+            errors.append(message)
+        log(f"error: {message}")
+
+
+def _remove_leftovers(
+    ec2: Any,
+    kinds: tuple[str, ...],
+    stack: StackScope | None,
+    now: datetime,
+    grace_seconds: int,
+    dry_run: bool,
+    report: SweepReport,
+    log: Callable[[str], None],
+    annex_instance_ids: frozenset[str] = frozenset(),
+) -> None:
+    found = leftovers.find(ec2, kinds, stack, now, grace_seconds, report.errors, log, annex_instance_ids)
+    report.leftovers += leftovers.remove(ec2, found, dry_run, report.errors, log)
+
+
 def sweep(
     ec2: Any,
     s3: Any,
@@ -432,25 +565,129 @@ def sweep(
     dry_run: bool = False,
     log: Callable[[str], None] = print,
     config_grace_seconds: int = 900,
+    stack: StackScope | None = None,
+    cloudwatch: Any = None,
+    leftover_grace_seconds: int = LEFTOVER_GRACE_SECONDS,
 ) -> SweepReport:
-    """One enforcement pass. A failure to list instances raises; every later failure is reported."""
+    """One enforcement pass. A failure to list instances raises; every later failure is reported.
+
+    ``stack`` names the region stack: its launch templates find instances whatever their tags,
+    and mark its fleets. With ``cloudwatch`` as well, a real sweep publishes its heartbeat and
+    counts (a sweep that raises publishes one error).
+    """
     now = _as_utc(now) or datetime.now(timezone.utc)
+    try:
+        report = _sweep(
+            ec2, s3, bucket, prices, caps, now, dry_run, log, config_grace_seconds, stack, leftover_grace_seconds
+        )
+    except Exception:
+        if not dry_run:
+            _publish(cloudwatch, stack, {metrics.ERRORS: 1}, now, log, None)
+        raise
+    if not dry_run:
+        _publish(cloudwatch, stack, {metrics.HEARTBEAT: 1, **report.metric_counts()}, now, log, report.errors)
+    return report
+
+
+def _sweep(
+    ec2: Any,
+    s3: Any,
+    bucket: str,
+    prices: dict[str, float],
+    caps: CapsReader,
+    now: datetime,
+    dry_run: bool,
+    log: Callable[[str], None],
+    config_grace_seconds: int,
+    stack: StackScope | None,
+    leftover_grace_seconds: int,
+) -> SweepReport:
     report = SweepReport(dry_run=dry_run)
-    instances = list_annex_instances(ec2)
+    # Fleets and spot requests before instances: they would replace the instances ended below.
+    _remove_leftovers(ec2, (leftovers.FLEET,), stack, now, leftover_grace_seconds, dry_run, report, log)
+    instances = list_annex_instances(ec2, stack.launch_template_ids if stack else ())
+    annex_ids = frozenset(i.instance_id for i in instances)
+    _remove_leftovers(
+        ec2, (leftovers.SPOT_REQUEST,), stack, now, leftover_grace_seconds, dry_run, report, log, annex_ids
+    )
     plan = plan_terminations(instances, CapsCache(caps, log, report.errors), prices, now)
     for note in plan.notes:
         log(note)
     gone = _terminate(ec2, plan.terminations, dry_run, report, log)
     survivors = [i for i in instances if i.instance_id not in gone]
     report.kept = len(survivors)
+    # Volumes of instances ended just now become available later: the next sweep removes them.
+    _remove_leftovers(ec2, (leftovers.VOLUME,), stack, now, leftover_grace_seconds, dry_run, report, log)
     live_annexes = {(i.project, i.annex_name) for i in survivors}
     _delete_orphans(s3, bucket, live_annexes, now, config_grace_seconds, dry_run, report, log)
     log(
         f"enforcer{' (dry run)' if dry_run else ''} at {format_time(now)}: "
         f"{len(report.terminated)} instances {'to terminate' if dry_run else 'terminated'}, "
-        f"{report.kept} kept, {len(report.deleted_objects)} configuration objects "
+        f"{report.kept} kept, {len(report.could_not_end)} could not be ended, "
+        f"{len(report.leftovers)} leftovers {'to remove' if dry_run else 'removed'}, "
+        f"{len(report.deleted_objects)} configuration objects "
         f"{'to delete' if dry_run else 'deleted'}, {len(report.errors)} errors"
     )
+    return report
+
+
+def describe_instance(ec2: Any, instance_id: str) -> Mapping[str, Any] | None:
+    """One instance's description, or None when EC2 does not know it (yet: a state-change event
+    can arrive before DescribeInstances shows the instance)."""
+    try:
+        response = ec2.describe_instances(InstanceIds=[instance_id])
+    except Exception as exc:
+        if error_code(exc) == "InvalidInstanceID.NotFound":
+            return None
+        raise
+    for reservation in response.get("Reservations", []):
+        for description in reservation.get("Instances", []):
+            if description.get("InstanceId") == instance_id:
+                return description
+    return None
+
+
+def check_instance(
+    ec2: Any,
+    s3: Any,
+    instance_id: str,
+    *,
+    bucket: str,
+    prices: dict[str, float],
+    caps: CapsReader,
+    now: datetime,
+    dry_run: bool = False,
+    log: Callable[[str], None] = print,
+    stack: StackScope | None = None,
+    cloudwatch: Any = None,
+) -> SweepReport:
+    """The sweep's decision for one instance, made when EC2 reports it pending or running, so an
+    instance outside the broker's rules ends within a minute instead of at the next sweep.
+
+    Only what the instance shows by itself is decided here (its tags, its lease, a cap it breaks
+    alone); how many instances its project runs, and what they commit together, is the sweep's.
+    Its counts are published without a heartbeat: the heartbeat stands for the schedule.
+    """
+    now = _as_utc(now) or datetime.now(timezone.utc)
+    report = SweepReport(dry_run=dry_run)
+    try:
+        description = describe_instance(ec2, instance_id)
+    except Exception:
+        if not dry_run:
+            _publish(cloudwatch, stack, {metrics.ERRORS: 1}, now, log, None)
+        raise
+    templates = stack.launch_template_ids if stack else ()
+    instance = annex_instance(description, templates) if description is not None else None
+    if instance is None:
+        log(f"{instance_id} is not a live annex instance: nothing to do")
+    else:
+        plan = plan_terminations([instance], CapsCache(caps, log, report.errors), prices, now)
+        gone = _terminate(ec2, plan.terminations, dry_run, report, log)
+        report.kept = 0 if gone else 1
+        if not plan.terminations:
+            log(f"{instance_id} ({_where(instance)}) keeps its lease until {printable(instance.expiry_raw)}")
+    if not dry_run:
+        _publish(cloudwatch, stack, report.metric_counts(), now, log, report.errors)
     return report
 
 
@@ -458,9 +695,56 @@ def sweep(
 # The scheduled function's entry point.
 # ---------------------------------------------------------------------------------------------
 
+STATE_CHANGE_SOURCE = "aws.ec2"
+STATE_CHANGE_DETAIL_TYPE = "EC2 Instance State-change Notification"
+INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{8,17}$")
+
+
+def state_change_instance(event: Any) -> str | None:
+    """The instance named by an EC2 state-change event, or None for any other event.
+
+    EventBridge delivers the event as EC2 documents it
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-instance-state-changes.html):
+
+        {"version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+         "detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2",
+         "account": "123456789012", "time": "2021-11-11T21:29:54Z", "region": "us-east-1",
+         "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-1234567890abcdef0"],
+         "detail": {"instance-id": "i-1234567890abcdef0", "state": "pending"}}
+
+    A state-change event without a usable instance id raises: it is not one EC2 sends.
+    """
+    if not isinstance(event, Mapping):
+        return None
+    if event.get("source") != STATE_CHANGE_SOURCE or event.get("detail-type") != STATE_CHANGE_DETAIL_TYPE:
+        return None
+    detail = event.get("detail")
+    instance_id = detail.get("instance-id") if isinstance(detail, Mapping) else None
+    if not isinstance(instance_id, str) or not INSTANCE_ID_RE.match(instance_id):
+        raise ValueError(f"state-change event without a usable instance id: {printable(instance_id)}")
+    return instance_id
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (text or "").split(",") if item.strip())
+
+
+def stack_scope_from_env(env: Mapping[str, str]) -> StackScope | None:
+    """ANNEX_STACK_NAME, ANNEX_LAUNCH_TEMPLATES (ids) and ANNEX_LAUNCH_TEMPLATE_NAMES, as the
+    region stack sets them; None without a stack name."""
+    name = env.get("ANNEX_STACK_NAME", "").strip()
+    if not name:
+        return None
+    return StackScope(
+        name=name,
+        launch_template_ids=_csv(env.get("ANNEX_LAUNCH_TEMPLATES")),
+        launch_template_names=_csv(env.get("ANNEX_LAUNCH_TEMPLATE_NAMES")),
+    )
+
 
 def handler(event: Any, context: Any, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Lambda entry point. A misconfigured function raises, so the failure shows in its metrics."""
+    """Lambda entry point: the scheduled sweep, or the check of one instance for an EC2
+    state-change event. A misconfigured function raises, so the failure shows in its metrics."""
     import boto3
     import botocore.config
 
@@ -469,19 +753,26 @@ def handler(event: Any, context: Any, environ: Mapping[str, str] | None = None) 
     if not bucket or not table:
         raise ValueError("ANNEX_BUCKET or ANNEX_REGISTRY_TABLE is not set: the function was not deployed by the region stack")
     dry_run = isinstance(event, dict) and event.get("dry_run") is True
+    instance_id = state_change_instance(event)
+    stack = stack_scope_from_env(env)
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
     session = boto3.session.Session(region_name=region or None)
     config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 8})
+    ec2, s3 = session.client("ec2", config=config), session.client("s3", config=config)
+    cloudwatch = session.client("cloudwatch", config=config) if stack else None
     registry = Registry(session.client("dynamodb", config=config), table)
-    report = sweep(
-        session.client("ec2", config=config),
-        session.client("s3", config=config),
-        bucket=bucket,
-        prices=stack_prices(registry, region),
-        caps=registry.caps,
-        now=datetime.now(timezone.utc),
-        dry_run=dry_run,
-    )
+    prices, caps = stack_prices(registry, region), registry.caps
+    now = datetime.now(timezone.utc)
+    if instance_id is not None:
+        report = check_instance(
+            ec2, s3, instance_id, bucket=bucket, prices=prices, caps=caps, now=now, dry_run=dry_run,
+            stack=stack, cloudwatch=cloudwatch,
+        )
+    else:
+        report = sweep(
+            ec2, s3, bucket=bucket, prices=prices, caps=caps, now=now, dry_run=dry_run, stack=stack,
+            cloudwatch=cloudwatch,
+        )
     return report.to_dict()
 
 

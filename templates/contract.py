@@ -19,6 +19,7 @@ from annex_cloud.tags import (  # noqa: E402,F401
     TAG_IDLE,
     TAG_OWNER,
     TAG_PROJECT,
+    TAG_STACK,
 )
 
 # Tags on a scientist's IAM user: the project she may act for and her caps. The managed policy
@@ -81,6 +82,8 @@ OUT_ENFORCER_RULE = "EnforcerRuleName"
 OUT_IMAGE = "ImageId"
 OUT_INSTANCE_TYPES = "InstanceTypes"  # comma-separated
 OUT_LAUNCH_TEMPLATES = "LaunchTemplates"  # "type=lt-id,type=lt-id"
+OUT_ALARM_TOPIC = "AlarmTopicArn"  # the enforcer's alarms notify it
+OUT_ENFORCER_STATE_RULE = "EnforcerStateRuleName"  # hands every starting instance to the enforcer
 REQUIRED_OUTPUTS = (
     OUT_VPC,
     OUT_SUBNETS,
@@ -99,6 +102,8 @@ REQUIRED_OUTPUTS = (
     OUT_IMAGE,
     OUT_INSTANCE_TYPES,
     OUT_LAUNCH_TEMPLATES,
+    OUT_ALARM_TOPIC,
+    OUT_ENFORCER_STATE_RULE,
 )
 
 ENFORCER_SCHEDULE = "rate(5 minutes)"

@@ -23,12 +23,15 @@ from typing import Any
 from awacs import aws as awacs_aws
 from awacs import awslambda as lambda_actions
 from awacs import dynamodb as ddb_actions
+from awacs import cloudwatch as cloudwatch_actions
 from awacs import ec2 as ec2_actions
 from awacs import iam as iam_actions
 from awacs import logs as logs_actions
 from awacs import s3 as s3_actions
 from troposphere import Join, Sub
 
+from annex_cloud import metrics
+from annex_cloud.enforcer import TAG_LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG
 from templates import contract
 
 # Tags that identify an instance and its owner: set at creation, never changed afterwards. The
@@ -416,6 +419,86 @@ def enforcer_role_policy(bucket: Any, table_arn: Any) -> awacs_aws.PolicyDocumen
                 Effect=awacs_aws.Allow,
                 Action=[logs_actions.CreateLogGroup, logs_actions.CreateLogStream, logs_actions.PutLogEvents],
                 Resource=[Sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/*")],
+            ),
+        ],
+    )
+
+
+def enforcer_backstop_policy(stack_name: str, launch_template_ids: list[Any]) -> awacs_aws.PolicyDocument:
+    """What the enforcer needs beyond reading and terminating tagged instances: to end an annex
+    instance whatever shields it, to find the stack's instances whose tags are missing or
+    misspelt, to remove what an annex leaves that still costs money, and to report each run.
+
+    Annex instances are those tagged with the annex name (IAM compares tag keys without regard to
+    case, so a misspelt key still counts) and those EC2 tagged, at launch, with one of the stack's
+    launch template ids (an ``aws:`` tag: nobody can set or change it).
+    """
+    from_stack_templates = awacs_aws.StringEquals(
+        "aws:ResourceTag/" + LAUNCH_TEMPLATE_ID_TAG, list(launch_template_ids)
+    )
+    annex_tagged = awacs_aws.Null("aws:ResourceTag/" + contract.TAG_ANNEX_NAME, "false")
+    stack_tagged = awacs_aws.StringEquals("aws:ResourceTag/" + contract.TAG_STACK, stack_name)
+    # ModifyInstanceAttribute can change other attributes too; the enforcer only ever clears
+    # disableApiTermination, and these conditions keep even that to annex instances.
+    end_instances = [ec2_actions.TerminateInstances, ec2_actions.ModifyInstanceAttribute]
+    remove_leftovers = [ec2_actions.DeleteVolume, ec2_actions.CancelSpotInstanceRequests]
+    return awacs_aws.PolicyDocument(
+        Version="2012-10-17",
+        Statement=[
+            awacs_aws.Statement(
+                Sid="EndInstancesFromStackTemplates",
+                Effect=awacs_aws.Allow,
+                Action=end_instances,
+                Resource=["*"],
+                Condition=awacs_aws.Condition(from_stack_templates),
+            ),
+            awacs_aws.Statement(
+                Sid="ClearProtectionOfAnnexInstances",
+                Effect=awacs_aws.Allow,
+                Action=[ec2_actions.ModifyInstanceAttribute],
+                Resource=["*"],
+                Condition=awacs_aws.Condition(annex_tagged),
+            ),
+            awacs_aws.Statement(
+                Sid="FindLeftovers",
+                Effect=awacs_aws.Allow,
+                # These support no resource-level permissions.
+                Action=[
+                    ec2_actions.DescribeVolumes,
+                    ec2_actions.DescribeFleets,
+                    ec2_actions.DescribeSpotInstanceRequests,
+                ],
+                Resource=["*"],
+            ),
+            awacs_aws.Statement(
+                Sid="RemoveStackLeftovers",
+                Effect=awacs_aws.Allow,
+                Action=remove_leftovers,
+                Resource=["*"],
+                Condition=awacs_aws.Condition(stack_tagged),
+            ),
+            awacs_aws.Statement(
+                Sid="RemoveAnnexLeftovers",
+                Effect=awacs_aws.Allow,
+                Action=remove_leftovers,
+                Resource=["*"],
+                Condition=awacs_aws.Condition(annex_tagged),
+            ),
+            # A fleet made from the stack's templates carries no tag of ours, so no condition can
+            # single it out: the enforcer checks each fleet's templates, and always deletes with
+            # TerminateInstances=false (its instances are judged by the lease rules).
+            awacs_aws.Statement(
+                Sid="DeleteFleetsFromStackTemplates",
+                Effect=awacs_aws.Allow,
+                Action=[ec2_actions.DeleteFleets],
+                Resource=["*"],
+            ),
+            awacs_aws.Statement(
+                Sid="PublishEnforcerMetrics",
+                Effect=awacs_aws.Allow,
+                Action=[cloudwatch_actions.PutMetricData],
+                Resource=["*"],
+                Condition=awacs_aws.Condition(awacs_aws.StringEquals("cloudwatch:namespace", metrics.NAMESPACE)),
             ),
         ],
     )

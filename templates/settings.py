@@ -13,6 +13,8 @@ STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
 INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 MAX_INSTANCE_TYPES = 6
 IMAGE_ID_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+# Loose on purpose: SNS sends a confirmation message, which is the real check of an address.
+NOTIFY_EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class StackSettings:
     # The functions' zip in the artifact bucket (annex_admin.artifact: content-addressed).
     code_key: str = ""
     vpc_cidr: str = "10.73.0.0/16"
+    # Subscribed to the enforcer's alarms; setup keeps the stack's current one when not given.
+    notify_email: str | None = None
 
 
 def validate_stack_name(name: str) -> str:
@@ -95,3 +99,15 @@ def validate_image_id(image_id: str | None) -> str:
             "Pass a valid --image-id, or omit it to use the latest Amazon Linux 2023.",
         )
     return image_id
+
+
+def validate_notify_email(address: str | None) -> str | None:
+    if address in (None, ""):
+        return None
+    if len(address) > 254 or not re.match(NOTIFY_EMAIL_PATTERN, address):
+        raise BadInput(
+            f"--notify-email {address!r} is not an e-mail address",
+            "the enforcer's alarms are sent to it by e-mail",
+            "Pass an address such as admin@example.org.",
+        )
+    return address

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from importlib import resources
+from typing import Iterable
 
 from troposphere import (
     Base64,
@@ -18,8 +19,10 @@ from troposphere import (
     Tags,
     Template,
 )
-from troposphere import awslambda, dynamodb, ec2, events, iam, s3
+from troposphere import awslambda, cloudwatch, dynamodb, ec2, events, iam, s3, sns
 
+from annex_cloud import metrics
+from annex_cloud.enforcer import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
 from templates import contract, policies
 from templates.settings import StackSettings
 
@@ -34,6 +37,10 @@ def load_bootstrap_script() -> str:
 
 def logical_id(prefix: str, instance_type: str) -> str:
     return prefix + "".join(part.capitalize() for part in instance_type.replace("-", ".").split("."))
+
+
+def launch_template_name(stack_name: str, instance_type: str) -> str:
+    return f"{stack_name}-{instance_type.replace('.', '-')}"
 
 
 def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
@@ -205,7 +212,7 @@ def build_template(settings: StackSettings) -> Template:
         lt = t.add_resource(
             ec2.LaunchTemplate(
                 logical_id("LaunchTemplate", itype),
-                LaunchTemplateName=f"{settings.stack_name}-{itype.replace('.', '-')}",
+                LaunchTemplateName=launch_template_name(settings.stack_name, itype),
                 LaunchTemplateData=ec2.LaunchTemplateData(
                     ImageId=settings.image_id,
                     InstanceType=itype,
@@ -357,6 +364,10 @@ def build_template(settings: StackSettings) -> Template:
         )
     )
 
+    _add_enforcer_backstops(
+        t, settings, enforcer=enforcer, enforcer_role=enforcer_role, launch_templates=launch_templates
+    )
+
     outputs = {
         contract.OUT_VPC: Ref(vpc),
         contract.OUT_SUBNETS: Join(",", [Ref(s) for s in subnets]),
@@ -382,6 +393,153 @@ def build_template(settings: StackSettings) -> Template:
     for name, value in outputs.items():
         t.add_output(Output(name, Value=value))
     return t
+
+
+# --- the enforcer's backstops: nothing shields an instance, leftovers, state changes, alarms ----
+
+ALARM_EMAIL_RESOURCE = "EnforcerAlarmEmail"
+# The alarms look at 5-minute periods: the schedule's own rhythm.
+ALARM_PERIOD_SECONDS = 300
+# States in which a new instance is handed to the enforcer at once (the first two of its life).
+STATE_CHANGE_STATES = ["pending", "running"]
+
+
+def _add_enforcer_backstops(
+    t: Template,
+    settings: StackSettings,
+    *,
+    enforcer: awslambda.Function,
+    enforcer_role: iam.Role,
+    launch_templates: dict[str, ec2.LaunchTemplate],
+) -> None:
+    """What makes the enforcer hard to block or blind, kept apart from the blocks it extends."""
+    _tag_volumes_at_launch(launch_templates.values(), settings.stack_name)
+    _name_the_stack_to_the_enforcer(enforcer, settings.stack_name, launch_templates)
+    t.add_resource(
+        iam.PolicyType(
+            "EnforcerBackstopPolicy",
+            PolicyName="EndAnnexInstancesAndLeftovers",
+            PolicyDocument=policies.enforcer_backstop_policy(
+                settings.stack_name, [Ref(lt) for lt in launch_templates.values()]
+            ),
+            Roles=[Ref(enforcer_role)],
+        )
+    )
+    state_rule = _add_state_change_rule(t, enforcer)
+    topic = _add_alarm_topic(t, settings.stack_name, settings.notify_email)
+    _add_enforcer_alarms(t, settings.stack_name, enforcer, topic)
+    t.add_output(Output(contract.OUT_ALARM_TOPIC, Value=Ref(topic)))
+    t.add_output(Output(contract.OUT_ENFORCER_STATE_RULE, Value=Ref(state_rule)))
+
+
+def _tag_volumes_at_launch(launch_templates: Iterable[ec2.LaunchTemplate], stack_name: str) -> None:
+    """Volumes carry the stack's tag from creation, so one left behind is known as the stack's.
+    (Spot requests cannot be tagged here: EC2 then refuses every on-demand launch.)"""
+    for lt in launch_templates:
+        lt.LaunchTemplateData.TagSpecifications = [
+            ec2.TagSpecifications(ResourceType="volume", Tags=Tags({contract.TAG_STACK: stack_name}))
+        ]
+
+
+def _name_the_stack_to_the_enforcer(
+    enforcer: awslambda.Function, stack_name: str, launch_templates: dict[str, ec2.LaunchTemplate]
+) -> None:
+    """The stack's name (its metrics' dimension, its leftovers' tag) and launch templates (its
+    instances, whatever their tags), in the function's environment."""
+    enforcer.Environment.Variables.update(
+        {
+            "ANNEX_STACK_NAME": stack_name,
+            "ANNEX_LAUNCH_TEMPLATES": Join(",", [Ref(lt) for lt in launch_templates.values()]),
+            "ANNEX_LAUNCH_TEMPLATE_NAMES": ",".join(
+                launch_template_name(stack_name, itype) for itype in launch_templates
+            ),
+        }
+    )
+
+
+def _add_state_change_rule(t: Template, enforcer: awslambda.Function) -> events.Rule:
+    """Every instance that starts is handed to the enforcer at once: one outside the broker's
+    rules ends within a minute, not at the next sweep."""
+    rule = t.add_resource(
+        events.Rule(
+            "EnforcerStateChangeRule",
+            Description="Hand every starting EC2 instance to the condor-annex enforcer",
+            EventPattern={
+                "source": [STATE_CHANGE_SOURCE],
+                "detail-type": [STATE_CHANGE_DETAIL_TYPE],
+                "detail": {"state": STATE_CHANGE_STATES},
+            },
+            State="ENABLED",
+            Targets=[events.Target(Arn=GetAtt(enforcer, "Arn"), Id="AnnexEnforcerStateChange")],
+        )
+    )
+    t.add_resource(
+        awslambda.Permission(
+            "EnforcerStateChangePermission",
+            FunctionName=Ref(enforcer),
+            Action="lambda:InvokeFunction",
+            Principal="events.amazonaws.com",
+            SourceArn=GetAtt(rule, "Arn"),
+        )
+    )
+    return rule
+
+
+def _add_alarm_topic(t: Template, stack_name: str, notify_email: str | None) -> sns.Topic:
+    """The topic the alarms notify, and the address ``annex-admin setup --notify-email`` gave.
+
+    The address is written into the template (not a parameter): the template alone then says
+    what the stack has, and setup reads it back from there to keep it."""
+    topic = t.add_resource(
+        sns.Topic(
+            "EnforcerAlarmTopic",
+            DisplayName=f"condor-annex {stack_name} enforcer alarms",
+            Tags=Tags({contract.TAG_STACK: stack_name}),
+        )
+    )
+    if notify_email:
+        t.add_resource(
+            sns.SubscriptionResource(
+                ALARM_EMAIL_RESOURCE, TopicArn=Ref(topic), Protocol="email", Endpoint=notify_email
+            )
+        )
+    return topic
+
+
+def _add_enforcer_alarms(t: Template, stack_name: str, enforcer: awslambda.Function, topic: sns.Topic) -> None:
+    """Heard when it fails: the function failing, a sweep failing or leaving an instance alive,
+    and no sweep at all for three periods (missing data counts as failure)."""
+    ours = [cloudwatch.MetricDimension(Name=metrics.DIMENSION, Value=stack_name)]
+    function = [cloudwatch.MetricDimension(Name="FunctionName", Value=Ref(enforcer))]
+    alarms = [
+        ("EnforcerFunctionErrorsAlarm", "AWS/Lambda", "Errors", function, "GreaterThanThreshold", 0, 1, "notBreaching",
+         "the enforcer function failed (an exception or a timeout)"),
+        ("EnforcerSweepErrorsAlarm", metrics.NAMESPACE, metrics.ERRORS, ours, "GreaterThanThreshold", 0, 1,
+         "notBreaching", "an enforcer run met errors (see the function's log)"),
+        ("EnforcerCouldNotEndAlarm", metrics.NAMESPACE, metrics.COULD_NOT_END, ours, "GreaterThanThreshold", 0, 1,
+         "notBreaching", "the enforcer condemned an instance it could not end: it is still costing money"),
+        ("EnforcerHeartbeatAlarm", metrics.NAMESPACE, metrics.HEARTBEAT, ours, "LessThanThreshold", 1, 3,
+         "breaching", "no enforcer sweep completed for 15 minutes: leases are not being enforced"),
+    ]
+    for title, namespace, metric, dimensions, comparison, threshold, periods, missing, what in alarms:
+        t.add_resource(
+            cloudwatch.Alarm(
+                title,
+                AlarmDescription=f"condor-annex {stack_name}: {what}",
+                Namespace=namespace,
+                MetricName=metric,
+                Dimensions=dimensions,
+                Statistic="Sum",
+                Period=ALARM_PERIOD_SECONDS,
+                EvaluationPeriods=periods,
+                DatapointsToAlarm=periods,
+                Threshold=threshold,
+                ComparisonOperator=comparison,
+                TreatMissingData=missing,
+                AlarmActions=[Ref(topic)],
+                OKActions=[Ref(topic)],
+            )
+        )
 
 
 def user_data_body(script: str) -> str:

@@ -3,10 +3,11 @@
 # it small) after a header exporting ANNEX_BUCKET and ANNEX_REGION. Modes:
 #   boot (default)  identity and tags from IMDSv2, install HTCondor if absent, fetch the annex's
 #                   config and security material from S3, start HTCondor, install the timers.
-#   watchdog        every minute: power off once the lease tag has passed, is gone or unreadable;
-#                   re-fetch the token so one re-minted by `extend` is used.
+#   watchdog        every minute: power off once the lease tag has passed or is gone, or has been
+#                   unreadable for LEASE_UNREADABLE_LIMIT seconds in a row; re-fetch the token so
+#                   one re-minted by `extend` is used.
 #   deadman         every minute until joined: power off if the startd is not in the pool within
-#                   ANNEX_DEADMAN_SECONDS of boot.
+#                   ANNEX_DEADMAN_SECONDS of boot (kept between DEADMAN_MIN and DEADMAN_MAX).
 #   poweroff REASON log and power off (HTCondor's master runs this when it exits).
 # Environment (instance and tests): ANNEX_ROOT prefixes every path written; ANNEX_IMDS_URL,
 # ANNEX_POWEROFF_CMD, ANNEX_SYSTEMCTL, ANNEX_CONDOR_STATUS replace the service and commands;
@@ -52,6 +53,14 @@ readonly PASSWORD_OBJECT=security/pool_password
 readonly ANNEX_NAME_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'
 readonly PROJECT_ID_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
 readonly INSTANCE_ID_RE='^i-[0-9a-f]{8,17}$'
+# As annex_cloud/expiry.py's EXPIRY_PATTERN (a test keeps them equal): the lease's one format.
+readonly EXPIRY_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$'
+
+# As annex_cloud/guardrails.py bounds them (a test keeps them equal), in seconds.
+readonly LEASE_UNREADABLE_LIMIT=900
+readonly DEADMAN_DEFAULT=1800
+readonly DEADMAN_MIN=300
+readonly DEADMAN_MAX=14400
 
 readonly HTCONDOR_SERIES=24.0 # long-term-support series, installed when none is present
 
@@ -141,9 +150,10 @@ env_value() {
   return 1
 }
 
-# Epoch seconds of an ISO 8601 UTC time like 2026-12-18T23:59:00Z; fails on anything else.
+# Epoch seconds of an ISO 8601 UTC time like 2026-12-18T23:59:00Z; fails on anything else,
+# including what date accepts and Python does not: impossible dates, and the year 0.
 parse_expiry() {
-  [[ "$1" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]] || return 1
+  [[ "$1" =~ $EXPIRY_RE && "${1:0:4}" != 0000 ]] || return 1
   date -u -d "${1:0:10} ${1:11:8}" +%s 2>/dev/null
 }
 
@@ -374,11 +384,31 @@ refresh_token() {
   fi
 }
 
+# Arguments NOW WHY: the lease could not be read. That is tolerated for LEASE_UNREADABLE_LIMIT
+# seconds in a row, counted from the first failure the state file records; then the instance
+# fails closed. A failure that cannot even be recorded fails closed at once.
+lease_unreadable() {
+  local now="$1" why="$2" since file="$ROOT$STATE/lease-unreadable-since"
+  since="$(cat "$file" 2>/dev/null)" || since=""
+  if [[ ! "$since" =~ ^[0-9]+$ ]] || ((since > now)); then
+    since="$now"
+    if ! { install -d -m 0755 "$ROOT$STATE" && printf '%s\n' "$now" >"$file"; } 2>/dev/null; then
+      power_off "$why, and the failure cannot be recorded"
+      return 0
+    fi
+  fi
+  if ((now - since >= LEASE_UNREADABLE_LIMIT)); then
+    power_off "$why for $((now - since)) s in a row"
+  else
+    log "$why; powering off if it stays so for $((since + LEASE_UNREADABLE_LIMIT - now)) s more"
+  fi
+}
+
 watchdog() {
   local now rc=0 text expiry
   now="$(now_epoch)"
   if ! imds_token; then
-    log "instance metadata unreachable; lease not checked this minute"
+    lease_unreadable "$now" "instance metadata unreachable"
     return 0
   fi
   imds_get "meta-data/tags/instance/$TAG_EXPIRY" || rc=$?
@@ -386,9 +416,11 @@ watchdog() {
     power_off "the lease tag $TAG_EXPIRY is missing"
     return 0
   elif ((rc != 0)); then
-    log "could not read the lease tag; trying again next minute"
+    lease_unreadable "$now" "could not read the lease tag"
     return 0
   fi
+  # A stale record only makes a later outage end sooner: never a reason to skip the lease check.
+  rm -f "$ROOT$STATE/lease-unreadable-since" || true
   text="$IMDS_BODY"
   if ! expiry="$(parse_expiry "$text")"; then
     power_off "the lease tag $TAG_EXPIRY is not a UTC time: $(printable "$text")"
@@ -402,6 +434,23 @@ watchdog() {
 
 # --- dead-man
 
+# The dead-man time annex.env asks for, kept between DEADMAN_MIN and DEADMAN_MAX (the broker checks
+# the same bounds): a node never waits more than a few hours for the pool to take it.
+bounded_deadman() {
+  if [[ ! "$1" =~ ^[0-9]{1,9}$ ]]; then
+    log "dead-man time $(printable "$1") unusable; using $DEADMAN_DEFAULT s"
+    printf '%s\n' "$DEADMAN_DEFAULT"
+  elif ((10#$1 > DEADMAN_MAX)); then
+    log "dead-man time $1 s is over the bound; using $DEADMAN_MAX s"
+    printf '%s\n' "$DEADMAN_MAX"
+  elif ((10#$1 < DEADMAN_MIN)); then
+    log "dead-man time $1 s is under the bound; using $DEADMAN_MIN s"
+    printf '%s\n' "$DEADMAN_MIN"
+  else
+    printf '%s\n' "$((10#$1))"
+  fi
+}
+
 deadman() {
   [[ -e "$ROOT$STATE/joined" ]] && return 0
   local now booted limit id out
@@ -413,7 +462,7 @@ deadman() {
     printf '%s\n' "$now" >"$ROOT$STATE/booted-at"
   fi
   limit="$(env_value ANNEX_DEADMAN_SECONDS "$ROOT$ENV_COPY")" || limit=""
-  [[ "$limit" =~ ^[0-9]{1,6}$ ]] || limit=1800
+  limit="$(bounded_deadman "$limit")"
   id="$(cat "$ROOT$STATE/instance-id" 2>/dev/null)" || id=""
   if [[ "$id" =~ $INSTANCE_ID_RE ]] &&
     out="$(timeout 50 "${CONDOR_STATUS[@]}" -startd -constraint "EC2InstanceID == \"$id\"" \

@@ -4,7 +4,8 @@ It stands in for EC2's instance metadata service, which cannot run here. It beha
 with metadata tags enabled, as far as the bootstrap uses it: ``PUT /latest/api/token`` with a TTL
 header issues a session token; every ``GET`` must carry a token it issued (401 otherwise); it
 serves ``meta-data/instance-id`` and ``meta-data/tags/instance/<key>``, and 404 for the rest.
-Tags can be changed while it runs, as ``condor_annex extend`` changes the expiry tag.
+Tags can be changed while it runs, as ``condor_annex extend`` changes the expiry tag, and tag reads
+can be made to fail (HTTP 500) as a metadata service in trouble answers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class FakeImds:
         self.issued: set[str] = set()
         self.refused_gets = 0  # GETs without a valid session token (IMDSv1 style)
         self.served_gets = 0
+        self.failing_tags = False  # answer tag reads with 500
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -84,6 +86,9 @@ class FakeImds:
                         imds.refused_gets += 1
                 if not valid:
                     self._reply(401)
+                    return
+                if imds.failing_tags and self.path.startswith(TAGS_PREFIX):
+                    self._reply(500)
                     return
                 value = imds._lookup(self.path)
                 if value is None:

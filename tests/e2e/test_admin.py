@@ -7,7 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from annex_admin.enforce import stack_scope
+from annex_cloud import enforcer
 from annex_common.aws import make_clients
+from annex_common.stack import read_stack
 from templates import contract
 from tests.flows import PROJECT, USER
 
@@ -89,8 +92,8 @@ def test_enforce_dry_run_lists_and_enforce_ends_exactly_the_rule_breakers(shell)
                        "--output", str(shell.home / "b.toml"), "--max-lease-hours", "48")
     assert issued.returncode == 0
     clients = make_clients(region="us-east-1")
-    subnet = clients.cloudformation.describe_stacks(StackName="HTCondorAnnex")["Stacks"][0]["Outputs"]
-    subnet = next(o["OutputValue"] for o in subnet if o["OutputKey"] == contract.OUT_SUBNETS).split(",")[0]
+    stack = clients.cloudformation.describe_stacks(StackName="HTCondorAnnex")["Stacks"][0]
+    subnet = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == contract.OUT_SUBNETS).split(",")[0]
     now = datetime.now(timezone.utc)
 
     def tags(annex: str, expiry: str | None, project: str = PROJECT) -> dict[str, str]:
@@ -115,19 +118,62 @@ def test_enforce_dry_run_lists_and_enforce_ends_exactly_the_rule_breakers(shell)
     keepers = set(_fleet(ec2, subnet, tags("fine", at(10)), count=2))
     keepers |= set(_fleet(ec2, subnet, {"Name": "not an annex"}))
     keepers |= set(_fleet(ec2, subnet, None))
+    # Launched from the stack's launch template with no tags at all: an annex instance without a lease.
+    lt = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == contract.OUT_LAUNCH_TEMPLATES)
+    lt = lt.split(",")[0].split("=", 1)[1]
+    breakers |= {ec2.run_instances(MinCount=1, MaxCount=1, SubnetId=subnet, LaunchTemplate={"LaunchTemplateId": lt})[
+        "Instances"][0]["InstanceId"]}
+    # A lasting fleet from the stack's template: a leftover (the emulator gives fleets no
+    # creation time, so it is past its grace at once).
+    fleet = ec2.create_fleet(
+        Type="maintain", TargetCapacitySpecification={"TotalTargetCapacity": 1, "DefaultTargetCapacityType": "on-demand"},
+        LaunchTemplateConfigs=[{"LaunchTemplateSpecification": {"LaunchTemplateId": lt, "Version": "$Default"},
+                                "Overrides": [{"SubnetId": subnet}]}],
+    )["FleetId"]
+    # The emulator's maintain fleet launches its instance without the launch template tag EC2 adds:
+    # to the emulator, it is nobody's.
+    keepers |= _live(ec2) - breakers - keepers
 
     dry = shell.run("annex-admin", "enforce", "--dry-run")
     assert dry.returncode == 0, dry.output
     listed = {word for line in dry.stdout.splitlines() if line.startswith("would terminate") for word in line.split() if word.startswith("i-")}
     assert listed == breakers
+    assert f"would remove fleet {fleet}" in dry.stdout
     assert len(_live(ec2)) == len(breakers) + len(keepers)
 
     real = shell.run("annex-admin", "enforce")
     assert real.returncode == 0, real.output
     assert _live(ec2) == keepers
+    assert f"removed fleet {fleet}" in real.stdout
     again = shell.run("annex-admin", "enforce")
     assert "terminated" not in again.stdout.split("enforcer")[0]
     assert _live(ec2) == keepers
+
+
+def test_check_setup_exits_1_after_a_sweep_that_left_an_instance_alive(shell):
+    """The sweep runs in this process, as the scheduled function would, and publishes to the
+    emulator's CloudWatch; the instance it cannot end is protected, and the emulator refuses the
+    call that would clear it (it names an instance that does not exist)."""
+    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    clients = make_clients(region="us-east-1")
+    stack = read_stack(clients, contract.DEFAULT_STACK_NAME)
+    expired = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime(contract.EXPIRY_FORMAT)
+    (stuck,) = _fleet(clients.ec2, stack.subnets[0], {contract.TAG_ANNEX_NAME: "late", contract.TAG_EXPIRY: expired})
+    clients.ec2.modify_instance_attribute(InstanceId=stuck, DisableApiTermination={"Value": True})
+
+    def refuse(params, **_):
+        params["InstanceId"] = "i-00000000000000000"
+
+    clients.ec2.meta.events.register("provide-client-params.ec2.ModifyInstanceAttribute", refuse)
+    report = enforcer.sweep(clients.ec2, clients.s3, bucket=stack.bucket, prices={}, now=datetime.now(timezone.utc),
+                            log=lambda _l: None, stack=stack_scope(stack), cloudwatch=clients.client("cloudwatch"))
+    assert [c[0] for c in report.could_not_end] == [stuck]
+
+    check = shell.run("annex-admin", "check-setup")
+    assert check.returncode == 1, check.output
+    table = " ".join(check.stdout.split())  # the table wraps long details
+    assert "enforcer sweeps FAIL" in table and "min ago, left 1 instance(s) it could not end" in table
+    assert "not complete" in check.stdout
 
 
 def _live(ec2) -> set[str]:

@@ -21,6 +21,8 @@ from typing import Iterator
 
 import pytest
 
+from annex_cloud import guardrails
+from annex_cloud.expiry import parse_expiry_tag
 from annex_cloud.node import config as node_config
 from annex_cloud.node.config import NodeConfigInputs
 from templates import contract
@@ -383,11 +385,76 @@ def test_watchdog_powers_off_when_the_lease_tag_is_garbage(node: Node, imds: Fak
     assert "not a UTC time" in node.log_text()
 
 
-def test_watchdog_keeps_running_when_imds_is_down(node: Node) -> None:
-    result = node.run("watchdog", now=EXPIRY_EPOCH + 3600, ANNEX_IMDS_URL=f"http://127.0.0.1:{emu.free_port()}")
+def test_watchdog_keeps_running_while_imds_is_briefly_down(node: Node) -> None:
+    result = node.run("watchdog", now=BOOT_AT, ANNEX_IMDS_URL=f"http://127.0.0.1:{emu.free_port()}")
     assert result.returncode == 0
     assert node.poweroffs() == []
     assert "unreachable" in node.log_text()
+
+
+UNREADABLE_LIMIT = guardrails.LEASE_UNREADABLE_LIMIT_SECONDS
+
+
+@pytest.mark.parametrize("failure", ["metadata service down", "tag reads fail"])
+def test_watchdog_powers_off_after_fifteen_minutes_of_an_unreadable_lease(node: Node, imds: FakeImds, failure: str):
+    """One run a minute, as the timer runs it, the clock moved by ANNEX_NOW; the lease itself is
+    far in the future, so only the unreadable lease can end the instance."""
+    extra = {}
+    if failure == "metadata service down":
+        extra["ANNEX_IMDS_URL"] = f"http://127.0.0.1:{emu.free_port()}"
+    else:
+        imds.failing_tags = True
+    for minute in range(UNREADABLE_LIMIT // 60):
+        assert node.run("watchdog", now=BOOT_AT + 60 * minute, **extra).returncode == 0
+        assert node.poweroffs() == [], f"powered off after {minute} min"
+    assert node.run("watchdog", now=BOOT_AT + UNREADABLE_LIMIT, **extra).returncode == 0
+    assert node.poweroffs() == [""]
+    assert f"for {UNREADABLE_LIMIT} s in a row" in node.log_text()
+
+
+def test_watchdog_never_powers_off_while_the_lease_is_readable(node: Node, imds: FakeImds) -> None:
+    # A record of an old outage does not count once the lease reads again.
+    state = node.path("/var/lib/condor-annex")
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "lease-unreadable-since").write_text(f"{BOOT_AT - 86400}\n")
+    for minute in range(30):
+        assert node.run("watchdog", now=BOOT_AT + 60 * minute).returncode == 0
+    assert node.poweroffs() == []
+    assert not (state / "lease-unreadable-since").exists()
+    # Unreadable for ten minutes, readable again, unreadable for ten more: each outage counts alone.
+    start = BOOT_AT + 3600
+    for minute in range(21):
+        imds.failing_tags = minute != 10
+        assert node.run("watchdog", now=start + 60 * minute).returncode == 0
+    imds.failing_tags = False
+    assert node.poweroffs() == []
+
+
+# Through both parsers: the enforcer's (annex_cloud.expiry) and the watchdog's (the shell's ERE,
+# then date). Each must accept exactly the same texts, at the same moment.
+EXPIRY_SAMPLES = [
+    "2026-12-18T23:59:00Z", "2028-02-29T12:00:00Z", "1970-01-01T00:01:00Z", "9999-12-31T23:59:59Z",
+    "2026-02-29T00:00:00Z", "2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z", "2026-00-10T00:00:00Z",
+    "2026-12-00T00:00:00Z", "2026-12-18T24:00:00Z", "2026-12-18T23:60:00Z", "2026-12-18T23:59:60Z",
+    "0000-01-01T00:00:00Z", "2026-12-18T23:59Z", "2026-12-18T23:59:00", "2026-12-18T23:59:00z",
+    "2026-12-18T23:59:00.5Z", "2026-12-18T23:59:00+00:00", " 2026-12-18T23:59:00Z", "2026-12-18T23:59:00Z ",
+    "2026-12-18 23:59:00Z", "20261218T235900Z", "2026-1-18T23:59:00Z", "٢٠٢٦-12-18T23:59:00Z", "",
+]
+
+
+@pytest.mark.parametrize("text", EXPIRY_SAMPLES)
+def test_watchdog_and_enforcer_read_the_lease_tag_alike(node: Node, imds: FakeImds, text: str) -> None:
+    parsed = parse_expiry_tag(text)
+    imds.tags[contract.TAG_EXPIRY] = text
+    if parsed is None:
+        assert node.run("watchdog", now=BOOT_AT).returncode == 0
+        assert node.poweroffs() == [""], f"the watchdog accepted {text!r}"
+        assert "not a UTC time" in node.log_text() or ("missing" in node.log_text() and text == "")
+    else:
+        epoch = calendar.timegm(parsed.utctimetuple())
+        assert node.run("watchdog", now=epoch - 7).returncode == 0
+        assert node.poweroffs() == [], f"the watchdog refused {text!r}"
+        assert "(7 s left)" in node.log_text()
 
 
 def test_watchdog_installs_a_reminted_token(booted: Node, boot: Boot, clients, imds: FakeImds) -> None:
@@ -435,6 +502,23 @@ def test_deadman_stands_down_once_joined(booted: Node) -> None:
     assert booted.run("deadman", now=BOOT_AT + 10 * DEADMAN).returncode == 0
     assert booted.poweroffs() == []
     assert len(booted.recorded("condor_status")) == asked
+
+
+@pytest.mark.parametrize(
+    ("asked", "used"),
+    [("999999", guardrails.DEADMAN_MAX_SECONDS), ("10", guardrails.DEADMAN_MIN_SECONDS),
+     ("soon", guardrails.DEADMAN_DEFAULT_SECONDS), ("0900", 900)],
+)
+def test_deadman_time_is_kept_within_its_bounds(booted: Node, asked: str, used: int) -> None:
+    env = booted.path("/var/lib/condor-annex/annex.env")
+    lines = [line for line in env.read_text().splitlines() if not line.startswith("ANNEX_DEADMAN_SECONDS=")]
+    env.write_text("\n".join(lines + [f"ANNEX_DEADMAN_SECONDS={asked}"]) + "\n")
+    booted.condor_status_answers("")
+    assert booted.run("deadman", now=BOOT_AT + used - 1).returncode == 0
+    assert booted.poweroffs() == []
+    assert booted.run("deadman", now=BOOT_AT + used).returncode == 0
+    assert booted.poweroffs() == [""]
+    assert f"within {used} s of boot" in booted.log_text()
 
 
 def test_deadman_counts_a_failed_query_as_not_joined(booted: Node) -> None:

@@ -17,13 +17,19 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+import botocore.exceptions
 import pytest
 
+from annex_admin.enforce import stack_scope
+from annex_common.stack import read_stack
 from annex_common.errors import AwsFailure
 from templates import contract
 from annex_cloud import enforcer as enf
+from annex_cloud import metrics
 from annex_cloud.caps import Caps as ProjectCaps
+from annex_cloud.leftovers import StackScope
 from tests import emulator as emu
+from tests.flows import deploy_stack
 
 BUCKET = "annex-config-enforcer-test"
 IMAGE = "ami-12c6146b"
@@ -107,7 +113,7 @@ def terminated_ids(report: enf.SweepReport) -> set[str]:
     return {entry[0] for entry in report.terminated}
 
 
-def do_sweep(clients, now: datetime, *, dry_run: bool = False, grace: int = 900, log=None, caps=None):
+def do_sweep(clients, now: datetime, *, dry_run: bool = False, grace: int = 900, log=None, caps=None, **extra):
     lines: list[str] = []
     report = enf.sweep(
         clients.ec2,
@@ -119,6 +125,7 @@ def do_sweep(clients, now: datetime, *, dry_run: bool = False, grace: int = 900,
         dry_run=dry_run,
         log=log or lines.append,
         config_grace_seconds=grace,
+        **extra,
     )
     return report, lines
 
@@ -282,36 +289,151 @@ def test_an_annex_terminated_in_this_sweep_loses_its_old_configuration_in_the_sa
     assert do_sweep(clients, base + timedelta(hours=3))[0].to_dict()["deleted_objects"] == []
 
 
-def test_a_failed_batch_is_reported_and_the_other_batches_proceed(clients, bucket, monkeypatch):
-    """Batches of 3 (the real limit, 500, needs more instances than this test should launch); the
-    second TerminateInstances call is made to name an instance that does not exist, so the emulator
-    itself refuses that batch."""
-    monkeypatch.setattr(enf, "TERMINATE_BATCH", 3)
-    base = utcnow()
-    doomed = set()
-    for n in range(7):
-        doomed |= set(launch(clients.ec2, annex=f"run{n}", project="lab", expiry=stamp(base - timedelta(hours=1))))
+def refuse_calls_naming(ec2, operation: str, instance_id: str):
+    """Make the emulator itself refuse every ``operation`` call that names ``instance_id``: the
+    request also names an instance that does not exist. Returns the calls made (their ids)."""
     calls: list[list[str]] = []
 
-    def poison_second_call(params, **_):
-        calls.append(list(params["InstanceIds"]))
-        if len(calls) == 2:
-            params["InstanceIds"] = params["InstanceIds"] + ["i-00000000000000000"]
+    def poison(params, **_):
+        ids = list(params.get("InstanceIds") or [params.get("InstanceId")])
+        calls.append(ids)
+        if instance_id in ids:
+            if "InstanceIds" in params:
+                params["InstanceIds"] = ids + ["i-00000000000000000"]
+            else:
+                params["InstanceId"] = "i-00000000000000000"
 
-    clients.ec2.meta.events.register("provide-client-params.ec2.TerminateInstances", poison_second_call)
-    report, lines = do_sweep(clients, base)
-    clients.ec2.meta.events.unregister("provide-client-params.ec2.TerminateInstances", poison_second_call)
+    event = f"provide-client-params.ec2.{operation}"
+    ec2.meta.events.register(event, poison)
+    return calls, lambda: ec2.meta.events.unregister(event, poison)
 
-    assert [len(c) for c in calls] == [3, 3, 1]
-    assert len(report.errors) == 1 and "InvalidInstanceID.NotFound" in report.errors[0]
-    assert terminated_ids(report) == set(calls[0]) | set(calls[2])
-    assert live_ids(clients.ec2) == set(calls[1])
-    assert report.kept == 3
-    assert sum(line.startswith("error: could not terminate 3 instances") for line in lines) == 1
+
+def test_one_instance_that_cannot_be_ended_keeps_no_other_alive(clients, bucket, monkeypatch):
+    """Batches of 3 (the real limit, 500, needs more instances than this test should launch). Every
+    TerminateInstances call naming one of the instances is refused by the emulator (the call also
+    names an instance that does not exist): its batch is retried instance by instance, the others
+    end in this sweep, and it is reported as not ended until the refusals stop."""
+    monkeypatch.setattr(enf, "TERMINATE_BATCH", 3)
+    base = utcnow()
+    # One call: one launch time, so the sweep orders them by id and batches them in that order.
+    doomed = sorted(launch(clients.ec2, 7, annex="run", project="lab", expiry=stamp(base - timedelta(hours=1))))
+    bad = doomed[4]  # in the second batch
+    calls, stop = refuse_calls_naming(clients.ec2, "TerminateInstances", bad)
+    try:
+        report, lines = do_sweep(clients, base)
+    finally:
+        stop()
+
+    batches = [c for c in calls if len(c) > 1]
+    assert [len(c) for c in batches] == [3, 3]  # the last batch holds one instance: tried on its own
+    assert batches == [doomed[0:3], doomed[3:6]]
+    # Each instance of the refused batch on its own, then the last batch of one.
+    assert [c for c in calls if len(c) == 1] == [[i] for i in doomed[3:6]] + [[doomed[6]]]
+    assert terminated_ids(report) == set(doomed) - {bad}
+    assert live_ids(clients.ec2) == {bad}
+    assert [entry[0] for entry in report.could_not_end] == [bad]
+    assert len(report.errors) == 1 and bad in report.errors[0] and "InvalidInstanceID.NotFound" in report.errors[0]
+    assert report.kept == 1
+    assert sum("ending each on its own" in line for line in lines) == 1
+    assert "1 could not be ended" in lines[-1]
 
     retry, _ = do_sweep(clients, base)
-    assert terminated_ids(retry) == set(calls[1]) and retry.errors == []
+    assert terminated_ids(retry) == {bad} and retry.errors == [] and retry.could_not_end == []
     assert live_ids(clients.ec2) == set()
+
+
+def protect(ec2, instance_id: str) -> None:
+    # The emulator ignores DisableApiTermination given to run_instances but honours this call.
+    ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": True})
+
+
+def test_termination_protection_shields_no_annex_instance_and_its_zone_mates_end_too(clients, bucket):
+    """Three expired annex instances in one zone, one protected, and a protected foreign instance.
+    The emulator refuses the whole TerminateInstances call for the protected one (AWS refuses it
+    for every instance in that zone): one sweep still ends all three, and only them."""
+    ec2 = clients.ec2
+    base = utcnow()
+    zone = {"Placement": {"AvailabilityZone": f"{emu.REGION}a"}}
+    expired = stamp(base - timedelta(minutes=10))
+    ids = [i["InstanceId"] for i in ec2.run_instances(
+        ImageId=IMAGE, MinCount=3, MaxCount=3, InstanceType="m5.large", **zone,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": contract.TAG_ANNEX_NAME, "Value": "late"}, {"Key": contract.TAG_PROJECT, "Value": "lab"},
+            {"Key": contract.TAG_EXPIRY, "Value": expired}]}],
+    )["Instances"]]
+    (foreign,) = launch(ec2, other_tags={"Name": "payroll-db"})
+    for instance_id in (ids[1], foreign):
+        protect(ec2, instance_id)
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        ec2.terminate_instances(InstanceIds=[ids[1]])
+    assert refused.value.response["Error"]["Code"] == "OperationNotPermitted"
+
+    report, lines = do_sweep(clients, base)
+    assert terminated_ids(report) == set(ids)
+    assert report.could_not_end == [] and report.errors == []
+    assert live_ids(ec2) == {foreign}
+    assert f"cleared the termination protection of {ids[1]}" in lines
+    attribute = ec2.describe_instance_attribute(InstanceId=foreign, Attribute="disableApiTermination")
+    assert attribute["DisableApiTermination"]["Value"] is True, "a foreign instance was touched"
+
+
+def test_a_protected_instance_whose_protection_cannot_be_cleared_is_reported(clients, bucket):
+    """The emulator refuses the ModifyInstanceAttribute call (it names an instance that does not
+    exist), as AWS would refuse a role without the permission."""
+    base = utcnow()
+    (kept_alive,) = launch(clients.ec2, annex="late", project="lab", expiry=stamp(base - timedelta(minutes=1)))
+    protect(clients.ec2, kept_alive)
+    _, stop = refuse_calls_naming(clients.ec2, "ModifyInstanceAttribute", kept_alive)
+    try:
+        report, lines = do_sweep(clients, base)
+    finally:
+        stop()
+    assert report.terminated == [] and [c[0] for c in report.could_not_end] == [kept_alive]
+    assert report.to_dict()["could_not_end"][0]["error"].startswith("InvalidInstanceID.NotFound")
+    assert live_ids(clients.ec2) == {kept_alive}
+
+
+def test_instances_from_the_stack_templates_without_a_valid_lease_are_ended(clients, bucket):
+    """The emulator, like EC2, tags an instance launched from a launch template with the template's
+    id (aws:ec2launchtemplate:id); that is how the sweep finds instances whose tags are missing or
+    spelt in another case."""
+    ec2 = clients.ec2
+    base = utcnow()
+    later = stamp(base + timedelta(hours=5))
+
+    def template(name: str) -> str:
+        data = {"ImageId": IMAGE, "InstanceType": "m5.large"}
+        return ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData=data)["LaunchTemplate"][
+            "LaunchTemplateId"]
+
+    ours, theirs = template("stack-m5-large"), template("someone-elses")
+
+    def from_template(lt: str, tags: dict[str, str]) -> str:
+        request = {"MinCount": 1, "MaxCount": 1, "LaunchTemplate": {"LaunchTemplateId": lt}}
+        if tags:
+            request["TagSpecifications"] = [
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        return ec2.run_instances(**request)["Instances"][0]["InstanceId"]
+
+    lease = {contract.TAG_ANNEX_NAME: "run", contract.TAG_PROJECT: "lab", contract.TAG_EXPIRY: later}
+    doomed = {
+        from_template(ours, {}): "without an annex name tag",
+        from_template(ours, {"HTCondor:annexname": "run", contract.TAG_EXPIRY: later}): "differs in case",
+        from_template(ours, {**lease, "HTCondor:Annex:Expiry": later}): "differs in case",
+        from_template(ours, {contract.TAG_ANNEX_NAME: "run", "htcondor:annex:EXPIRY": later}): "differs in case",
+    }
+    kept = {from_template(ours, lease)}
+    foreign = {from_template(theirs, {}), from_template(theirs, {"HTCondor:annexname": "x"})}
+    stack = StackScope("stack", (ours,), ("stack-m5-large",))
+
+    report, _ = do_sweep(clients, base, stack=stack)
+    reasons = {entry[0]: entry[3] for entry in report.terminated}
+    assert set(reasons) == set(doomed)
+    for instance_id, reason in doomed.items():
+        assert reason in reasons[instance_id]
+    assert live_ids(ec2) == kept | foreign
+    # Without the stack's templates, only the annex name tag marks an annex instance.
+    assert do_sweep(clients, base)[0].terminated == []
 
 
 def test_unreadable_caps_are_reported_and_only_lease_rules_apply(clients, bucket):
@@ -441,3 +563,204 @@ def test_the_deployed_zip_imports_standalone(tmp_path):
     tag, origin = result.stdout.split()
     assert tag == contract.TAG_ANNEX_NAME
     assert origin.startswith(str(tmp_path))
+
+
+# --- leftovers of the region stack ----------------------------------------------------------------
+
+
+def annex_tags(annex: str, expiry: str) -> list[dict[str, str]]:
+    tags = {contract.TAG_ANNEX_NAME: annex, contract.TAG_PROJECT: "lab", contract.TAG_EXPIRY: expiry,
+            contract.TAG_IDLE: "900", contract.TAG_OWNER: "needs-moore"}
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def fleet_request(lt: str, subnet: str, kind: str, tags: list[dict[str, str]] | None = None) -> dict:
+    request = {
+        "Type": kind,
+        "LaunchTemplateConfigs": [{
+            "LaunchTemplateSpecification": {"LaunchTemplateId": lt, "Version": "$Default"},
+            "Overrides": [{"SubnetId": subnet}],
+        }],
+        "TargetCapacitySpecification": {
+            "TotalTargetCapacity": 1, "DefaultTargetCapacityType": "on-demand", "OnDemandTargetCapacity": 1,
+        },
+    }
+    if tags:
+        request["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tags}]
+    return request
+
+
+def fleet_states(ec2) -> dict[str, str]:
+    return {f["FleetId"]: f["FleetState"] for f in ec2.describe_fleets()["Fleets"]}
+
+
+def test_leftovers_of_the_stack_are_listed_by_a_dry_run_and_removed_by_a_sweep(clients):
+    """The real region stack: its launch templates tag the volumes they create (the emulator applies
+    a template's volume tags to fleet launches). The persistent spot request is made with
+    RequestSpotInstances and tagged as the broker tags an annex's: the emulator cannot make one
+    from a launch template."""
+    ec2 = clients.ec2
+    stack = read_stack(clients, deploy_stack(clients).outputs and contract.DEFAULT_STACK_NAME)
+    scope = stack_scope(stack)
+    lt, subnet = stack.launch_templates["m5.large"], stack.subnets[0]
+    base = utcnow()
+    later = stamp(base + timedelta(hours=5))
+
+    # An annex as the broker launches it: an instant fleet, tags on the instance.
+    annex = ec2.create_fleet(**fleet_request(lt, subnet, "instant", annex_tags("run", later)))
+    (instance_id,) = annex["Instances"][0]["InstanceIds"]
+    (volume,) = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}])["Volumes"]
+    assert {"Key": contract.TAG_STACK, "Value": stack.name} in volume["Tags"]
+    # Its volume outlives it.
+    device = volume["Attachments"][0]["Device"]
+    ec2.modify_instance_attribute(InstanceId=instance_id,
+                                  BlockDeviceMappings=[{"DeviceName": device, "Ebs": {"DeleteOnTermination": False}}])
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    # A lasting fleet from the stack's template, and a persistent spot request of an annex.
+    maintain = ec2.create_fleet(**fleet_request(lt, subnet, "maintain"))["FleetId"]
+    spot = ec2.request_spot_instances(
+        InstanceCount=1, Type="persistent",
+        LaunchSpecification={"ImageId": IMAGE, "InstanceType": "m5.large", "SubnetId": subnet},
+        TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": annex_tags("spotty", later)}],
+    )["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
+    # Not leftovers: a live annex's instant fleet, someone else's fleet and volume.
+    other_lt = ec2.create_launch_template(
+        LaunchTemplateName="someone-elses", LaunchTemplateData={"ImageId": IMAGE, "InstanceType": "m5.large"}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    live_fleet = ec2.create_fleet(**fleet_request(lt, subnet, "instant", annex_tags("live", later)))["FleetId"]
+    foreign_fleet = ec2.create_fleet(**fleet_request(other_lt, subnet, "maintain"))["FleetId"]
+    foreign_volume = ec2.create_volume(AvailabilityZone=stack.availability_zones[0], Size=8)["VolumeId"]
+
+    def sweep_at(moment: datetime, dry_run: bool = False) -> tuple[enf.SweepReport, list[str]]:
+        lines: list[str] = []
+        report = enf.sweep(clients.ec2, clients.s3, bucket=stack.bucket, prices=PRICES, caps=RECORDS.get,
+                           dry_run=dry_run, now=moment, log=lines.append, stack=scope)
+        return report, lines
+
+    # Moments after, the volume is within its grace (the emulator gives fleets and spot requests
+    # no recent creation time: their grace is covered by the unit tests).
+    expected = {("fleet", maintain), ("spot request", spot), ("volume", volume["VolumeId"])}
+    early, _ = sweep_at(base, dry_run=True)
+    assert {(item.kind, item.resource_id) for item in early.leftovers} == expected - {("volume", volume["VolumeId"])}
+
+    dry, dry_lines = sweep_at(base + timedelta(hours=1), dry_run=True)
+    assert {(item.kind, item.resource_id) for item in dry.leftovers} == expected
+    assert sum(line.startswith("would remove ") for line in dry_lines) == len(expected)
+    assert fleet_states(ec2)[maintain] == "active" and ec2.describe_volumes(VolumeIds=[volume["VolumeId"]])
+
+    report, lines = sweep_at(base + timedelta(hours=1))
+    assert {(item.kind, item.resource_id) for item in report.leftovers} == expected
+    assert sum(line.startswith("removed ") for line in lines) == len(expected)
+    assert report.errors == []
+    states = fleet_states(ec2)
+    assert states[maintain].startswith("deleted")
+    assert states[live_fleet] == "active" and states[foreign_fleet] == "active"
+    remaining = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert volume["VolumeId"] not in remaining and foreign_volume in remaining
+    # The emulator forgets a cancelled request; AWS shows it as "cancelled" for a while.
+    requests = {r["SpotInstanceRequestId"]: r["State"] for r in ec2.describe_spot_instance_requests()["SpotInstanceRequests"]}
+    assert requests.get(spot, "cancelled") == "cancelled"
+    again, _ = sweep_at(base + timedelta(hours=1))
+    assert again.leftovers == [] and again.errors == []
+
+
+# --- faster than the schedule: the state-change event ------------------------------------------
+
+STATE_CHANGE = {
+    "version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+    "detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2",
+    "account": "123456789012", "time": "2021-11-11T21:29:54Z", "region": emu.REGION,
+}
+
+
+def state_change(instance_id: str, state: str = "pending") -> dict:
+    """The event EventBridge hands the function for this instance (shape from EC2's documentation:
+    monitoring-instance-state-changes); the emulator never fires rules, so the test sends it."""
+    return {**STATE_CHANGE, "resources": [f"arn:aws:ec2:{emu.REGION}:123456789012:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, "state": state}}
+
+
+def metric_sums(clients, stack_name: str, name: str) -> list[float]:
+    now = datetime.now(timezone.utc)
+    response = clients.client("cloudwatch").get_metric_statistics(
+        Namespace=metrics.NAMESPACE, MetricName=name, Dimensions=metrics.dimensions(stack_name),
+        StartTime=now - timedelta(hours=2), EndTime=now + timedelta(minutes=5), Period=60, Statistics=["Sum"],
+    )
+    return [point["Sum"] for point in sorted(response["Datapoints"], key=lambda p: p["Timestamp"])]
+
+
+def test_a_starting_instance_outside_the_rules_is_ended_by_its_state_change_event(clients, tmp_path):
+    """The deployed enforcer, invoked with the event its state-change rule would deliver."""
+    import json
+
+    from tests.flows import PROJECT, issue_bundle
+
+    ec2 = clients.ec2
+    base = utcnow()
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "b.toml", caps=ProjectCaps(32, 24, 500.0))
+    lt = dict(p.split("=", 1) for p in outputs[contract.OUT_LAUNCH_TEMPLATES].split(","))["m5.large"]
+    untagged = ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": lt})["Instances"][0][
+        "InstanceId"]
+    (unleased,) = launch(ec2, annex="run", project=PROJECT, expiry=stamp(base + timedelta(days=400)))
+    (leased,) = launch(ec2, annex="run", project=PROJECT, expiry=stamp(base + timedelta(hours=2)))
+    (foreign,) = launch(ec2, other_tags={"Name": "web"})
+    function = outputs[contract.OUT_ENFORCER_FUNCTION]
+
+    def invoke(event: dict) -> dict:
+        answer = clients.awslambda.invoke(FunctionName=function, Payload=json.dumps(event).encode())
+        return {"error": answer.get("FunctionError"), **json.loads(answer["Payload"].read())}
+
+    for instance_id, state in ((untagged, "pending"), (unleased, "running")):
+        result = invoke(state_change(instance_id, state))
+        assert [t["instance_id"] for t in result["terminated"]] == [instance_id], result
+    for instance_id in (leased, foreign, "i-0123456789abcdef0"):  # the last one is unknown to EC2
+        result = invoke(state_change(instance_id))
+        assert result["terminated"] == [] and result["errors"] == [], result
+    assert live_ids(ec2) == {leased, foreign}
+    assert invoke(state_change(unleased, "running"))["terminated"] == []  # already gone: nothing to do
+    # Each check counts what it ended; only a sweep beats the heartbeat.
+    assert sum(metric_sums(clients, contract.DEFAULT_STACK_NAME, metrics.ENDED)) == 2
+    assert metric_sums(clients, contract.DEFAULT_STACK_NAME, metrics.HEARTBEAT) == []
+    broken = invoke({**STATE_CHANGE, "detail": {"state": "pending"}})
+    assert broken["error"] == "Unhandled"
+
+
+def test_every_sweep_publishes_its_heartbeat_and_counts(clients, bucket):
+    base = utcnow()
+    launch(clients.ec2, 2, annex="old", project="lab", expiry=stamp(base - timedelta(minutes=1)))
+    (stuck,) = launch(clients.ec2, annex="stuck", project="lab", expiry=stamp(base - timedelta(minutes=1)))
+    protect(clients.ec2, stuck)
+    cloudwatch = clients.client("cloudwatch")
+    scope = StackScope("metrics-stack")
+    _, stop = refuse_calls_naming(clients.ec2, "ModifyInstanceAttribute", stuck)
+    try:
+        report, _ = do_sweep(clients, base, stack=scope, cloudwatch=cloudwatch)
+    finally:
+        stop()
+    assert len(report.terminated) == 2 and len(report.could_not_end) == 1
+    do_sweep(clients, base, dry_run=True, stack=scope, cloudwatch=cloudwatch)  # a dry run publishes nothing
+    assert metric_sums(clients, scope.name, metrics.HEARTBEAT) == [1.0]
+    assert metric_sums(clients, scope.name, metrics.ENDED) == [2.0]
+    assert metric_sums(clients, scope.name, metrics.COULD_NOT_END) == [1.0]
+    assert metric_sums(clients, scope.name, metrics.ERRORS) == [1.0]
+
+
+def test_a_sweep_that_cannot_run_publishes_an_error_and_no_heartbeat(aws, clients, bucket):
+    cloudwatch = clients.client("cloudwatch")
+    scope = StackScope("broken-stack")
+    calls: list[int] = []
+
+    def refuse_listing(params, **_):  # the emulator refuses to describe an instance it does not know
+        calls.append(1)
+        params["InstanceIds"] = ["i-00000000000000000"]
+
+    clients.ec2.meta.events.register("provide-client-params.ec2.DescribeInstances", refuse_listing)
+    try:
+        with pytest.raises(botocore.exceptions.ClientError):
+            do_sweep(clients, utcnow(), stack=scope, cloudwatch=cloudwatch)
+    finally:
+        clients.ec2.meta.events.unregister("provide-client-params.ec2.DescribeInstances", refuse_listing)
+    assert calls
+    assert metric_sums(clients, scope.name, metrics.ERRORS) == [1.0]
+    assert metric_sums(clients, scope.name, metrics.HEARTBEAT) == []

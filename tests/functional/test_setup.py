@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime, timedelta, timezone
+
 import botocore.exceptions
 import pytest
 
 from annex_admin.check import check_setup
-from annex_admin.deploy import deploy, resolve_settings
+from annex_admin.deploy import current_notify_email, deploy, resolve_settings
+from annex_admin.enforce import stack_scope
+from annex_cloud import enforcer
 from annex_common.errors import BadInput, NotReady
 from annex_common.stack import read_stack
 from templates import contract
-from templates.settings import StackSettings
+from templates.settings import StackSettings, validate_notify_email
 from tests.flows import deploy_stack
 
 
@@ -88,3 +93,105 @@ def test_reading_a_missing_stack_says_how_to_recover(clients):
     with pytest.raises(NotReady) as caught:
         read_stack(clients, contract.DEFAULT_STACK_NAME)
     assert "annex-admin setup" in caught.value.next_step
+
+
+# --- the enforcer's sweeps, as check-setup reads them from its metrics -------------------------
+
+
+def sweep_item(report):
+    (item,) = [i for i in report.items if i.name == "enforcer sweeps"]
+    return item
+
+
+def sweep_now(clients, stack, moment, **extra):
+    return enforcer.sweep(
+        clients.ec2, clients.s3, bucket=stack.bucket, prices={}, now=moment, log=lambda _l: None,
+        stack=stack_scope(stack), cloudwatch=clients.client("cloudwatch"), **extra,
+    )
+
+
+def test_check_setup_reports_the_last_sweep_and_fails_when_it_left_an_instance_alive(clients):
+    """A real sweep publishes to the emulator's CloudWatch; check-setup reads it back with
+    GetMetricData. The instance that cannot be ended is protected, and the emulator refuses the
+    call that would clear it (the request names an instance that does not exist), as AWS refuses
+    a role without the permission."""
+    deploy_stack(clients)
+    stack = read_stack(clients, contract.DEFAULT_STACK_NAME)
+    now = datetime.now(timezone.utc)
+    fresh = sweep_item(check_setup(clients, stack.name, now))
+    assert fresh.ok and fresh.detail.startswith("none yet")
+
+    sweep_now(clients, stack, now - timedelta(minutes=2))
+    report = check_setup(clients, stack.name, now)
+    assert report.ok, [i for i in report.items if not i.ok]
+    assert sweep_item(report).detail.endswith("2 min ago")
+
+    (stuck,) = clients.ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": contract.TAG_ANNEX_NAME, "Value": "late"},
+            {"Key": contract.TAG_EXPIRY, "Value": "2020-01-01T00:00:00Z"}]}],
+    )["Instances"]
+    clients.ec2.modify_instance_attribute(InstanceId=stuck["InstanceId"], DisableApiTermination={"Value": True})
+
+    def refuse(params, **_):
+        params["InstanceId"] = "i-00000000000000000"
+
+    clients.ec2.meta.events.register("provide-client-params.ec2.ModifyInstanceAttribute", refuse)
+    try:
+        left = sweep_now(clients, stack, now - timedelta(minutes=1))
+    finally:
+        clients.ec2.meta.events.unregister("provide-client-params.ec2.ModifyInstanceAttribute", refuse)
+    assert [c[0] for c in left.could_not_end] == [stuck["InstanceId"]]
+    report = check_setup(clients, stack.name, now)
+    assert not report.ok and [i.name for i in report.items if not i.ok] == ["enforcer sweeps"]
+    assert "1 min ago, left 1 instance(s) it could not end" in sweep_item(report).detail
+
+    # The next sweep ends it: the record is clean again.
+    ended = sweep_now(clients, stack, now)
+    assert [t[0] for t in ended.terminated] == [stuck["InstanceId"]]
+    assert check_setup(clients, stack.name, now).ok
+
+
+def test_check_setup_fails_when_the_last_sweep_is_older_than_fifteen_minutes(clients):
+    deploy_stack(clients)
+    stack = read_stack(clients, contract.DEFAULT_STACK_NAME)
+    now = datetime.now(timezone.utc)
+    sweep_now(clients, stack, now - timedelta(minutes=16))
+    item = sweep_item(check_setup(clients, stack.name, now))
+    assert not item.ok and "16 min ago: over 15 minutes" in item.detail
+    # Within the limit it passes.
+    assert sweep_item(check_setup(clients, stack.name, now - timedelta(minutes=2))).ok
+
+
+def test_check_setup_fails_without_any_sweep_once_the_stack_is_older_than_fifteen_minutes(clients):
+    deploy_stack(clients)
+    later = datetime.now(timezone.utc) + timedelta(minutes=20)
+    item = sweep_item(check_setup(clients, contract.DEFAULT_STACK_NAME, later))
+    assert not item.ok and item.detail.startswith("no sweep in the last 3 h")
+
+
+def test_notify_email_subscribes_the_address_and_a_later_setup_keeps_it(clients):
+    """The emulator's CloudFormation skips AWS::SNS::Subscription (the template tests assert the
+    resource); what it keeps is the template, which is where setup reads the address back from."""
+    request = StackSettings(region="us-east-1")
+    first = deploy(clients, resolve_settings(clients, dataclasses.replace(request, notify_email="admin@example.org")),
+                   lambda _l: None)
+    assert first.action == "created"
+    assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) == "admin@example.org"
+    # Setup again without the option: the address stays, nothing changes.
+    again = deploy(clients, resolve_settings(clients, request), lambda _l: None)
+    assert again.action == "unchanged"
+    # A new address replaces it.
+    changed = deploy(clients, resolve_settings(clients, dataclasses.replace(request, notify_email="ops@example.org")),
+                     lambda _l: None)
+    assert changed.action == "updated"
+    assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) == "ops@example.org"
+    item = next(i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items if i.name == "alarm topic")
+    assert item.ok
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "a@b", "two@@example.org", "x" * 250 + "@example.org"])
+def test_a_malformed_notify_email_is_bad_input(address):
+    with pytest.raises(BadInput):
+        validate_notify_email(address)

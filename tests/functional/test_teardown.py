@@ -62,3 +62,35 @@ def test_force_leaves_no_instance_object_user_or_stack(clients, tmp_path):
     # Running it again finds nothing and says so.
     again = teardown(clients, "HTCondorAnnex", force=True, progress=lines.append)
     assert again.removed == [] and again.complete
+
+
+def test_teardown_removes_the_stacks_leftovers_and_nothing_else(clients):
+    """A lasting fleet from the stack's launch template, an available volume of the stack (tagged
+    as its launch templates tag volumes) and a persistent spot request of an annex go with the
+    stack, whatever their age; someone else's volume stays."""
+    outputs = deploy_stack(clients).outputs
+    ec2 = clients.ec2
+    lt = outputs["LaunchTemplates"].split(",")[0].split("=", 1)[1]
+    zone = outputs["AvailabilityZones"].split(",")[0]
+    fleet = ec2.create_fleet(
+        Type="maintain",
+        LaunchTemplateConfigs=[{"LaunchTemplateSpecification": {"LaunchTemplateId": lt, "Version": "$Default"}}],
+        TargetCapacitySpecification={"TotalTargetCapacity": 1, "DefaultTargetCapacityType": "on-demand"},
+    )["FleetId"]
+    stack_tag = [{"ResourceType": "volume", "Tags": [{"Key": "htcondor:annex:stack", "Value": "HTCondorAnnex"}]}]
+    volume = ec2.create_volume(AvailabilityZone=zone, Size=30, TagSpecifications=stack_tag)["VolumeId"]
+    other = ec2.create_volume(AvailabilityZone=zone, Size=8)["VolumeId"]
+    spot = ec2.request_spot_instances(
+        InstanceCount=1, Type="persistent", LaunchSpecification={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"},
+        TagSpecifications=[{"ResourceType": "spot-instances-request",
+                            "Tags": [{"Key": "htcondor:AnnexName", "Value": "t1"}]}],
+    )["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
+
+    report = teardown(clients, "HTCondorAnnex", force=True, progress=lambda _l: None)
+    assert report.complete, report.not_removed
+    removed = "\n".join(report.removed)
+    assert f"fleet {fleet}" in removed and f"volume {volume}" in removed and f"spot request {spot}" in removed
+    states = {f["FleetId"]: f["FleetState"] for f in ec2.describe_fleets()["Fleets"]}
+    assert states[fleet].startswith("deleted")
+    assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} >= {other}
+    assert volume not in {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}

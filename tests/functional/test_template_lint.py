@@ -16,8 +16,9 @@ from tests.flows import console_script
         ["--ssh-cidr", "203.0.113.0/24"],
         ["--instance-types", "m7i.large,c6i.xlarge,m5.large,r6i.large", "--zones", "us-east-1a,us-east-1b,us-east-1c"],
         ["--region", "eu-west-1", "--image-id", "ami-0123456789abcdef0", "--stack-name", "Other-Annex"],
+        ["--notify-email", "admin@example.org"],
     ],
-    ids=["defaults", "ssh", "four-types-three-zones", "other-region"],
+    ids=["defaults", "ssh", "four-types-three-zones", "other-region", "notify-email"],
 )
 def test_template_is_cfn_lint_clean(tmp_path, args):
     result = subprocess.run([console_script("annex-admin"), "template", *args], capture_output=True, text=True, timeout=60)

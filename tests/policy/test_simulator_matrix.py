@@ -651,7 +651,65 @@ INSTANCE_ROLE_CASES = [
                   "the broker's role trusts Lambda only"),
 ]
 
-ALL_CASES = SCIENTIST_CASES + BROKER_CASES + ENFORCER_CASES + INSTANCE_ROLE_CASES
+
+
+def from_template(lt_id: Callable[[DeployedStack], str]) -> Callable[[DeployedStack], Context]:
+    """An instance EC2 launched from a launch template and tagged with nothing else."""
+    return lambda s: {"ec2:Region": REGION, "aws:ResourceTag/aws:ec2launchtemplate:id": lt_id(s)}
+
+
+def tagged(tags: dict[str, str]) -> Callable[[DeployedStack], Context]:
+    return lambda s: {"ec2:Region": REGION, **{f"aws:ResourceTag/{k}": v for k, v in tags.items()}}
+
+
+def ec2_resource(path: str) -> Resource:
+    return lambda s: s.ec2_arn(path)
+
+
+STACK_LT = lambda s: s.launch_templates["m7i.large"]  # noqa: E731
+METRICS_DATASET = lambda s: f"arn:aws:cloudwatch:{REGION}:{s.account}:dataset/enforcer"  # noqa: E731
+STACK_TAG = {contract.TAG_STACK: contract.DEFAULT_STACK_NAME}
+VOLUME = ec2_resource("volume/vol-0123456789abcdef0")
+SPOT_REQUEST = ec2_resource("spot-instances-request/sir-0123456789abcdef0")
+
+ENFORCER_BACKSTOP_CASES = [
+    # Nothing shields an annex instance; nothing else is touched.
+    enforcer("enforcer-clears-protection-of-annex-instance", "ec2:ModifyInstanceAttribute", instance, ALLOW,
+             "termination protection must never keep an annex alive", context=lambda s: existing_instance(OTHER_PROJECT)),
+    enforcer("enforcer-clears-protection-of-miscased-annex-instance", "ec2:ModifyInstanceAttribute", instance, ALLOW,
+             "a tag key in another case is no lease, and no shield", context=tagged({"HTCondor:annexname": ANNEX})),
+    enforcer("enforcer-modifies-non-annex-instance", "ec2:ModifyInstanceAttribute", instance, DENY,
+             "the enforcer never touches an instance that is not an annex's", context=non_annex_instance),
+    enforcer("enforcer-terminates-untagged-stack-instance", "ec2:TerminateInstances", instance, ALLOW,
+             "an instance from the stack's template without its tags has no valid lease",
+             context=from_template(STACK_LT)),
+    enforcer("enforcer-clears-protection-of-untagged-stack-instance", "ec2:ModifyInstanceAttribute", instance, ALLOW,
+             "nor may it shield itself", context=from_template(STACK_LT)),
+    enforcer("enforcer-terminates-other-template-instance", "ec2:TerminateInstances", instance, DENY,
+             "another template's instances are not the stack's", context=from_template(lambda s: "lt-0ffeeffeeffeeffee")),
+    # Leftovers: the stack's and annexes', not anyone else's.
+    enforcer("enforcer-deletes-stack-volume", "ec2:DeleteVolume", VOLUME, ALLOW,
+             "an available annex volume costs money after its instance ended", context=tagged(STACK_TAG)),
+    enforcer("enforcer-deletes-other-volume", "ec2:DeleteVolume", VOLUME, DENY,
+             "another stack's volumes are not ours", context=tagged({contract.TAG_STACK: "OtherStack"})),
+    enforcer("enforcer-cancels-annex-spot-request", "ec2:CancelSpotInstanceRequests", SPOT_REQUEST, ALLOW,
+             "an open spot request would start instances again", context=tagged({contract.TAG_ANNEX_NAME: ANNEX})),
+    enforcer("enforcer-cancels-other-spot-request", "ec2:CancelSpotInstanceRequests", SPOT_REQUEST, DENY,
+             "other spot requests are not ours", context=tagged({"Name": "batch"})),
+    enforcer("enforcer-deletes-fleet", "ec2:DeleteFleets", ec2_resource("fleet/fleet-0123"), ALLOW,
+             "a maintain fleet from the stack's template would replace what the enforcer ends (IAM cannot "
+             "scope DeleteFleets: the code checks the template)", context=region),
+    enforcer("enforcer-describes-volumes", "ec2:DescribeVolumes", lambda s: "*", ALLOW, "to find leftovers"),
+    # Heard when it fails, in its own namespace only. (PutMetricData's only resource type is an
+    # optional dataset; the simulator evaluates one resource, so the request names one.)
+    enforcer("enforcer-publishes-its-metrics", "cloudwatch:PutMetricData", METRICS_DATASET, ALLOW,
+             "heartbeat and counts, so a failing enforcer is heard",
+             context=lambda s: {"cloudwatch:namespace": "CondorAnnex"}),
+    enforcer("enforcer-publishes-other-metrics", "cloudwatch:PutMetricData", METRICS_DATASET, DENY,
+             "no other namespace", context=lambda s: {"cloudwatch:namespace": "AWS/EC2"}),
+]
+
+ALL_CASES = SCIENTIST_CASES + BROKER_CASES + ENFORCER_CASES + ENFORCER_BACKSTOP_CASES + INSTANCE_ROLE_CASES
 
 
 def principal_and_policies(case: Case, s: DeployedStack) -> tuple[str, list[dict[str, Any]], Context]:

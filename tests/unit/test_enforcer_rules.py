@@ -11,6 +11,8 @@ import pytest
 
 from templates import contract
 from annex_cloud import enforcer as enf
+from annex_cloud import guardrails, leftovers, metrics
+from annex_cloud.leftovers import Leftover, StackScope
 from annex_cloud.caps import Caps as ProjectCaps
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -157,6 +159,53 @@ def test_annex_instance_reads_tags_and_times():
     assert found.expiry == datetime(2026, 12, 2, tzinfo=timezone.utc)
     missing_project = enf.annex_instance(described("i-2", project=None, expiry="x"))
     assert missing_project.project == "" and missing_project.expiry is None
+
+
+STACK_TEMPLATE = "lt-0123456789abcdef0"
+
+
+def from_template(instance_id: str, template: str = STACK_TEMPLATE, **kwargs) -> dict:
+    """An instance launched from a launch template: EC2 adds the template's id as an aws: tag."""
+    extra = dict(kwargs.pop("extra_tags", None) or {})
+    extra[enf.TAG_LAUNCH_TEMPLATE_ID] = template
+    return described(instance_id, extra_tags=extra, **kwargs)
+
+
+def test_instances_from_the_stack_templates_are_annex_instances_whatever_their_tags():
+    later = stamp(NOW + timedelta(hours=10))
+    bare = enf.annex_instance(from_template("i-bare", annex=None, project=None), [STACK_TEMPLATE])
+    assert bare is not None and bare.tag_problem and "without an annex name tag" in bare.tag_problem
+    # Another template's instance, or the stack's templates unknown: not the enforcer's.
+    assert enf.annex_instance(from_template("i-other", template="lt-ffffffffffffffff0", annex=None), [STACK_TEMPLATE]) is None
+    assert enf.annex_instance(from_template("i-unknown", annex=None)) is None
+    # Fully tagged, from the template: an ordinary annex instance.
+    tagged = enf.annex_instance(from_template("i-tagged", expiry=later), [STACK_TEMPLATE])
+    assert tagged is not None and tagged.tag_problem is None
+    assert condemned(plan([bare, tagged], {})) == ["i-bare"]
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"HTCondor:annexname": "a1"},
+        {contract.TAG_ANNEX_NAME: "a1", "HTCondor:Annex:Expiry": "2099-01-01T00:00:00Z"},
+        {contract.TAG_ANNEX_NAME: "a1", "htcondor:annex:PROJECT": "p2"},
+    ],
+    ids=["name-key-case", "expiry-key-case", "project-key-case"],
+)
+def test_a_contract_tag_key_in_another_case_is_no_valid_lease(tags):
+    later = stamp(NOW + timedelta(hours=10))
+    description = from_template("i-odd", annex=None, expiry=later, extra_tags=tags)
+    found = enf.annex_instance(description, [STACK_TEMPLATE])
+    assert found is not None
+    (termination,) = plan([found], {}).terminations
+    assert "differs in case" in termination.reason
+
+
+def test_tag_key_problem_names_the_key_and_ignores_unrelated_keys():
+    assert enf.tag_key_problem({contract.TAG_ANNEX_NAME: "a", "Name": "x", "aws:ec2launchtemplate:id": "lt-1"}) is None
+    problem = enf.tag_key_problem({"HTCONDOR:ANNEXNAME": "a"})
+    assert problem == "tag key 'HTCONDOR:ANNEXNAME' differs in case from 'htcondor:AnnexName'"
 
 
 # --- lease rules ------------------------------------------------------------------------------
@@ -369,16 +418,23 @@ def test_orphan_grace_boundary():
 
 def test_report_dict_is_json_and_names_every_field():
     report = enf.SweepReport(
-        terminated=[("i-1", "a1", "p1", "no expiry tag")], kept=3, deleted_objects=["annexes/p1/a0/x"], errors=["e"]
+        terminated=[("i-1", "a1", "p1", "no expiry tag")], kept=3, deleted_objects=["annexes/p1/a0/x"], errors=["e"],
+        could_not_end=[("i-2", "a2", "p1", "UnauthorizedOperation: no")],
+        leftovers=[Leftover("volume", "vol-1", "annex volume left available")],
     )
     document = json.loads(json.dumps(report.to_dict()))
     assert document == {
         "dry_run": False,
         "terminated": [{"instance_id": "i-1", "annex_name": "a1", "project_id": "p1", "reason": "no expiry tag"}],
         "kept": 3,
+        "could_not_end": [
+            {"instance_id": "i-2", "annex_name": "a2", "project_id": "p1", "error": "UnauthorizedOperation: no"}
+        ],
+        "leftovers": [{"kind": "volume", "id": "vol-1", "reason": "annex volume left available"}],
         "deleted_objects": ["annexes/p1/a0/x"],
         "errors": ["e"],
     }
+    assert report.metric_counts() == {metrics.ENDED: 1, metrics.COULD_NOT_END: 1, metrics.ERRORS: 1}
 
 
 def test_handler_refuses_to_run_without_a_bucket():
@@ -391,3 +447,140 @@ def test_handler_refuses_to_run_without_a_bucket():
 def test_printable_keeps_log_lines_single():
     assert "\n" not in enf.printable("a\nb") and len(enf.printable("x" * 500)) <= 80
     assert enf.one_line("k\r\ny") == "k\\r\\ny"
+
+
+# --- the state-change event and the function's environment ------------------------------------
+
+# As EC2 documents it (monitoring-instance-state-changes): what EventBridge hands the function.
+STATE_CHANGE = {
+    "version": "0",
+    "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+    "detail-type": "EC2 Instance State-change Notification",
+    "source": "aws.ec2",
+    "account": "123456789012",
+    "time": "2021-11-11T21:29:54Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-1234567890abcdef0"],
+    "detail": {"instance-id": "i-1234567890abcdef0", "state": "pending"},
+}
+
+
+def test_state_change_event_names_its_instance_and_other_events_none():
+    assert enf.state_change_instance(STATE_CHANGE) == "i-1234567890abcdef0"
+    scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    for event in (scheduled, {}, {"dry_run": True}, None, "text", {**STATE_CHANGE, "source": "my.app"}):
+        assert enf.state_change_instance(event) is None
+
+
+@pytest.mark.parametrize("detail", [{}, {"instance-id": "i-1; rm -rf /"}, {"instance-id": 7}, "i-1234567890abcdef0"])
+def test_a_state_change_event_without_a_usable_instance_id_is_refused(detail):
+    with pytest.raises(ValueError, match="instance id"):
+        enf.state_change_instance({**STATE_CHANGE, "detail": detail})
+
+
+def test_stack_scope_comes_from_the_function_environment():
+    scope = enf.stack_scope_from_env(
+        {"ANNEX_STACK_NAME": "HTCondorAnnex", "ANNEX_LAUNCH_TEMPLATES": "lt-1,lt-2,",
+         "ANNEX_LAUNCH_TEMPLATE_NAMES": "HTCondorAnnex-m5-large"}
+    )
+    assert scope == StackScope("HTCondorAnnex", ("lt-1", "lt-2"), ("HTCondorAnnex-m5-large",))
+    assert scope.launch_templates == {"lt-1", "lt-2", "HTCondorAnnex-m5-large"}
+    assert enf.stack_scope_from_env({"ANNEX_LAUNCH_TEMPLATES": "lt-1"}) is None
+
+
+def test_metric_data_names_the_stack_and_refuses_unknown_metrics():
+    data = metrics.metric_data("S", {metrics.HEARTBEAT: 1, metrics.COULD_NOT_END: 2}, NOW)
+    assert [d["MetricName"] for d in data] == ["Heartbeat", "CouldNotEnd"]
+    assert all(d["Dimensions"] == [{"Name": "StackName", "Value": "S"}] and d["Timestamp"] == NOW for d in data)
+    assert [d["Value"] for d in data] == [1.0, 2.0]
+    with pytest.raises(ValueError):
+        metrics.metric_data("S", {"Spent": 1}, NOW)
+
+
+# --- leftovers ----------------------------------------------------------------------------------
+
+SCOPE = StackScope("HTCondorAnnex", (STACK_TEMPLATE,), ("HTCondorAnnex-m5-large",))
+OLD = NOW - timedelta(hours=1)
+GRACE = 600
+
+
+def fleet(fleet_id: str, *, kind: str = "maintain", state: str = "active", created=OLD, by: str = "LaunchTemplateId",
+          template: str = STACK_TEMPLATE) -> dict:
+    return {
+        "FleetId": fleet_id, "Type": kind, "FleetState": state, "CreateTime": created,
+        "LaunchTemplateConfigs": [{"LaunchTemplateSpecification": {by: template, "Version": "$Default"}}],
+    }
+
+
+def test_lasting_fleets_from_the_stack_templates_are_leftovers_after_the_grace():
+    fleets = [
+        fleet("fleet-maintain"),
+        fleet("fleet-request", kind="request", by="LaunchTemplateName", template="HTCondorAnnex-m5-large"),
+        fleet("fleet-instant", kind="instant"),  # deleting it would terminate its instances
+        fleet("fleet-deleted", state="deleted_running"),
+        fleet("fleet-foreign", template="lt-ffffffffffffffff0"),
+        fleet("fleet-fresh", created=NOW - timedelta(seconds=GRACE - 1)),
+        fleet("fleet-at-grace", created=NOW - timedelta(seconds=GRACE)),
+        fleet("fleet-ageless", created=None),
+    ]
+    found = leftovers.leftover_fleets(fleets, SCOPE, NOW, GRACE)
+    assert [f.resource_id for f in found] == ["fleet-maintain", "fleet-request", "fleet-at-grace", "fleet-ageless"]
+    assert all(f.kind == "fleet" for f in found)
+    assert leftovers.leftover_fleets(fleets, None, NOW, GRACE) == []
+
+
+def spot(request_id: str, *, kind: str = "persistent", state: str = "active", tags=None, created=OLD) -> dict:
+    tags = {contract.TAG_STACK: "HTCondorAnnex"} if tags is None else tags
+    return {"SpotInstanceRequestId": request_id, "Type": kind, "State": state, "CreateTime": created,
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+
+def test_persistent_and_open_spot_requests_of_the_stack_are_leftovers():
+    requests = [
+        spot("sir-persistent"),
+        spot("sir-open", kind="one-time", state="open"),
+        spot("sir-active-once", kind="one-time"),  # launches nothing more
+        spot("sir-cancelled", state="cancelled"),
+        spot("sir-annex-tagged", tags={contract.TAG_ANNEX_NAME: "a1"}),
+        spot("sir-other-stack", tags={contract.TAG_STACK: "Other"}),
+        spot("sir-untagged", tags={}),
+        {**spot("sir-of-an-annex-instance", tags={}), "InstanceId": "i-0123456789abcdef0"},
+        {**spot("sir-of-another-instance", tags={}), "InstanceId": "i-0fffffffffffffff0"},
+        spot("sir-fresh", created=NOW - timedelta(seconds=5)),
+    ]
+    found = leftovers.leftover_spot_requests(requests, SCOPE, NOW, GRACE, {"i-0123456789abcdef0"})
+    assert [r.resource_id for r in found] == [
+        "sir-persistent", "sir-open", "sir-annex-tagged", "sir-of-an-annex-instance"
+    ]
+    assert "relaunches" in found[0].reason and "may launch" in found[1].reason
+
+
+def test_available_volumes_of_the_stack_are_leftovers():
+    def volume(volume_id, state="available", tags=None, created=OLD):
+        tags = {contract.TAG_STACK: "HTCondorAnnex"} if tags is None else tags
+        return {"VolumeId": volume_id, "State": state, "CreateTime": created, "Size": 30,
+                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+    volumes = [
+        volume("vol-left"),
+        volume("vol-annex", tags={contract.TAG_ANNEX_NAME: "a1"}),
+        volume("vol-in-use", state="in-use"),
+        volume("vol-foreign", tags={"Name": "db"}),
+        volume("vol-other-stack", tags={contract.TAG_STACK: "Other"}),
+        volume("vol-fresh", created=NOW - timedelta(minutes=1)),
+    ]
+    found = leftovers.leftover_volumes(volumes, SCOPE, NOW, GRACE)
+    assert [v.resource_id for v in found] == ["vol-left", "vol-annex"]
+    assert found[0].reason == "annex volume of 30 GiB left available"
+    assert [v.resource_id for v in leftovers.leftover_volumes(volumes, None, NOW, GRACE)] == ["vol-annex"]
+
+
+# --- the guardrails' bounds ------------------------------------------------------------------------
+
+
+def test_deadman_bound_is_a_few_hours_at_most():
+    assert guardrails.DEADMAN_MAX_SECONDS <= 4 * 3600
+    assert guardrails.deadman_problem(guardrails.DEADMAN_DEFAULT_SECONDS) is None
+    assert guardrails.deadman_problem(guardrails.DEADMAN_MAX_SECONDS) is None
+    for bad in (guardrails.DEADMAN_MAX_SECONDS + 1, guardrails.DEADMAN_MIN_SECONDS - 1, 1800.0, True, "1800", None):
+        assert guardrails.deadman_problem(bad) is not None, bad

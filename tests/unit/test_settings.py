@@ -48,4 +48,4 @@ def test_more_types_than_the_policy_can_hold_are_refused():
     assert len(settings.parse_instance_types(six)) == 6
     with pytest.raises(BadInput) as caught:
         settings.parse_instance_types(six + ",c7i.large")
-    assert "6,144" in caught.value.why
+    assert "10,240" in caught.value.why

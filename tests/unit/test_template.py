@@ -140,6 +140,13 @@ def test_enforcer_runs_at_most_every_five_minutes():
     assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["EnforcerFunction", "Arn"]}
 
 
+
+def test_the_schedule_may_invoke_the_enforcer():
+    template = render()
+    permission = template["Resources"]["EnforcerSchedulePermission"]
+    assert permission["Properties"]["Principal"] == "events.amazonaws.com"
+    assert permission["Properties"]["SourceArn"] == {"Fn::GetAtt": ["EnforcerSchedule", "Arn"]}
+
 def test_the_broker_is_named_by_the_stack_and_fixed_by_it():
     broker = functions(render())[BROKER_HANDLER]["Properties"]
     assert broker["FunctionName"] == contract.broker_function_name(contract.DEFAULT_STACK_NAME)
@@ -189,3 +196,101 @@ def test_subnet_cidrs_are_disjoint_slices_of_the_vpc():
 
 def test_template_is_deterministic():
     assert render() == render()
+
+
+# --- the enforcer's backstops -------------------------------------------------------------------
+
+
+def test_enforcer_knows_its_stack_and_launch_templates():
+    template = render(instance_types=("m7i.large", "m5.large"))
+    variables = template["Resources"]["EnforcerFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["ANNEX_STACK_NAME"] == contract.DEFAULT_STACK_NAME
+    assert variables["ANNEX_LAUNCH_TEMPLATES"] == {
+        "Fn::Join": [",", [{"Ref": "LaunchTemplateM7iLarge"}, {"Ref": "LaunchTemplateM5Large"}]]
+    }
+    names = {lt["Properties"]["LaunchTemplateName"] for lt in of_type(template, "AWS::EC2::LaunchTemplate").values()}
+    assert set(variables["ANNEX_LAUNCH_TEMPLATE_NAMES"].split(",")) == names
+
+
+def test_launch_templates_tag_volumes_with_the_stack_and_nothing_else():
+    for lt in of_type(render(), "AWS::EC2::LaunchTemplate").values():
+        specs = lt["Properties"]["LaunchTemplateData"]["TagSpecifications"]
+        # Only volumes: a spot-instances-request tag would make EC2 refuse every on-demand launch,
+        # and instance tags come from the launch request (tag-on-create).
+        assert specs == [
+            {"ResourceType": "volume", "Tags": [{"Key": contract.TAG_STACK, "Value": contract.DEFAULT_STACK_NAME}]}
+        ]
+
+
+def test_state_change_rule_hands_starting_instances_to_the_enforcer():
+    template = render()
+    rule = template["Resources"]["EnforcerStateChangeRule"]["Properties"]
+    assert rule["State"] == "ENABLED"
+    assert rule["EventPattern"] == {
+        "source": ["aws.ec2"],
+        "detail-type": ["EC2 Instance State-change Notification"],
+        "detail": {"state": ["pending", "running"]},
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["EnforcerFunction", "Arn"]}
+    permission = template["Resources"]["EnforcerStateChangePermission"]["Properties"]
+    assert permission["FunctionName"] == {"Ref": "EnforcerFunction"}
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["EnforcerStateChangeRule", "Arn"]}
+    assert permission["Principal"] == "events.amazonaws.com"
+
+
+def test_alarms_notify_the_topic_on_errors_unended_instances_and_a_missing_heartbeat():
+    template = render()
+    alarms = {k: v["Properties"] for k, v in of_type(template, "AWS::CloudWatch::Alarm").items()}
+    assert set(alarms) == {
+        "EnforcerFunctionErrorsAlarm", "EnforcerSweepErrorsAlarm", "EnforcerCouldNotEndAlarm", "EnforcerHeartbeatAlarm"
+    }
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": "EnforcerAlarmTopic"}]
+        assert alarm["Statistic"] == "Sum" and alarm["Period"] == 300
+    function = alarms["EnforcerFunctionErrorsAlarm"]
+    assert (function["Namespace"], function["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert function["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "EnforcerFunction"}}]
+    ours = [{"Name": "StackName", "Value": contract.DEFAULT_STACK_NAME}]
+    unended = alarms["EnforcerCouldNotEndAlarm"]
+    assert (unended["Namespace"], unended["MetricName"], unended["Dimensions"]) == ("CondorAnnex", "CouldNotEnd", ours)
+    assert (unended["ComparisonOperator"], unended["Threshold"]) == ("GreaterThanThreshold", 0)
+    heartbeat = alarms["EnforcerHeartbeatAlarm"]
+    assert (heartbeat["MetricName"], heartbeat["Dimensions"]) == ("Heartbeat", ours)
+    assert (heartbeat["ComparisonOperator"], heartbeat["Threshold"]) == ("LessThanThreshold", 1)
+    # No heartbeat for 15 minutes is an outage, and no data at all counts as one.
+    assert heartbeat["TreatMissingData"] == "breaching"
+    assert heartbeat["Period"] * heartbeat["EvaluationPeriods"] == 15 * 60 == heartbeat["Period"] * heartbeat["DatapointsToAlarm"]
+
+
+def test_notify_email_subscribes_only_when_given():
+    assert of_type(render(), "AWS::SNS::Subscription") == {}
+    (topic,) = of_type(render(), "AWS::SNS::Topic")
+    (subscription,) = of_type(render(notify_email="admin@example.org"), "AWS::SNS::Subscription").values()
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": topic}, "Protocol": "email", "Endpoint": "admin@example.org"
+    }
+
+
+def test_enforcer_backstop_policy_reaches_only_annex_resources():
+    template = render(instance_types=("m7i.large", "m5.large"))
+    policy = template["Resources"]["EnforcerBackstopPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "EnforcerRole"}]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    from_templates = statements["EndInstancesFromStackTemplates"]
+    assert set(from_templates["Action"]) == {"ec2:TerminateInstances", "ec2:ModifyInstanceAttribute"}
+    assert from_templates["Condition"] == {"StringEquals": {"aws:ResourceTag/aws:ec2launchtemplate:id": [
+        {"Ref": "LaunchTemplateM7iLarge"}, {"Ref": "LaunchTemplateM5Large"}]}}
+    protected = statements["ClearProtectionOfAnnexInstances"]
+    assert protected["Action"] == ["ec2:ModifyInstanceAttribute"]
+    assert protected["Condition"] == {"Null": {"aws:ResourceTag/" + contract.TAG_ANNEX_NAME: "false"}}
+    assert statements["RemoveStackLeftovers"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/" + contract.TAG_STACK: contract.DEFAULT_STACK_NAME}
+    }
+    assert statements["PublishEnforcerMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CondorAnnex"}}
+    # Every write is conditioned on the resource being an annex's, except fleet deletion (see policies.py).
+    unconditioned_writes = [
+        sid for sid, s in statements.items()
+        if "Condition" not in s and not all(a.split(":")[1].startswith("Describe") for a in s["Action"])
+    ]
+    assert unconditioned_writes == ["DeleteFleetsFromStackTemplates"]
