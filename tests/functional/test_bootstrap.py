@@ -194,7 +194,7 @@ def user_data(bucket: str, region: str) -> str:
     """The launch templates' user data as the region stack builds it, references resolved."""
     settings = StackSettings(
         region=region, image_id="ami-0123456789abcdef0",
-        availability_zones=(f"{region}a", f"{region}b"),
+        availability_zones=(f"{region}a", f"{region}b"), code_key="functions/annex_cloud-test.zip",
     )
     resources = build_template(settings).to_dict()["Resources"]
     datas = {

@@ -407,6 +407,7 @@ def test_instances_from_the_stack_templates_without_a_valid_lease_are_ended(clie
             "LaunchTemplateId"]
 
     ours, theirs = template("stack-m5-large"), template("someone-elses")
+    put_caps(clients.s3, "lab")
 
     def from_template(lt: str, tags: dict[str, str]) -> str:
         request = {"MinCount": 1, "MaxCount": 1, "LaunchTemplate": {"LaunchTemplateId": lt}}

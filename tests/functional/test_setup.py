@@ -105,7 +105,7 @@ def sweep_item(report):
 
 def sweep_now(clients, stack, moment, **extra):
     return enforcer.sweep(
-        clients.ec2, clients.s3, bucket=stack.bucket, prices={}, now=moment, log=lambda _l: None,
+        clients.ec2, clients.s3, bucket=stack.bucket, prices={}, caps=lambda _project: None, now=moment, log=lambda _l: None,
         stack=stack_scope(stack), cloudwatch=clients.client("cloudwatch"), **extra,
     )
 
