@@ -25,6 +25,7 @@ BATCH = 1000  # ids per CreateTags / TerminateInstances call
 # Longer than the function's timeout (300 s) and the project lock's lease: a request still
 # "started" after this was cut short.
 ABANDONED_AFTER_SECONDS = 900
+NAMED_IN_REFUSAL = 10  # instance ids a refusal names (an interrupted launch leaves them running)
 
 
 @dataclass
@@ -157,11 +158,13 @@ def _launch_plan(call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]])
     book = price_book(call)
     prices = require_prices(book, ask.instance_types)
     hours = check_lease(call, ask.expiry, call.now)
-    in_use = [r for r in counted if r.get("annex_name") == ask.annex_name]
+    in_use = sorted(r["instance_id"] for r in counted if r.get("annex_name") == ask.annex_name)
     if in_use:
+        named = ", ".join(in_use[:NAMED_IN_REFUSAL])
+        more = f" and {len(in_use) - NAMED_IN_REFUSAL} more" if len(in_use) > NAMED_IN_REFUSAL else ""
         raise Refused(
             f"the annex name {ask.annex_name} is already in use",
-            f"it has {len(in_use)} live instance(s)",
+            f"it has {len(in_use)} live instance(s): {named}{more}",
             "See `condor_annex status`; extend or terminate it, or pick another --annex-name.",
         )
     cap = call.caps.max_instances
@@ -235,13 +238,7 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
     prefix = annex_prefix(call.project_id, ask.annex_name)
     for name, body in node_objects(call, ask).items():
         call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
-    retried = False
-
-    def create_fleet(**request: Any) -> dict[str, Any]:
-        nonlocal retried
-        response = call.ec2.create_fleet(**request)
-        retried |= response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
-        return response
+    create_fleet = RetryNoticingCreateFleet(call.ec2)
 
     def remember(new: list[str]) -> None:
         call.registry.record_launch(
@@ -262,7 +259,9 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
     finally:
         if not fleet.instances:
             delete_prefix(call, prefix)  # nothing runs: nothing is left half-done
-    duplicates = end_duplicates(call, ask.annex_name, set(fleet.instances)) if retried else []
+    duplicates = (
+        end_duplicates(call.ec2, call.project_id, ask.annex_name, set(fleet.instances)) if create_fleet.retried else []
+    )
     return {
         **plan,
         "instance_ids": sorted(fleet.instances),
@@ -306,12 +305,25 @@ def node_objects(call: Call, ask: asks.LaunchAsk) -> dict[str, bytes]:
     }
 
 
-def end_duplicates(call: Call, annex_name: str, known: set[str]) -> list[str]:
+@dataclass
+class RetryNoticingCreateFleet:
+    """``ec2.create_fleet``, noting whether the SDK had to send any request more than once."""
+
+    ec2: Any
+    retried: bool = False
+
+    def __call__(self, **request: Any) -> dict[str, Any]:
+        response = self.ec2.create_fleet(**request)
+        self.retried |= response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+        return response
+
+
+def end_duplicates(ec2: Any, project_id: str, annex_name: str, known: set[str]) -> list[str]:
     """After a retried CreateFleet, end instances of this annex no answer named: an endpoint
     that did not honour the client token launched them twice."""
-    present = project_instances(call.ec2, call.project_id, annex_name=annex_name)
+    present = project_instances(ec2, project_id, annex_name=annex_name)
     extra = [i.instance_id for i in present if i.instance_id not in known]
-    terminate(call.ec2, extra)
+    terminate(ec2, extra)
     return extra
 
 

@@ -26,7 +26,9 @@ THROTTLE, SERVER_ERROR, CONNECTION_CLOSED, READ_TIMEOUT, NO_CONNECTION = (
     "throttle", "server-error", "connection-closed", "read-timeout", "no-connection",
 )
 ALL_FAULTS = (THROTTLE, SERVER_ERROR, CONNECTION_CLOSED, READ_TIMEOUT, NO_CONNECTION)
-JSON_SERVICES = {"pricing", "lambda", "ssm"}
+JSON_SERVICES = {"pricing", "ssm", "dynamodb"}  # the awsJson protocol: the code in the body's __type
+REST_JSON_SERVICES = {"lambda"}  # REST-JSON: the code in the x-amzn-ErrorType header, a JSON body
+LOST_ANSWER_TIMEOUT = 330  # as long as the tools wait for an Invoke (annex_common.aws.INVOKE_CONFIG)
 
 
 class _Body:
@@ -56,6 +58,10 @@ def error_response(service: str, url: str, status: int, code: str, message: str)
         headers["Content-Type"] = "application/x-amz-json-1.1"
         headers["x-amzn-ErrorType"] = code
         body = json.dumps({"__type": code, "message": message})
+    elif service in REST_JSON_SERVICES:  # as Lambda answers: {"Type": "User"|"Service", "message": ...}
+        headers["Content-Type"] = "application/json"
+        headers["x-amzn-ErrorType"] = code
+        body = json.dumps({"Type": "User" if status < 500 else "Service", "message": message})
     else:  # query protocol: CloudFormation, IAM, STS
         kind = "Sender" if status < 500 else "Receiver"
         body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -68,12 +74,16 @@ def throttle(service: str, url: str) -> botocore.awsrequest.AWSResponse:
         return error_response(service, url, 503, "RequestLimitExceeded", "Request limit exceeded.")
     if service == "s3":
         return error_response(service, url, 503, "SlowDown", "Please reduce your request rate.")
+    if service == "lambda":
+        return error_response(service, url, 429, "TooManyRequestsException", "Rate exceeded")
     if service in JSON_SERVICES:
         return error_response(service, url, 400, "ThrottlingException", "Rate exceeded")
     return error_response(service, url, 400, "Throttling", "Rate exceeded")
 
 
 def server_error(service: str, url: str, status: int) -> botocore.awsrequest.AWSResponse:
+    if service == "lambda":  # Lambda names its own failures ServiceException, whatever the 5xx
+        return error_response(service, url, status, "ServiceException", "The Lambda service encountered an internal error.")
     if status == 503:
         return error_response(service, url, 503, "ServiceUnavailable", "Service is unavailable.")
     return error_response(service, url, 500, "InternalError", "An internal error has occurred.")
@@ -141,7 +151,8 @@ class InterruptAt:
 
 @dataclass
 class LoseResponse:
-    """The first ``operation`` request reaches the server and is executed; its answer is lost.
+    """The ``nth`` ``operation`` request (1-based) reaches the server and is executed; its answer
+    is lost. Later requests, the SDK's retry of it among them, pass untouched.
 
     ``then`` is what the client sees instead: a closed connection (botocore retries the request)
     or Ctrl-C (the program stops with the work done on the server side).
@@ -149,13 +160,53 @@ class LoseResponse:
 
     operation: str
     then: str = CONNECTION_CLOSED
+    nth: int = 1
+    seen: int = 0
     executed: list[int] = field(default_factory=list)  # HTTP status the server gave the lost answer
+    lost: list[bytes] = field(default_factory=list)  # the body of the request whose answer was lost
 
     def __call__(self, request: botocore.awsrequest.AWSPreparedRequest, event_name: str, **_: Any) -> None:
         if operation_of(event_name) != self.operation or self.executed:
             return None
-        answer = botocore.httpsession.URLLib3Session().send(request)
+        self.seen += 1
+        if self.seen < self.nth:
+            return None
+        session = botocore.httpsession.URLLib3Session(timeout=LOST_ANSWER_TIMEOUT)
+        try:
+            answer = session.send(request)
+        finally:
+            session.close()
         self.executed.append(answer.status_code)
+        self.lost.append(body_bytes(request))
         if self.then == CONNECTION_CLOSED:
             raise botocore.exceptions.ConnectionClosedError(endpoint_url=request.url)
         raise Interrupted(f"interrupted after the server executed {self.operation}")
+
+
+
+def body_bytes(request: botocore.awsrequest.AWSPreparedRequest) -> bytes:
+    body = request.body or b""
+    return body.encode() if isinstance(body, str) else bytes(body)
+
+
+def invoke_op(request: botocore.awsrequest.AWSPreparedRequest) -> tuple[str, str]:
+    """(op, request id) of a broker Invoke's payload; ("", "") for any other body."""
+    try:
+        payload = json.loads(body_bytes(request) or b"null")
+    except ValueError:
+        return "", ""
+    if not isinstance(payload, dict):
+        return "", ""
+    params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
+    return str(payload.get("op", "")), str(params.get("request_id", ""))
+
+
+@dataclass
+class InvokeLog:
+    """Records, for every Invoke that tries to leave, the broker op and request id it carries."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(self, request: botocore.awsrequest.AWSPreparedRequest, event_name: str, **_: Any) -> None:
+        if operation_of(event_name) == "lambda.Invoke":
+            self.calls.append(invoke_op(request))
