@@ -35,9 +35,16 @@ DEFAULT_STACK = "HTCondorAnnex"
 
 
 def _clients(region: str | None, profile: str | None):
+    """The administrator's AWS clients, for a region known to AWS (checked before any request)."""
     from annex_common.aws import make_clients
+    from annex_common.regions import validate_region
 
-    return make_clients(region=region, profile=profile)
+    if region:
+        validate_region(region)
+    clients = make_clients(region=region, profile=profile)
+    if not region:
+        validate_region(clients.region, source="your AWS configuration")
+    return clients
 
 
 def _setup_request(region: str, stack_name: str, image_id: str | None, instance_types: str, ssh_cidr: str | None):
@@ -50,20 +57,6 @@ def _setup_request(region: str, stack_name: str, image_id: str | None, instance_
         instance_types=s.parse_instance_types(instance_types),
         ssh_cidr=s.validate_ssh_cidr(ssh_cidr),
     )
-
-
-def _default_region(region: str | None, profile: str | None) -> str:
-    if region:
-        return region
-    import boto3
-
-    from annex_common.errors import BadInput
-
-    found = boto3.session.Session(profile_name=profile).region_name if profile else boto3.session.Session().region_name
-    if not found:
-        raise BadInput("no AWS region given", "neither --region nor your AWS configuration names one",
-                       "Pass --region, for example --region us-east-1.")
-    return found
 
 
 @app.command()
@@ -80,8 +73,9 @@ def template(
 
     def action() -> None:
         from annex_admin.offline import offline_template
+        from annex_common.regions import validate_region
 
-        request = _setup_request(region or "us-east-1", stack_name, image_id, instance_types, ssh_cidr)
+        request = _setup_request(validate_region(region) if region else "us-east-1", stack_name, image_id, instance_types, ssh_cidr)
         print(offline_template(request, zones))
 
     run_guarded(action, debug=debug)
@@ -103,9 +97,8 @@ def setup(
     def action() -> None:
         from annex_admin import deploy
 
-        resolved_region = _default_region(region, profile)
-        request = _setup_request(resolved_region, stack_name, image_id, instance_types, ssh_cidr)
-        clients = _clients(resolved_region, profile)
+        clients = _clients(region, profile)
+        request = _setup_request(clients.region, stack_name, image_id, instance_types, ssh_cidr)
         with err_console.status("Checking the region…"):
             settings = deploy.resolve_settings(clients, request)
         out.print(f"[bold]Stack[/] {settings.stack_name} in {settings.region}")

@@ -12,6 +12,7 @@ import botocore.exceptions
 
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
+from annex_common.regions import validate_region
 from annex_common.stack import describe_stack, recovery_advice
 from templates import contract
 from annex_cloud.prices import shipped_prices as regional_prices
@@ -30,16 +31,6 @@ class DeployResult:
     status: str
     outputs: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
-
-
-def validate_region(clients: AwsClients, region: str) -> None:
-    known = set(clients.session.get_available_regions("ec2"))
-    if region not in known:
-        raise BadInput(
-            f"unknown AWS region {region!r}",
-            "it is not one of the regions EC2 is offered in",
-            "Pass a region such as us-east-1 (see `aws ec2 describe-regions`).",
-        )
 
 
 def check_instance_types(clients: AwsClients, types: tuple[str, ...]) -> None:
@@ -96,7 +87,7 @@ def latest_image(clients: AwsClients) -> str:
 
 def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettings:
     """The administrator's settings, completed from the region: zones, image and prices."""
-    validate_region(clients, request.region)
+    validate_region(request.region)
     check_instance_types(clients, request.instance_types)
     return dataclasses.replace(
         request,

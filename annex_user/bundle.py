@@ -107,12 +107,27 @@ def parse_bundle(data: Mapping[str, Any], path: Path) -> Bundle:
         if not isinstance(value, str) or not value.strip():
             raise _fail(path, f"the key {key!r} is missing or not a non-empty string")
         values[key] = value.strip()
+    _check_region(values["region"], path)
     caps = Caps(
         max_instances=_number(data, "max_instances", path, int),
         max_lease_hours=_number(data, "max_lease_hours", path, float),
         max_spend_usd=_number(data, "max_spend_usd", path, float),
     )
     return Bundle(caps=caps, **values)
+
+
+def _check_region(region: str, path: Path) -> None:
+    from annex_common.regions import closest_region, known_regions, unknown_region_reason
+
+    if region in known_regions():
+        return
+    nearest = closest_region(region)
+    raise _fail(
+        path,
+        f"its region {region!r} is unknown: {unknown_region_reason()}",
+        (f"Did you mean {nearest}? " if nearest else "")
+        + "Fix the region line of the bundle, or ask your pool administrator for a new one.",
+    )
 
 
 def _number(data: Mapping[str, Any], key: str, path: Path, kind: type) -> Any:
