@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
-from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded, status_printer
+from annex_common.cli_support import (
+    HELP_OPTIONS,
+    LazyConsole,
+    command_names,
+    err_console,
+    print_version,
+    reject_unknown_command,
+    require_confirmation,
+    run_guarded,
+    status_printer,
+)
 
 app = typer.Typer(
     name="annex-admin",
     help="Set up a region for condor-annex, issue scientists' credentials, enforce leases, tear down.",
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
     add_completion=False,
     pretty_exceptions_enable=False,
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
@@ -29,6 +41,21 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: latest Amazon Linux 2023).")]
 InstanceTypes = Annotated[str, typer.Option("--instance-types", help="Comma-separated instance types annexes may use.")]
 SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR.")]
+
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print_version("annex-admin")
+        raise typer.Exit()
+
+
+@app.callback()
+def program_options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Options of annex-admin itself."""
+
 
 DEFAULT_TYPES = "m7i.large,m6i.large,m5.large"
 DEFAULT_STACK = "HTCondorAnnex"
@@ -304,7 +331,9 @@ def sandbox(
 
 
 def main() -> None:
-    app()
+    argv = sys.argv[1:]
+    reject_unknown_command("annex-admin", argv, command_names(app))
+    app(args=argv, prog_name="annex-admin")
 
 
 if __name__ == "__main__":

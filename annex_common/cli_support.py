@@ -110,3 +110,45 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
         return False
     answer = input(f"{question} [y/N] ").strip().lower()
     return answer in ("y", "yes")
+
+
+# Options of the program itself (not of a command): they must reach the top level untouched.
+PROGRAM_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def command_names(app: Any) -> tuple[str, ...]:
+    """The command names of a typer app, as its users type them."""
+    return tuple(
+        command.name or command.callback.__name__.replace("_", "-") for command in app.registered_commands
+    )
+
+
+def reject_unknown_command(program: str, argv: list[str], commands: tuple[str, ...]) -> None:
+    """A first word that is no command is a mistyped command: say so, with the closest match."""
+    if not argv or argv[0].startswith("-") or argv[0] in commands:
+        return
+
+    def refuse() -> None:
+        import difflib
+
+        from annex_common.errors import BadInput
+
+        close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.6)
+        raise BadInput(
+            f"{program} has no command {argv[0]!r}",
+            f"its commands are {', '.join(commands)}",
+            (f"Did you mean `{program} {close[0]}`? " if close else "") + f"See `{program} --help`.",
+        )
+
+    run_guarded(refuse, debug=False)
+
+
+def print_version(program: str) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("condor-annex")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        number = "unknown"
+    print(f"{program} (condor-annex) {number}")

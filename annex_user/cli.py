@@ -15,13 +15,25 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded, status_printer
+from annex_common.cli_support import (
+    HELP_OPTIONS,
+    PROGRAM_OPTIONS,
+    LazyConsole,
+    command_names,
+    err_console,
+    print_version,
+    reject_unknown_command,
+    require_confirmation,
+    run_guarded,
+    status_printer,
+)
 
 app = typer.Typer(
     name="condor_annex",
     help="Expand your HTCondor pool into AWS for a while, within your project's caps.\n\n"
     "Launch is the default command: condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
     add_completion=False,
     pretty_exceptions_enable=False,
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
@@ -29,7 +41,6 @@ app = typer.Typer(
 )
 out = LazyConsole(highlight=False, soft_wrap=True)
 
-COMMANDS = {"launch", "status", "extend", "terminate", "import-credentials"}
 
 Credentials = Annotated[Optional[str], typer.Option("--credentials", help="Credentials bundle (default: $CONDOR_ANNEX_CREDENTIALS, then ~/.condor/annex-credentials.toml).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
@@ -39,6 +50,17 @@ Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYY
 Duration = Annotated[Optional[float], typer.Option("--duration", help="Lease length in hours from now.")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        print_version("condor_annex")
+        raise typer.Exit()
+
+
+@app.callback()
+def program_options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Options of condor_annex itself."""
 
 
 def _bundle_path(credentials: str | None) -> Path:
@@ -265,9 +287,11 @@ def import_credentials(
 
 
 def main() -> None:
-    """Launch is the default: insert it when the first word is not a command or a help flag."""
+    """Launch is the default: insert it when the first word is an option of launch."""
     argv = sys.argv[1:]
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("--help", "-h"):
+    commands = command_names(app)
+    reject_unknown_command("condor_annex", argv, commands)
+    if argv and argv[0] not in commands and argv[0] not in PROGRAM_OPTIONS:
         argv = ["launch", *argv]
     app(args=argv, prog_name="condor_annex")
 
