@@ -26,7 +26,6 @@ app = typer.Typer(
     help="Set up a region for condor-annex, issue scientists' credentials, enforce leases, tear down.",
     no_args_is_help=True,
     context_settings=HELP_OPTIONS,
-    add_completion=False,
     pretty_exceptions_enable=False,
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
     rich_markup_mode=None,

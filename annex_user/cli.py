@@ -34,7 +34,6 @@ app = typer.Typer(
     "Launch is the default command: condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
     no_args_is_help=True,
     context_settings=HELP_OPTIONS,
-    add_completion=False,
     pretty_exceptions_enable=False,
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
     rich_markup_mode=None,

@@ -42,3 +42,18 @@ def test_short_help(shell, args):
     result = shell.run(*args)
     assert result.returncode == 0, result.output
     assert result.stdout.startswith("Usage: ")
+
+
+@pytest.mark.parametrize("program, words, expected", [
+    ("condor_annex", "condor_annex sta", "status"),
+    ("condor_annex", "condor_annex terminate --ann", "--annex-name"),
+    ("annex-admin", "annex-admin check", "check-setup"),
+])
+def test_shell_completion(shell, program, words, expected):
+    script = shell.run(program, "--show-completion", "bash")
+    variable = "_" + program.replace("-", "_").upper() + "_COMPLETE"
+    assert script.returncode == 0 and variable in script.stdout
+    completed = shell.run(program, env={"COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1),
+                                        variable: "complete_bash"})
+    assert completed.returncode == 0, completed.output
+    assert completed.stdout.split() == [expected]
