@@ -12,6 +12,7 @@ from typing_extensions import Annotated
 from annex_common.cli_support import (
     HELP_OPTIONS,
     LazyConsole,
+    print_table,
     command_names,
     err_console,
     print_version,
@@ -153,7 +154,7 @@ def _print_outputs(outputs: dict[str, str]) -> None:
     table = Table("Output", "Value", box=None)
     for key in sorted(outputs):
         table.add_row(key, outputs[key])
-    out.print(table)
+    print_table(out, table)
 
 
 @app.command("check-setup")
@@ -177,7 +178,7 @@ def check_setup(
         table = Table("Check", "", "Detail", box=None)
         for item in report.items:
             table.add_row(item.name, "[green]ok[/]" if item.ok else "[red]FAIL[/]", item.detail)
-        out.print(table)
+        print_table(out, table)
         if not report.ok:
             out.print(f"[red]Setup of {stack_name} in {clients.region} is not complete.[/]")
             raise SystemExit(1)

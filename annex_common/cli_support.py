@@ -152,3 +152,22 @@ def print_version(program: str) -> None:
     except PackageNotFoundError:  # running from a source tree that was never installed
         number = "unknown"
     print(f"{program} (condor-annex) {number}")
+
+
+def print_table(console: Any, table: Any) -> None:
+    """Print a rich table without ever cutting a cell.
+
+    Written to a file or a pipe, the table is as wide as its longest rows need (a script reads
+    whole ids, not ``i-00983b…``); on a terminal, cells that do not fit fold onto a second line.
+    """
+    for column in table.columns:
+        column.overflow = "fold"
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+    # A console prints no wider than itself: a second one, as wide as the table, on the same file.
+    Console(file=console.file, width=max(natural, console.width), highlight=False).print(table)

@@ -19,6 +19,7 @@ from annex_common.cli_support import (
     HELP_OPTIONS,
     PROGRAM_OPTIONS,
     LazyConsole,
+    print_table,
     command_names,
     err_console,
     print_version,
@@ -211,7 +212,7 @@ def status(
             pool = {True: "yes", False: "no", None: "?"}[row.in_pool]
             table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
                           data["availability_zone"], left, pool)
-        out.print(table)
+        print_table(out, table)
         out.print(f"{len(report.rows)} instance(s).")
 
     run_guarded(action, debug=debug)
