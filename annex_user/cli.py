@@ -145,10 +145,9 @@ def launch(
 def _print_plan(plan, bundle) -> None:
     from annex_user.expiry import format_local
 
-    types = ", ".join(plan.instance_types)
     out.print(f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})")
-    out.print(f"  instances      {plan.count} × {types} ({'spot' if plan.spot else 'on-demand'}), "
-              f"{len(plan.pools)} capacity pool(s)")
+    out.print(f"  instances      {_instances_of(plan.count, plan.instance_types)} "
+              f"({'spot' if plan.spot else 'on-demand'}), {len(plan.pools)} capacity pool(s)")
     out.print(f"  lease ends     {format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)")
     out.print(f"  idle shutdown  after {plan.idle_seconds // 60} min unclaimed")
     if abs(plan.hourly_high - plan.hourly_low) < 1e-9:
@@ -160,6 +159,14 @@ def _print_plan(plan, bundle) -> None:
               f"${plan.committed_spend + plan.most_cost:,.2f}/${bundle.caps.max_spend_usd:,.2f} committed, "
               f"lease ≤ {bundle.caps.max_lease_hours:g} h")
     out.print(f"  pool           {plan.collector_host}; {plan.security_description}")
+
+
+def _instances_of(count: int, instance_types: list[str] | tuple[str, ...]) -> str:
+    """'16 instances, from m7i.large / m6i.large': the count is of the annex, not of each type."""
+    noun = "instance" if count == 1 else "instances"
+    if len(instance_types) == 1:
+        return f"{count} {noun} of {instance_types[0]}"
+    return f"{count} {noun}, from {' / '.join(instance_types)}"
 
 
 def _print_launch(result) -> None:

@@ -10,6 +10,17 @@ from tests.flows import PROJECT
 LONG_NAME = "a-rather-long-annex-name-for-the-thesis-deadline-in-december-x"  # 63 characters, the most allowed
 
 
+def test_the_plan_counts_the_annex_not_each_type(shell):
+    env = {"CONDOR_ANNEX_CREDENTIALS": setup_region_and_bundle(shell)}
+    result = shell.run("condor_annex", "--project-id", PROJECT, "--duration", "2", "--instances", "16", "--dry-run", env=env)
+    assert result.returncode == 0, result.output
+    assert "16 instances, from m7i.large / m6i.large / m5.large (on-demand)" in result.stdout
+    assert "16 ×" not in result.stdout
+    one = shell.run("condor_annex", "--project-id", PROJECT, "--duration", "2", "--instances", "1",
+                    "--instance-type", "m5.large", "--dry-run", env=env)
+    assert "1 instance of m5.large (on-demand)" in one.stdout, one.output
+
+
 def test_status_written_to_a_pipe_never_cuts_an_id_or_a_name(shell):
     env = {"CONDOR_ANNEX_CREDENTIALS": setup_region_and_bundle(shell)}
     launched = shell.run("condor_annex", "--project-id", PROJECT, "--duration", "2", "--instances", "3",
