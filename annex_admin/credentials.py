@@ -51,10 +51,7 @@ def validate_issue(project_id: str, user: str, caps: Caps, output: Path) -> None
             "IAM user names are 1-64 of letters, digits and + = , . @ _ -",
             "Pass another --user.",
         )
-    if not (math.isfinite(caps.max_lease_hours) and math.isfinite(caps.max_spend_usd)):
-        raise BadInput("caps must be finite numbers", f"got {caps}", "Pass numbers for --max-lease-hours and --max-spend.")
-    if caps.max_instances < 1 or caps.max_lease_hours <= 0 or caps.max_spend_usd <= 0:
-        raise BadInput("caps must be positive", f"got {caps}", "Pass positive --max-* values.")
+    _check_positive_caps(caps)
     if caps.max_lease_hours > MAX_CAP_LEASE_HOURS:
         raise BadInput(
             f"--max-lease-hours {caps.max_lease_hours:g} is over a year",
@@ -65,6 +62,28 @@ def validate_issue(project_id: str, user: str, caps: Caps, output: Path) -> None
         raise BadInput(f"--output {output} is a directory", "the bundle is a file", "Pass a file path.")
     if not output.parent.exists():
         raise BadInput(f"the folder of --output {output} does not exist", "", "Create it first.")
+
+
+def _check_positive_caps(caps: Caps) -> None:
+    """Each cap named by its option and its value, never as a Python object."""
+    if caps.max_instances < 1:
+        raise BadInput(
+            f"--max-instances {caps.max_instances} is not allowed",
+            "a project needs room for at least one instance at once",
+            "Pass --max-instances 1 or more.",
+        )
+    if not (math.isfinite(caps.max_lease_hours) and caps.max_lease_hours > 0):
+        raise BadInput(
+            f"--max-lease-hours {caps.max_lease_hours:g} is not allowed",
+            "the longest lease is a positive number of hours",
+            "Pass for example --max-lease-hours 72.",
+        )
+    if not (math.isfinite(caps.max_spend_usd) and caps.max_spend_usd > 0):
+        raise BadInput(
+            f"--max-spend {caps.max_spend_usd:g} is not allowed",
+            "the spend cap is a positive amount of US dollars",
+            "Pass for example --max-spend 500.",
+        )
 
 
 def _user_tags(project_id: str, caps: Caps) -> list[dict[str, str]]:

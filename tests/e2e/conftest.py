@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows import console_script, write_pool
+from tests.flows import assert_speaks_plainly, console_script, write_pool
 
 
 @dataclass
@@ -42,7 +42,7 @@ class UserShell:
             cwd=self.home,
         )
         if "--debug" not in args:  # --debug is the one way to ask for a traceback
-            assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+            assert_speaks_plainly(result.stdout + result.stderr)
         return Run(result.returncode, result.stdout, result.stderr)
 
 
