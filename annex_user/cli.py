@@ -278,17 +278,23 @@ def terminate(
 @app.command("import-credentials")
 def import_credentials(
     file: Annotated[str, typer.Argument(help="The bundle your pool administrator gave you.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", "--force", help="Replace an installed bundle without asking.")] = False,
     debug: Debug = False,
 ) -> None:
     """Install a credentials bundle in the default place (mode 0600)."""
 
     def action() -> None:
-        from annex_user.bundle import import_bundle
+        from annex_user.bundle import install_bundle, plan_import
 
-        destination = Path.home() / ".condor" / "annex-credentials.toml"
-        bundle = import_bundle(Path(file).expanduser(), destination)
+        plan = plan_import(Path(file).expanduser(), Path.home() / ".condor" / "annex-credentials.toml")
+        if plan.unchanged:
+            out.print(f"These credentials are already installed in {plan.destination}; nothing to do.")
+            return
+        if plan.occupied:
+            require_confirmation(f"Replace {plan.describe_current()}?", assume_yes=yes)
+        bundle = install_bundle(plan)
         out.print(f"Installed credentials for project {bundle.project_id} (user {bundle.user}, region "
-                  f"{bundle.region}) in {destination} (mode 0600).")
+                  f"{bundle.region}) in {plan.destination} (mode 0600).")
 
     run_guarded(action, debug=debug)
 
