@@ -12,6 +12,8 @@ from typing_extensions import Annotated
 from annex_common.cli_support import (
     HELP_OPTIONS,
     LazyConsole,
+    OutputFormat,
+    print_json,
     print_table,
     command_names,
     err_console,
@@ -38,6 +40,7 @@ Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile o
 StackName = Annotated[str, typer.Option("--stack-name", help="Name of the region stack.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+Output = Annotated[OutputFormat, typer.Option("--output", help="table for people, json for scripts (JSON alone on stdout).")]
 ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: latest Amazon Linux 2023).")]
 InstanceTypes = Annotated[str, typer.Option("--instance-types", help="Comma-separated instance types annexes may use.")]
 SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR.")]
@@ -162,6 +165,7 @@ def check_setup(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
     debug: Debug = False,
 ) -> None:
     """Report whether the stack and everything the tools need is in place (exit 1 if not)."""
@@ -173,6 +177,11 @@ def check_setup(
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
         report = run_check(clients, stack_name)
+        if output is OutputFormat.json:
+            print_json(report.to_dict(clients.region))
+            if not report.ok:
+                raise SystemExit(1)
+            return
         from rich.table import Table
 
         table = Table("Check", "", "Detail", box=None)
@@ -247,6 +256,7 @@ def enforce(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
     debug: Debug = False,
 ) -> None:
     """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances."""
@@ -255,14 +265,20 @@ def enforce(
         from annex_admin.enforce import deployed_prices, run_enforcer
         from annex_common.stack import read_stack
         from templates import contract
+        from templates.settings import validate_stack_name
 
+        validate_stack_name(stack_name)
         clients = _clients(region, profile)
         stack = read_stack(clients, stack_name)
         prices = deployed_prices(clients, stack.output(contract.OUT_ENFORCER_FUNCTION))
+        # With JSON on stdout, the sweep's lines are messages: stderr.
+        lines = err_console if output is OutputFormat.json else out
         report = run_enforcer(
             clients, bucket=stack.bucket, prices=prices, dry_run=dry_run,
-            log=lambda line: out.print(line, markup=False),
+            log=lambda line: lines.print(line, markup=False),
         )
+        if output is OutputFormat.json:
+            print_json({"stack_name": stack_name, "region": clients.region, **report.to_dict()})
         if report.errors:
             raise SystemExit(1)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from enum import Enum
 from typing import Any, Callable, TypeVar
 
 from annex_common.errors import AnnexError
@@ -174,3 +175,17 @@ def print_table(console: Any, table: Any) -> None:
     natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
     # A console prints no wider than itself: a second one, as wide as the table, on the same file.
     Console(file=console.file, width=max(natural, console.width), highlight=False).print(table)
+
+
+class OutputFormat(str, Enum):
+    """--output: a table (or lines) for a person, or JSON alone on stdout for a script."""
+
+    table = "table"
+    json = "json"
+
+
+def print_json(document: Any) -> None:
+    """The command's result as JSON, alone on stdout (messages go to stderr)."""
+    import json
+
+    print(json.dumps(document, indent=2))
