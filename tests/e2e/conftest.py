@@ -50,7 +50,9 @@ class UserShell:
         else:
             result = _run_with_terminal_input([console_script(program), *args], merged, self.home, answer, timeout)
         if "--debug" not in args:  # --debug is the one way to ask for a traceback
-            assert_speaks_plainly(result.stdout + result.stderr)
+            assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+            # Messages and errors are on stderr (stdout may be a template holding Python source).
+            assert_speaks_plainly(result.stderr)
         return Run(result.returncode, result.stdout, result.stderr)
 
 
