@@ -292,32 +292,46 @@ def teardown(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
     debug: Debug = False,
 ) -> None:
     """Delete everything setup created (and the scientists' users); refuses while annexes live unless --force."""
 
     def action() -> None:
-        from annex_admin.teardown import teardown as run_teardown
+        from annex_admin.teardown import instances_alive, live_annex_instances, teardown as run_teardown
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
-        require_confirmation(f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?", assume_yes=yes)
+        live = live_annex_instances(clients, stack_name)
+        if live and not force:
+            raise instances_alive(len(live), stack_name)
+        question = f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?"
+        if live:
+            question = f"Terminate {len(live)} annex instance(s), then d{question[1:]}"
+        require_confirmation(question, assume_yes=yes)
         with err_console.status("Tearing down…") as status:
 
             progress = status_printer(status, "  ")
 
             report = run_teardown(clients, stack_name, force=force, progress=progress)
-        for item in report.removed:
-            out.print(f"[green]removed[/] {item}")
-        for what, why in report.not_removed:
-            out.print(f"[red]not removed[/] {what}: {why}")
-        if not report.removed and not report.not_removed:
-            out.print(f"Nothing to remove: no stack {stack_name} in {clients.region}.")
+        if output is OutputFormat.json:
+            print_json(report.to_dict(stack_name, clients.region))
+        else:
+            _print_teardown(report, stack_name, clients.region)
         if not report.complete:
             raise SystemExit(1)
 
     run_guarded(action, debug=debug)
+
+
+def _print_teardown(report, stack_name: str, region: str) -> None:
+    for item in report.removed:
+        out.print(f"[green]removed[/] {item}")
+    for what, why in report.not_removed:
+        out.print(f"[red]not removed[/] {what}: {why}")
+    if not report.removed and not report.not_removed:
+        out.print(f"Nothing to remove: no stack {stack_name} in {region}.")
 
 
 @app.command()

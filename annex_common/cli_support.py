@@ -87,9 +87,10 @@ def require_confirmation(question: str, *, assume_yes: bool) -> None:
     if not confirm(question, assume_yes=assume_yes):
         from annex_common.errors import BadInput
 
+        asked = sys.stdin.isatty()
         raise BadInput(
-            "not confirmed",
-            f"{question!r} was not answered yes (no --yes, and no terminal to ask on)",
+            "not confirmed: nothing was changed",
+            f"{question!r} " + ("was not answered yes" if asked else "could not be asked (no --yes, and no terminal to ask on)"),
             "Run again and answer y, or pass --yes.",
         )
 

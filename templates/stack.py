@@ -246,7 +246,7 @@ def build_template(settings: StackSettings) -> Template:
     scientist_policy = t.add_resource(
         iam.ManagedPolicy(
             "ScientistPolicy",
-            ManagedPolicyName=f"{settings.stack_name}-scientist-{settings.region}",
+            ManagedPolicyName=contract.scientist_policy_name(settings.stack_name, settings.region),
             Description="condor-annex scientists: launch, watch, extend and end their own project's annexes",
             Path=contract.USER_PATH,
             PolicyDocument=policies.scientist_policy(policy_refs),
