@@ -22,6 +22,7 @@ from annex_common.cli_support import (
     require_confirmation,
     run_guarded,
     status_printer,
+    waiting,
 )
 
 app = typer.Typer(
@@ -310,11 +311,8 @@ def teardown(
         if live:
             question = f"Terminate {len(live)} annex instance(s), then d{question[1:]}"
         require_confirmation(question, assume_yes=yes)
-        with err_console.status("Tearing down…") as status:
-
-            progress = status_printer(status, "  ")
-
-            report = run_teardown(clients, stack_name, force=force, progress=progress)
+        with waiting("Tearing down") as wait:
+            report = run_teardown(clients, stack_name, force=force, progress=wait)
         if output is OutputFormat.json:
             print_json(report.to_dict(stack_name, clients.region))
         else:

@@ -5,10 +5,12 @@ Kept free of boto3 so `--help` stays fast; botocore is imported only when an err
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 import traceback
 from enum import Enum
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from annex_common.errors import AnnexError
 
@@ -190,3 +192,53 @@ def print_json(document: Any) -> None:
     import json
 
     print(json.dumps(document, indent=2))
+
+
+class Waiting:
+    """Progress of a wait on stderr: a spinner with the elapsed time, and each step with its time.
+
+    Call it with a line to report a step (it is the core's ``progress`` callback). On a terminal
+    the spinner keeps counting between steps; in a file or a pipe the timed lines remain.
+    """
+
+    def __init__(self, label: str, indent: str) -> None:
+        self.label = label
+        self.indent = indent
+        self.started = time.monotonic()
+        self._status: Any = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def __call__(self, line: str) -> None:
+        self.label = line.strip()
+        err_console.print(f"{self.indent}{seconds(self.elapsed()):>7}  {line}", markup=False)
+
+    def __rich__(self) -> str:  # the spinner's text, re-rendered at every refresh
+        return f"{self.label} ({seconds(self.elapsed())})"
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the spinner while something else talks to the person (a table, a question)."""
+        self._status.stop()
+        try:
+            yield
+        finally:
+            self._status.start()
+
+
+def seconds(elapsed: float) -> str:
+    """An elapsed time as a person reads it: tenths under ten seconds, then whole seconds, minutes."""
+    if elapsed < 10:
+        return f"{elapsed:.1f} s"
+    if elapsed < 120:
+        return f"{elapsed:.0f} s"
+    return f"{int(elapsed // 60)} min {int(elapsed % 60):02d} s"
+
+
+@contextlib.contextmanager
+def waiting(label: str, indent: str = "  ") -> Iterator[Waiting]:
+    wait = Waiting(label, indent)
+    with err_console.status(wait) as status:
+        wait._status = status
+        yield wait
