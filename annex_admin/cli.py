@@ -19,9 +19,9 @@ from annex_common.cli_support import (
     err_console,
     print_version,
     reject_unknown_command,
+    seconds,
     require_confirmation,
     run_guarded,
-    status_printer,
     waiting,
 )
 
@@ -42,9 +42,9 @@ StackName = Annotated[str, typer.Option("--stack-name", help="Name of the region
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 Output = Annotated[OutputFormat, typer.Option("--output", help="table for people, json for scripts (JSON alone on stdout).")]
-ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: latest Amazon Linux 2023).")]
-InstanceTypes = Annotated[str, typer.Option("--instance-types", help="Comma-separated instance types annexes may use.")]
-SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR.")]
+ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: the stack's current one; for a new stack the latest Amazon Linux 2023).")]
+InstanceTypes = Annotated[Optional[str], typer.Option("--instance-types", help="Comma-separated instance types annexes may use (default: the stack's current ones; for a new stack m7i.large,m6i.large,m5.large).")]
+SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR; 'none' removes the rule (default: as the stack is now; for a new stack no SSH).")]
 
 
 
@@ -78,15 +78,26 @@ def _clients(region: str | None, profile: str | None):
     return clients
 
 
-def _setup_request(region: str, stack_name: str, image_id: str | None, instance_types: str, ssh_cidr: str | None):
+def _setup_request(region: str, stack_name: str, choices):
     from templates import settings as s
 
     return s.StackSettings(
         region=region,
-        stack_name=s.validate_stack_name(stack_name),
-        image_id=s.validate_image_id(image_id),
-        instance_types=s.parse_instance_types(instance_types),
-        ssh_cidr=s.validate_ssh_cidr(ssh_cidr),
+        stack_name=stack_name,
+        image_id=choices.image_id or "",
+        instance_types=choices.instance_types or s.parse_instance_types(DEFAULT_TYPES),
+        ssh_cidr=choices.ssh_cidr or None,
+    )
+
+
+def _given_choices(image_id: str | None, instance_types: str | None, ssh_cidr: str | None):
+    """The setup options given on this run, validated before any AWS call; None: not given."""
+    from templates import settings as s
+
+    return s.SetupChoices(
+        image_id=s.validate_image_id(image_id) or None if image_id is not None else None,
+        instance_types=s.parse_instance_types(instance_types) if instance_types is not None else None,
+        ssh_cidr=s.parse_ssh_choice(ssh_cidr),
     )
 
 
@@ -95,7 +106,7 @@ def template(
     region: Region = None,
     stack_name: StackName = DEFAULT_STACK,
     image_id: ImageId = None,
-    instance_types: InstanceTypes = DEFAULT_TYPES,
+    instance_types: InstanceTypes = None,
     ssh_cidr: SshCidr = None,
     zones: Annotated[Optional[str], typer.Option("--zones", help="Comma-separated zones (default: <region>a,<region>b).")] = None,
     debug: Debug = False,
@@ -105,8 +116,10 @@ def template(
     def action() -> None:
         from annex_admin.offline import offline_template
         from annex_common.regions import validate_region
+        from templates.settings import validate_stack_name
 
-        request = _setup_request(validate_region(region) if region else "us-east-1", stack_name, image_id, instance_types, ssh_cidr)
+        choices = _given_choices(image_id, instance_types, ssh_cidr)
+        request = _setup_request(validate_region(region) if region else "us-east-1", validate_stack_name(stack_name), choices)
         print(offline_template(request, zones))
 
     run_guarded(action, debug=debug)
@@ -118,38 +131,70 @@ def setup(
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
     image_id: ImageId = None,
-    instance_types: InstanceTypes = DEFAULT_TYPES,
+    instance_types: InstanceTypes = None,
     ssh_cidr: SshCidr = None,
     yes: Yes = False,
     debug: Debug = False,
 ) -> None:
-    """Create or update the region stack, and wait for it."""
+    """Create or update the region stack: show what will change, ask, apply and wait.
+
+    Options not given keep the stack's current settings.
+    """
 
     def action() -> None:
         from annex_admin import deploy
+        from annex_admin.remembered import current_choices
+        from templates.settings import merge_choices, validate_stack_name
 
+        validate_stack_name(stack_name)
+        given = _given_choices(image_id, instance_types, ssh_cidr)
         clients = _clients(region, profile)
-        request = _setup_request(clients.region, stack_name, image_id, instance_types, ssh_cidr)
-        with err_console.status("Checking the region…"):
-            settings = deploy.resolve_settings(clients, request)
-        out.print(f"[bold]Stack[/] {settings.stack_name} in {settings.region}")
-        out.print(f"  zones           {', '.join(settings.availability_zones)}")
-        out.print(f"  image           {settings.image_id}")
-        out.print(f"  instance types  {', '.join(settings.instance_types)}")
-        out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}")
-        require_confirmation("Create or update this stack?", assume_yes=yes)
-        with err_console.status("Deploying…") as status:
+        with waiting("Checking the region"):
+            merged = merge_choices(given, current_choices(clients, stack_name))
+            settings = deploy.resolve_settings(clients, _setup_request(clients.region, stack_name, merged.choices))
+        _print_settings(settings, merged.kept)
+        with waiting("Deploying") as wait:
 
-            progress = status_printer(status, "  ")
+            def show_and_ask(changes) -> None:
+                with wait.paused():
+                    _print_changes(changes, settings.stack_name)
+                    verb = "Create" if changes and all(c.action == "Add" for c in changes) else "Apply these changes to"
+                    require_confirmation(f"{verb} stack {settings.stack_name} in {settings.region}?", assume_yes=yes)
 
-            result = deploy.deploy(clients, settings, progress)
+            result = deploy.deploy(clients, settings, wait, approve=show_and_ask)
         if result.action == "unchanged":
             out.print(f"[green]No changes:[/] stack {settings.stack_name} is already up to date ({result.status}).")
         else:
-            out.print(f"[green]Stack {settings.stack_name} {result.action}[/] ({result.status}).")
+            out.print(f"[green]Stack {settings.stack_name} {result.action}[/] ({result.status}) in {seconds(wait.elapsed())}.")
         _print_outputs(result.outputs)
 
     run_guarded(action, debug=debug)
+
+
+def _print_settings(settings, kept: frozenset[str]) -> None:
+    def mark(field: str) -> str:
+        return "  (kept from the stack)" if field in kept else ""
+
+    out.print(f"[bold]Stack[/] {settings.stack_name} in {settings.region}")
+    out.print(f"  zones           {', '.join(settings.availability_zones)}")
+    out.print(f"  image           {settings.image_id}{mark('image_id')}")
+    out.print(f"  instance types  {', '.join(settings.instance_types)}{mark('instance_types')}")
+    out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}{mark('ssh_cidr')}")
+
+
+def _print_changes(changes, stack_name: str) -> None:
+    from rich.table import Table
+
+    if changes and all(c.action == "Add" for c in changes):
+        out.print(f"Stack {stack_name} does not exist yet; it will be created with {len(changes)} resources:")
+    else:
+        out.print(f"Changes to stack {stack_name} ({len(changes)}):")
+    updating = any(c.action != "Add" for c in changes)
+    table = Table("Action", "Resource", "Type", *(["Replaced"] if updating else []), box=None)
+    for change in changes:
+        replaced = [{"True": "yes", "Conditional": "maybe"}.get(change.replacement, "")] if updating else []
+        table.add_row(change.action, change.logical_id, change.resource_type, *replaced)
+    print_table(out, table)
 
 
 def _print_outputs(outputs: dict[str, str]) -> None:

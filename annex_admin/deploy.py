@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import botocore.exceptions
 
+from annex_admin.changes import Approve, additions, approve_everything, changes_of_change_set
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.regions import validate_region
@@ -97,10 +98,14 @@ def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettin
     )
 
 
-def deploy(clients: AwsClients, settings: StackSettings, progress: Progress) -> DeployResult:
+def deploy(
+    clients: AwsClients, settings: StackSettings, progress: Progress, approve: Approve = approve_everything
+) -> DeployResult:
+    """Create or update the stack; ``approve`` sees the changes first and may decline them."""
     body = template_json(settings)
     existing = describe_stack(clients, settings.stack_name)
     if existing is None:
+        approve(additions(body))
         return _create(clients, settings.stack_name, body, progress)
     status = existing["StackStatus"]
     if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "CREATE_FAILED") or status.endswith(
@@ -111,7 +116,7 @@ def deploy(clients: AwsClients, settings: StackSettings, progress: Progress) -> 
             existing.get("StackStatusReason") or "its last operation did not complete",
             recovery_advice(status),
         )
-    return _update(clients, existing, body, progress)
+    return _update(clients, existing, body, progress, approve)
 
 
 def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> DeployResult:
@@ -127,7 +132,9 @@ def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> De
     return _finish(clients, name, "created", progress, earlier=set())
 
 
-def _update(clients: AwsClients, existing: dict[str, Any], body: str, progress: Progress) -> DeployResult:
+def _update(
+    clients: AwsClients, existing: dict[str, Any], body: str, progress: Progress, approve: Approve
+) -> DeployResult:
     name = existing["StackName"]
     change_set = f"annex-setup-{uuid.uuid4().hex[:12]}"
     progress(f"Computing changes to stack {name}")
@@ -147,9 +154,13 @@ def _update(clients: AwsClients, existing: dict[str, Any], body: str, progress: 
         if "didn't contain changes" in reason or "No updates" in reason:
             return DeployResult("unchanged", existing["StackStatus"], _outputs_of(existing))
         raise AwsFailure(f"could not plan an update of stack {name}", reason)
-    for change in described.get("Changes", []):
-        rc = change.get("ResourceChange", {})
-        progress(f"  {rc.get('Action', '?')} {rc.get('LogicalResourceId', '?')} ({rc.get('ResourceType', '')})")
+    try:
+        approve(changes_of_change_set(described))
+    except BaseException:
+        # Declined (or interrupted at the question): the change set goes, nothing changed.
+        with aws_errors(f"could not delete the declined change set of stack {name}"):
+            clients.cloudformation.delete_change_set(StackName=name, ChangeSetName=change_set)
+        raise
     progress(f"Updating stack {name}")
     with aws_errors(f"could not update stack {name}"):
         earlier = {e["EventId"] for e in clients.cloudformation.describe_stack_events(StackName=name)["StackEvents"]}

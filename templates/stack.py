@@ -21,7 +21,7 @@ from troposphere import (
 from troposphere import awslambda, ec2, events, iam, s3
 
 from templates import contract, policies
-from templates.settings import StackSettings
+from templates.settings import METADATA_KEY, StackSettings, settings_record
 
 ENFORCER_RUNTIME = "python3.12"
 
@@ -54,6 +54,8 @@ def build_template(settings: StackSettings) -> Template:
         f"condor-annex region stack {settings.stack_name}: network, launch templates, "
         "configuration bucket, scoped IAM and the lease enforcer."
     )
+    # What it was built with, so that the next setup changes only what its options change.
+    t.set_metadata({METADATA_KEY: settings_record(settings)})
     tags = Tags({"htcondor:annex:stack": settings.stack_name})
 
     vpc = t.add_resource(
