@@ -14,16 +14,18 @@ class ResourceChange:
     resource_type: str
     replacement: str = ""  # True, False, Conditional; "" for Add and Remove
 
-    @property
-    def replaces(self) -> bool:
-        return self.replacement in ("True", "Conditional")
+
+@dataclass(frozen=True)
+class ChangePlan:
+    creating: bool  # a new stack: every resource is added
+    changes: list[ResourceChange]
 
 
-# Shown the changes, raises to decline (nothing is then changed); returns to go ahead.
-Approve = Callable[[list["ResourceChange"]], None]
+# Shown the plan, raises to decline (nothing is then changed); returns to go ahead.
+Approve = Callable[[ChangePlan], None]
 
 
-def approve_everything(_changes: list[ResourceChange]) -> None:
+def approve_everything(_plan: ChangePlan) -> None:
     return None
 
 

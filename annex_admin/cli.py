@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -24,6 +24,10 @@ from annex_common.cli_support import (
     run_guarded,
     waiting,
 )
+
+if TYPE_CHECKING:  # imported when a command runs, so that --help stays fast
+    from annex_admin.changes import ChangePlan
+    from templates.settings import SetupChoices, StackSettings
 
 app = typer.Typer(
     name="annex-admin",
@@ -61,7 +65,6 @@ def program_options(
     """Options of annex-admin itself."""
 
 
-DEFAULT_TYPES = "m7i.large,m6i.large,m5.large"
 DEFAULT_STACK = "HTCondorAnnex"
 
 
@@ -78,24 +81,25 @@ def _clients(region: str | None, profile: str | None):
     return clients
 
 
-def _setup_request(region: str, stack_name: str, choices):
-    from templates import settings as s
+def _setup_request(region: str, stack_name: str, choices: SetupChoices) -> StackSettings:
+    from templates import contract
+    from templates.settings import StackSettings
 
-    return s.StackSettings(
+    return StackSettings(
         region=region,
         stack_name=stack_name,
         image_id=choices.image_id or "",
-        instance_types=choices.instance_types or s.parse_instance_types(DEFAULT_TYPES),
+        instance_types=choices.instance_types or contract.DEFAULT_INSTANCE_TYPES,
         ssh_cidr=choices.ssh_cidr or None,
     )
 
 
-def _given_choices(image_id: str | None, instance_types: str | None, ssh_cidr: str | None):
+def _given_choices(image_id: str | None, instance_types: str | None, ssh_cidr: str | None) -> SetupChoices:
     """The setup options given on this run, validated before any AWS call; None: not given."""
     from templates import settings as s
 
     return s.SetupChoices(
-        image_id=s.validate_image_id(image_id) or None if image_id is not None else None,
+        image_id=s.validate_image_id(image_id) or None,
         instance_types=s.parse_instance_types(instance_types) if instance_types is not None else None,
         ssh_cidr=s.parse_ssh_choice(ssh_cidr),
     )
@@ -155,10 +159,10 @@ def setup(
         _print_settings(settings, merged.kept)
         with waiting("Deploying") as wait:
 
-            def show_and_ask(changes) -> None:
+            def show_and_ask(plan: ChangePlan) -> None:
                 with wait.paused():
-                    _print_changes(changes, settings.stack_name)
-                    verb = "Create" if changes and all(c.action == "Add" for c in changes) else "Apply these changes to"
+                    _print_changes(plan, settings.stack_name)
+                    verb = "Create" if plan.creating else "Apply these changes to"
                     require_confirmation(f"{verb} stack {settings.stack_name} in {settings.region}?", assume_yes=yes)
 
             result = deploy.deploy(clients, settings, wait, approve=show_and_ask)
@@ -171,7 +175,7 @@ def setup(
     run_guarded(action, debug=debug)
 
 
-def _print_settings(settings, kept: frozenset[str]) -> None:
+def _print_settings(settings: StackSettings, kept: frozenset[str]) -> None:
     def mark(field: str) -> str:
         return "  (kept from the stack)" if field in kept else ""
 
@@ -182,18 +186,20 @@ def _print_settings(settings, kept: frozenset[str]) -> None:
     out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}{mark('ssh_cidr')}")
 
 
-def _print_changes(changes, stack_name: str) -> None:
+def _print_changes(plan: ChangePlan, stack_name: str) -> None:
     from rich.table import Table
 
-    if changes and all(c.action == "Add" for c in changes):
-        out.print(f"Stack {stack_name} does not exist yet; it will be created with {len(changes)} resources:")
+    if plan.creating:
+        out.print(f"Stack {stack_name} does not exist yet; it will be created with {len(plan.changes)} resources:")
+        table = Table("Action", "Resource", "Type", box=None)
+        for change in plan.changes:
+            table.add_row(change.action, change.logical_id, change.resource_type)
     else:
-        out.print(f"Changes to stack {stack_name} ({len(changes)}):")
-    updating = any(c.action != "Add" for c in changes)
-    table = Table("Action", "Resource", "Type", *(["Replaced"] if updating else []), box=None)
-    for change in changes:
-        replaced = [{"True": "yes", "Conditional": "maybe"}.get(change.replacement, "")] if updating else []
-        table.add_row(change.action, change.logical_id, change.resource_type, *replaced)
+        out.print(f"Changes to stack {stack_name} ({len(plan.changes)}):")
+        table = Table("Action", "Resource", "Type", "Replaced", box=None)
+        for change in plan.changes:
+            replaced = {"True": "yes", "Conditional": "maybe"}.get(change.replacement, "")
+            table.add_row(change.action, change.logical_id, change.resource_type, replaced)
     print_table(out, table)
 
 

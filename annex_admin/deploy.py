@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import botocore.exceptions
 
-from annex_admin.changes import Approve, additions, approve_everything, changes_of_change_set
+from annex_admin.changes import Approve, ChangePlan, additions, approve_everything, changes_of_change_set
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.regions import validate_region
@@ -105,7 +105,7 @@ def deploy(
     body = template_json(settings)
     existing = describe_stack(clients, settings.stack_name)
     if existing is None:
-        approve(additions(body))
+        approve(ChangePlan(creating=True, changes=additions(body)))
         return _create(clients, settings.stack_name, body, progress)
     status = existing["StackStatus"]
     if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "CREATE_FAILED") or status.endswith(
@@ -155,7 +155,7 @@ def _update(
             return DeployResult("unchanged", existing["StackStatus"], _outputs_of(existing))
         raise AwsFailure(f"could not plan an update of stack {name}", reason)
     try:
-        approve(changes_of_change_set(described))
+        approve(ChangePlan(creating=False, changes=changes_of_change_set(described)))
     except BaseException:
         # Declined (or interrupted at the question): the change set goes, nothing changed.
         with aws_errors(f"could not delete the declined change set of stack {name}"):
