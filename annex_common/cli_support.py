@@ -219,11 +219,15 @@ class Waiting:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Stop the spinner while something else talks to the person (a table, a question)."""
+        """Stop the spinner while something else talks to the person (a table, a question).
+
+        The time spent there (a person reading and answering) is not part of the wait."""
         self._status.stop()
+        paused_at = time.monotonic()
         try:
             yield
         finally:
+            self.started += time.monotonic() - paused_at
             self._status.start()
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
+import time
 
 import boto3
+
+from tests.flows import console_script
 
 REGION = "us-east-1"
 STACK = "HTCondorAnnex"
@@ -100,3 +106,25 @@ def test_waits_show_their_elapsed_time(shell):
     assert re.search(r"created \(CREATE_COMPLETE\) in \d+(\.\d)? s", result.stdout)
     ended = shell.run("annex-admin", "teardown", "--yes")
     assert re.search(r"^\s+\d+\.\d s  Deleting stack", ended.stderr, re.M), ended.stderr
+
+
+def test_the_time_a_question_waits_for_its_answer_is_not_counted(shell):
+    """The answer comes three seconds after the question: the reported time must not include them."""
+    controller, terminal = pty.openpty()
+    try:
+        child = subprocess.Popen([console_script("annex-admin"), "setup"], stdin=terminal, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=shell.env, cwd=shell.home)
+        asked = b""
+        while b"[y/N]" not in asked:
+            chunk = child.stderr.read1(4096)
+            assert chunk, asked
+            asked += chunk
+        time.sleep(3)
+        os.write(controller, b"y\n")
+        stdout, _rest = child.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert child.returncode == 0, stdout
+    took = float(re.search(rb"created \(CREATE_COMPLETE\) in (\d+(?:\.\d)?) s", stdout).group(1))
+    assert took < 3.0, stdout
