@@ -34,6 +34,14 @@ class CheckReport:
     def ok(self) -> bool:
         return bool(self.items) and all(item.ok for item in self.items)
 
+    def to_dict(self, region: str) -> dict[str, object]:
+        return {
+            "stack_name": self.stack_name,
+            "region": region,
+            "complete": self.ok,
+            "checks": [{"name": i.name, "ok": i.ok, "detail": i.detail} for i in self.items],
+        }
+
 
 def _probe(name: str, call: Callable[[], str]) -> CheckItem:
     try:

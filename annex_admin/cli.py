@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
 
-from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded, status_printer
+from annex_common.cli_support import (
+    HELP_OPTIONS,
+    LazyConsole,
+    OutputFormat,
+    print_json,
+    print_table,
+    command_names,
+    err_console,
+    print_version,
+    reject_unknown_command,
+    seconds,
+    require_confirmation,
+    run_guarded,
+    waiting,
+)
+
+if TYPE_CHECKING:  # imported when a command runs, so that --help stays fast
+    from annex_admin.changes import ChangePlan
+    from templates.settings import SetupChoices, StackSettings
 
 app = typer.Typer(
     name="annex-admin",
     help="Set up a region for condor-annex, issue scientists' credentials, enforce leases, tear down.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings=HELP_OPTIONS,
     pretty_exceptions_enable=False,
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
     rich_markup_mode=None,
@@ -26,48 +45,67 @@ Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile o
 StackName = Annotated[str, typer.Option("--stack-name", help="Name of the region stack.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: latest Amazon Linux 2023).")]
-InstanceTypes = Annotated[str, typer.Option("--instance-types", help="Comma-separated instance types annexes may use.")]
-SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR.")]
+Output = Annotated[OutputFormat, typer.Option("--output", help="table for people, json for scripts (JSON alone on stdout).")]
+ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: the stack's current one; for a new stack the latest Amazon Linux 2023).")]
+InstanceTypes = Annotated[Optional[str], typer.Option("--instance-types", help="Comma-separated instance types annexes may use (default: the stack's current ones; for a new stack m7i.large,m6i.large,m5.large).")]
 NotifyEmail = Annotated[Optional[str], typer.Option(
-    "--notify-email", help="Send the enforcer's alarms to this address (SNS asks it to confirm).")]
+    "--notify-email", help="Send the enforcer's alarms to this address (SNS asks it to confirm; default: as the stack is now).")]
+SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR; 'none' removes the rule (default: as the stack is now; for a new stack no SSH).")]
 
-DEFAULT_TYPES = "m7i.large,m6i.large,m5.large"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print_version("annex-admin")
+        raise typer.Exit()
+
+
+@app.callback()
+def program_options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Options of annex-admin itself."""
+
+
 DEFAULT_STACK = "HTCondorAnnex"
 
 
 def _clients(region: str | None, profile: str | None):
+    """The administrator's AWS clients, for a region known to AWS (checked before any request)."""
     from annex_common.aws import make_clients
+    from annex_common.regions import validate_region
 
-    return make_clients(region=region, profile=profile)
+    if region:
+        validate_region(region)
+    clients = make_clients(region=region, profile=profile)
+    if not region:
+        validate_region(clients.region, source="your AWS configuration")
+    return clients
 
 
-def _setup_request(region: str, stack_name: str, image_id: str | None, instance_types: str, ssh_cidr: str | None,
-                   notify_email: str | None = None):
-    from templates import settings as s
+def _setup_request(region: str, stack_name: str, choices: SetupChoices, notify_email: str | None = None) -> StackSettings:
+    from templates import contract
+    from templates.settings import StackSettings, validate_notify_email
 
-    return s.StackSettings(
+    return StackSettings(
         region=region,
-        stack_name=s.validate_stack_name(stack_name),
-        image_id=s.validate_image_id(image_id),
-        instance_types=s.parse_instance_types(instance_types),
-        ssh_cidr=s.validate_ssh_cidr(ssh_cidr),
-        notify_email=s.validate_notify_email(notify_email),
+        stack_name=stack_name,
+        image_id=choices.image_id or "",
+        instance_types=choices.instance_types or contract.DEFAULT_INSTANCE_TYPES,
+        ssh_cidr=choices.ssh_cidr or None,
+        notify_email=validate_notify_email(notify_email),
     )
 
 
-def _default_region(region: str | None, profile: str | None) -> str:
-    if region:
-        return region
-    import boto3
+def _given_choices(image_id: str | None, instance_types: str | None, ssh_cidr: str | None) -> SetupChoices:
+    """The setup options given on this run, validated before any AWS call; None: not given."""
+    from templates import settings as s
 
-    from annex_common.errors import BadInput
-
-    found = boto3.session.Session(profile_name=profile).region_name if profile else boto3.session.Session().region_name
-    if not found:
-        raise BadInput("no AWS region given", "neither --region nor your AWS configuration names one",
-                       "Pass --region, for example --region us-east-1.")
-    return found
+    return s.SetupChoices(
+        image_id=s.validate_image_id(image_id) or None,
+        instance_types=s.parse_instance_types(instance_types) if instance_types is not None else None,
+        ssh_cidr=s.parse_ssh_choice(ssh_cidr),
+    )
 
 
 @app.command()
@@ -75,7 +113,7 @@ def template(
     region: Region = None,
     stack_name: StackName = DEFAULT_STACK,
     image_id: ImageId = None,
-    instance_types: InstanceTypes = DEFAULT_TYPES,
+    instance_types: InstanceTypes = None,
     ssh_cidr: SshCidr = None,
     notify_email: NotifyEmail = None,
     zones: Annotated[Optional[str], typer.Option("--zones", help="Comma-separated zones (default: <region>a,<region>b).")] = None,
@@ -85,8 +123,12 @@ def template(
 
     def action() -> None:
         from annex_admin.offline import offline_template
+        from annex_common.regions import validate_region
+        from templates.settings import validate_stack_name
 
-        request = _setup_request(region or "us-east-1", stack_name, image_id, instance_types, ssh_cidr, notify_email)
+        choices = _given_choices(image_id, instance_types, ssh_cidr)
+        request = _setup_request(validate_region(region) if region else "us-east-1", validate_stack_name(stack_name),
+                                 choices, notify_email)
         print(offline_template(request, zones))
 
     run_guarded(action, debug=debug)
@@ -98,43 +140,80 @@ def setup(
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
     image_id: ImageId = None,
-    instance_types: InstanceTypes = DEFAULT_TYPES,
+    instance_types: InstanceTypes = None,
     ssh_cidr: SshCidr = None,
     notify_email: NotifyEmail = None,
     yes: Yes = False,
     debug: Debug = False,
 ) -> None:
-    """Create or update the region stack, and wait for it."""
+    """Create or update the region stack: show what will change, ask, apply and wait.
+
+    Options not given keep the stack's current settings.
+    """
 
     def action() -> None:
         from annex_admin import deploy
+        from annex_admin.remembered import current_choices
+        from templates.settings import merge_choices, validate_stack_name
 
-        resolved_region = _default_region(region, profile)
-        request = _setup_request(resolved_region, stack_name, image_id, instance_types, ssh_cidr, notify_email)
-        clients = _clients(resolved_region, profile)
-        with err_console.status("Checking the region…"):
+        from templates.settings import validate_notify_email
+
+        validate_stack_name(stack_name)
+        given = _given_choices(image_id, instance_types, ssh_cidr)
+        validate_notify_email(notify_email)
+        clients = _clients(region, profile)
+        with waiting("Checking the region"):
+            merged = merge_choices(given, current_choices(clients, stack_name))
+            request = _setup_request(clients.region, stack_name, merged.choices, notify_email)
             settings = deploy.resolve_settings(clients, request)
-        out.print(f"[bold]Stack[/] {settings.stack_name} in {settings.region}")
-        out.print(f"  zones           {', '.join(settings.availability_zones)}")
-        out.print(f"  image           {settings.image_id}")
-        out.print(f"  instance types  {', '.join(settings.instance_types)}")
-        out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}")
-        out.print(f"  alarms to       {settings.notify_email or 'nobody (--notify-email ADDRESS subscribes one)'}")
-        require_confirmation("Create or update this stack?", assume_yes=yes)
-        with err_console.status("Deploying…") as status:
+        _print_settings(settings, merged.kept)
+        with waiting("Deploying") as wait:
 
-            progress = status_printer(status, "  ")
+            def show_and_ask(plan: ChangePlan) -> None:
+                with wait.paused():
+                    _print_changes(plan, settings.stack_name)
+                    verb = "Create" if plan.creating else "Apply these changes to"
+                    require_confirmation(f"{verb} stack {settings.stack_name} in {settings.region}?", assume_yes=yes)
 
-            result = deploy.deploy(clients, settings, progress)
+            result = deploy.deploy(clients, settings, wait, approve=show_and_ask)
         if result.action == "unchanged":
             out.print(f"[green]No changes:[/] stack {settings.stack_name} is already up to date ({result.status}).")
         else:
-            out.print(f"[green]Stack {settings.stack_name} {result.action}[/] ({result.status}).")
+            out.print(f"[green]Stack {settings.stack_name} {result.action}[/] ({result.status}) in {seconds(wait.elapsed())}.")
         _print_outputs(result.outputs)
         if request.notify_email and result.action != "unchanged":
             out.print(f"SNS sends {request.notify_email} a confirmation request: alarms arrive once it is confirmed.")
 
     run_guarded(action, debug=debug)
+
+
+def _print_settings(settings: StackSettings, kept: frozenset[str]) -> None:
+    def mark(field: str) -> str:
+        return "  (kept from the stack)" if field in kept else ""
+
+    out.print(f"[bold]Stack[/] {settings.stack_name} in {settings.region}")
+    out.print(f"  zones           {', '.join(settings.availability_zones)}")
+    out.print(f"  image           {settings.image_id}{mark('image_id')}")
+    out.print(f"  instance types  {', '.join(settings.instance_types)}{mark('instance_types')}")
+    out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}{mark('ssh_cidr')}")
+    out.print(f"  alarms to       {settings.notify_email or 'nobody (--notify-email ADDRESS subscribes one)'}")
+
+
+def _print_changes(plan: ChangePlan, stack_name: str) -> None:
+    from rich.table import Table
+
+    if plan.creating:
+        out.print(f"Stack {stack_name} does not exist yet; it will be created with {len(plan.changes)} resources:")
+        table = Table("Action", "Resource", "Type", box=None)
+        for change in plan.changes:
+            table.add_row(change.action, change.logical_id, change.resource_type)
+    else:
+        out.print(f"Changes to stack {stack_name} ({len(plan.changes)}):")
+        table = Table("Action", "Resource", "Type", "Replaced", box=None)
+        for change in plan.changes:
+            replaced = {"True": "yes", "Conditional": "maybe"}.get(change.replacement, "")
+            table.add_row(change.action, change.logical_id, change.resource_type, replaced)
+    print_table(out, table)
 
 
 def _print_outputs(outputs: dict[str, str]) -> None:
@@ -143,7 +222,7 @@ def _print_outputs(outputs: dict[str, str]) -> None:
     table = Table("Output", "Value", box=None)
     for key in sorted(outputs):
         table.add_row(key, outputs[key])
-    out.print(table)
+    print_table(out, table)
 
 
 @app.command("check-setup")
@@ -151,6 +230,7 @@ def check_setup(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
     debug: Debug = False,
 ) -> None:
     """Report whether the stack and everything the tools need is in place (exit 1 if not)."""
@@ -162,12 +242,17 @@ def check_setup(
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
         report = run_check(clients, stack_name)
+        if output is OutputFormat.json:
+            print_json(report.to_dict(clients.region))
+            if not report.ok:
+                raise SystemExit(1)
+            return
         from rich.table import Table
 
         table = Table("Check", "", "Detail", box=None)
         for item in report.items:
             table.add_row(item.name, "[green]ok[/]" if item.ok else "[red]FAIL[/]", item.detail)
-        out.print(table)
+        print_table(out, table)
         if not report.ok:
             out.print(f"[red]Setup of {stack_name} in {clients.region} is not complete.[/]")
             raise SystemExit(1)
@@ -240,6 +325,7 @@ def enforce(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
     debug: Debug = False,
 ) -> None:
     """Run, now, the sweep the scheduled enforcer runs: end expired, unleased and over-cap instances,
@@ -249,12 +335,18 @@ def enforce(
         from annex_admin.enforce import report_lines, run_enforcer
         from annex_common.stack import read_stack
         from templates import contract
+        from templates.settings import validate_stack_name
 
+        validate_stack_name(stack_name)
         clients = _clients(region, profile)
         stack = read_stack(clients, stack_name)
+        # With JSON on stdout, the sweep's lines are messages: stderr.
+        lines = err_console if output is OutputFormat.json else out
         report = run_enforcer(clients, stack.output(contract.OUT_ENFORCER_FUNCTION), dry_run=dry_run)
         for line in report_lines(report):
-            out.print(line, markup=False)
+            lines.print(line, markup=False)
+        if output is OutputFormat.json:
+            print_json({"stack_name": stack_name, "region": clients.region, **report})
         if report.get("errors") or report.get("could_not_end"):
             raise SystemExit(1)
 
@@ -268,32 +360,43 @@ def teardown(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
     debug: Debug = False,
 ) -> None:
     """Delete everything setup created (and the scientists' users); refuses while annexes live unless --force."""
 
     def action() -> None:
-        from annex_admin.teardown import teardown as run_teardown
+        from annex_admin.teardown import instances_alive, live_annex_instances, teardown as run_teardown
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
-        require_confirmation(f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?", assume_yes=yes)
-        with err_console.status("Tearing down…") as status:
-
-            progress = status_printer(status, "  ")
-
-            report = run_teardown(clients, stack_name, force=force, progress=progress)
-        for item in report.removed:
-            out.print(f"[green]removed[/] {item}")
-        for what, why in report.not_removed:
-            out.print(f"[red]not removed[/] {what}: {why}")
-        if not report.removed and not report.not_removed:
-            out.print(f"Nothing to remove: no stack {stack_name} in {clients.region}.")
+        live = live_annex_instances(clients, stack_name)
+        if live and not force:
+            raise instances_alive(len(live), stack_name)
+        question = f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?"
+        if live:
+            question = f"Terminate {len(live)} annex instance(s), then d{question[1:]}"
+        require_confirmation(question, assume_yes=yes)
+        with waiting("Tearing down") as wait:
+            report = run_teardown(clients, stack_name, force=force, progress=wait)
+        if output is OutputFormat.json:
+            print_json(report.to_dict(stack_name, clients.region))
+        else:
+            _print_teardown(report, stack_name, clients.region)
         if not report.complete:
             raise SystemExit(1)
 
     run_guarded(action, debug=debug)
+
+
+def _print_teardown(report, stack_name: str, region: str) -> None:
+    for item in report.removed:
+        out.print(f"[green]removed[/] {item}")
+    for what, why in report.not_removed:
+        out.print(f"[red]not removed[/] {what}: {why}")
+    if not report.removed and not report.not_removed:
+        out.print(f"Nothing to remove: no stack {stack_name} in {region}.")
 
 
 @app.command()
@@ -323,7 +426,9 @@ def sandbox(
 
 
 def main() -> None:
-    app()
+    argv = sys.argv[1:]
+    reject_unknown_command("annex-admin", argv, command_names(app))
+    app(args=argv, prog_name="annex-admin")
 
 
 if __name__ == "__main__":

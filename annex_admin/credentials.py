@@ -78,14 +78,17 @@ def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -
             "IAM user names are 1-64 of letters, digits and + = , . @ _ -",
             "Pass another --user.",
         )
-    problem = cap_rules.caps_problem(caps.applied_to(Caps()))
-    if problem:
-        flags = {"instance": "--max-instances", "lease": "--max-lease-hours", "spend": "--max-spend"}
-        flag = next((f for word, f in flags.items() if f"the {word} cap" in problem), "the caps")
-        raise BadInput(f"{flag} cannot be used: {problem}", "caps bound what the scientist can launch", f"Pass a sensible {flag}.")
     for value in (caps.max_lease_hours, caps.max_spend_usd):
         if value is not None and not math.isfinite(value):
             raise BadInput("caps must be finite numbers", "infinity or NaN is no cap", "Pass numbers.")
+    applied = caps.applied_to(Caps())
+    _check_positive_caps(applied)
+    if applied.max_lease_hours > cap_rules.MAX_CAP_LEASE_HOURS:
+        raise BadInput(
+            f"--max-lease-hours {applied.max_lease_hours:g} is over a year",
+            "annex configuration is kept at most 400 days",
+            f"Pass at most {cap_rules.MAX_CAP_LEASE_HOURS}.",
+        )
     if output.exists() and output.is_dir():
         raise BadInput(f"--output {output} is a directory", "the bundle is a file", "Pass a file path.")
     if not output.parent.exists():
@@ -94,6 +97,28 @@ def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -
 
 def registry_of(clients: AwsClients, stack: StackInfo) -> Registry:
     return Registry(clients.client("dynamodb"), stack.output(contract.OUT_REGISTRY_TABLE))
+
+
+def _check_positive_caps(caps: Caps) -> None:
+    """Each cap named by its option and its value, never as a Python object."""
+    if caps.max_instances < 1:
+        raise BadInput(
+            f"--max-instances {caps.max_instances} is not allowed",
+            "a project needs room for at least one instance at once",
+            "Pass --max-instances 1 or more.",
+        )
+    if not (math.isfinite(caps.max_lease_hours) and caps.max_lease_hours > 0):
+        raise BadInput(
+            f"--max-lease-hours {caps.max_lease_hours:g} is not allowed",
+            "the longest lease is a positive number of hours",
+            "Pass for example --max-lease-hours 72.",
+        )
+    if not (math.isfinite(caps.max_spend_usd) and caps.max_spend_usd > 0):
+        raise BadInput(
+            f"--max-spend {caps.max_spend_usd:g} is not allowed",
+            "the spend cap is a positive amount of US dollars",
+            "Pass for example --max-spend 500.",
+        )
 
 
 def _user_tags(project_id: str, caps: Caps) -> list[dict[str, str]]:

@@ -16,8 +16,10 @@ from annex_admin.artifact import build_function_zip
 from annex_admin.prices import missing_prices, refresh_prices
 from annex_cloud.cost import PriceBook
 from annex_cloud.registry import Registry
+from annex_admin.changes import Approve, ChangePlan, additions, approve_everything, changes_of_change_set
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
+from annex_common.regions import validate_region
 from annex_common.stack import describe_stack, recovery_advice
 from templates import contract
 from templates.settings import StackSettings
@@ -36,16 +38,6 @@ class DeployResult:
     outputs: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     prices: PriceBook | None = None
-
-
-def validate_region(clients: AwsClients, region: str) -> None:
-    known = set(clients.session.get_available_regions("ec2"))
-    if region not in known:
-        raise BadInput(
-            f"unknown AWS region {region!r}",
-            "it is not one of the regions EC2 is offered in",
-            "Pass a region such as us-east-1 (see `aws ec2 describe-regions`).",
-        )
 
 
 def check_instance_types(clients: AwsClients, types: tuple[str, ...]) -> None:
@@ -115,7 +107,7 @@ def current_notify_email(clients: AwsClients, stack_name: str) -> str | None:
 def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettings:
     """The administrator's settings, completed from the region: zones, image and prices, and the
     alarm address the stack already has when none is given (so a later setup keeps it)."""
-    validate_region(clients, request.region)
+    validate_region(request.region)
     check_instance_types(clients, request.instance_types)
     return dataclasses.replace(
         request,
@@ -186,17 +178,28 @@ def store_prices(clients: AwsClients, settings: StackSettings, outputs: dict[str
     return book
 
 
-def deploy(clients: AwsClients, settings: StackSettings, progress: Progress) -> DeployResult:
-    publish_code(clients, settings, progress)
-    result = _deploy_stack(clients, settings, progress)
+def deploy(
+    clients: AwsClients, settings: StackSettings, progress: Progress, approve: Approve = approve_everything
+) -> DeployResult:
+    """Create or update the stack, then store the region's prices with it.
+
+    ``approve`` sees the changes first and may decline them; the functions' code is uploaded
+    only once they are approved, so a declined setup changes nothing."""
+
+    def approve_then_publish(plan: ChangePlan) -> None:
+        approve(plan)
+        publish_code(clients, settings, progress)
+
+    result = _deploy_stack(clients, settings, progress, approve_then_publish)
     result.prices = store_prices(clients, settings, result.outputs, progress)
     return result
 
 
-def _deploy_stack(clients: AwsClients, settings: StackSettings, progress: Progress) -> DeployResult:
+def _deploy_stack(clients: AwsClients, settings: StackSettings, progress: Progress, approve: Approve) -> DeployResult:
     body = template_json(settings)
     existing = describe_stack(clients, settings.stack_name)
     if existing is None:
+        approve(ChangePlan(creating=True, changes=additions(body)))
         return _create(clients, settings.stack_name, body, progress)
     status = existing["StackStatus"]
     if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "CREATE_FAILED") or status.endswith(
@@ -207,7 +210,7 @@ def _deploy_stack(clients: AwsClients, settings: StackSettings, progress: Progre
             existing.get("StackStatusReason") or "its last operation did not complete",
             recovery_advice(status),
         )
-    return _update(clients, existing, body, progress)
+    return _update(clients, existing, body, progress, approve)
 
 
 def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> DeployResult:
@@ -223,7 +226,9 @@ def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> De
     return _finish(clients, name, "created", progress, earlier=set())
 
 
-def _update(clients: AwsClients, existing: dict[str, Any], body: str, progress: Progress) -> DeployResult:
+def _update(
+    clients: AwsClients, existing: dict[str, Any], body: str, progress: Progress, approve: Approve
+) -> DeployResult:
     name = existing["StackName"]
     change_set = f"annex-setup-{uuid.uuid4().hex[:12]}"
     progress(f"Computing changes to stack {name}")
@@ -243,9 +248,13 @@ def _update(clients: AwsClients, existing: dict[str, Any], body: str, progress: 
         if "didn't contain changes" in reason or "No updates" in reason:
             return DeployResult("unchanged", existing["StackStatus"], _outputs_of(existing))
         raise AwsFailure(f"could not plan an update of stack {name}", reason)
-    for change in described.get("Changes", []):
-        rc = change.get("ResourceChange", {})
-        progress(f"  {rc.get('Action', '?')} {rc.get('LogicalResourceId', '?')} ({rc.get('ResourceType', '')})")
+    try:
+        approve(ChangePlan(creating=False, changes=changes_of_change_set(described)))
+    except BaseException:
+        # Declined (or interrupted at the question): the change set goes, nothing changed.
+        with aws_errors(f"could not delete the declined change set of stack {name}"):
+            clients.cloudformation.delete_change_set(StackName=name, ChangeSetName=change_set)
+        raise
     progress(f"Updating stack {name}")
     with aws_errors(f"could not update stack {name}"):
         earlier = {e["EventId"] for e in clients.cloudformation.describe_stack_events(StackName=name)["StackEvents"]}

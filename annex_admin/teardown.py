@@ -12,6 +12,7 @@ import botocore.exceptions
 from annex_admin.enforce import scope_from_outputs
 from annex_cloud import leftovers
 from annex_cloud.leftovers import StackScope
+from annex_admin.leftovers import StackResource, orphan_scientist_policy, remove_leftovers, stack_resources
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import NotReady
 from annex_common.stack import describe_stack
@@ -31,6 +32,15 @@ class TeardownReport:
     def complete(self) -> bool:
         return not self.not_removed
 
+    def to_dict(self, stack_name: str, region: str) -> dict[str, object]:
+        return {
+            "stack_name": stack_name,
+            "region": region,
+            "complete": self.complete,
+            "removed": list(self.removed),
+            "not_removed": [{"what": what, "why": why} for what, why in self.not_removed],
+        }
+
 
 def annex_instances(clients: AwsClients, vpc_id: str | None) -> list[str]:
     filters = [
@@ -47,17 +57,31 @@ def annex_instances(clients: AwsClients, vpc_id: str | None) -> list[str]:
     return ids
 
 
+def live_annex_instances(clients: AwsClients, stack_name: str) -> list[str]:
+    """The annex instances teardown would have to terminate (none when there is no stack)."""
+    raw = describe_stack(clients, stack_name)
+    if raw is None:
+        return []
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in raw.get("Outputs", [])}
+    return annex_instances(clients, outputs.get(contract.OUT_VPC))
+
+
+def instances_alive(count: int, stack_name: str) -> NotReady:
+    return NotReady(
+        f"{count} annex instance(s) are still alive in stack {stack_name}",
+        "tearing down now would strand them without their enforcer",
+        "Let their leases run out, ask the scientists to terminate them, or run teardown with "
+        f"--force to terminate all {count} first.",
+    )
+
+
 def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Progress) -> TeardownReport:
     report = TeardownReport()
     raw = describe_stack(clients, stack_name)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in (raw or {}).get("Outputs", [])}
     live = annex_instances(clients, outputs.get(contract.OUT_VPC)) if raw else []
     if live and not force:
-        raise NotReady(
-            f"{len(live)} annex instance(s) are still alive in stack {stack_name}",
-            "tearing down now would strand them without their enforcer",
-            "Let their leases run out, ask the scientists to terminate them, or pass --force to terminate them first.",
-        )
+        raise instances_alive(len(live), stack_name)
     scope = scope_from_outputs(stack_name, outputs)
     # Fleets and spot requests first (they would replace what is terminated), volumes once the
     # instances are gone (a terminated instance's volumes become available then).
@@ -67,10 +91,17 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
     _remove_annex_leftovers(clients, scope, (leftovers.VOLUME,), live, progress, report)
     if outputs.get(contract.OUT_BUCKET):
         _empty_bucket(clients, outputs[contract.OUT_BUCKET], progress, report)
-    if outputs.get(contract.OUT_SCIENTIST_POLICY):
-        _remove_scientists(clients, outputs[contract.OUT_SCIENTIST_POLICY], progress, report)
-    if raw:
-        _delete_stack(clients, stack_name, progress, report)
+    # A stack deleted earlier may have left its policy, and the scientists' users attached to it.
+    policy = outputs.get(contract.OUT_SCIENTIST_POLICY) or orphan_scientist_policy(clients, stack_name)
+    if policy:
+        _remove_scientists(clients, policy, progress, report)
+    resources = stack_resources(clients, stack_name) if raw else []
+    if policy and not raw:
+        resources.append(StackResource("ScientistPolicy", "AWS::IAM::ManagedPolicy", policy))
+    clean = _delete_stack(clients, stack_name, progress, report) if raw else False
+    left = remove_leftovers(clients, resources, deletion_clean=clean, progress=progress)
+    report.removed += left.removed
+    report.not_removed += left.not_removed
     _remove_code_bucket(clients, stack_name, progress, report)
     _remove_leftovers(clients, stack_name, progress, report)
     return report
@@ -170,24 +201,27 @@ def _remove_scientists(clients: AwsClients, policy_arn: str, progress: Progress,
             report.not_removed.append((f"IAM user {user}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
 
 
-def _delete_stack(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
+def _delete_stack(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> bool:
+    """Delete the stack and wait; True when the deletion finished without a complaint."""
     progress(f"Deleting stack {stack_name}")
     cfn = clients.cloudformation
+    clean = True
     try:
         cfn.delete_stack(StackName=stack_name)
     except botocore.exceptions.ClientError as exc:
         # The local emulator drops the stack but answers DependencyViolation for the VPC's route
-        # tables; what it leaves is removed below by tag.
+        # tables; what it leaves is found from the stack's resource list and by tag.
         progress(f"  the stack deletion reported {error_code(exc)}; cleaning up what remains")
+        clean = False
     deadline = time.monotonic() + 3600
     while True:
         raw = describe_stack(clients, stack_name)
         if raw is None or raw["StackStatus"] == "DELETE_COMPLETE":
             report.removed.append(f"stack {stack_name}")
-            return
+            return clean
         if raw["StackStatus"] == "DELETE_FAILED" or time.monotonic() > deadline:
             report.not_removed.append((f"stack {stack_name}", raw.get("StackStatusReason") or raw["StackStatus"]))
-            return
+            return False
         progress(f"  {raw['StackStatus']}")
         time.sleep(3)
 

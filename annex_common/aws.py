@@ -15,7 +15,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.parsers
 
-from annex_common.errors import AwsFailure, NotReady
+from annex_common.errors import AwsFailure, BadInput, NotReady
 
 # Standard retry mode backs off on throttling, 5xx and connection errors; attempts are bounded so
 # a dead endpoint fails in seconds, not minutes.
@@ -126,7 +126,7 @@ def make_clients(
             "Check the profile name in ~/.aws/config, or omit --profile.",
         ) from exc
     if not session.region_name:
-        raise NotReady(
+        raise BadInput(
             "no AWS region is set",
             "neither --region nor the AWS configuration names one",
             "Pass --region (for example --region us-east-1).",

@@ -102,7 +102,22 @@ def parse_bundle(data: Mapping[str, Any], path: Path) -> Bundle:
         if not isinstance(value, str) or not value.strip():
             raise _fail(path, f"the key {key!r} is missing or not a non-empty string")
         values[key] = value.strip()
+    _check_region(values["region"], path)
     return Bundle(caps=informational_caps(data), **values)
+
+
+def _check_region(region: str, path: Path) -> None:
+    from annex_common.regions import closest_region, known_regions, unknown_region_reason
+
+    if region in known_regions():
+        return
+    nearest = closest_region(region)
+    raise _fail(
+        path,
+        f"its region {region!r} is unknown: {unknown_region_reason()}",
+        (f"Did you mean {nearest}? " if nearest else "")
+        + "Fix the region line of the bundle, or ask your pool administrator for a new one.",
+    )
 
 
 def informational_caps(data: Mapping[str, Any]) -> Caps | None:
@@ -132,15 +147,40 @@ def write_bundle(path: Path, bundle: Bundle) -> None:
         raise
 
 
-def import_bundle(source: Path, destination: Path) -> Bundle:
-    """Validate a bundle and install it in the default place with mode 0600."""
-    if source.exists() and source.is_file():
+@dataclass(frozen=True)
+class ImportPlan:
+    """A bundle to install, and what is installed in its place now."""
+
+    bundle: Bundle
+    destination: Path
+    occupied: bool  # a file is there already
+    current: Bundle | None  # that file as a bundle, when it is a usable one
+
+    @property
+    def unchanged(self) -> bool:
+        return self.current == self.bundle
+
+    def describe_current(self) -> str:
+        if self.current is None:
+            return f"the file {self.destination} (not a usable bundle)"
+        return (f"the credentials in {self.destination} (project {self.current.project_id}, user "
+                f"{self.current.user}, region {self.current.region})")
+
+
+def plan_import(source: Path, destination: Path) -> ImportPlan:
+    """Check a bundle exactly as --credentials would (private mode included) before installing it."""
+    bundle = load_bundle(source)
+    occupied = destination.exists() or destination.is_symlink()
+    current = None
+    if occupied:
         try:
-            data = tomllib.loads(source.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
-            raise _fail(source, f"it is not a readable TOML bundle ({exc.__class__.__name__})") from exc
-        bundle = parse_bundle(data, source)
-    else:
-        raise _fail(source, "the file does not exist")
-    write_bundle(destination, bundle)
-    return bundle
+            current = load_bundle(destination)
+        except BadInput:
+            current = None
+    return ImportPlan(bundle, destination, occupied, current)
+
+
+def install_bundle(plan: ImportPlan) -> Bundle:
+    """Install the bundle in its place with mode 0600 (replacing what was there)."""
+    write_bundle(plan.destination, plan.bundle)
+    return plan.bundle

@@ -15,21 +15,31 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from annex_common.cli_support import LazyConsole, err_console, require_confirmation, run_guarded
+from annex_common.cli_support import (
+    HELP_OPTIONS,
+    PROGRAM_OPTIONS,
+    LazyConsole,
+    print_table,
+    command_names,
+    err_console,
+    print_version,
+    reject_unknown_command,
+    require_confirmation,
+    run_guarded,
+)
 
 app = typer.Typer(
     name="condor_annex",
     help="Expand your HTCondor pool into AWS for a while, within your project's caps.\n\n"
     "Launch is the default command: condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings=HELP_OPTIONS,
     pretty_exceptions_enable=False,
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
     rich_markup_mode=None,
 )
 out = LazyConsole(highlight=False, soft_wrap=True)
 
-COMMANDS = {"launch", "status", "extend", "terminate", "import-credentials"}
 
 Credentials = Annotated[Optional[str], typer.Option("--credentials", help="Credentials bundle (default: $CONDOR_ANNEX_CREDENTIALS, then ~/.condor/annex-credentials.toml).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
@@ -39,6 +49,17 @@ Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYY
 Duration = Annotated[Optional[float], typer.Option("--duration", help="Lease length in hours from now.")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        print_version("condor_annex")
+        raise typer.Exit()
+
+
+@app.callback()
+def program_options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Options of condor_annex itself."""
 
 
 def _bundle_path(credentials: str | None) -> Path:
@@ -117,10 +138,10 @@ def launch(
 def _print_plan(plan) -> None:
     from annex_user.expiry import format_local
 
-    types = " / ".join(plan.instance_types)
     caps = plan.caps
     out.print(f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})")
-    out.print(f"  instances      {plan.count} instances, from {types} ({'spot' if plan.spot else 'on-demand'})")
+    out.print(f"  instances      {_instances_of(plan.count, plan.instance_types)} "
+              f"({'spot' if plan.spot else 'on-demand'})")
     out.print(f"  lease ends     {format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)")
     out.print(f"  idle shutdown  after {plan.params['idle_minutes']} min unclaimed")
     if abs(plan.hourly_high - plan.hourly_low) < 1e-9:
@@ -133,6 +154,14 @@ def _print_plan(plan) -> None:
               f"${plan.committed_spend + plan.most_cost:,.2f}/${caps['max_spend_usd']:,.2f} committed, "
               f"lease ≤ {caps['max_lease_hours']:g} h")
     out.print(f"  pool           {plan.collector_host}; {plan.security_description}")
+
+
+def _instances_of(count: int, instance_types: list[str] | tuple[str, ...]) -> str:
+    """'16 instances, from m7i.large / m6i.large': the count is of the annex, not of each type."""
+    noun = "instance" if count == 1 else "instances"
+    if len(instance_types) == 1:
+        return f"{count} {noun} of {instance_types[0]}"
+    return f"{count} {noun}, from {' / '.join(instance_types)}"
 
 
 def _print_launch(result) -> None:
@@ -186,7 +215,7 @@ def status(
             pool = {True: "yes", False: "no", None: "?"}[row.in_pool]
             table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
                           data["availability_zone"], left, pool)
-        out.print(table)
+        print_table(out, table)
         out.print(f"{len(report.rows)} instance(s).")
 
     run_guarded(action, debug=debug)
@@ -262,25 +291,33 @@ def terminate(
 @app.command("import-credentials")
 def import_credentials(
     file: Annotated[str, typer.Argument(help="The bundle your pool administrator gave you.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", "--force", help="Replace an installed bundle without asking.")] = False,
     debug: Debug = False,
 ) -> None:
     """Install a credentials bundle in the default place (mode 0600)."""
 
     def action() -> None:
-        from annex_common.bundle import import_bundle
+        from annex_common.bundle import install_bundle, plan_import
 
-        destination = Path.home() / ".condor" / "annex-credentials.toml"
-        bundle = import_bundle(Path(file).expanduser(), destination)
+        plan = plan_import(Path(file).expanduser(), Path.home() / ".condor" / "annex-credentials.toml")
+        if plan.unchanged:
+            out.print(f"These credentials are already installed in {plan.destination}; nothing to do.")
+            return
+        if plan.occupied:
+            require_confirmation(f"Replace {plan.describe_current()}?", assume_yes=yes)
+        bundle = install_bundle(plan)
         out.print(f"Installed credentials for project {bundle.project_id} (user {bundle.user}, region "
-                  f"{bundle.region}) in {destination} (mode 0600).")
+                  f"{bundle.region}) in {plan.destination} (mode 0600).")
 
     run_guarded(action, debug=debug)
 
 
 def main() -> None:
-    """Launch is the default: insert it when the first word is not a command or a help flag."""
+    """Launch is the default: insert it when the first word is an option of launch."""
     argv = sys.argv[1:]
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("--help", "-h"):
+    commands = command_names(app)
+    reject_unknown_command("condor_annex", argv, commands)
+    if argv and argv[0] not in commands and argv[0] not in PROGRAM_OPTIONS:
         argv = ["launch", *argv]
     app(args=argv, prog_name="condor_annex")
 

@@ -104,16 +104,16 @@ def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, s
     """The pool's view, when its collector answers within seconds; EC2's view alone otherwise."""
     if not condor_config:
         return None, "CONDOR_CONFIG is not set: showing EC2's view only"
-    from annex_user.pool import query_collector, read_pool
+    from annex_user.pool import ask_collector, read_pool
 
     try:
         pool = read_pool(condor_config, timeout=10)
     except BadInput as exc:
         return None, f"the pool configuration could not be read ({exc.what}): showing EC2's view only"
-    joined = query_collector(pool, timeout=5)
-    if joined is None:
-        return None, f"the collector {pool.collector_host} did not answer within 5 s: showing EC2's view only"
-    return joined, f"joined-pool status from the collector {pool.collector_host}"
+    answer = ask_collector(pool, timeout=5)
+    if answer.joined is None:
+        return None, f"{answer.note}: showing EC2's view only"
+    return answer.joined, answer.note
 
 
 @dataclass

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
@@ -28,6 +31,7 @@ ONLY_ENV = "ONLY_ENV"
 _REPLY_MARKER = "ANNEX-POOL-REPLY:"
 # Group/other permission bits: HTCondor's read_secure_file refuses a key file with any of them.
 _NOT_PRIVATE = 0o077
+DEFAULT_COLLECTOR_PORT = 9618
 
 _READ_CONFIG_CHILD = f"""
 import json, sys
@@ -309,12 +313,14 @@ def security_source(pool: PoolInfo, *, annex_name: str) -> SecuritySource:
             f"annex (the pool's signing key {pool.signing_key_file or '(none configured)'} was not readable)",
         )
     raise BadInput(
-        f"Annex '{annex_name}' has no way to join the pool.",
-        "Neither the pool's signing key "
-        f"({pool.signing_key_file or 'SEC_TOKEN_POOL_SIGNING_KEY_FILE not set'}) nor its pool "
-        f"password file ({pool.password_file or 'SEC_PASSWORD_FILE not set'}) is readable by you.",
-        "Ask your pool administrator for read access to one of them (mode 0600, owned by you), "
-        "or run condor_annex as a user who has it.",
+        f"Annex '{annex_name}' has no way to join the pool: you can read neither the pool's "
+        "signing key nor its password.",
+        "Looked at " + "; ".join(_key_files_looked_at(pool)) + f" (as {pool.condor_config} sets them).",
+        "Set SEC_TOKEN_POOL_SIGNING_KEY_FILE to a copy of the pool's signing key that only you can "
+        "read (mode 0600): condor_annex then gives the annex a token of its own. Or set "
+        "SEC_PASSWORD_FILE to a copy of the pool password (every annex node then holds it). Set "
+        "either in that configuration or in your environment (export "
+        "_CONDOR_SEC_TOKEN_POOL_SIGNING_KEY_FILE=PATH); your pool administrator has the key.",
     )
 
 
@@ -359,6 +365,44 @@ def pool_security(
     return pool_material(
         pool, source, annex_name=annex_name, subject=subject, issued_at=issued_at, expires_at=expires_at
     )
+
+
+def _key_files_looked_at(pool: PoolInfo) -> list[str]:
+    """Each key setting, its file and why that file could not be used; a shared file once."""
+    if pool.signing_key_file and pool.signing_key_file == pool.password_file:
+        return [f"SEC_TOKEN_POOL_SIGNING_KEY_FILE and SEC_PASSWORD_FILE, both {pool.signing_key_file}: "
+                f"{why_unreadable(pool.signing_key_file)}"]
+    return [
+        f"{knob} " + (f"{path}: {why_unreadable(path)}" if path else "is not set")
+        for knob, path in (("SEC_TOKEN_POOL_SIGNING_KEY_FILE", pool.signing_key_file),
+                           ("SEC_PASSWORD_FILE", pool.password_file))
+    ]
+
+
+def why_unreadable(path: str) -> str:
+    """Why a key file could not be read, in a few words."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except NotADirectoryError:
+        return "no such file (a part of the path is not a folder)"
+    except PermissionError:
+        return "a folder on the way to it is closed to you"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    return f"permission denied (owner {_owner_name(info.st_uid)}, mode {stat.S_IMODE(info.st_mode):04o})"
+
+
+def _owner_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _minted_token(
@@ -407,20 +451,83 @@ def parse_instance_ids(reply: object) -> dict[str, bool]:
     return {value.strip(): True for value in reply if isinstance(value, str) and value.strip()}
 
 
-def query_collector(pool: PoolInfo, *, timeout: float = 5.0) -> dict[str, bool] | None:
-    """Instances whose startd the pool's collector knows; None when it cannot be asked in time.
+@dataclass(frozen=True)
+class CollectorAnswer:
+    """The pool's view of the annex instances, or why there is none."""
 
-    None means "unknown" (no collector, no answer, no permission): status shows that, never an
-    error, because a laptop off the pool's network is normal.
+    joined: dict[str, bool] | None  # None: unknown
+    note: str  # what happened, in a person's words
+
+
+def query_collector(pool: PoolInfo, *, timeout: float = 5.0) -> dict[str, bool] | None:
+    """Instances whose startd the pool's collector knows; None when it cannot be asked in time."""
+    return ask_collector(pool, timeout=timeout).joined
+
+
+def ask_collector(pool: PoolInfo, *, timeout: float = 5.0) -> CollectorAnswer:
+    """Ask the pool's collector which annex instances have joined, and say what happened.
+
+    No answer is "unknown" (no collector, no answer, no permission), never an error, because a
+    laptop off the pool's network is normal.
     """
     # QUERY_TIMEOUT (60 s by default) bounds a collector that accepts and never answers; keep
     # it inside our own deadline so the child normally ends by itself.
     query_timeout = max(1, math.floor(timeout) - 1)
     env = _child_env(pool.condor_config, {"_CONDOR_QUERY_TIMEOUT": str(query_timeout)})
+    started = time.monotonic()
     result = _run_child(_QUERY_COLLECTOR_CHILD, [pool.collector_host], env, timeout)
-    if result.returncode != 0:
-        return None
-    reply = parse_child_reply(result.stdout)
-    if not isinstance(reply, list):
-        return None
-    return parse_instance_ids(reply)
+    elapsed = time.monotonic() - started
+    reply = parse_child_reply(result.stdout) if result.returncode == 0 else None
+    if isinstance(reply, list):
+        return CollectorAnswer(parse_instance_ids(reply), f"joined-pool status from the collector {pool.collector_host}")
+    if result.returncode is None:
+        why = f"it did not answer within {timeout:g} s"
+    else:
+        why = _query_failure(pool.collector_host, result, elapsed, query_timeout, timeout)
+    return CollectorAnswer(None, f"could not ask the collector {pool.collector_host}: {why}")
+
+
+def _query_failure(collector_host: str, result: _ChildResult, elapsed: float, query_timeout: int, timeout: float) -> str:
+    """Why a finished query failed: look at the connection itself (HTCondor only says it failed)."""
+    if parse_child_reply(result.stdout) is None and "Failed communication" not in result.stderr:
+        return f"the query failed after {elapsed:.1f} s ({_child_error(result)})"
+    host, port = collector_address(collector_host)
+    probe_timeout = min(2.0, max(0.5, timeout - elapsed))
+    try:
+        with socket.create_connection((host, port), timeout=probe_timeout):
+            pass
+    except socket.gaierror:
+        return f"the name {host} does not resolve (after {elapsed:.1f} s)"
+    except ConnectionRefusedError:
+        return f"{host} refused the connection on port {port} (after {elapsed:.1f} s): no collector listens there"
+    except (socket.timeout, TimeoutError):
+        return f"{host} port {port} did not accept a connection within {elapsed + probe_timeout:.0f} s"
+    except OSError as exc:
+        return f"{host} port {port} cannot be reached ({exc.strerror or exc.__class__.__name__}, after {elapsed:.1f} s)"
+    if elapsed >= query_timeout - 0.5:
+        return f"it accepted the connection but did not answer within {query_timeout} s"
+    return (f"the query failed after {elapsed:.1f} s although {host} port {port} accepts connections "
+            f"(HTCondor says: {_child_error(result)})")
+
+
+def _child_error(result: _ChildResult) -> str:
+    """The message of the exception that ended a child, without its traceback."""
+    lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
+    if not lines:
+        return f"exit status {result.returncode}"
+    found = re.match(r"^[\w.]+(?:Exception|Error): (.*)$", lines[-1])
+    return (found.group(1) if found else lines[-1])[:300]
+
+
+def collector_address(collector_host: str) -> tuple[str, int]:
+    """Host and port of the first collector in COLLECTOR_HOST (host, host:port or <ip:port?...>)."""
+    first = (re.split(r"[,\s]+", collector_host.strip()) or [""])[0]
+    first = first.strip("<>").split("?", 1)[0]
+    if first.startswith("["):  # [IPv6]:port
+        host, _, rest = first[1:].partition("]")
+        port = rest.lstrip(":")
+    elif first.count(":") == 1:
+        host, _, port = first.partition(":")
+    else:
+        host, port = first, ""
+    return host, int(port) if port.isdigit() else DEFAULT_COLLECTOR_PORT

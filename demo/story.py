@@ -19,17 +19,24 @@ PROJECT = "TheNeeds-MooreLab"
 STEP = 0
 
 
+def styled(text: str, code: str) -> str:
+    """Bold or coloured on a terminal; plain in a file, a pipe, or when NO_COLOR is set."""
+    if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    return f"\033[{code}m{text}\033[0m"
+
+
 def banner(title: str, text: str) -> None:
     global STEP
     STEP += 1
-    print(f"\n\033[1m── {STEP}. {title} ──\033[0m")
+    print("\n" + styled(f"── {STEP}. {title} ──", "1"))
     for line in text.strip().splitlines():
         print(f"   {line.strip()}")
 
 
 def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
     shown = " ".join(a if " " not in a else f"'{a}'" for a in args)
-    print(f"\n\033[36m$ {shown}\033[0m", flush=True)
+    print("\n" + styled(f"$ {shown}", "36"), flush=True)
     result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, text=True, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:
         raise SystemExit(f"demo step failed: {shown} (exit {result.returncode})")

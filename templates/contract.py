@@ -31,6 +31,13 @@ USER_TAG_MAX_SPEND = "htcondor:annex:max-spend-usd"
 USER_TAG_MANAGED = "htcondor:annex:managed-by"
 USER_PATH = "/condor-annex/"
 
+
+
+def scientist_policy_name(stack_name: str, region: str) -> str:
+    """The scientists' managed policy: one per stack and region (IAM names are account-wide)."""
+    return f"{stack_name}-scientist-{region}"
+
+
 DEFAULT_STACK_NAME = "HTCondorAnnex"
 DEFAULT_INSTANCE_TYPES = ("m7i.large", "m6i.large", "m5.large")
 DEFAULT_IMAGE_PARAMETER = (

@@ -111,3 +111,73 @@ def validate_notify_email(address: str | None) -> str | None:
             "Pass an address such as admin@example.org.",
         )
     return address
+
+
+# --- what the stack was built with, kept in its template and read back by the next setup ----
+
+METADATA_KEY = "CondorAnnex"
+NO_SSH = ""  # a choice of "no SSH rule", as opposed to None: "not given"
+
+
+@dataclass(frozen=True)
+class SetupChoices:
+    """The administrator's setup options; None means "not given on this run"."""
+
+    image_id: str | None = None
+    instance_types: tuple[str, ...] | None = None
+    ssh_cidr: str | None = None  # NO_SSH: no inbound rule
+
+
+@dataclass(frozen=True)
+class MergedChoices:
+    choices: SetupChoices
+    kept: frozenset[str]  # the fields taken from the stack's current settings
+
+
+def settings_record(settings: StackSettings) -> dict[str, object]:
+    """The choices a stack was built with, for its template's Metadata."""
+    return {
+        "Settings": {
+            "ImageId": settings.image_id,
+            "InstanceTypes": list(settings.instance_types),
+            "SshCidr": settings.ssh_cidr or NO_SSH,
+        }
+    }
+
+
+def choices_from_template(template: dict[str, object]) -> SetupChoices | None:
+    """The choices recorded in a stack's template; None when it records none (or garbage)."""
+    record = (template.get("Metadata") or {}).get(METADATA_KEY) if isinstance(template, dict) else None
+    values = record.get("Settings") if isinstance(record, dict) else None
+    if not isinstance(values, dict):
+        return None
+    image, types, ssh = values.get("ImageId"), values.get("InstanceTypes"), values.get("SshCidr")
+    return SetupChoices(
+        image_id=image if isinstance(image, str) and IMAGE_ID_RE.match(image) else None,
+        instance_types=tuple(types) if isinstance(types, list) and types and all(isinstance(t, str) for t in types) else None,
+        ssh_cidr=ssh if isinstance(ssh, str) else None,
+    )
+
+
+def merge_choices(given: SetupChoices, current: SetupChoices | None) -> MergedChoices:
+    """Options given on this run win; the rest are the stack's current settings, if it has any."""
+    if current is None:
+        return MergedChoices(given, frozenset())
+    merged: dict[str, object] = {}
+    kept: set[str] = set()
+    for name in ("image_id", "instance_types", "ssh_cidr"):
+        value = getattr(given, name)
+        if value is None and getattr(current, name) is not None:
+            value = getattr(current, name)
+            kept.add(name)
+        merged[name] = value
+    return MergedChoices(SetupChoices(**merged), frozenset(kept))
+
+
+def parse_ssh_choice(text: str | None) -> str | None:
+    """--ssh-cidr: None when not given, NO_SSH for 'none' (remove the rule), else a valid CIDR."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none"):
+        return NO_SSH
+    return validate_ssh_cidr(text)

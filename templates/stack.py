@@ -24,7 +24,7 @@ from troposphere import awslambda, cloudwatch, dynamodb, ec2, events, iam, s3, s
 from annex_cloud import metrics
 from annex_cloud.enforcer import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
 from templates import contract, policies
-from templates.settings import StackSettings
+from templates.settings import METADATA_KEY, StackSettings, settings_record
 
 FUNCTION_RUNTIME = "python3.12"
 BROKER_HANDLER = "annex_cloud.broker.handler"
@@ -61,6 +61,8 @@ def build_template(settings: StackSettings) -> Template:
         f"condor-annex region stack {settings.stack_name}: network, launch templates, "
         "configuration bucket, registry, the broker, scoped IAM and the lease enforcer."
     )
+    # What it was built with, so that the next setup changes only what its options change.
+    t.set_metadata({METADATA_KEY: settings_record(settings)})
     tags = Tags({"htcondor:annex:stack": settings.stack_name})
 
     vpc = t.add_resource(
@@ -309,7 +311,7 @@ def build_template(settings: StackSettings) -> Template:
     scientist_policy = t.add_resource(
         iam.ManagedPolicy(
             "ScientistPolicy",
-            ManagedPolicyName=f"{settings.stack_name}-scientist-{settings.region}",
+            ManagedPolicyName=contract.scientist_policy_name(settings.stack_name, settings.region),
             Description="condor-annex scientists: ask the broker, nothing else",
             Path=contract.USER_PATH,
             PolicyDocument=policies.scientist_policy(GetAtt(broker, "Arn")),

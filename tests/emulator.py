@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from annex_admin.sandbox import EMULATOR_MODULE, emulator_environment, free_port
 FAKE_KEY_ID = "AKIAFAKETESTKEY00000"
 FAKE_SECRET = "fake-secret-for-the-local-emulator-only"
 REGION = "us-east-1"
+# One werkzeug access-log line per request; the emulator's own /moto-api/ control calls excluded.
+_AWS_REQUEST_LINE = re.compile(rb'"(?:GET|POST|PUT|DELETE|HEAD|PATCH) /(?!moto-api)[^"]* HTTP/1\.[01]" \d{3}')
 
 PRICED_REGION = "ap-southeast-2"
 # On-demand Linux USD per hour in Sydney. m5.large 0.12 is AWS's published figure (a copy of its
@@ -76,6 +79,10 @@ class Emulator:
     def enforce_iam(self, on: bool) -> None:
         # 0: every request from now on is authenticated; inf: none is.
         self.post("/moto-api/reset-auth", b"0" if on else b"inf")
+
+    def aws_requests(self) -> int:
+        """AWS API requests the emulator has answered so far (read from its access log)."""
+        return len(_AWS_REQUEST_LINE.findall(self.log_path.read_bytes()))
 
     def stop(self) -> None:
         self.process.terminate()

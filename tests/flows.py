@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,16 @@ PROJECT = "TheNeeds-MooreLab"
 USER = "needs-moore"
 POOL_PASSWORD = b"pool-password-for-the-test-pool"
 SCRAMBLE = bytes([0xDE, 0xAD, 0xBE, 0xEF])
+# A Python object where a person expected words: a dataclass repr (Caps(max_instances=0, ...)) or a
+# default object repr (<annex_user.bundle.Caps object at 0x...>).
+PYTHON_OBJECT = re.compile(r"\b[A-Z]\w*\(\w+=|<[\w.]+ object at 0x[0-9a-f]+>")
+
+
+def assert_speaks_plainly(output: str) -> None:
+    """No traceback and no Python object in what a user reads."""
+    assert "Traceback" not in output, output
+    found = PYTHON_OBJECT.search(output)
+    assert found is None, f"a Python object in the output ({found.group(0)!r}): {output}"
 
 
 def console_script(name: str) -> str:

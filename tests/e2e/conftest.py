@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.flows import console_script, write_pool
+from tests.flows import assert_speaks_plainly, console_script, write_pool
 
 
 @dataclass
@@ -29,21 +30,45 @@ class UserShell:
     env: dict[str, str]
     home: Path
 
-    def run(self, program: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+    def run(
+        self, program: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
+        answer: str | None = None,
+    ) -> Run:
+        """Run a console script; with ``answer``, its stdin is a terminal that types that line."""
         merged = dict(self.env)
         merged.update(env or {})
-        result = subprocess.run(
-            [console_script(program), *args],
-            capture_output=True,
-            text=True,
-            env=merged,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            cwd=self.home,
-        )
+        if answer is None:
+            result = subprocess.run(
+                [console_script(program), *args],
+                capture_output=True,
+                text=True,
+                env=merged,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                cwd=self.home,
+            )
+        else:
+            result = _run_with_terminal_input([console_script(program), *args], merged, self.home, answer, timeout)
         if "--debug" not in args:  # --debug is the one way to ask for a traceback
             assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+            # Messages and errors are on stderr (stdout may be a template holding Python source).
+            assert_speaks_plainly(result.stderr)
         return Run(result.returncode, result.stdout, result.stderr)
+
+
+def _run_with_terminal_input(
+    argv: list[str], env: dict[str, str], cwd: Path, answer: str, timeout: float
+) -> subprocess.CompletedProcess:
+    """stdin is a pseudo-terminal with the answer already typed; stdout and stderr stay pipes."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, (answer + "\n").encode())
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=terminal, cwd=cwd)
+    finally:
+        os.close(terminal)
+        os.close(controller)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from annex_cloud.caps import Caps
-from annex_cloud.expiry import format_expiry_tag
 from annex_cloud.identity import sign_identity_proof, sts_endpoint
 from annex_common.aws import make_clients
 from annex_common.bundle import load_bundle

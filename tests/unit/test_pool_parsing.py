@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from annex_user.pool import PoolSecurity, parse_child_reply, parse_instance_ids
+import pytest
+
+from annex_user.pool import PoolSecurity, collector_address, parse_child_reply, parse_instance_ids
 
 MARK = "ANNEX-POOL-REPLY:"
 
@@ -39,3 +41,18 @@ def test_pool_security_never_shows_its_payload() -> None:
         assert "secret-part" not in shown and "signature" not in shown
     assert str(sec) == "IDTOKEN for x"
     assert "idtoken" in repr(sec)
+
+
+@pytest.mark.parametrize(
+    "collector_host, address",
+    [
+        ("cm.pool.example:9618", ("cm.pool.example", 9618)),
+        ("cm.pool.example", ("cm.pool.example", 9618)),
+        ("cm:9700?sock=collector", ("cm", 9700)),
+        ("<10.0.0.1:9620?addrs=10.0.0.1-9620&alias=cm>", ("10.0.0.1", 9620)),
+        ("[::1]:9618", ("::1", 9618)),
+        ("cm1:9618, cm2:9618", ("cm1", 9618)),
+    ],
+)
+def test_collector_address(collector_host: str, address: tuple[str, int]) -> None:
+    assert collector_address(collector_host) == address

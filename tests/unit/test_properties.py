@@ -244,5 +244,5 @@ def test_first_and_last_year_expiries_are_bad_input(text: str, local_tz: tzinfo 
 
 @pytest.mark.parametrize("key", CAP_KEYS)
 def test_a_cap_too_large_for_a_float_is_not_shown(key: str):
-    document = {name: "x" for name in REQUIRED_STRINGS} | {name: 1 for name in CAP_KEYS} | {key: 10**400}
+    document = {name: "x" for name in REQUIRED_STRINGS} | {"region": "us-east-1"} | {name: 1 for name in CAP_KEYS} | {key: 10**400}
     assert parse_bundle(document, Path("bundle.toml")).caps is None

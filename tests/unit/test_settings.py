@@ -49,3 +49,34 @@ def test_more_types_than_the_policy_can_hold_are_refused():
     with pytest.raises(BadInput) as caught:
         settings.parse_instance_types(six + ",c7i.large")
     assert "10,240" in caught.value.why
+
+
+def test_given_options_win_and_the_rest_are_kept_from_the_stack():
+    current = settings.SetupChoices(image_id="ami-0123456789abcdef0", instance_types=("m5.large",),
+                                    ssh_cidr="198.51.100.0/24")
+    merged = settings.merge_choices(settings.SetupChoices(instance_types=("c6i.large",)), current)
+    assert merged.choices == settings.SetupChoices("ami-0123456789abcdef0", ("c6i.large",), "198.51.100.0/24")
+    assert merged.kept == {"image_id", "ssh_cidr"}
+    closed = settings.merge_choices(settings.SetupChoices(ssh_cidr=settings.NO_SSH), current)
+    assert closed.choices.ssh_cidr == settings.NO_SSH and "ssh_cidr" not in closed.kept
+    assert settings.merge_choices(settings.SetupChoices(), None).kept == frozenset()
+
+
+def test_the_recorded_settings_round_trip_through_the_template():
+    import json
+
+    from templates.stack import template_json
+
+    built = settings.StackSettings(region="us-east-1", image_id="ami-0123456789abcdef0",
+                                   instance_types=("m7i.large", "m5.large"), ssh_cidr="203.0.113.0/24",
+                                   availability_zones=("us-east-1a", "us-east-1b"), code_key="functions/x.zip")
+    read = settings.choices_from_template(json.loads(template_json(built)))
+    assert read == settings.SetupChoices("ami-0123456789abcdef0", ("m7i.large", "m5.large"), "203.0.113.0/24")
+    assert settings.choices_from_template({"Resources": {}}) is None
+    assert settings.choices_from_template({"Metadata": {"CondorAnnex": {"Settings": "junk"}}}) is None
+
+
+@pytest.mark.parametrize("text, choice", [(None, None), ("none", ""), ("NONE", ""), ("", ""),
+                                          ("203.0.113.0/24", "203.0.113.0/24")])
+def test_ssh_choice(text, choice):
+    assert settings.parse_ssh_choice(text) == choice

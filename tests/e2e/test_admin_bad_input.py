@@ -1,0 +1,40 @@
+"""annex-admin's bad input: exit 2, one message in the administrator's terms, no AWS request."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.flows import PROJECT, USER
+
+
+def issue(*extra: str) -> list[str]:
+    return ["issue-credentials", "--project-id", PROJECT, "--user", USER, "--output", "b.toml", *extra]
+
+
+CASES = {
+    "no-instances": (issue("--max-instances", "0"), "--max-instances 0 is not allowed"),
+    "negative-instances": (issue("--max-instances", "-3"), "--max-instances -3 is not allowed"),
+    "lease-nan": (issue("--max-lease-hours", "nan"), "--max-lease-hours nan is not allowed"),
+    "lease-infinite": (issue("--max-lease-hours", "inf"), "--max-lease-hours inf is not allowed"),
+    "lease-negative": (issue("--max-lease-hours", "-1"), "--max-lease-hours -1 is not allowed"),
+    "lease-over-a-year": (issue("--max-lease-hours", "10000"), "over a year"),
+    "spend-zero": (issue("--max-spend", "0"), "--max-spend 0 is not allowed"),
+    "spend-nan": (issue("--max-spend", "nan"), "--max-spend nan is not allowed"),
+    "project-malformed": (["issue-credentials", "--project-id", "bad project", "--user", USER, "--output", "b.toml"], "not allowed"),
+    "user-malformed": (["issue-credentials", "--project-id", PROJECT, "--user", "bad user!", "--output", "b.toml"], "not a valid IAM user name"),
+    "output-is-a-folder": (["issue-credentials", "--project-id", PROJECT, "--user", USER, "--output", "."], "is a directory"),
+    "setup-ssh-cidr": (["setup", "--yes", "--ssh-cidr", "10.0.0.1/8"], "not a valid CIDR"),
+    "setup-stack-name": (["setup", "--yes", "--stack-name", "bad_name!"], "not allowed"),
+    "check-setup-stack-name": (["check-setup", "--stack-name", "bad_name!"], "not allowed"),
+    "teardown-stack-name": (["teardown", "--yes", "--stack-name", "bad_name!"], "not allowed"),
+}
+
+
+@pytest.mark.parametrize("args, phrase", list(CASES.values()), ids=list(CASES))
+def test_admin_bad_input(shell, aws, args, phrase):
+    before = aws.aws_requests()
+    result = shell.run("annex-admin", *args)  # the shell also checks for Python objects in the output
+    assert result.returncode == 2, result.output
+    assert phrase in result.output
+    assert "Next:" in result.output
+    assert aws.aws_requests() == before
