@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from annex_user.bundle import Bundle, Caps, load_bundle, write_bundle
+from annex_cloud.caps import Caps
+from annex_common.bundle import Bundle, load_bundle, write_bundle
 from tests.flows import PROJECT, USER
 
 

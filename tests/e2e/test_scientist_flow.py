@@ -75,13 +75,13 @@ def test_launch_status_extend_terminate(shell, aws, enforce_iam):
     if enforce_iam:
         aws.enforce_iam(True)
 
-    extended = shell.run("condor_annex", "extend", "--annex-name", annex_name, "--duration", "48", env=env)
+    extended = shell.run("condor_annex", "extend", "--annex-name", annex_name, "--duration", "96", env=env)
     assert extended.returncode == 0, extended.output
     rows = json.loads(shell.run("condor_annex", "status", "--output", "json", env=env).stdout)
     new_expiries = {row["expiry"] for row in rows}
     assert len(new_expiries) == 1 and new_expiries != {expected_expiry}
     moved = datetime.strptime(new_expiries.pop(), contract.EXPIRY_FORMAT).replace(tzinfo=timezone.utc)
-    assert abs((moved - datetime.now(timezone.utc)) - timedelta(hours=48)) < timedelta(minutes=5)
+    assert abs((moved - datetime.now(timezone.utc)) - timedelta(hours=96)) < timedelta(minutes=5)
 
     ended = shell.run("condor_annex", "terminate", "--annex-name", annex_name, "--yes", env=env)
     assert ended.returncode == 0, ended.output

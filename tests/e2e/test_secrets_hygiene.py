@@ -26,11 +26,17 @@ def everything_in_aws(clients) -> dict[str, str]:
         [i.get("Tags", []) for page in clients.ec2.get_paginator("describe_instances").paginate()
          for r in page["Reservations"] for i in r["Instances"]]
     )
-    bucket = next(b["Name"] for b in clients.s3.list_buckets()["Buckets"])
-    for page in clients.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            body = clients.s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            found[f"s3://{item['Key']}"] = body.decode("latin-1")
+    outputs = {o["OutputKey"]: o["OutputValue"] for s in stacks for o in s.get("Outputs", [])}
+    for bucket in (outputs[contract.OUT_BUCKET], outputs[contract.OUT_CODE_BUCKET]):
+        for page in clients.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                body = clients.s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                prefix = "s3://" if bucket == outputs[contract.OUT_BUCKET] else f"s3://{bucket}/"
+                found[f"{prefix}{item['Key']}"] = body.decode("latin-1")
+    # The administrator's record, and every request the broker remembers (their answers too).
+    found["registry"] = json.dumps(clients.client("dynamodb").scan(TableName=outputs[contract.OUT_REGISTRY_TABLE])["Items"])
+    for function in clients.awslambda.list_functions()["Functions"]:
+        found[f"environment of {function['FunctionName']}"] = json.dumps(function.get("Environment", {}))
     found["IAM user tags"] = json.dumps(clients.iam.list_user_tags(UserName=USER)["Tags"])
     return found
 

@@ -157,7 +157,8 @@ def test_non_finite_caps_are_refused(tmp_path: Path, caps: Caps):
 def test_the_random_arguments_reach_the_emulator_and_are_refused_there(sandbox_env: dict[str, str], tmp_path: Path):
     """The property above is only worth something if valid arguments get past parsing: they do,
     and the empty region refuses them with exit 2."""
-    env = dict(sandbox_env, CONDOR_ANNEX_CREDENTIALS=str(_bundle(tmp_path)))
+    env = dict(sandbox_env, CONDOR_ANNEX_CREDENTIALS=str(_bundle(tmp_path)),
+               CONDOR_CONFIG=str(write_pool(tmp_path / "pool").condor_config))
     done = subprocess.run([console_script("condor_annex"), "--project-id", "TheNeeds-MooreLab", "--duration", "5",
                            "--instances", "2", "--yes"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no condor-annex stack with a broker (HTCondorAnnex-broker)" in done.stderr
