@@ -6,7 +6,6 @@ answers at once.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,13 +18,16 @@ from annex_common.cli_support import (
     HELP_OPTIONS,
     PROGRAM_OPTIONS,
     LazyConsole,
-    print_table,
+    OutputFormat,
     command_names,
     err_console,
+    print_json,
+    print_table,
     print_version,
     reject_unknown_command,
     require_confirmation,
     run_guarded,
+    waiting,
 )
 
 app = typer.Typer(
@@ -47,6 +49,7 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 AnnexName = Annotated[Optional[str], typer.Option("--annex-name", help="Name of the annex.")]
 Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYYY-MM-DD HH:MM' local time (or with an offset).")]
 Duration = Annotated[Optional[float], typer.Option("--duration", help="Lease length in hours from now.")]
+Output = Annotated[OutputFormat, typer.Option("--output", help="table for people, json for scripts (JSON alone on stdout).")]
 
 
 def _show_version(value: bool) -> None:
@@ -91,8 +94,9 @@ def launch(
     instance_type: Annotated[Optional[str], typer.Option("--instance-type", help="One of the stack's instance types (default: the fleet picks).")] = None,
     spot: Annotated[bool, typer.Option("--spot", help="Use spot capacity (price-capacity-optimized).")] = False,
     idle: Annotated[int, typer.Option("--idle", help="Minutes unclaimed before an instance shuts down.")] = 15,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and check permissions; launch nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Ask the broker for the plan; launch, mint and upload nothing.")] = False,
     yes: Yes = False,
+    output: Output = OutputFormat.table,
     credentials: Credentials = None,
     debug: Debug = False,
 ) -> None:
@@ -107,7 +111,7 @@ def launch(
         now = datetime.now(timezone.utc).replace(microsecond=0)
         lease_end = _lease_end(expiry, duration, now)
         ctx = open_context(_bundle_path(credentials), now=now)
-        with err_console.status("Planning: the broker checks caps and prices; reading your pool…"):
+        with waiting("Planning: the broker checks caps and prices; reading your pool"):
             plan = core.plan_launch(
                 ctx,
                 core.LaunchRequest(
@@ -121,23 +125,31 @@ def launch(
                     condor_config=os.environ.get("CONDOR_CONFIG"),
                 ),
             )
-        _print_plan(plan)
+        as_json = output is OutputFormat.json
+        _print_plan(plan, err_console if as_json else out)
         if dry_run:
-            out.print("Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.")
+            if as_json:
+                print_json({"dry_run": True, **core.plan_summary(plan)})
+            else:
+                out.print("Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.")
             return
         require_confirmation(f"Launch {plan.count} instance(s)?", assume_yes=yes)
-        with err_console.status(f"Launching {plan.count} instance(s) through the broker…"):
+        with waiting(f"Launching {plan.count} instance(s) through the broker"):
             result = core.execute_launch(ctx, plan)
-        _print_launch(result)
+        if as_json:
+            print_json(core.launch_summary(result))
+        else:
+            _print_launch(result)
         if result.shortfall:
             raise SystemExit(1)
 
     run_guarded(action, debug=debug)
 
 
-def _print_plan(plan) -> None:
+def _print_plan(plan, console) -> None:
     from annex_user.expiry import format_local
 
+    out = console  # the plan is a message when stdout carries JSON
     caps = plan.caps
     out.print(f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})")
     out.print(f"  instances      {_instances_of(plan.count, plan.instance_types)} "
@@ -179,46 +191,84 @@ def _print_launch(result) -> None:
 @app.command()
 def status(
     annex_name: AnnexName = None,
-    output: Annotated[str, typer.Option("--output", help="table or json.")] = "table",
+    instances: Annotated[bool, typer.Option("--instances", help="List every instance, not one line per annex.")] = False,
+    output: Output = OutputFormat.table,
     credentials: Credentials = None,
     debug: Debug = False,
 ) -> None:
-    """Every instance of your project's annexes."""
+    """Your project's annexes: one line each (instances, lease left, cost so far, most still to come)."""
 
     def action() -> None:
         from datetime import datetime, timezone
 
-        from annex_common.errors import BadInput
         from annex_user.context import open_context
         from annex_user.manage import annex_status
 
-        if output not in ("table", "json"):
-            raise BadInput(f"--output {output!r} is not known", "choose table or json", "Pass --output json.")
         ctx = open_context(_bundle_path(credentials))
-        report = annex_status(ctx, annex_name=annex_name, condor_config=os.environ.get("CONDOR_CONFIG"))
+        with waiting("Asking the broker and the pool"):
+            report = annex_status(ctx, annex_name=annex_name, condor_config=os.environ.get("CONDOR_CONFIG"))
         now = datetime.now(timezone.utc)
-        if output == "json":
-            print(json.dumps([row.to_json(now) for row in report.rows], indent=2))
-            return
         err_console.print(report.collector_note, markup=False)
+        if output is OutputFormat.json:
+            print_json([row.to_json(now) for row in report.rows])
+            return
         if not report.rows:
             scope = f"annex {annex_name}" if annex_name else f"project {ctx.bundle.project_id}"
             out.print(f"No live instances in {scope}.")
             return
-        from rich.table import Table
-
-        table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease left", "In pool")
-        for row in report.rows:
-            data = row.to_json(now)
-            remaining = data["lease_remaining_seconds"]
-            left = "none (ending)" if not remaining else f"{remaining // 3600}h{(remaining % 3600) // 60:02d}m"
-            pool = {True: "yes", False: "no", None: "?"}[row.in_pool]
-            table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
-                          data["availability_zone"], left, pool)
-        print_table(out, table)
-        out.print(f"{len(report.rows)} instance(s).")
+        if instances:
+            _print_instances(report, now)
+        else:
+            _print_annexes(report, now)
+        _print_totals(report, ctx.bundle.project_id)
 
     run_guarded(action, debug=debug)
+
+
+def _left(seconds: int | None) -> str:
+    return "none (ending)" if not seconds else f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def _usd(value: float | None) -> str:
+    return "unpriced" if value is None else f"${value:,.2f}"
+
+
+def _print_annexes(report, now) -> None:
+    from rich.table import Table
+
+    table = Table("Annex", "Instances", "In pool", "Lease left", "Cost so far", "Can still cost")
+    for annex in report.annexes():
+        data = annex.to_json(now)
+        states = ", ".join(f"{n} {state}" for state, n in data["states"].items())
+        joined = "?" if data["joined_pool"] is None else f"{data['joined_pool']}/{data['instances']}"
+        table.add_row(annex.annex_name, states, joined, _left(data["lease_remaining_seconds"]),
+                      _usd(data["cost_so_far_usd"]), _usd(data["can_still_cost_usd"]))
+    print_table(out, table)
+
+
+def _print_instances(report, now) -> None:
+    from rich.table import Table
+
+    table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease left", "In pool", "Cost so far")
+    for row in report.rows:
+        data = row.to_json(now)
+        pool = {True: "yes", False: "no", None: "?"}[row.in_pool]
+        table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
+                      data["availability_zone"], _left(data["lease_remaining_seconds"]), pool,
+                      _usd(data.get("cost_so_far")))
+    print_table(out, table)
+
+
+def _print_totals(report, project_id: str) -> None:
+    totals = report.totals()
+    cap_instances, cap_spend = totals.get("cap_max_instances"), totals.get("cap_max_spend_usd")
+    out.print(
+        f"Project {project_id}: {totals['live_instances']} live instance(s)"
+        + (f" of {cap_instances:g} allowed" if cap_instances is not None else "")
+        + f"; cost so far {_usd(totals['cost_so_far_usd'])}; can still cost {_usd(totals['can_still_cost_usd'])}"
+        + (f" of the ${cap_spend:,.2f} spend cap" if cap_spend is not None else "")
+        + " (prices: " + (report.price_source or "unknown") + ")."
+    )
 
 
 @app.command()
@@ -228,6 +278,7 @@ def extend(
     duration: Duration = None,
     shorten: Annotated[bool, typer.Option("--shorten", help="Allow an earlier end than today's (asks first).")] = False,
     yes: Yes = False,
+    output: Output = OutputFormat.table,
     credentials: Credentials = None,
     debug: Debug = False,
 ) -> None:
@@ -248,9 +299,13 @@ def extend(
                     f"Shorten the lease of {annex_name} ({len(plan['instance_ids'])} instance(s)) to end "
                     f"{format_local(new_end)}?", assume_yes=yes,
                 )
-        result = extend_lease(ctx, params, condor_config=os.environ.get("CONDOR_CONFIG"))
+        with waiting(f"Moving the lease of {annex_name}"):
+            result = extend_lease(ctx, params, condor_config=os.environ.get("CONDOR_CONFIG"))
+        if output is OutputFormat.json:
+            print_json(result.summary())
+            return
         out.print(f"[green]Lease of {result.annex_name} now ends {format_local(result.new_expiry)}[/] "
-                  f"on {len(result.instance_ids)} instance(s).")
+                  f"on {len(result.instance_ids)} instance(s); it can still cost ${result.answer['most_cost']:,.2f}.")
         if result.token_reminted:
             out.print("  A new pool token lasting to the new lease end was uploaded; instances pick it up within minutes.")
 
@@ -261,10 +316,11 @@ def extend(
 def terminate(
     annex_name: Annotated[str, typer.Option("--annex-name", help="Name of the annex.")],
     yes: Yes = False,
+    output: Output = OutputFormat.table,
     credentials: Credentials = None,
     debug: Debug = False,
 ) -> None:
-    """Terminate every instance of an annex and remove its configuration."""
+    """Terminate every instance of an annex and remove its configuration (already gone: says so)."""
 
     def action() -> None:
         from annex_user.context import open_context
@@ -276,8 +332,11 @@ def terminate(
             live = [r for r in report.rows if r.data["state"] in ("pending", "running", "stopping", "stopped")]
             if live:
                 require_confirmation(f"Terminate {len(live)} instance(s) of {annex_name}?", assume_yes=False)
-        with err_console.status(f"Terminating annex {annex_name}…"):
+        with waiting(f"Terminating annex {annex_name}"):
             result = terminate_annex(ctx, annex_name)
+        if output is OutputFormat.json:
+            print_json(result.summary())
+            return
         if result.already_gone:
             out.print(f"Annex {annex_name} is already gone (no live instance); "
                       f"removed {result.objects_removed} configuration object(s).")

@@ -186,3 +186,39 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
             "Try again later, with --spot or another --instance-type.",
         )
     return result
+
+
+def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
+    """The plan as a script reads it: what would run, until when, and what it can cost."""
+    return {
+        "annex_name": plan.annex_name,
+        "project_id": plan.project_id,
+        "owner": plan.owner,
+        "count": plan.count,
+        "instance_types": list(plan.instance_types),
+        "spot": plan.spot,
+        "expiry": plan.broker["expiry"],
+        "lease_hours": round(plan.lease_hours, 4),
+        "hourly_price_usd": {"low": round(plan.hourly_low, 6), "high": round(plan.hourly_high, 6)},
+        "prices": plan.prices,
+        "price_source": plan.price_source,
+        "most_cost_usd": round(plan.most_cost, 4),
+        "committed_spend_usd": round(plan.committed_spend, 4),
+        "caps": plan.caps,
+        "security": plan.source.kind if plan.source is not None else None,
+        "token_id": plan.token_id,
+        "collector_host": plan.collector_host,
+    }
+
+
+def launch_summary(result: LaunchResult) -> dict[str, Any]:
+    """What a launch did, for a script: the plan's figures and the instances that run."""
+    return {
+        **plan_summary(result.plan),
+        "instance_ids": result.instance_ids,
+        "by_type": result.by_type,
+        "shortfall": result.shortfall,
+        "fleet_errors": result.capacity_errors,
+        "stopped_by": result.answer.get("stopped_by") or None,
+        "replayed": bool(result.answer.get("replayed")),
+    }

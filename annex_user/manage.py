@@ -125,6 +125,17 @@ class ExtendResult:
     token_reminted: bool
     answer: dict[str, Any]
 
+    def summary(self) -> dict[str, Any]:
+        return {
+            "annex_name": self.annex_name,
+            "instance_ids": self.instance_ids,
+            "old_expiries": self.old_expiries,
+            "expiry": lease.to_tag(self.new_expiry),
+            "lease_hours": round(self.answer.get("lease_hours", 0.0), 4),
+            "most_cost_usd": round(self.answer.get("most_cost", 0.0), 4),
+            "token_replaced": self.token_reminted,
+        }
+
 
 def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shorten: bool) -> dict[str, Any]:
     validate_annex_name(annex_name)
@@ -172,6 +183,10 @@ class TerminateResult:
     instance_ids: list[str]
     objects_removed: int
     already_gone: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"annex_name": self.annex_name, "instance_ids": self.instance_ids,
+                "objects_removed": self.objects_removed, "already_gone": self.already_gone}
 
 
 def terminate_annex(ctx: AnnexContext, annex_name: str) -> TerminateResult:
