@@ -11,7 +11,7 @@ import botocore.exceptions
 from annex_cloud import metrics
 from annex_cloud.guardrails import SWEEP_STALE_AFTER_SECONDS
 from annex_common.aws import AwsClients, error_code
-from annex_common.stack import HEALTHY_STATES, describe_stack, recovery_advice
+from annex_admin.stack import HEALTHY_STATES, describe_stack, recovery_advice
 from templates import contract
 
 # How far back check-setup looks for the enforcer's last sweep.

@@ -333,7 +333,7 @@ def enforce(
 
     def action() -> None:
         from annex_admin.enforce import report_lines, run_enforcer
-        from annex_common.stack import read_stack
+        from annex_admin.stack import read_stack
         from templates import contract
         from templates.settings import validate_stack_name
 

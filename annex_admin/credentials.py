@@ -22,7 +22,7 @@ from annex_cloud.registry import Registry
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.bundle import Bundle, write_bundle
 from annex_common.errors import AnnexError, BadInput
-from annex_common.stack import StackInfo, read_stack
+from annex_admin.stack import StackInfo, read_stack
 from templates import contract
 
 PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

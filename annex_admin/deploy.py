@@ -20,7 +20,7 @@ from annex_admin.changes import Approve, ChangePlan, additions, approve_everythi
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.regions import validate_region
-from annex_common.stack import describe_stack, recovery_advice
+from annex_admin.stack import describe_stack, recovery_advice
 from templates import contract
 from templates.settings import StackSettings
 from templates.stack import ALARM_EMAIL_RESOURCE, template_json

@@ -10,7 +10,7 @@ from typing import Any
 
 from annex_cloud.leftovers import StackScope
 from annex_common.aws import AwsClients, invoke_function
-from annex_common.stack import StackInfo
+from annex_admin.stack import StackInfo
 from templates import contract
 from templates.stack import launch_template_name
 

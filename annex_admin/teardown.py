@@ -15,7 +15,7 @@ from annex_cloud.leftovers import StackScope
 from annex_admin.leftovers import StackResource, orphan_scientist_policy, remove_leftovers, stack_resources
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import NotReady
-from annex_common.stack import describe_stack
+from annex_admin.stack import describe_stack
 from templates import contract
 
 Progress = Callable[[str], None]

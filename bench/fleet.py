@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from annex_common.stack import StackInfo, read_stack
+from annex_admin.stack import StackInfo, read_stack
 from bench.emulator import BenchEmulator, PinnedClients
 from templates import contract
 

@@ -10,7 +10,7 @@ import pytest
 from annex_admin.enforce import stack_scope
 from annex_cloud import enforcer
 from annex_common.aws import make_clients
-from annex_common.stack import read_stack
+from annex_admin.stack import read_stack
 from templates import contract
 from tests.flows import PROJECT, USER
 

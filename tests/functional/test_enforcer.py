@@ -21,7 +21,7 @@ import botocore.exceptions
 import pytest
 
 from annex_admin.enforce import stack_scope
-from annex_common.stack import read_stack
+from annex_admin.stack import read_stack
 from annex_common.errors import AwsFailure
 from templates import contract
 from annex_cloud import enforcer as enf

@@ -13,7 +13,7 @@ from annex_admin.deploy import current_notify_email, deploy, resolve_settings
 from annex_admin.enforce import stack_scope
 from annex_cloud import enforcer
 from annex_common.errors import BadInput, NotReady
-from annex_common.stack import read_stack
+from annex_admin.stack import read_stack
 from templates import contract
 from templates.settings import StackSettings, validate_notify_email
 from tests.flows import deploy_stack

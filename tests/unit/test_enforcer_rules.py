@@ -584,3 +584,21 @@ def test_deadman_bound_is_a_few_hours_at_most():
     assert guardrails.deadman_problem(guardrails.DEADMAN_MAX_SECONDS) is None
     for bad in (guardrails.DEADMAN_MAX_SECONDS + 1, guardrails.DEADMAN_MIN_SECONDS - 1, 1800.0, True, "1800", None):
         assert guardrails.deadman_problem(bad) is not None, bad
+
+
+def test_packages_depend_downwards_only():
+    """Programs above templates above annex_common above annex_cloud: no import cycle."""
+    order = ["annex_cloud", "annex_common", "templates", "annex_admin", "annex_user"]
+    root = Path(enf.__file__).resolve().parents[1]
+    for rank, package in enumerate(order):
+        below = set(order[:rank])
+        for module in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(module.read_text())):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module.split(".")[0]]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name.split(".")[0] for alias in node.names]
+                ours = {n for n in names if n in order and n != package}
+                # The two programs are peers: neither imports the other.
+                assert ours <= below, f"{module.relative_to(root)} imports {sorted(ours - below)}"
