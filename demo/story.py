@@ -34,10 +34,16 @@ def banner(title: str, text: str) -> None:
         print(f"   {line.strip()}")
 
 
-def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(env: dict[str, str], *args: str, check: bool = True, head: int | None = None) -> subprocess.CompletedProcess:
+    """Run one step as she would type it; ``head`` shows only the first lines of its output."""
     shown = " ".join(a if " " not in a else f"'{a}'" for a in args)
-    print("\n" + styled(f"$ {shown}", "36"), flush=True)
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, text=True, stdin=subprocess.DEVNULL)
+    print("\n" + styled(f"$ {shown}" + (f" | head -{head}" if head else ""), "36"), flush=True)
+    command = [str(BIN / args[0]), *args[1:]]
+    if head is None:
+        result = subprocess.run(command, env=env, text=True, stdin=subprocess.DEVNULL)
+    else:
+        result = subprocess.run(command, env=env, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        print("\n".join(result.stdout.splitlines()[:head]) + "\n   …", flush=True)
     if check and result.returncode != 0:
         raise SystemExit(f"demo step failed: {shown} (exit {result.returncode})")
     return result
@@ -97,12 +103,12 @@ def main() -> None:
 
         banner("The pool administrator sets up the region (once)",
                "One CloudFormation stack: VPC, subnets in several zones, launch templates, an encrypted bucket,\n"
-               "scoped IAM and a lease enforcer that runs every 5 minutes.")
+               "the registry, the broker the scientists ask, and a lease enforcer that runs every 5 minutes.")
         run(env, "annex-admin", "setup", "--yes")
         run(env, "annex-admin", "check-setup")
 
         banner("The administrator issues Dr. Needs-Moore's credentials (once per scientist)",
-               "A low-privilege IAM user scoped to her project, with caps on instances, lease and spend.")
+               "An IAM user whose keys may only ask the broker; her project and caps are the administrator's record.")
         run(env, "annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", "needs-moore",
             "--output", str(bundle), "--max-instances", "32", "--max-lease-hours", "168", "--max-spend", "500")
         run(env, "condor_annex", "import-credentials", str(bundle))
@@ -113,14 +119,16 @@ def main() -> None:
         run(env, "condor_annex", "--project-id", PROJECT, "--expiry", expiry, "--instances", "16", "--yes",
             "--annex-name", "deadline")
 
-        banner("She watches it", "EC2's view, merged with the pool's when its collector answers.")
-        run(env, "condor_annex", "status", "--annex-name", "deadline")
+        banner("She watches it", "One line per annex: what it has cost so far and the most it can still cost;\n"
+               "EC2's view, merged with the pool's when its collector answers. Scripts ask for JSON.")
+        run(env, "condor_annex", "status")
+        run(env, "condor_annex", "status", "--annex-name", "deadline", "--output", "json", head=14)
 
         banner("The deadline moves: she extends the lease",
                "Only the expiry tag changes; instances re-read it, and a fresh pool token is uploaded.")
         run(env, "condor_annex", "extend", "--annex-name", "deadline", "--duration", "96")
 
-        banner("She tries to spend too much", "Caps are checked before anything is launched (exit 2, nothing created).")
+        banner("She tries to spend too much", "The broker checks the caps before anything is launched (exit 2, nothing created).")
         run(env, "condor_annex", "--project-id", PROJECT, "--duration", "24", "--instances", "20", "--yes", check=False)
 
         banner("A lease runs out while her laptop is closed",
