@@ -28,7 +28,10 @@ def test_status_written_to_a_pipe_never_cuts_an_id_or_a_name(shell):
     assert launched.returncode == 0, launched.output
     # Not a terminal (the output is a pipe) and no COLUMNS: rich would assume 80 columns.
     for columns in ({"COLUMNS": ""}, {"COLUMNS": "40"}):
-        status = shell.run("condor_annex", "status", env={**env, **columns})
+        per_annex = shell.run("condor_annex", "status", env={**env, **columns})
+        assert "…" not in per_annex.stdout
+        assert [line for line in per_annex.stdout.splitlines() if LONG_NAME in line.split()]
+        status = shell.run("condor_annex", "status", "--instances", env={**env, **columns})
         assert status.returncode == 0, status.output
         assert "…" not in status.stdout
         rows = [line for line in status.stdout.splitlines() if re.search(r"\bi-[0-9a-f]", line)]
