@@ -5,9 +5,12 @@ and the enforcer read them; setup stores the region's prices. The same table ser
 project's spending requests (a lock item taken with a conditional write) and remembers every
 request by its id, so a retried request never acts twice.
 
-Items (partition key ``pk``, sort key ``sk``):
+Items (partition key ``pk``, sort key ``sk``). The administrator's items (users, caps, prices) and
+the broker's working items (``project#``: lock, requests, launches) have different partition keys,
+so the broker's role may write only ``project#*`` (IAM's ``dynamodb:LeadingKeys``) and can never
+raise a cap, whatever its code does:
   user#<user>      / user            project
-  project#<p>      / caps            max_instances, max_lease_hours, max_spend_usd
+  caps#<p>         / caps            max_instances, max_lease_hours, max_spend_usd
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, result (JSON), created, ttl
   project#<p>      / launch#<id>#<n> annex, expiry, instances ("id:type,..."), created, ttl: what
@@ -91,16 +94,17 @@ class Registry:
 
     def caps(self, project_id: str) -> Caps | None:
         """The project's caps; None when it has no record. ValueError when the record is corrupt."""
-        item = self._get(f"project#{project_id}", "caps")
+        item = self._get(f"caps#{project_id}", "caps")
         if not item:
             return None
         return caps_from_mapping({name: value.get("N") for name, value in item.items() if "N" in value})
 
     def put_caps(self, project_id: str, caps: Caps) -> None:
+        """The administrator's write (issue-credentials); the broker's role is refused it."""
         self.db.put_item(
             TableName=self.table,
             Item={
-                **_key(f"project#{project_id}", "caps"),
+                **_key(f"caps#{project_id}", "caps"),
                 "max_instances": _n(caps.max_instances),
                 "max_lease_hours": _n(caps.max_lease_hours),
                 "max_spend_usd": _n(caps.max_spend_usd),

@@ -286,6 +286,29 @@ def _registry_statements(table_arn: Any, actions: list[Any]) -> list[awacs_aws.S
     ]
 
 
+# The broker's working items (lock, requests, launches) sit under project#<p>; users, caps and
+# prices under other partition keys, which are the administrator's alone (annex_cloud.registry).
+BROKER_WRITABLE_KEYS = ["project#*"]
+
+
+def _broker_registry_writes(table_arn: Any) -> awacs_aws.Statement:
+    # ForAllValues: every partition key the request touches must match (an empty set would
+    # match too, so the Null check requires the key to be present).
+    # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/specifying-conditions.html
+    return awacs_aws.Statement(
+        Sid="BrokerWorkingItems",
+        Effect=awacs_aws.Allow,
+        Action=[ddb_actions.PutItem, ddb_actions.UpdateItem, ddb_actions.DeleteItem],
+        Resource=[table_arn],
+        Condition=awacs_aws.Condition(
+            [
+                awacs_aws.ForAllValuesStringLike("dynamodb:LeadingKeys", BROKER_WRITABLE_KEYS),
+                awacs_aws.Null("dynamodb:LeadingKeys", "false"),
+            ]
+        ),
+    )
+
+
 def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
     """Denies on what a launch creates; each names the resource type it inspects."""
     instance = [_any_ec2("instance")]
@@ -350,10 +373,8 @@ def broker_role_policy(refs: PolicyRefs) -> awacs_aws.PolicyDocument:
         + _launch_statements(refs)
         + _lease_statements()
         + _configuration_statements(refs)
-        + _registry_statements(
-            refs.table_arn,
-            [ddb_actions.GetItem, ddb_actions.PutItem, ddb_actions.UpdateItem, ddb_actions.DeleteItem, ddb_actions.Query],
-        )
+        + _registry_statements(refs.table_arn, [ddb_actions.GetItem, ddb_actions.Query])
+        + [_broker_registry_writes(refs.table_arn)]
         + _launch_guards(refs)
         + [_logs_statement()],
     )

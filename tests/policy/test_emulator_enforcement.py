@@ -194,11 +194,11 @@ REFUSED: dict[str, Call] = {
     # the administrator's record
     "dynamodb-raise-own-caps": lambda w, i: w.client("dynamodb").put_item(
         TableName=w.outputs[contract.OUT_REGISTRY_TABLE],
-        Item={"pk": {"S": f"project#{w.bundle.project_id}"}, "sk": {"S": "caps"}, "max_instances": {"N": "100000"},
+        Item={"pk": {"S": f"caps#{w.bundle.project_id}"}, "sk": {"S": "caps"}, "max_instances": {"N": "100000"},
               "max_lease_hours": {"N": "8760"}, "max_spend_usd": {"N": "1000000"}}),
     "dynamodb-read-own-caps": lambda w, i: w.client("dynamodb").get_item(
         TableName=w.outputs[contract.OUT_REGISTRY_TABLE],
-        Key={"pk": {"S": f"project#{w.bundle.project_id}"}, "sk": {"S": "caps"}}),
+        Key={"pk": {"S": f"caps#{w.bundle.project_id}"}, "sk": {"S": "caps"}}),
     # the functions, the stack, identity
     "lambda-invoke-enforcer": lambda w, i: w.client("lambda").invoke(
         FunctionName=w.outputs[contract.OUT_ENFORCER_FUNCTION], Payload=b"{}"),
@@ -235,7 +235,7 @@ def test_refused_calls_changed_nothing(world: World, her_instance: str) -> None:
         protection = admin.ec2.describe_instance_attribute(InstanceId=her_instance, Attribute="disableApiTermination")
         caps = admin.client("dynamodb").get_item(
             TableName=world.outputs[contract.OUT_REGISTRY_TABLE],
-            Key={"pk": {"S": f"project#{world.bundle.project_id}"}, "sk": {"S": "caps"}}, ConsistentRead=True)["Item"]
+            Key={"pk": {"S": f"caps#{world.bundle.project_id}"}, "sk": {"S": "caps"}}, ConsistentRead=True)["Item"]
         live = [i for page in admin.ec2.get_paginator("describe_instances").paginate(
             Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
             for r in page["Reservations"] for i in r["Instances"]]

@@ -205,7 +205,8 @@ IMAGE: Resource = lambda s: f"arn:aws:ec2:{REGION}::image/ami-0123456789abcdef0"
 SG: Resource = lambda s: s.ec2_arn("security-group/" + s.outputs[contract.OUT_SECURITY_GROUP])  # noqa: E731
 SPOT_REQUEST: Resource = lambda s: s.ec2_arn("spot-instances-request/sir-0123456789abcdef")  # noqa: E731
 VOLUME: Resource = lambda s: s.ec2_arn("volume/vol-0123456789abcdef0")  # noqa: E731
-CAPS = f"project#{PROJECT}"
+CAPS = f"caps#{PROJECT}"
+WORK = f"project#{PROJECT}"  # the broker's working items: lock, requests, launches
 ANYWHERE: Resource = lambda s: "*"  # noqa: E731
 LAUNCH_TEMPLATE: Resource = lambda s: s.launch_template_arn()  # noqa: E731
 
@@ -430,13 +431,22 @@ BROKER_CASES = [
            lambda s: {"s3:prefix": OWN}),
     broker("broker-reads-the-record", "dynamodb:GetItem", TABLE, ALLOW, "user, caps and prices",
            items(f"user#{USER}")),
+    broker("broker-reads-the-caps", "dynamodb:GetItem", TABLE, ALLOW, "the caps it checks", items(CAPS)),
     broker("broker-takes-the-project-lock", "dynamodb:PutItem", TABLE, ALLOW,
-           "a conditional write serialises the project's requests", items(CAPS)),
+           "a conditional write serialises the project's requests", items(WORK)),
     broker("broker-records-instances", "dynamodb:UpdateItem", TABLE, ALLOW,
-           "launched instances count at once, before DescribeInstances shows them", items(CAPS)),
-    broker("broker-releases-the-project-lock", "dynamodb:DeleteItem", TABLE, ALLOW, "the lock's release", items(CAPS)),
+           "launched instances count at once, before DescribeInstances shows them", items(WORK)),
+    broker("broker-releases-the-project-lock", "dynamodb:DeleteItem", TABLE, ALLOW, "the lock's release", items(WORK)),
     broker("broker-queries-recent-launches", "dynamodb:Query", TABLE, ALLOW, "the project's recent requests",
-           items(CAPS)),
+           items(WORK)),
+    broker("broker-raises-caps", "dynamodb:PutItem", TABLE, DENY,
+           "caps are the administrator's: not even the broker's role may write them", items(CAPS)),
+    broker("broker-edits-caps", "dynamodb:UpdateItem", TABLE, DENY, "caps are the administrator's", items(CAPS)),
+    broker("broker-moves-a-user", "dynamodb:PutItem", TABLE, DENY,
+           "which project a user acts for is the administrator's record", items(f"user#{USER}")),
+    broker("broker-rewrites-prices", "dynamodb:PutItem", TABLE, DENY, "prices are setup's", items("stack")),
+    broker("broker-writes-caps-with-its-lock", "dynamodb:PutItem", TABLE, DENY,
+           "a request touching any other partition key is refused whole", items(WORK, CAPS)),
     broker("broker-writes-its-logs", "logs:PutLogEvents", log_stream(lambda s: s.broker.name), ALLOW,
            "Lambda's own log stream"),
     # --- launches that must be refused ----------------------------------------------------------------
@@ -540,7 +550,7 @@ BROKER_CASES = [
            lambda s: f"arn:aws:iam::{s.account}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
            DENY, "only Spot's", lambda s: {"iam:AWSServiceName": "autoscaling.amazonaws.com"}),
     broker("broker-writes-another-table", "dynamodb:PutItem", OTHER_TABLE, DENY, "the registry table only",
-           items(CAPS)),
+           items(WORK)),
     broker("broker-scans-the-registry", "dynamodb:Scan", TABLE, DENY,
            "it reads one project's items by key; a scan is the administrator's"),
     broker("broker-deletes-the-registry", "dynamodb:DeleteTable", TABLE, DENY, "the table is the stack's"),
