@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from annex_admin.stack import StackInfo, read_stack
+from annex_common.bundle import Bundle, load_bundle
 from bench.emulator import BenchEmulator, PinnedClients
 from templates import contract
 
@@ -21,10 +22,20 @@ FLEET_CHUNK = 1000
 LIVE = ["pending", "running", "stopping", "stopped"]
 
 
+# Caps with room for every case: the broker and the enforcer read them from the administrator's
+# record (the bundle's copy is only shown). The lease cap stays at its default, 168 hours.
+MAX_INSTANCES = "10000"
+MAX_SPEND_USD = "1000000"
+
+
 @dataclass
 class Region:
     stack: StackInfo
     bundle: Path
+
+    @property
+    def scientist(self) -> Bundle:
+        return load_bundle(self.bundle)
 
 
 def script(name: str) -> str:
@@ -37,18 +48,27 @@ def script(name: str) -> str:
 
 
 def fresh_region(emu: BenchEmulator, clients: PinnedClients, env: dict[str, str], workdir: Path) -> Region:
-    """Reset the emulator, then set the region up and issue a bundle with the real console scripts."""
+    """Reset the emulator, then set the region up and issue a bundle with the real console scripts.
+
+    The emulator has no Price List API, so setup stores no fetched prices and the broker and the
+    enforcer price from the table shipped for us-east-1 (a region without any price would refuse
+    every launch)."""
     emu.reset()
     clients._cache.clear()
     run([script("annex-admin"), "setup", "--yes"], env)
-    bundle = workdir / "bundle.toml"
+    return Region(read_stack(clients, contract.DEFAULT_STACK_NAME), issue_bundle(env, workdir, PROJECT, USER))
+
+
+def issue_bundle(env: dict[str, str], workdir: Path, project: str, user: str) -> Path:
+    """A scientist of ``project`` (a new IAM user and the administrator's record) and her bundle."""
+    bundle = workdir / f"bundle-{user}.toml"
     bundle.unlink(missing_ok=True)
     run(
-        [script("annex-admin"), "issue-credentials", "--project-id", PROJECT, "--user", USER,
-         "--output", str(bundle), "--max-instances", "10000", "--max-spend", "1000000"],
+        [script("annex-admin"), "issue-credentials", "--project-id", project, "--user", user, "--output", str(bundle),
+         "--max-instances", MAX_INSTANCES, "--max-spend", MAX_SPEND_USD, "--yes"],
         env,
     )
-    return Region(read_stack(clients, contract.DEFAULT_STACK_NAME), bundle)
+    return bundle
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -73,9 +93,15 @@ def lease_end(hours: float) -> datetime:
     return (datetime.now(timezone.utc) + timedelta(hours=hours)).replace(microsecond=0)
 
 
-def _roomiest_subnet(clients: PinnedClients, subnets: list[str]) -> str:
+def _roomiest_subnet(clients: PinnedClients, subnets: list[str], wanted: int) -> str:
     found = clients.ec2.describe_subnets(SubnetIds=subnets)["Subnets"]
-    return max(found, key=lambda s: s["AvailableIpAddressCount"])["SubnetId"]
+    roomiest = max(found, key=lambda s: s["AvailableIpAddressCount"])
+    if roomiest["AvailableIpAddressCount"] < wanted:
+        # moto keeps a terminated instance's address taken until the region is reset, and answers
+        # a full subnet with an HTTP 500: say so here rather than fail inside a measured command.
+        raise RuntimeError(f"the emulator's subnets have no room for {wanted} more instances "
+                           "(moto keeps terminated instances' addresses): use fewer runs or smaller sizes")
+    return roomiest["SubnetId"]
 
 
 def create_instances(clients: PinnedClients, stack: StackInfo, count: int, tags: dict[str, str]) -> list[str]:
@@ -84,7 +110,7 @@ def create_instances(clients: PinnedClients, stack: StackInfo, count: int, tags:
     ids: list[str] = []
     while len(ids) < count:
         asked = min(FLEET_CHUNK, count - len(ids))
-        subnet = _roomiest_subnet(clients, stack.subnets)
+        subnet = _roomiest_subnet(clients, stack.subnets, asked)
         response = clients.ec2.create_fleet(
             Type="instant",
             LaunchTemplateConfigs=[{

@@ -1,11 +1,16 @@
-"""`make bench`: condor-annex against the `aws` CLI on the same local emulator, in one run.
+"""`make bench`: condor-annex, through the stack's broker, against the `aws` CLI on the same local emulator.
 
 Every figure is the median of several runs (the table says how many), and every ratio compares two
 commands measured in the same run against the same emulator, alternating run by run so that drift
-in the emulator hits both sides alike. API calls are counted on the emulator's side from its
-access log (see bench/emulator.py), so retries and failed requests count too.
+in the emulator hits both sides alike. API calls are counted on the emulator's side from its call
+log (see bench/emulator.py), retries and failed requests included, and split by who made them: the
+command itself (the scientist's key, or the administrator's for `annex-admin`) and the stack
+function it invoked (the broker or the enforcer, with its role's keys), which the emulator runs in a
+child Python process per Invoke, as Lambda runs it.
 
     python -m bench.run [--runs 5] [--big-runs 3] [--quick]
+
+`--quick` is a smoke run (a tenth of the sizes): it prints its table and leaves bench/results.md alone.
 """
 
 from __future__ import annotations
@@ -19,17 +24,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
+from annex_common.bundle import load_bundle
 from bench import fleet
-from bench.emulator import BenchEmulator, PinnedClients, admin_clients, child_environment, start
+from bench.emulator import FAKE_KEY_ID, Activity, BenchEmulator, PinnedClients, admin_clients, child_environment, operations, start
 from templates import contract
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 POOL_PASSWORD = b"benchmark pool password"
+# AWS Lambda's limit on a synchronous invocation's response; AWS's error message names it
+# "maximum allowed payload size (6291456 bytes)".
+LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 
 
 @dataclass
@@ -37,30 +47,56 @@ class Sizes:
     runs: int = 5
     big_runs: int = 3
     launch: int = 500
+    probe: int = 2500  # one launch, counted only: how the broker's calls grow with the count
     status: int = 5000
     sweep: int = 10000
     expired: int = 1000
+
+    @property
+    def quick(self) -> bool:
+        return self.launch < Sizes().launch
+
+
+@dataclass
+class Sample:
+    """One run of one command: wall time, and what the emulator saw it (and its function) do."""
+
+    wall: float
+    client: int  # calls the command made itself
+    function: int  # calls of the stack function(s) it invoked (0 for a baseline)
+    function_ops: Counter
+    invoked: Counter  # function name -> invocations
+    function_seconds: float  # the functions' runs in their child processes, summed
+    invoke_seconds: float  # from the server receiving each Invoke to its answer, summed
+    startups: list[float]  # per Invoke: until the function's first AWS call
+    lead: float  # from the command's start to its first AWS call (its start-up and its own work)
+    slowest: list[tuple[str, float]]  # the function's steps, by time until its next call
 
 
 @dataclass
 class Result:
     case: str
     runs: int
-    ours_wall: list[float] = field(default_factory=list)
-    ours_calls: list[int] = field(default_factory=list)
-    base_wall: list[float] = field(default_factory=list)
-    base_calls: list[int] = field(default_factory=list)
+    function_role: str  # "broker", "enforcer"
+    client_role: str  # "client", "admin"
+    ours: list[Sample] = field(default_factory=list)
+    base: list[Sample] = field(default_factory=list)
+
+    def median(self, values: Callable[[Sample], float], base: bool = False) -> float:
+        return statistics.median(values(s) for s in (self.base if base else self.ours))
 
     def row(self) -> str:
-        ours = statistics.median(self.ours_wall)
+        ours = self.median(lambda s: s.wall)
         cells = [self.case, str(self.runs), f"{ours:.2f} s"]
-        if self.base_wall:
-            base = statistics.median(self.base_wall)
+        if self.base:
+            base = self.median(lambda s: s.wall, base=True)
             cells += [f"{base:.2f} s", f"{ours / base:.2f}"]
         else:
             cells += ["—", "—"]
-        calls = _calls(self.ours_calls)
-        calls += f" / {_calls(self.base_calls)}" if self.base_calls else " / —"
+        calls = f"{self.client_role} {_calls([s.client for s in self.ours])}"
+        if any(s.function for s in self.ours):
+            calls += f" + {self.function_role} {_calls([s.function for s in self.ours])}"
+        calls += f" / {_calls([s.client for s in self.base])}" if self.base else " / —"
         cells.append(calls)
         return "| " + " | ".join(cells) + " |"
 
@@ -71,46 +107,99 @@ def _calls(values: list[int]) -> str:
     return f"{median:g}" if low == high else f"{median:g} ({low}–{high})"
 
 
+def _ops(ops: Counter) -> str:
+    return ", ".join(f"{op} {n}" for op, n in sorted(ops.items(), key=lambda item: (-item[1], item[0])))
+
+
 # --- measuring --------------------------------------------------------------------------------
 
 
-def timed(emu: BenchEmulator | None, argv: list[str], env: dict[str, str]) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Wall time and emulator requests of one command; it must succeed."""
-    before = emu.requests_served() if emu else 0
+def timed(emu: BenchEmulator, argv: list[str], env: dict[str, str], *, key: str = FAKE_KEY_ID,
+          proofs: bool = False) -> tuple[Sample, subprocess.CompletedProcess]:
+    """Wall time and emulator activity of one command, which must succeed. ``key`` signs the
+    command's own calls; with ``proofs`` its identity proofs count as the broker's."""
+    offset = emu.log_offset()
+    began = time.time()  # the emulator's log stamps read the same clock
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
     elapsed = time.perf_counter() - started
-    calls = emu.requests_served() - before if emu else 0
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} … exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return elapsed, calls, done
+        raise RuntimeError(f"{' '.join(argv[:4])} … exited {done.returncode}:\n{done.stdout[-1000:]}\n{done.stderr[-2000:]}")
+    return sample(emu.activity_since(offset), elapsed, began, key, proofs), done
+
+
+def sample(activity: Activity, wall: float, began: float, key: str, proofs: bool) -> Sample:
+    split = activity.split(key, proofs=proofs)
+    _expect(not split.other, f"calls by nobody expected: {_ops(operations(split.other))}")
+    invokes = [c.at for c in split.client if c.operation == "Invoke"]
+    spans = [inv.ended - at for at, inv in zip(invokes, activity.invocations)]
+    return Sample(
+        wall=wall,
+        client=len(split.client),
+        function=len(split.function),
+        function_ops=operations(split.function),
+        invoked=activity.functions_invoked(),
+        function_seconds=sum(i.seconds for i in activity.invocations),
+        invoke_seconds=sum(spans),
+        startups=activity.startups(split.function),
+        lead=(activity.calls[0].at - began) if activity.calls else wall,
+        slowest=_slowest_steps(activity, split.function),
+    )
+
+
+def _slowest_steps(activity: Activity, calls: list) -> list[tuple[str, float]]:
+    """Per operation of the function, the time from each call to its next call (or to the end of
+    its invocation): the call itself plus whatever the function did with its answer."""
+    ends = sorted(i.ended for i in activity.invocations)
+    spent: Counter = Counter()
+    for call, following in zip(calls, calls[1:] + [None]):
+        end = next((e for e in ends if e >= call.at), call.at)
+        until = min(following.at, end) if following is not None and following.at <= end else end
+        spent[call.operation] += max(until - call.at, 0.0)
+    return spent.most_common(3)
 
 
 def bench_cli_start(emu: BenchEmulator, env: dict[str, str], runs: int) -> Result:
     ours, base = [fleet.script("condor_annex"), "--help"], [fleet.script("aws"), "--version"]
     timed(emu, ours, env), timed(emu, base, env)  # warm the file cache; not counted
-    result = Result("CLI start: `condor_annex --help` vs `aws --version`", runs)
+    result = Result("CLI start: `condor_annex --help` vs `aws --version`", runs, "broker", "client")
     for _ in range(runs):
-        wall, calls, _done = timed(emu, ours, env)
-        result.ours_wall.append(wall), result.ours_calls.append(calls)
-        wall, calls, _done = timed(emu, base, env)
-        result.base_wall.append(wall), result.base_calls.append(calls)
+        result.ours.append(timed(emu, ours, env)[0])
+        result.base.append(timed(emu, base, env)[0])
     return result
 
 
+def launch_argv(count: int, name: str, project: str) -> list[str]:
+    return [fleet.script("condor_annex"), "--project-id", project, "--duration", "72",
+            "--instances", str(count), "--yes", "--annex-name", name]
+
+
+def launch_through_broker(emu: BenchEmulator, clients: PinnedClients, scientist: dict[str, str], bundle: Path,
+                          project: str, count: int, name: str) -> Sample:
+    """One `condor_annex` launch, checked (count, tags) and then terminated (not measured)."""
+    env = dict(scientist, CONDOR_ANNEX_CREDENTIALS=str(bundle))
+    measured, _done = timed(emu, launch_argv(count, name, project), env,
+                            key=load_bundle(bundle).aws_access_key_id, proofs=True)
+    launched = fleet.live_ids(clients, [{"Name": f"tag:{contract.TAG_ANNEX_NAME}", "Values": [name]},
+                                        {"Name": f"tag:{contract.TAG_PROJECT}", "Values": [project]}])
+    _expect(len(launched) == count, f"condor_annex launched {len(launched)} of {count}")
+    _expect(set(measured.invoked) == {contract.broker_function_name(contract.DEFAULT_STACK_NAME)},
+            f"the launch invoked {dict(measured.invoked)}")
+    fleet.terminate(clients, launched)
+    return measured
+
+
 def bench_launch(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region, env: dict[str, str],
-                 runs: int, count: int) -> Result:
+                 scientist: dict[str, str], workdir: Path, runs: int, count: int) -> Result:
+    """Each run's scientist is of a project of her own, so that every launch meets the same state: no
+    live instance and no recent launch in the project (see ``bench_launch_probe`` for the other case)."""
     stack = region.stack
-    result = Result(f"Launch {count}: `condor_annex … --instances {count} --yes` vs `aws ec2 run-instances --count {count}`", runs)
+    result = Result(f"Launch {count}: `condor_annex … --instances {count} --yes` (broker) vs "
+                    f"`aws ec2 run-instances --count {count}`", runs, "broker", "client")
     for run in range(runs):
-        name = f"bench-launch-{run}"
-        ours = [fleet.script("condor_annex"), "--project-id", fleet.PROJECT, "--duration", "72",
-                "--instances", str(count), "--yes", "--annex-name", name]
-        wall, calls, _done = timed(emu, ours, env)
-        launched = fleet.live_ids(clients, [{"Name": f"tag:{contract.TAG_ANNEX_NAME}", "Values": [name]}])
-        _expect(len(launched) == count, f"condor_annex launched {len(launched)} of {count}")
-        fleet.terminate(clients, launched)
-        result.ours_wall.append(wall), result.ours_calls.append(calls)
+        project, user = f"{fleet.PROJECT}-L{run}", f"{fleet.USER}-l{run}"
+        bundle = fleet.issue_bundle(env, workdir, project, user)
+        result.ours.append(launch_through_broker(emu, clients, scientist, bundle, project, count, f"bench-launch-{run}"))
 
         tags = fleet.annex_tags(f"bench-cli-{run}", fleet.lease_end(72))
         base = [
@@ -122,76 +211,120 @@ def bench_launch(emu: BenchEmulator, clients: PinnedClients, region: fleet.Regio
             json.dumps([{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]),
             "--output", "json",
         ]
-        wall, calls, done = timed(emu, base, env)
+        measured, done = timed(emu, base, env)
         launched = [i["InstanceId"] for i in json.loads(done.stdout)["Instances"]]
         _expect(len(launched) == count, f"aws run-instances launched {len(launched)} of {count}")
         fleet.terminate(clients, launched)
-        result.base_wall.append(wall), result.base_calls.append(calls)
+        result.base.append(measured)
     return result
 
 
+@dataclass
+class Probe:
+    count: int
+    big: Sample  # a launch of `count` in a fresh project
+    again: Sample  # then a launch of `small` in the same project, right after `count` ended
+    small: int
+
+
+def bench_launch_probe(emu: BenchEmulator, clients: PinnedClients, env: dict[str, str], scientist: dict[str, str],
+                       workdir: Path, count: int, small: int) -> Probe:
+    """Calls only, one run each: a launch of several fleet rounds, then a launch in the same project
+    within the broker's 15 minutes of "recent launches" after those instances ended."""
+    project, user = f"{fleet.PROJECT}-P", f"{fleet.USER}-p"
+    bundle = fleet.issue_bundle(env, workdir, project, user)
+    big = launch_through_broker(emu, clients, scientist, bundle, project, count, "bench-probe-big")
+    again = launch_through_broker(emu, clients, scientist, bundle, project, small, "bench-probe-again")
+    return Probe(count, big, again, small)
+
+
+@dataclass
+class Payload:
+    rows: int
+    response_bytes: int  # the broker's Invoke response, as the emulator returned it
+    stdout_bytes: int  # what `condor_annex status --output json` printed
+
+    @property
+    def per_row(self) -> float:
+        return self.response_bytes / max(self.rows, 1)
+
+    @property
+    def too_big(self) -> bool:
+        return self.response_bytes > LAMBDA_RESPONSE_LIMIT
+
+
 def bench_status(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region, env: dict[str, str],
-                 runs: int, count: int) -> Result:
+                 runs: int, count: int) -> tuple[Result, Payload]:
     expiry = fleet.lease_end(72)
     for start_at in range(0, count, fleet.FLEET_CHUNK):
         size = min(fleet.FLEET_CHUNK, count - start_at)
         fleet.create_instances(clients, region.stack, size, fleet.annex_tags(f"bench-status-{start_at // 1000}", expiry))
-    result = Result(f"Status of {count:,}: `condor_annex status --output json` vs `aws ec2 describe-instances --filters tag:…project`", runs)
+    result = Result(f"Status of {count:,}: `condor_annex status --output json` (broker) vs "
+                    "`aws ec2 describe-instances --filters tag:…project`", runs, "broker", "client")
     ours = [fleet.script("condor_annex"), "status", "--output", "json"]
     base = [fleet.script("aws"), "ec2", "describe-instances", "--output", "json",
             "--filters", f"Name=tag:{contract.TAG_PROJECT},Values={fleet.PROJECT}"]
+    key = region.scientist.aws_access_key_id
+    stdout_bytes = 0
     for _ in range(runs):
-        wall, calls, done = timed(emu, ours, env)
+        measured, done = timed(emu, ours, env, key=key, proofs=True)
         _expect(len(json.loads(done.stdout)) == count, "condor_annex status missed instances")
-        result.ours_wall.append(wall), result.ours_calls.append(calls)
-        wall, calls, done = timed(emu, base, env)
+        stdout_bytes = len(done.stdout.encode())
+        result.ours.append(measured)
+        measured, done = timed(emu, base, env)
         found = sum(len(r["Instances"]) for r in json.loads(done.stdout)["Reservations"])
         _expect(found == count, f"aws describe-instances found {found} of {count}")
-        result.base_wall.append(wall), result.base_calls.append(calls)
-    return result
+        result.base.append(measured)
+    rows, size = status_response_size(emu, region)
+    _expect(rows == count, f"the broker's status answer has {rows} rows, not {count}")
+    return result, Payload(rows, size, stdout_bytes)
 
 
-def enforce_command_exists(env: dict[str, str]) -> bool:
-    done = subprocess.run([fleet.script("annex-admin"), "enforce", "--help"], env=env, capture_output=True, timeout=60)
-    return done.returncode == 0
+def status_response_size(emu: BenchEmulator, region: fleet.Region) -> tuple[int, int]:
+    """(rows, bytes) of the broker's status answer: the Invoke response body exactly as the emulator
+    sends it, asked as condor_annex asks (annex_user.broker_client), with the scientist's keys."""
+    import boto3
+
+    from annex_cloud.identity import sign_identity_proof
+    from annex_common.aws import INVOKE_CONFIG
+
+    bundle = region.scientist
+    function = contract.broker_function_name(bundle.stack_name)
+    session = boto3.session.Session(aws_access_key_id=bundle.aws_access_key_id,
+                                    aws_secret_access_key=bundle.aws_secret_access_key, region_name=bundle.region)
+    # The broker checks that the proof names the STS endpoint it would call itself: the emulator.
+    proof = sign_identity_proof(session.get_credentials().get_frozen_credentials(), region=bundle.region,
+                                sts_url=emu.url.rstrip("/") + "/", audience=function)
+    awslambda = session.client("lambda", endpoint_url=emu.url, config=INVOKE_CONFIG)
+    response = awslambda.invoke(FunctionName=function, InvocationType="RequestResponse",
+                                Payload=json.dumps({"op": "status", "identity": proof, "params": {}}).encode())
+    body = response["Payload"].read()
+    answer = json.loads(body)
+    _expect(not response.get("FunctionError") and answer.get("ok") is True, f"the broker's status failed: {body[:300]!r}")
+    return len(answer["result"]["instances"]), len(body)
 
 
 def bench_sweep(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region, env: dict[str, str],
-                runs: int, total: int, expired: int) -> tuple[Result, str]:
-    """A sweep over `total` annex instances, `expired` of which have an ended lease."""
+                runs: int, total: int, expired: int) -> Result:
+    """A sweep over `total` annex instances, `expired` of which have an ended lease, by
+    `annex-admin enforce`, which invokes the stack's enforcer function."""
     present = len(fleet.live_ids(clients))
     live_more = total - expired - present
     _expect(live_more >= 0, f"{present} instances already exist, more than the sweep case wants")
     if live_more:
         fleet.create_instances(clients, region.stack, live_more, fleet.annex_tags("bench-sweep-live", fleet.lease_end(72)))
-    as_cli = enforce_command_exists(env)
-    how = "`annex-admin enforce` (a child process)" if as_cli else \
-        "`annex_admin.enforce.run_enforcer` in the benchmark's process (no `annex-admin enforce` yet)"
-    result = Result(f"Enforcer sweep over {total:,} ({expired:,} expired)", runs)
+    enforcer = region.stack.output(contract.OUT_ENFORCER_FUNCTION)
+    result = Result(f"Enforcer sweep over {total:,} ({expired:,} expired): `annex-admin enforce`", runs, "enforcer", "admin")
     for _ in range(runs):
         past = datetime.now(timezone.utc) - timedelta(hours=1)
         doomed = set(fleet.create_instances(clients, region.stack, expired, fleet.annex_tags("bench-sweep-expired", past)))
-        if as_cli:
-            wall, calls, _done = timed(emu, [fleet.script("annex-admin"), "enforce"], env)
-        else:
-            wall, calls = _sweep_in_process(emu, clients, region)
+        measured, _done = timed(emu, [fleet.script("annex-admin"), "enforce"], env)
+        _expect(set(measured.invoked) == {enforcer}, f"the sweep invoked {dict(measured.invoked)}")
         left = set(fleet.live_ids(clients))
         _expect(not (left & doomed) and len(left) == total - expired,
                 f"the sweep left {len(left & doomed)} expired and {len(left)} live instances")
-        result.ours_wall.append(wall), result.ours_calls.append(calls)
-    return result, how
-
-
-def _sweep_in_process(emu: BenchEmulator, clients: PinnedClients, region: fleet.Region) -> tuple[float, int]:
-    from annex_cloud.prices import shipped_prices as regional_prices
-    from annex_admin.enforce import run_enforcer
-
-    prices = regional_prices(fleet.REGION)
-    clients._cache.clear()  # new clients each run, as a fresh process would have
-    before = emu.requests_served()
-    started = time.perf_counter()
-    run_enforcer(clients, bucket=region.stack.bucket, prices=prices, dry_run=False, log=lambda _line: None)
-    return time.perf_counter() - started, emu.requests_served() - before
+        result.ours.append(measured)
+    return result
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -214,38 +347,118 @@ def write_pool(workdir: Path) -> Path:
     return config
 
 
-def render(results: list[Result], notes: list[str]) -> str:
+@dataclass
+class Run:
+    sizes: Sizes
+    results: list[Result]
+    probe: Probe
+    payload: Payload
+    seconds: float = 0.0
+
+
+def render(run: Run) -> str:
     lines = [
-        "| Case | Runs | condor-annex (median) | Baseline (median) | Wall ratio | API calls (condor-annex / baseline) |",
+        "| Case | Runs | condor-annex (median) | Baseline (median) | Wall ratio | API calls (ours / baseline) |",
         "|---|---|---|---|---|---|",
-        *(r.row() for r in results),
+        *(r.row() for r in run.results),
         "",
-        *(f"- {note}" for note in notes),
+        *(f"- {note}" for note in notes(run)),
     ]
     return "\n".join(lines) + "\n"
 
 
-def environment_notes(sizes: Sizes, sweep_how: str, seconds: float) -> list[str]:
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def where_time_goes(result: Result) -> str:
+    """The median run's wall time, split: the command's own share (start-up, its own work, printing),
+    and per Invoke the function's start-up and its work."""
+    wall = result.median(lambda s: s.wall)
+    invoke = result.median(lambda s: s.invoke_seconds)
+    invokes = result.median(lambda s: sum(s.invoked.values()))
+    startup = _med([x for s in result.ours for x in s.startups])
+    work = result.median(lambda s: s.invoke_seconds - sum(s.startups))
+    steps: Counter = Counter()
+    for s in result.ours:
+        for op, seconds in s.slowest:
+            steps[op] += seconds / len(result.ours)
+    slowest = ", ".join(f"{op} {seconds:.2f} s" for op, seconds in steps.most_common(2))
+    lead = result.median(lambda s: s.lead)
+    return (f"{wall:.2f} s = {wall - invoke:.2f} s in the command itself ({lead:.2f} s of it before its first AWS "
+            f"call) + {invoke:.2f} s in {invokes:g} Invoke(s) "
+            f"({startup:.2f} s per Invoke before the {result.function_role}'s first AWS call; its work {work:.2f} s, "
+            f"mostly {slowest} until its next step)")
+
+
+def notes(run: Run) -> list[str]:
     from importlib.metadata import version
 
+    sizes, results, probe, payload = run.sizes, run.results, run.probe, run.payload
+    _cli, launch, status, sweep = results
+    first = launch.ours[0]
+    added = probe.big.function_ops - first.function_ops
+    again = probe.again.function_ops - first.function_ops
+    rounds = probe.big.function_ops["CreateFleet"]
+    constants = {first.function - 2 * first.function_ops["CreateFleet"], probe.big.function - 2 * rounds}
+    constant = (f"So the broker makes a constant {constants.pop()} calls plus 2 per fleet round of up to 1,000 instances"
+                if len(constants) == 1 else
+                f"The broker's calls less 2 per CreateFleet differ between the two launches ({sorted(constants)})")
+    size_note = (
+        f"**over AWS's limit**: {payload.response_bytes:,} bytes > {LAMBDA_RESPONSE_LIMIT:,}, so on AWS this "
+        "status would fail (the emulator does not enforce the limit)"
+        if payload.too_big else
+        f"under AWS's limit of {LAMBDA_RESPONSE_LIMIT:,} bytes (6 MB); at this size per row the limit is reached at "
+        f"about {int(LAMBDA_RESPONSE_LIMIT / payload.per_row):,} instances, beyond which status fails on AWS "
+        "(the emulator does not enforce the limit)"
+    )
     return [
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPU(s), Python "
-        f"{platform.python_version()}, moto {version('moto')}, awscli {version('awscli')}, boto3 {version('boto3')}; "
-        f"the whole run took {seconds:.0f} s.",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPU(s) shared with other "
+        f"work, Python {platform.python_version()}, moto {version('moto')}, awscli {version('awscli')}, boto3 "
+        f"{version('boto3')}; the whole run took {run.seconds:.0f} s.",
         f"Medians of {sizes.runs} runs for CLI start and launch, {sizes.big_runs} for status and the sweep, after one "
-        "unmeasured warm-up of each CLI-start command; ours and the baseline alternate run by run.",
-        "Everything runs against moto's server on 127.0.0.1 (no real AWS). API calls are HTTP requests counted from "
-        "the emulator's access log (one werkzeug line per request, retries included). condor_annex's calls include "
-        "its Price List attempts, which the emulator cannot answer (it falls back to the shipped price table).",
-        "The emulator gets one speed fix (annex_admin/emulator_server.py): moto looks up an instance's tags by scanning every "
-        "tag of every resource, which makes describing N tagged instances O(N²); both sides use the fixed server.",
-        "Launch: condor_annex plans (stack, live instances, prices, pool configuration), uploads the annex "
-        "configuration and launches by one instant CreateFleet; the baseline is one RunInstances from the same launch "
-        "template with the same five tags. Instances are terminated after every run.",
-        "Status: condor_annex also reads CONDOR_CONFIG (in a child process) and asks the collector, which is down here. "
-        "Both sides mostly wait for the emulator to serialise the instances (milliseconds each in moto), so this ratio "
-        "says little about AWS; the call counts do.",
-        f"Sweep: {sweep_how}; the expired instances are re-created before every run.",
+        "unmeasured warm-up of each CLI-start command; ours and the baseline alternate run by run. Wall ratio: "
+        "condor-annex's median over the baseline's, measured in the same run.",
+        "Everything runs against the project's emulator (annex_admin/emulator_server.py, moto's server on "
+        "127.0.0.1, IAM enforcement off); its Invoke runs the deployed function's zip in a child Python process with "
+        "the function's role's credentials. API calls are counted from the emulator's call log and split by key: "
+        "*client* = the scientist's IAM user (for the sweep, *admin* = the administrator running `annex-admin`), "
+        "*broker* / *enforcer* = the function's role (the scientist's identity proof, which the broker sends to STS, "
+        "counts as the broker's). The baseline's calls are all its own. The emulator has no Price List API: setup "
+        "falls back to the price table shipped for us-east-1 (a region with no price at all would have every launch "
+        "refused). Caps are issued with room to spare (10,000 instances, $1,000,000, 168 h leases).",
+        "The emulator keeps one speed fix: moto looks up an instance's tags by scanning every tag of every resource "
+        "(O(N²) to describe N instances); both sides use the fixed server.",
+        f"Launch: each run is a new project's first launch (a new scientist, unmeasured `issue-credentials`). "
+        f"The client asks the broker twice (plan, then launch; she signs a GetCallerIdentity proof for each): "
+        f"{_ops(first.function_ops)} on the broker's side (each Invoke reads the user, the project's caps and the "
+        "prices from the registry, lists the project's live instances and queries its recent launches; the launch "
+        "also writes its request record, takes and frees the project's lock, uploads three configuration objects, "
+        "records the fleet's instances and finishes the request). The baseline is one RunInstances from the same launch "
+        "template with the same five tags, by the administrator (the scientist's keys may no longer launch); it does "
+        "no planning, no caps, no prices and no configuration upload. Instances are terminated after every run. "
+        f"Where the time goes (median): {where_time_goes(launch)}.",
+        f"Launch scaling (one run, calls only): {probe.count:,} instances in a new project took client "
+        f"{probe.big.client} + broker {probe.big.function} calls, {rounds} of them CreateFleet; against the "
+        f"500-instance launch it added {_ops(added)} (one CreateFleet and one PutItem launch record per 1,000). "
+        f"{constant}. "
+        f"A launch of {probe.small} in the same project right after those {probe.count:,} were terminated took "
+        f"broker {probe.again.function} calls: {_ops(again) or 'nothing more'} more than a first launch, "
+        "because the broker counts the project's launches of the last 15 minutes (its registry records) and "
+        "asks EC2 about each one it no longer sees live, in both plan and launch.",
+        f"Status: the broker's answer for {payload.rows:,} instances is {payload.response_bytes:,} bytes "
+        f"({payload.per_row:.0f} bytes a row), {size_note}. The client's JSON output is "
+        f"{payload.stdout_bytes:,} bytes. The broker's one DescribeInstances is moto's paging: moto counts "
+        "MaxResults in reservations (here one per fleet of 1,000), AWS in instances, so on AWS the broker's pages "
+        f"of 1,000 would take {-(-payload.rows // 1000)} DescribeInstances page(s) for {payload.rows:,} instances. "
+        "condor_annex also reads CONDOR_CONFIG and asks the collector, which is down "
+        "here. Both sides mostly wait for the emulator to serialise instances (milliseconds each in moto), so "
+        f"the ratio says little about AWS; the call counts do. Where the time goes (median): "
+        f"{where_time_goes(status)}.",
+        f"Sweep: `annex-admin enforce` reads the stack (DescribeStacks) and invokes the enforcer function; the "
+        f"enforcer's calls: {_ops(sweep.ours[0].function_ops)} (it lists the live instances twice, by the annex "
+        "name tag and by the stack's launch-template tag, each listing unpaged). The expired instances are re-created before every "
+        f"run. Where the time goes (median): {where_time_goes(sweep)}.",
     ]
 
 
@@ -253,10 +466,11 @@ def parse_args(argv: list[str] | None) -> Sizes:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of the small cases (default 5)")
     parser.add_argument("--big-runs", type=int, default=3, help="runs of status and the sweep (default 3)")
-    parser.add_argument("--quick", action="store_true", help="a tenth of the sizes, 3/2 runs (a smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tenth of the sizes, 3/2 runs: a smoke test that leaves bench/results.md alone")
     args = parser.parse_args(argv)
     if args.quick:
-        return Sizes(runs=3, big_runs=2, launch=50, status=500, sweep=1000, expired=100)
+        return Sizes(runs=3, big_runs=2, launch=50, probe=1500, status=500, sweep=1000, expired=100)
     return Sizes(runs=max(args.runs, 1), big_runs=max(args.big_runs, 1))
 
 
@@ -267,13 +481,15 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         emu = start(workdir)
         try:
-            results, sweep_how = _all_cases(emu, workdir, sizes, print_progress)
+            run = all_cases(emu, workdir, sizes, print_progress)
         finally:
             emu.stop()
-    table = render(results, environment_notes(sizes, sweep_how, time.perf_counter() - began))
+    run.seconds = time.perf_counter() - began
+    table = render(run)
     print(table)
-    if sizes.launch < Sizes().launch:
-        return 0  # a smoke run's figures do not replace the recorded ones
+    if sizes.quick:
+        print("(a smoke run: bench/results.md left as it was)", file=sys.stderr)
+        return 0
     RESULTS.write_text("# condor-annex benchmark\n\nWritten by `make bench` (`python -m bench.run`).\n\n" + table)
     print(f"(also written to {RESULTS})", file=sys.stderr)
     return 0
@@ -283,8 +499,7 @@ def print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _all_cases(emu: BenchEmulator, workdir: Path, sizes: Sizes,
-               progress: Callable[[str], None]) -> tuple[list[Result], str]:
+def all_cases(emu: BenchEmulator, workdir: Path, sizes: Sizes, progress: Callable[[str], None]) -> Run:
     home = workdir / "home"
     home.mkdir()
     env = child_environment(emu.url, home)
@@ -294,19 +509,24 @@ def _all_cases(emu: BenchEmulator, workdir: Path, sizes: Sizes,
     results.append(bench_cli_start(emu, env, sizes.runs))
 
     region = fleet.fresh_region(emu, clients, env, workdir)
-    scientist = dict(env, CONDOR_ANNEX_CREDENTIALS=str(region.bundle), CONDOR_CONFIG=str(write_pool(workdir)))
-    progress(f"Launch of {sizes.launch} ({sizes.runs} runs)…")
-    results.append(bench_launch(emu, clients, region, scientist, sizes.runs, sizes.launch))
+    scientist = dict(env, CONDOR_CONFIG=str(write_pool(workdir)))
+    progress(f"Launch of {sizes.launch} through the broker ({sizes.runs} runs)…")
+    results.append(bench_launch(emu, clients, region, env, scientist, workdir, sizes.runs, sizes.launch))
+    # A fresh region again: moto keeps a terminated instance's address taken, and answers a full
+    # subnet (4,091 addresses) with an HTTP 500, not a capacity error.
+    fleet.fresh_region(emu, clients, env, workdir)
+    progress(f"Launch of {sizes.probe} and relaunch of {sizes.launch} (calls only)…")
+    probe = bench_launch_probe(emu, clients, env, scientist, workdir, sizes.probe, sizes.launch)
 
     region = fleet.fresh_region(emu, clients, env, workdir)
     scientist["CONDOR_ANNEX_CREDENTIALS"] = str(region.bundle)
-    progress(f"Status of {sizes.status} ({sizes.big_runs} runs)…")
-    results.append(bench_status(emu, clients, region, scientist, sizes.big_runs, sizes.status))
+    progress(f"Status of {sizes.status} through the broker ({sizes.big_runs} runs)…")
+    status, payload = bench_status(emu, clients, region, scientist, sizes.big_runs, sizes.status)
+    results.append(status)
 
     progress(f"Enforcer sweep over {sizes.sweep} ({sizes.big_runs} runs)…")
-    sweep, how = bench_sweep(emu, clients, region, env, sizes.big_runs, sizes.sweep, sizes.expired)
-    results.append(sweep)
-    return results, how
+    results.append(bench_sweep(emu, clients, region, env, sizes.big_runs, sizes.sweep, sizes.expired))
+    return Run(sizes, results, probe, payload)
 
 
 if __name__ == "__main__":
