@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from annex_cloud import leftovers, metrics
-from annex_cloud.calls import error_code, error_text as _error_text
+from annex_cloud.calls import error_code, error_text as _error_text, function_clients
 from annex_cloud.caps import SPEND_EPSILON
 from annex_cloud.caps import Caps as ProjectCaps
 from annex_cloud.cost import PriceBook
@@ -745,8 +745,6 @@ def stack_scope_from_env(env: Mapping[str, str]) -> StackScope | None:
 def handler(event: Any, context: Any, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Lambda entry point: the scheduled sweep, or the check of one instance for an EC2
     state-change event. A misconfigured function raises, so the failure shows in its metrics."""
-    import boto3
-    import botocore.config
 
     env = os.environ if environ is None else environ
     bucket, table = env.get("ANNEX_BUCKET", ""), env.get("ANNEX_REGISTRY_TABLE", "")
@@ -756,11 +754,10 @@ def handler(event: Any, context: Any, environ: Mapping[str, str] | None = None) 
     instance_id = state_change_instance(event)
     stack = stack_scope_from_env(env)
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
-    session = boto3.session.Session(region_name=region or None)
-    config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 8})
-    ec2, s3 = session.client("ec2", config=config), session.client("s3", config=config)
-    cloudwatch = session.client("cloudwatch", config=config) if stack else None
-    registry = Registry(session.client("dynamodb", config=config), table)
+    clients = function_clients(region, attempts=8)
+    ec2, s3 = clients["ec2"], clients["s3"]
+    cloudwatch = clients["cloudwatch"] if stack else None
+    registry = Registry(clients["dynamodb"], table)
     prices, caps = stack_prices(registry, region), registry.caps
     now = datetime.now(timezone.utc)
     if instance_id is not None:

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from annex_cloud.tags import tag_list
 
 FLEET_CHUNK = 1000  # instances asked for in one CreateFleet call
-MAX_FLEET_ROUNDS = 6
+# Rounds beyond those the count needs: one per pool that may run dry, bounded.
+FALLBACK_ROUNDS = 5
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity",
     "InsufficientCapacity",
@@ -124,6 +125,11 @@ def read_answer(response: dict[str, Any], result: FleetResult) -> tuple[list[str
     return launched, errors
 
 
+def max_fleet_rounds(count: int) -> int:
+    """Enough rounds for the count at FLEET_CHUNK a round, plus room for capacity fallback."""
+    return -(-count // FLEET_CHUNK) + FALLBACK_ROUNDS
+
+
 def run_fleet(
     create_fleet: Callable[..., dict[str, Any]],
     spec: FleetSpec,
@@ -140,7 +146,8 @@ def run_fleet(
     """
     result = result if result is not None else FleetResult()
     pools = list(spec.pools)
-    while len(result.instances) < spec.count and pools and result.rounds < MAX_FLEET_ROUNDS:
+    max_rounds = max_fleet_rounds(spec.count)
+    while len(result.instances) < spec.count and pools and result.rounds < max_rounds:
         result.rounds += 1
         asked = min(spec.count - len(result.instances), FLEET_CHUNK)
         token = f"{token_prefix}-{result.rounds}"[:64] if token_prefix else uuid.uuid4().hex
@@ -160,4 +167,8 @@ def run_fleet(
             )
             break
         pools = remaining
+    if len(result.instances) < spec.count and not result.stopped_by:
+        result.stopped_by = (
+            "every pool ran out of capacity" if not pools else f"stopped after {result.rounds} fleet rounds"
+        )
     return result

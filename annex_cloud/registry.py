@@ -13,9 +13,10 @@ raise a cap, whatever its code does:
   caps#<p>         / caps            max_instances, max_lease_hours, max_spend_usd
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, result (JSON), created, ttl
-  project#<p>      / launch#<id>#<n> annex, expiry, instances ("id:type,..."), created, ttl: what
-                                     round n of a request launched (one item per CreateFleet,
-                                     so an item stays far below DynamoDB's 400 KB)
+  project#<p>      / launch#<t>#<id>#<n>  annex, expiry, instances ("id:type,..."), created, ttl:
+                                     what round n of request id launched at epoch second t
+                                     (one item per CreateFleet, so an item stays far below
+                                     DynamoDB's 400 KB; t first, so recent ones are one range)
   stack            / prices          hourly (JSON), source, fetched_at
 """
 
@@ -209,7 +210,7 @@ class Registry:
         self.db.put_item(
             TableName=self.table,
             Item={
-                **_key(f"project#{project_id}", f"launch#{request_id}#{round_no:04d}"),
+                **_key(f"project#{project_id}", f"launch#{int(now):010d}#{request_id}#{round_no:04d}"),
                 "annex": _s(annex),
                 "expiry": _s(expiry),
                 "instances": _s(",".join(f"{i}:{t}" for i, t in sorted(instances.items()))),
@@ -232,24 +233,27 @@ class Registry:
         self.db.delete_item(TableName=self.table, Key=_key(f"project#{project_id}", f"request#{request_id}"))
 
     def recent_launches(self, project_id: str, *, now: float | None = None) -> list[dict[str, str]]:
-        """Instances launched by this project's requests of the last few minutes."""
-        return self._launches(project_id, "launch#", since=(now or time.time()) - RECENT_SECONDS)
+        """Instances launched by this project's requests of the last few minutes (one key range)."""
+        since = int((now or time.time()) - RECENT_SECONDS)
+        return self._launches(project_id, since=since)
 
     def launched_by(self, project_id: str, request_id: str) -> list[dict[str, str]]:
-        """Every instance one request launched, whenever."""
-        return self._launches(project_id, f"launch#{request_id}#", since=0.0)
+        """Every instance one request launched (a rare question: a request cut short)."""
+        return self._launches(project_id, since=0, request_id=request_id)
 
-    def _launches(self, project_id: str, prefix: str, *, since: float) -> list[dict[str, str]]:
+    def _launches(self, project_id: str, *, since: int, request_id: str | None = None) -> list[dict[str, str]]:
         found: list[dict[str, str]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "pk = :p AND begins_with(sk, :l)",
-            "ExpressionAttributeValues": {":p": _s(f"project#{project_id}"), ":l": _s(prefix)},
+            "KeyConditionExpression": "pk = :p AND sk BETWEEN :from AND :to",
+            "ExpressionAttributeValues": {
+                ":p": _s(f"project#{project_id}"), ":from": _s(f"launch#{since:010d}"), ":to": _s("launch#~"),
+            },
         }
         while True:
             page = self.db.query(**kwargs)
             for item in page.get("Items", []):
-                if float(item.get("created", {}).get("N", "0")) < since:
+                if request_id is not None and item["sk"]["S"].split("#")[2] != request_id:
                     continue
                 for pair in filter(None, item.get("instances", {}).get("S", "").split(",")):
                     instance_id, _, instance_type = pair.partition(":")

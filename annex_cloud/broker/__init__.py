@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from annex_cloud.broker.ops import OPERATIONS, Call
 from annex_cloud.broker.settings import BrokerSettings
+from annex_cloud.calls import function_clients
 from annex_cloud.errors import Busy, Refused
 from annex_cloud.identity import NotProven, prove_caller, sts_endpoint
 from annex_cloud.registry import Registry
@@ -24,14 +25,9 @@ from annex_cloud.registry import Registry
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """Lambda entry point."""
-    import boto3
-    import botocore.config
-
     settings = BrokerSettings.from_environ(os.environ)
-    session = boto3.session.Session(region_name=settings.region)
-    config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 5})
-    clients = {name: session.client(name, config=config) for name in ("ec2", "s3", "dynamodb")}
-    return handle(event, settings, clients, sts_url=sts_endpoint(session, settings.region))
+    clients = function_clients(settings.region, attempts=5)
+    return handle(event, settings, clients, sts_url=sts_endpoint(clients.session, settings.region))
 
 
 def handle(

@@ -69,3 +69,12 @@ def test_remaining_and_spent_cost():
     assert cost.remaining_cost(0.5, NOW - timedelta(hours=1), NOW) == 0.0
     assert cost.remaining_cost(0.5, None, NOW) == 0.0
     assert cost.spent_so_far(0.5, NOW - timedelta(hours=3), NOW) == pytest.approx(1.5)
+
+
+def test_a_launch_gets_enough_fleet_rounds_for_its_count():
+    """10,000 instances need 10 rounds of 1,000: a fixed round limit would stop short silently."""
+    from annex_cloud.broker.requests import MAX_COUNT
+    from annex_cloud.fleet import FLEET_CHUNK, max_fleet_rounds
+
+    assert max_fleet_rounds(MAX_COUNT) * FLEET_CHUNK >= MAX_COUNT + 5 * FLEET_CHUNK
+    assert max_fleet_rounds(1) >= 2  # room to fall back from a pool that ran dry
