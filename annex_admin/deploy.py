@@ -22,6 +22,7 @@ from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.regions import validate_region
 from annex_common.stack import describe_stack, recovery_advice
 from templates import contract
+from templates.node_bootstrap import bootstrap_artifact
 from templates.settings import StackSettings
 from templates.stack import ALARM_EMAIL_RESOURCE, template_json
 
@@ -124,10 +125,12 @@ def account_id(clients: AwsClients) -> str:
 
 
 def publish_code(clients: AwsClients, settings: StackSettings, progress: Progress) -> str:
-    """Put the functions' zip where the stack's functions load it from; returns the bucket.
+    """Put the functions' zip where the stack's functions load it from, and the node bootstrap
+    where the launch templates' loader fetches it; returns the bucket.
 
     The bucket must exist before the stack (the functions are created from it), so setup makes
-    it, private and encrypted, and teardown removes it. An unchanged zip is not uploaded again.
+    it, private and encrypted, and teardown removes it. Both objects are content-addressed; an
+    unchanged one is not uploaded again.
     """
     artifact = build_function_zip()
     if artifact.key != settings.code_key:
@@ -155,14 +158,23 @@ def publish_code(clients: AwsClients, settings: StackSettings, progress: Progres
             s3.put_bucket_tagging(
                 Bucket=bucket, Tagging={"TagSet": [{"Key": "htcondor:annex:stack", "Value": settings.stack_name}]}
             )
-        try:
-            s3.head_object(Bucket=bucket, Key=artifact.key)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                raise
-            progress(f"Uploading the functions' code ({len(artifact.body) // 1024} KiB) as {artifact.key}")
-            s3.put_object(Bucket=bucket, Key=artifact.key, Body=artifact.body, ServerSideEncryption="AES256")
+        bootstrap = bootstrap_artifact()
+        for key, body, what in (
+            (artifact.key, artifact.body, "the functions' code"),
+            (bootstrap.key, bootstrap.body, "the node bootstrap"),
+        ):
+            _upload_once(s3, bucket, key, body, what, progress)
     return bucket
+
+
+def _upload_once(s3: Any, bucket: str, key: str, body: bytes, what: str, progress: Progress) -> None:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        progress(f"Uploading {what} ({max(len(body) // 1024, 1)} KiB) as {key}")
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
 
 
 def store_prices(clients: AwsClients, settings: StackSettings, outputs: dict[str, str], progress: Progress) -> PriceBook:

@@ -33,6 +33,7 @@ from troposphere import Join, Sub
 from annex_cloud import metrics
 from annex_cloud.enforcer import TAG_LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG
 from templates import contract
+from templates.node_bootstrap import BOOTSTRAP_PREFIX
 
 # Tags that identify an instance and its owner: set at creation, never changed afterwards. The
 # expiry is the one tag a scientist may move (extend); deleting it is never allowed.
@@ -368,7 +369,7 @@ def _logs_statement() -> awacs_aws.Statement:
     )
 
 
-def instance_role_policy(bucket: Any) -> awacs_aws.PolicyDocument:
+def instance_role_policy(bucket: Any, code_bucket: Any) -> awacs_aws.PolicyDocument:
     return awacs_aws.PolicyDocument(
         Version="2012-10-17",
         Statement=[
@@ -377,8 +378,19 @@ def instance_role_policy(bucket: Any) -> awacs_aws.PolicyDocument:
                 Effect=awacs_aws.Allow,
                 Action=[s3_actions.GetObject],
                 Resource=[_bucket_arn(bucket, f"/{contract.ANNEX_PREFIX}/*")],
-            )
+            ),
+            _read_bootstrap_statement(code_bucket),
         ],
+    )
+
+
+def _read_bootstrap_statement(code_bucket: Any) -> awacs_aws.Statement:
+    """The node bootstrap the launch templates' loader fetches (templates/node_bootstrap.py)."""
+    return awacs_aws.Statement(
+        Sid="ReadNodeBootstrap",
+        Effect=awacs_aws.Allow,
+        Action=[s3_actions.GetObject],
+        Resource=[_bucket_arn(code_bucket, f"/{BOOTSTRAP_PREFIX}*")],
     )
 
 

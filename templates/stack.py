@@ -6,11 +6,9 @@ No AWS calls happen here; ``annex_admin.deploy`` resolves zones and the image fi
 from __future__ import annotations
 
 import ipaddress
-from importlib import resources
 from typing import Iterable
 
 from troposphere import (
-    Base64,
     GetAtt,
     Join,
     Output,
@@ -23,16 +21,12 @@ from troposphere import awslambda, cloudwatch, dynamodb, ec2, events, iam, s3, s
 
 from annex_cloud import metrics
 from annex_cloud.enforcer import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
-from templates import contract, policies
+from templates import contract, node_bootstrap, policies
 from templates.settings import METADATA_KEY, StackSettings, settings_record
 
 FUNCTION_RUNTIME = "python3.12"
 BROKER_HANDLER = "annex_cloud.broker.handler"
 ENFORCER_HANDLER = "annex_cloud.enforcer.handler"
-
-
-def load_bootstrap_script() -> str:
-    return resources.files("annex_cloud.node").joinpath("bootstrap.sh").read_text()
 
 
 def logical_id(prefix: str, instance_type: str) -> str:
@@ -179,6 +173,8 @@ def build_template(settings: StackSettings) -> Template:
         )
     )
 
+    # The functions' zip and the node bootstrap live here; setup makes the bucket before the stack.
+    code_bucket = Sub(contract.artifact_bucket_name(settings.stack_name, "${AWS::AccountId}", "${AWS::Region}"))
     instance_role = t.add_resource(
         iam.Role(
             "InstanceRole",
@@ -186,7 +182,7 @@ def build_template(settings: StackSettings) -> Template:
             Policies=[
                 iam.Policy(
                     PolicyName="ReadAnnexConfiguration",
-                    PolicyDocument=policies.instance_role_policy(Ref(bucket)),
+                    PolicyDocument=policies.instance_role_policy(Ref(bucket), code_bucket),
                 )
             ],
             Tags=tags,
@@ -196,19 +192,7 @@ def build_template(settings: StackSettings) -> Template:
         iam.InstanceProfile("InstanceProfile", Roles=[Ref(instance_role)])
     )
 
-    user_data = Base64(
-        Join(
-            "",
-            [
-                "#!/bin/bash\n",
-                "# condor-annex bootstrap; settings from the region stack:\n",
-                "ANNEX_BUCKET='", Ref(bucket), "'\n",
-                "ANNEX_REGION='", Ref("AWS::Region"), "'\n",
-                "export ANNEX_BUCKET ANNEX_REGION\n",
-                user_data_body(load_bootstrap_script()),
-            ],
-        )
-    )
+    user_data = node_bootstrap.user_data(Ref(bucket), Ref("AWS::Region"), code_bucket)
     launch_templates = {}
     for itype in settings.instance_types:
         lt = t.add_resource(
@@ -263,10 +247,7 @@ def build_template(settings: StackSettings) -> Template:
             Tags=tags,
         )
     )
-    code = awslambda.Code(
-        S3Bucket=Sub(contract.artifact_bucket_name(settings.stack_name, "${AWS::AccountId}", "${AWS::Region}")),
-        S3Key=settings.code_key,
-    )
+    code = awslambda.Code(S3Bucket=code_bucket, S3Key=settings.code_key)
     policy_refs = policies.PolicyRefs(
         bucket=Ref(bucket),
         instance_role_arn=GetAtt(instance_role, "Arn"),
@@ -542,23 +523,6 @@ def _add_enforcer_alarms(t: Template, stack_name: str, enforcer: awslambda.Funct
                 OKActions=[Ref(topic)],
             )
         )
-
-
-def user_data_body(script: str) -> str:
-    """The script as user data: no shebang (the header has one) and no comment lines.
-
-    EC2 caps user data at 16 KB; the comments stay in annex_cloud/node/bootstrap.sh, where people read
-    them. Shebangs of embedded scripts (``#!``) and shellcheck directives are kept.
-    """
-    lines = script.splitlines(keepends=True)
-    if lines and lines[0].startswith("#!"):
-        lines = lines[1:]
-    return "".join(line for line in lines if not _is_comment(line))
-
-
-def _is_comment(line: str) -> bool:
-    text = line.strip()
-    return (text == "#" or text.startswith("# ")) and not text.startswith("# shellcheck")
 
 
 def template_json(settings: StackSettings) -> str:

@@ -26,8 +26,6 @@ from annex_cloud.expiry import parse_expiry_tag
 from annex_cloud.node import config as node_config
 from annex_cloud.node.config import NodeConfigInputs
 from templates import contract
-from templates.settings import StackSettings
-from templates.stack import build_template, user_data_body
 from tests import emulator as emu
 from tests.bootstrap_support.imds import FakeImds
 from tests.bootstrap_support.node import SCRIPT, Node, clone_node, make_node, mode_of, sandbox_env_for
@@ -188,39 +186,6 @@ def test_script_and_renderer_agree_on_instance_paths() -> None:
                  contract.PASSWORD_OBJECT):
         assert f"={name}\n" in text, name
     assert f'key="{contract.annex_prefix("$1", "$2")}$3"' in text
-
-
-def user_data(bucket: str, region: str) -> str:
-    """The launch templates' user data as the region stack builds it, references resolved."""
-    settings = StackSettings(
-        region=region, image_id="ami-0123456789abcdef0",
-        availability_zones=(f"{region}a", f"{region}b"), code_key="functions/annex_cloud-test.zip",
-    )
-    resources = build_template(settings).to_dict()["Resources"]
-    datas = {
-        json.dumps(r["Properties"]["LaunchTemplateData"]["UserData"])
-        for r in resources.values() if r["Type"] == "AWS::EC2::LaunchTemplate"
-    }
-    assert len(datas) == 1
-    parts = json.loads(datas.pop())["Fn::Base64"]["Fn::Join"][1]
-    refs = {"AWS::Region": region}
-    return "".join(
-        p if isinstance(p, str) else refs.get(p["Ref"], bucket) for p in parts
-    )
-
-
-def test_user_data_fits_ec2s_limit_and_is_shellcheck_clean(tmp_path: Path) -> None:
-    text = user_data("b" * 63, "ap-southeast-2")
-    assert text.endswith(user_data_body(SCRIPT.read_text()))
-    # Only comments were dropped: every command line of the script is there.
-    commands = [line for line in SCRIPT.read_text().splitlines() if line.strip() and not line.lstrip().startswith("# ")]
-    assert all(line in text.splitlines() for line in commands[1:])
-    assert len(text.encode()) <= 16384  # EC2's user data limit, before base64
-    script = tmp_path / "user-data"
-    script.write_text(text)
-    shellcheck = Path(sys.executable).parent / "shellcheck"
-    result = subprocess.run([str(shellcheck), str(script)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
 
 
 # --- boot ------------------------------------------------------------------------------------

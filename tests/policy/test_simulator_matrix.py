@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pytest
 
 from templates import contract
+from templates.node_bootstrap import bootstrap_artifact
 from tests.policy.simulator import simulate
 from tests.policy.stack_under_test import REGION, DeployedStack
 
@@ -173,6 +174,10 @@ def bucket(s: DeployedStack) -> str:
 
 def code_object(s: DeployedStack) -> str:
     return f"arn:aws:s3:::{s.outputs[contract.OUT_CODE_BUCKET]}/functions/annex_cloud-0123456789abcdef0123.zip"
+
+
+def bootstrap_object(s: DeployedStack) -> str:
+    return f"arn:aws:s3:::{s.outputs[contract.OUT_CODE_BUCKET]}/{bootstrap_artifact().key}"
 
 
 def iam_user(name: str) -> Resource:
@@ -623,6 +628,10 @@ INSTANCE_ROLE_CASES = [
                   "nodes see only their own project's material (DESIGN.md, Trust)",
                   known_gap="the instance role reads annexes/* of every project; per-project scoping is a later issue"),
     instance_role("instance-reads-outside-annexes", "s3:GetObject", obj("exports/payroll.csv"), DENY, "annexes/ only"),
+    instance_role("instance-reads-the-bootstrap", "s3:GetObject", bootstrap_object, ALLOW,
+                  "the launch templates' loader fetches the node bootstrap from the code bucket"),
+    instance_role("instance-reads-the-functions-zip", "s3:GetObject", code_object, DENY,
+                  "of the code bucket, only the node bootstrap is a node's"),
     instance_role("instance-writes-annex-config", "s3:PutObject", obj(OWN + contract.NODE_CONFIG_OBJECT), DENY,
                   "root on a node must not rewrite what other nodes boot with"),
     instance_role("instance-deletes-annex-config", "s3:DeleteObject", obj(OWN + contract.NODE_CONFIG_OBJECT), DENY,

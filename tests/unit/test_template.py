@@ -79,7 +79,7 @@ def test_one_launch_template_per_type_with_the_guarded_settings(types):
         assert data["KeyName"] == f"{contract.DEFAULT_STACK_NAME}-annex"
         assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
         user_data = json.dumps(data["UserData"])
-        assert "ANNEX_BUCKET" in user_data and {"Ref": "ConfigBucket"} == data["UserData"]["Fn::Base64"]["Fn::Join"][1][3]
+        assert "ANNEX_BUCKET" in user_data and {"Ref": "ConfigBucket"} == data["UserData"]["Fn::Base64"]["Fn::Join"][1][1]
     assert seen_types == set(types)
 
 
