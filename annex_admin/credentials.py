@@ -18,6 +18,7 @@ import botocore.exceptions
 
 from annex_cloud import caps as cap_rules
 from annex_cloud.caps import Caps
+from annex_cloud.node.config import PROJECT_ID_PATTERN
 from annex_cloud.registry import Registry
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.bundle import Bundle, write_bundle
@@ -25,7 +26,8 @@ from annex_common.errors import AnnexError, BadInput
 from annex_common.stack import StackInfo, read_stack
 from templates import contract
 
-PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A project id becomes an S3 prefix, a tag and a node's configuration value: the nodes' rule.
+PROJECT_RE = re.compile(PROJECT_ID_PATTERN)
 USER_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 MANAGED_BY = "condor-annex"
 
@@ -66,13 +68,13 @@ Confirm = Callable[[str], bool]
 
 
 def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -> None:
-    if not PROJECT_RE.match(project_id or ""):
+    if not PROJECT_RE.fullmatch(project_id or ""):
         raise BadInput(
             f"project id {project_id!r} is not allowed",
             "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             "Pass another --project-id.",
         )
-    if not USER_RE.match(user or ""):
+    if not USER_RE.fullmatch(user or ""):
         raise BadInput(
             f"user name {user!r} is not a valid IAM user name",
             "IAM user names are 1-64 of letters, digits and + = , . @ _ -",
@@ -264,7 +266,7 @@ class RevokeResult:
 
 
 def revoke_credentials(clients: AwsClients, user: str) -> RevokeResult:
-    if not USER_RE.match(user or ""):
+    if not USER_RE.fullmatch(user or ""):
         raise BadInput(f"user name {user!r} is not a valid IAM user name", "", "Pass the --user you issued.")
     iam = clients.iam
     with aws_errors(f"could not revoke the keys of {user}"):

@@ -84,7 +84,7 @@ class LaunchResult:
 
 
 def validate_annex_name(name: str) -> str:
-    if not ANNEX_NAME_RE.match(name or ""):
+    if not ANNEX_NAME_RE.fullmatch(name or ""):
         raise BadInput(
             f"annex name {name!r} is not allowed",
             "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",

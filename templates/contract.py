@@ -6,7 +6,6 @@ from __future__ import annotations
 from annex_cloud.expiry import EXPIRY_FORMAT  # noqa: E402,F401
 from annex_cloud.layout import (  # noqa: E402,F401
     ANNEX_PREFIX,
-    NODE_CONFIG_OBJECT,
     NODE_ENV_OBJECT,
     PASSWORD_OBJECT,
     TOKEN_OBJECT,

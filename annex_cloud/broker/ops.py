@@ -15,8 +15,8 @@ from annex_cloud.errors import Busy, Refused
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 from annex_cloud.fleet import FleetResult, FleetSpec, run_fleet
 from annex_cloud.instances import STATUS_STATES, AnnexInstance, project_instances
-from annex_cloud.layout import NODE_CONFIG_OBJECT, NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
-from annex_cloud.node.config import NodeConfigInputs, render_condor_config, render_node_env
+from annex_cloud.layout import NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
+from annex_cloud.node.config import NodeConfigInputs, render_node_env
 from annex_cloud.prices import shipped_prices
 from annex_cloud.registry import Registry
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT
@@ -286,7 +286,8 @@ def instance_tags(call: Call, ask: asks.LaunchAsk) -> dict[str, str]:
 
 
 def node_objects(call: Call, ask: asks.LaunchAsk) -> dict[str, bytes]:
-    """The annex's configuration, rendered here from typed values, and its security material."""
+    """The annex's typed values (the node renders its configuration from them) and its security
+    material. No configuration text: the node's template is fixed and ships with its bootstrap."""
     assert ask.pool is not None
     inputs = NodeConfigInputs(
         annex_name=ask.annex_name,
@@ -299,7 +300,6 @@ def node_objects(call: Call, ask: asks.LaunchAsk) -> dict[str, bytes]:
     )
     material_object = TOKEN_OBJECT if ask.pool.security == "idtoken" else PASSWORD_OBJECT
     return {
-        NODE_CONFIG_OBJECT: render_condor_config(inputs).encode(),
         NODE_ENV_OBJECT: render_node_env(inputs).encode(),
         material_object: ask.pool.material,
     }

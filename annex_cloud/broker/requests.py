@@ -17,14 +17,16 @@ from typing import Any, Mapping
 from annex_cloud.errors import Refused
 from annex_cloud.expiry import parse_expiry_tag
 from annex_cloud.node.config import (
+    ANNEX_NAME_PATTERN,
     COLLECTOR_HOST_PATTERN,
     OWNER_PATTERN,
     SECURITY_MODES,
     TRUST_DOMAIN_PATTERN,
+    check_text,
     shown,
 )
 
-ANNEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ANNEX_NAME_RE = re.compile(ANNEX_NAME_PATTERN)
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_COUNT = 10_000
 MIN_IDLE_MINUTES, MAX_IDLE_MINUTES = 1, 24 * 60
@@ -76,13 +78,17 @@ def _field(params: Mapping[str, Any], name: str, kind: type, *, required: bool =
             "Use condor_annex, or send the fields it sends.",
         )
     if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
-        raise Refused(f"the request's {name.replace('_', ' ')} is too long", f"{len(value):,} characters", "Send a shorter value.")
+        raise Refused(
+            f"the request's {name.replace('_', ' ')} {shown(value)} is too long",
+            f"{len(value):,} characters; at most {MAX_FIELD_LENGTH} are read",
+            "Send a shorter value.",
+        )
     return value
 
 
 def annex_name(params: Mapping[str, Any]) -> str:
     name = _field(params, "annex_name", str)
-    if not ANNEX_NAME_RE.match(name):
+    if not ANNEX_NAME_RE.fullmatch(name):
         raise Refused(
             f"annex name {shown(name)} is not allowed",
             "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -93,7 +99,7 @@ def annex_name(params: Mapping[str, Any]) -> str:
 
 def request_id(params: Mapping[str, Any]) -> str:
     value = _field(params, "request_id", str)
-    if not REQUEST_ID_RE.match(value):
+    if not REQUEST_ID_RE.fullmatch(value):
         raise Refused("the request id is malformed", "it must be 32 hexadecimal digits", "Use condor_annex.")
     return value
 
@@ -155,14 +161,8 @@ def launch_ask(params: Mapping[str, Any], offered: tuple[str, ...], *, with_pool
     )
 
 
-def _matches(label: str, value: str, pattern: str) -> str:
-    if re.fullmatch(pattern, value) is None:
-        raise Refused(
-            f"the {label} {shown(value)} cannot be used on an annex instance",
-            "it holds characters an HTCondor configuration value may not have",
-            f"Fix the pool's {label} in your HTCondor configuration.",
-        )
-    return value
+def _pool_value(label: str, value: str, pattern: str, hint: str) -> str:
+    return check_text(label, value, pattern, hint, f"Fix the pool's {label} in your HTCondor configuration.")
 
 
 def material(value: Any, label: str) -> bytes:
@@ -184,9 +184,15 @@ def pool_contact(value: Any) -> PoolContact:
     if security not in SECURITY_MODES:
         raise Refused(f"unknown pool security mode {shown(security)}", "an annex uses an IDTOKEN or the pool password", "Use condor_annex.")
     return PoolContact(
-        collector_host=_matches("collector address", _field(value, "collector_host", str), COLLECTOR_HOST_PATTERN),
-        trust_domain=_matches("trust domain", _field(value, "trust_domain", str), TRUST_DOMAIN_PATTERN),
-        job_owner=_matches("job owner", _field(value, "job_owner", str), OWNER_PATTERN),
+        collector_host=_pool_value(
+            "collector address", _field(value, "collector_host", str), COLLECTOR_HOST_PATTERN, "host[:port][, ...]"
+        ),
+        trust_domain=_pool_value(
+            "trust domain", _field(value, "trust_domain", str), TRUST_DOMAIN_PATTERN, "a host-like name"
+        ),
+        job_owner=_pool_value(
+            "job owner", _field(value, "job_owner", str), OWNER_PATTERN, "letters, digits, . _ @ + = , -"
+        ),
         security=security,
         material=material(value.get("material"), "security material"),
     )

@@ -221,3 +221,45 @@ def test_a_region_missing_from_the_shipped_table_gets_fetched_prices(aws, tmp_pa
     plan = plan_launch(ctx, request("sydney", write_pool(tmp_path / "pool"), count=2))
     assert plan.price_source == "AWS Price List API"
     assert set(plan.prices) == set(contract.DEFAULT_INSTANCE_TYPES)
+
+
+# --- what reaches a node: typed values, each checked ------------------------------------------------
+
+# The node-trust review's attempts, each in a field that becomes a node's configuration value. The
+# ten thousand characters are a list of collectors every one of which is well formed.
+HOSTILE_VALUES = {
+    "newline": ("collector_host", "cm.pool.example:9618\nSTART = True"),
+    "trailing-pipe": ("trust_domain", "touch /tmp/owned |"),
+    "backslash-continuation": ("job_owner", "alice\\"),
+    "include-command": ("annex_name", "include command : /bin/sh -c id"),
+    "startd-cron": ("collector_host", "cm\nSTARTD_CRON_JOBLIST = owned\nSTARTD_CRON_OWNED_EXECUTABLE = /bin/sh"),
+    "user-job-wrapper": ("job_owner", "alice\nUSER_JOB_WRAPPER = /tmp/owned"),
+    "ten-kilobytes": ("collector_host", ", ".join(["cm.pool.example:9618"] * 450)),
+}
+
+
+def test_hostile_values_are_refused_by_the_broker_and_named(world, aws, clients):
+    """Through a real Invoke, one launch request per value: each refused with the value named,
+    nothing launched, nothing written for a node to read."""
+    from annex_cloud.node.config import shown
+
+    bundle_path, pool = world
+    for case, (field, value) in HOSTILE_VALUES.items():
+        params = {
+            "annex_name": "hostile", "count": 1, "idle_minutes": 15, "spot": False, "request_id": uuid.uuid4().hex,
+            "expiry": (datetime.now(timezone.utc) + timedelta(hours=5)).strftime(contract.EXPIRY_FORMAT),
+            "pool": {"collector_host": pool.collector_host, "trust_domain": pool.trust_domain, "job_owner": "alice",
+                     "security": "password", "material": base64.b64encode(b"scrambled").decode()},
+        }
+        if field == "annex_name":
+            params[field] = value
+        else:
+            params["pool"][field] = value
+        answer = raw_invoke(bundle_path, {"op": "launch", "identity": proof_for(bundle_path), "params": params})
+        assert answer["ok"] is False, case
+        assert shown(value)[:40] in answer["refused"]["what"], (case, answer["refused"])
+    aws.enforce_iam(False)
+    assert live() == []
+    stack = clients.cloudformation.describe_stacks(StackName=contract.DEFAULT_STACK_NAME)["Stacks"][0]
+    bucket = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == contract.OUT_BUCKET)
+    assert clients.s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0

@@ -75,7 +75,7 @@ def test_launch_tags_every_instance_on_create_with_two_client_calls(aws, tmp_pat
     mine, broker = split_calls(aws.calls_since(start), ctx.bundle.aws_access_key_id)
     assert mine == Counter({"Invoke": 2})  # plan, then launch: nothing else leaves her machine
     assert broker["CreateFleet"] == 1 and broker["CreateTags"] == 0  # tags ride on the creating call
-    assert broker["RunInstances"] == 0 and broker["PUT object"] == 3
+    assert broker["RunInstances"] == 0 and broker["PUT object"] == 2  # annex.env and the token
     assert len(result.instance_ids) == 16 and result.shortfall == 0
     instances = annex_instances("a16")
     assert sorted(i["InstanceId"] for i in instances) == sorted(result.instance_ids)
@@ -287,5 +287,5 @@ def test_terminate_twice_says_already_gone(aws, clients, tmp_path):
     launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("brief", 2, "f" * 32)))
     first = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
     second = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
-    assert len(first["instance_ids"]) == 2 and first["already_gone"] is False and first["objects_removed"] == 3
+    assert len(first["instance_ids"]) == 2 and first["already_gone"] is False and first["objects_removed"] == 2
     assert second == {"annex_name": "brief", "instance_ids": [], "objects_removed": 0, "already_gone": True}

@@ -186,10 +186,10 @@ REFUSED: dict[str, Call] = {
         FunctionName="my-broker", Runtime="python3.12", Handler="annex_cloud.broker.handler",
         Role=w.broker_role_arn, Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18}),
     # S3: the bucket holds every annex's secrets
-    "s3-put-own-annex-config": lambda w, i: w.client("s3").put_object(
-        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_CONFIG_OBJECT), Body=b"START = True\n"),
-    "s3-get-own-annex-config": lambda w, i: w.client("s3").get_object(
-        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_CONFIG_OBJECT)),
+    "s3-put-own-annex-settings": lambda w, i: w.client("s3").put_object(
+        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_ENV_OBJECT), Body=b"ANNEX_OWNER=*\n"),
+    "s3-get-own-annex-settings": lambda w, i: w.client("s3").get_object(
+        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_ENV_OBJECT)),
     "s3-list-bucket": lambda w, i: w.client("s3").list_objects_v2(Bucket=w.outputs[contract.OUT_BUCKET]),
     # the administrator's record
     "dynamodb-raise-own-caps": lambda w, i: w.client("dynamodb").put_item(
@@ -279,8 +279,7 @@ def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) ->
         objects = admin.s3.list_objects_v2(Bucket=world.outputs[contract.OUT_BUCKET], Prefix=prefix)
         instances = [i for r in admin.ec2.describe_instances(InstanceIds=launched.instance_ids)["Reservations"]
                      for i in r["Instances"]]
-    assert {o["Key"][len(prefix):] for o in objects.get("Contents", [])} >= {
-        contract.NODE_CONFIG_OBJECT, contract.NODE_ENV_OBJECT}
+    assert {o["Key"][len(prefix):] for o in objects.get("Contents", [])} >= {contract.NODE_ENV_OBJECT}
     for described in instances:
         tags = {t["Key"]: t["Value"] for t in described["Tags"]}
         assert tags[contract.TAG_ANNEX_NAME] == "enforced"
