@@ -294,6 +294,8 @@ def issue_credentials(
         out.print(f"  caps{kept}: {result.caps.describe()}")
         if result.keys_removed:
             out.print(f"  replaced {len(result.keys_removed)} earlier access key(s)")
+        out.print(f"  the project's nodes run as IAM role {result.node.role_arn.rsplit('/', 1)[1]}, which reads only "
+                  f"project {project_id}'s annex material")
         out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
         out.print(f"  She installs it with: condor_annex import-credentials {result.output.name}")
 
@@ -314,7 +316,8 @@ def revoke_credentials(
 
         result = revoke(_clients(region, profile), user)
         out.print(f"[green]Revoked {len(result.keys_removed)} access key(s) of {user}.[/] "
-                  "Running annexes keep their leases; the enforcer still ends them on time.")
+                  "Running annexes keep their leases and their project's node role; the enforcer still ends "
+                  "them on time. `annex-admin teardown` removes the node roles.")
 
     run_guarded(action, debug=debug)
 

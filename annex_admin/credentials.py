@@ -19,7 +19,8 @@ import botocore.exceptions
 from annex_cloud import caps as cap_rules
 from annex_cloud.caps import Caps
 from annex_cloud.node.config import PROJECT_ID_PATTERN
-from annex_cloud.registry import Registry
+from annex_cloud.registry import NodeRecord, Registry
+from annex_admin.nodes import NodeScope, provide_node_access
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.bundle import Bundle, write_bundle
 from annex_common.errors import AnnexError, BadInput
@@ -62,6 +63,7 @@ class IssueResult:
     output: Path
     caps: Caps
     previous_caps: Caps | None
+    node: NodeRecord  # the role the project's nodes run as, and its launch template versions
 
 
 Confirm = Callable[[str], bool]
@@ -216,6 +218,10 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
             iam.tag_user(UserName=request.user, Tags=_user_tags(request.project_id, caps))
         iam.attach_user_policy(UserName=request.user, PolicyArn=policy_arn)
         registry.put_caps(request.project_id, caps)
+    # Before the user's record: the broker launches for a recorded user only with her project's role.
+    node = provide_node_access(clients, NodeScope.of(stack.name, clients.region, stack.outputs), registry,
+                               request.project_id)
+    with aws_errors(f"could not create or update the IAM user {request.user}"):
         registry.put_user(request.user, request.project_id)
         # One live key per scientist: issuing again rotates. IAM allows two keys, so the oldest
         # goes first only when both slots are taken; the rest go once the new bundle is written.
@@ -248,7 +254,7 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
         ) from exc
     with aws_errors(f"could not retire the earlier keys of {request.user}"):
         _delete_keys(iam, request.user, [k for k in old_ids if k not in make_room])
-    return IssueResult(bundle, created, old_ids, request.output, caps, previous)
+    return IssueResult(bundle, created, old_ids, request.output, caps, previous, node)
 
 
 def _delete_keys(iam, user: str, key_ids: list[str]) -> None:

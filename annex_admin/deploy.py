@@ -39,6 +39,7 @@ class DeployResult:
     outputs: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     prices: PriceBook | None = None
+    projects_followed: list[str] = field(default_factory=list)  # got versions of changed templates
 
 
 def check_instance_types(clients: AwsClients, types: tuple[str, ...]) -> None:
@@ -204,7 +205,22 @@ def deploy(
 
     result = _deploy_stack(clients, settings, progress, approve_then_publish)
     result.prices = store_prices(clients, settings, result.outputs, progress)
+    result.projects_followed = follow_node_templates(clients, settings, result.outputs, progress)
     return result
+
+
+def follow_node_templates(
+    clients: AwsClients, settings: StackSettings, outputs: dict[str, str], progress: Progress
+) -> list[str]:
+    """Each project launches from its own version of the stack's templates: after a change to
+    the templates, every project gets versions of the new ones (annex_admin.nodes)."""
+    from annex_admin.nodes import NodeScope, follow_templates
+
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    followed = follow_templates(clients, NodeScope.of(settings.stack_name, settings.region, outputs), registry)
+    if followed:
+        progress(f"Launch template versions brought up to date for project(s) {', '.join(followed)}")
+    return followed
 
 
 def _deploy_stack(clients: AwsClients, settings: StackSettings, progress: Progress, approve: Approve) -> DeployResult:

@@ -8,6 +8,8 @@ request by its id, so a retried request never acts twice.
 Items (partition key ``pk``, sort key ``sk``):
   user#<user>      / user            project
   project#<p>      / caps            max_instances, max_lease_hours, max_spend_usd
+  project#<p>      / node            role, profile, templates (JSON: type -> id, version, source):
+                                     the project's node role and its launch template versions
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, result (JSON), created, ttl
   project#<p>      / launch#<id>#<n> annex, expiry, instances ("id:type,..."), created, ttl: what
@@ -39,6 +41,25 @@ RECENT_SECONDS = 15 * 60  # launches this recent count even if DescribeInstances
 class UserRecord:
     user: str
     project_id: str
+
+
+@dataclass(frozen=True)
+class NodeTemplate:
+    """The project's version of one of the stack's launch templates."""
+
+    template_id: str
+    version: int
+    source_version: int  # the template's default version it copies, all but the instance profile
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """What a project's nodes run as (annex_cloud.nodes)."""
+
+    project_id: str
+    role_arn: str
+    profile_arn: str
+    templates: dict[str, NodeTemplate]  # instance type -> the project's version of its template
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,35 @@ class Registry:
         for item in self._scan():
             if item["pk"]["S"].startswith("user#") and "project" in item:
                 yield UserRecord(item["pk"]["S"][5:], item["project"]["S"])
+
+    # -- the projects' node roles ------------------------------------------------------------
+
+    def node(self, project_id: str) -> NodeRecord | None:
+        """The project's node role and template versions; None when it has none. ValueError when
+        the record is corrupt."""
+        item = self._get(f"project#{project_id}", "node")
+        return _node(project_id, item) if item else None
+
+    def put_node(self, record: NodeRecord) -> None:
+        templates = {
+            itype: {"id": t.template_id, "version": t.version, "source": t.source_version}
+            for itype, t in sorted(record.templates.items())
+        }
+        self.db.put_item(
+            TableName=self.table,
+            Item={
+                **_key(f"project#{record.project_id}", "node"),
+                "role": _s(record.role_arn),
+                "profile": _s(record.profile_arn),
+                "templates": _s(json.dumps(templates, sort_keys=True)),
+                "updated": _s(_now_text()),
+            },
+        )
+
+    def nodes(self) -> Iterator[NodeRecord]:
+        for item in self._scan():
+            if item["pk"]["S"].startswith("project#") and item["sk"]["S"] == "node":
+                yield _node(item["pk"]["S"][len("project#"):], item)
 
     # -- prices ------------------------------------------------------------------------------
 
@@ -268,6 +318,17 @@ class Registry:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _node(project_id: str, item: dict[str, Any]) -> NodeRecord:
+    try:
+        templates = {
+            str(itype): NodeTemplate(str(t["id"]), int(t["version"]), int(t["source"]))
+            for itype, t in json.loads(item["templates"]["S"]).items()
+        }
+        return NodeRecord(project_id, item["role"]["S"], item["profile"]["S"], templates)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"the node record of project {project_id} is unreadable ({exc!r})") from exc
 
 
 def _request(request_id: str, item: dict[str, Any]) -> RequestRecord:

@@ -18,7 +18,7 @@ from annex_cloud.instances import STATUS_STATES, AnnexInstance, project_instance
 from annex_cloud.layout import NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
 from annex_cloud.node.config import NodeConfigInputs, render_node_env
 from annex_cloud.prices import shipped_prices
-from annex_cloud.registry import Registry
+from annex_cloud.registry import NodeRecord, Registry
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT
 
 BATCH = 1000  # ids per CreateTags / TerminateInstances call
@@ -153,7 +153,32 @@ def locked(call: Call, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 # -- plan and launch ------------------------------------------------------------------------
 
 
-def _launch_plan(call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]]) -> dict[str, Any]:
+def project_node(call: Call, instance_types: tuple[str, ...]) -> NodeRecord:
+    """The project's node role and its version of each template the launch may use: without
+    them its nodes could not run as the project's own role, so nothing is launched."""
+    again = "Ask your pool administrator to run `annex-admin issue-credentials` for your project again."
+    try:
+        record = call.registry.node(call.project_id)
+    except ValueError as exc:
+        raise Refused(f"project {call.project_id}'s node record is unreadable", str(exc), again) from exc
+    missing = [
+        itype for itype in instance_types
+        if record is None or itype not in record.templates
+        or record.templates[itype].template_id != call.settings.launch_templates[itype]
+    ]
+    if missing:
+        raise Refused(
+            f"project {call.project_id} has no node role for {', '.join(missing)}",
+            "its nodes would not run as the project's own role, the only one that reads its material",
+            again,
+        )
+    assert record is not None
+    return record
+
+
+def _launch_plan(
+    call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]], node: NodeRecord
+) -> dict[str, Any]:
     """Every check of a launch, reading only; Refused names the rule it would break."""
     book = price_book(call)
     prices = require_prices(book, ask.instance_types)
@@ -194,12 +219,13 @@ def _launch_plan(call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]])
         "live_instances": len(counted),
         "committed_spend": committed,
         "caps": caps_dict(call.caps),
+        "node_role": node.role_arn,
     }
 
 
 def plan_launch(call: Call) -> dict[str, Any]:
     ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=False)
-    return _launch_plan(call, ask, counted_instances(call))
+    return _launch_plan(call, ask, counted_instances(call), project_node(call, ask.instance_types))
 
 
 def launch(call: Call) -> dict[str, Any]:
@@ -234,7 +260,8 @@ def launch(call: Call) -> dict[str, Any]:
 
 
 def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult) -> dict[str, Any]:
-    plan = _launch_plan(call, ask, counted_instances(call))
+    node = project_node(call, ask.instance_types)
+    plan = _launch_plan(call, ask, counted_instances(call), node)
     prefix = annex_prefix(call.project_id, ask.annex_name)
     for name, body in node_objects(call, ask).items():
         call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
@@ -253,6 +280,7 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         tags=instance_tags(call, ask),
         spot=ask.spot,
         max_price=plan["prices"],
+        versions={t: str(node.templates[t].version) for t in ask.instance_types},
     )
     try:
         run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet)

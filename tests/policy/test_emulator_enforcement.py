@@ -37,6 +37,7 @@ from annex_user.broker_client import Broker
 from annex_user.context import open_context
 from annex_user.launch import LaunchRequest, execute_launch, plan_launch
 from annex_user.manage import extend_lease, extend_params, terminate_annex
+from annex_cloud.registry import Registry
 from templates import contract
 from tests import emulator as emu
 from tests import flows
@@ -54,6 +55,7 @@ class World:
     pool: flows.TestPool
     scientist: AwsClients  # the bundle's keys
     broker_role_arn: str  # read by the administrator: her keys cannot read it
+    node_profile_arn: str  # her project's, as issue-credentials made it
 
     def client(self, service: str) -> Any:
         return self.scientist.client(service)
@@ -87,10 +89,12 @@ def world(emulator: emu.Emulator, tmp_path_factory: pytest.TempPathFactory) -> I
         region=bundle.region, access_key_id=bundle.aws_access_key_id, secret_access_key=bundle.aws_secret_access_key
     )
     broker_role = admin.awslambda.get_function(FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["Role"]
+    node = Registry(admin.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).node(bundle.project_id)
+    assert node is not None
     emulator.enforce_iam(True)
     try:
         yield World(emulator, admin, outputs, bundle, folder / "bundle.toml", flows.write_pool(folder / "pool"), scientist,
-                    broker_role)
+                    broker_role, node.profile_arn)
     finally:
         emulator.enforce_iam(False)
 
@@ -181,7 +185,7 @@ REFUSED: dict[str, Call] = {
     "ec2-describe-instances": lambda w, i: w.client("ec2").describe_instances(),
     # calls that would pass a role: refused at their own action (the emulator does not judge PassRole)
     "pass-role-instance-profile-to-her-instance": lambda w, i: w.client("ec2").associate_iam_instance_profile(
-        InstanceId=i, IamInstanceProfile={"Arn": w.outputs[contract.OUT_INSTANCE_PROFILE]}),
+        InstanceId=i, IamInstanceProfile={"Arn": w.node_profile_arn}),
     "pass-role-broker-role-to-her-function": lambda w, i: w.client("lambda").create_function(
         FunctionName="my-broker", Runtime="python3.12", Handler="annex_cloud.broker.handler",
         Role=w.broker_role_arn, Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18}),
