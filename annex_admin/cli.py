@@ -322,6 +322,22 @@ def revoke_credentials(
     run_guarded(action, debug=debug)
 
 
+@app.command("pool-config")
+def pool_config(
+    revoke: Annotated[Optional[list[str]], typer.Option(
+        "--revoke", metavar="JTI", help="Print instead the line that revokes this annex token id early; repeatable.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Print what the pool's central manager needs to accept annex nodes (no AWS calls)."""
+
+    def action() -> None:
+        from annex_admin.pool_config import pool_config_text, revocation_text
+
+        sys.stdout.write(revocation_text(revoke) if revoke else pool_config_text())
+
+    run_guarded(action, debug=debug)
+
+
 @app.command()
 def enforce(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; change nothing.")] = False,

@@ -10,6 +10,8 @@ Items (partition key ``pk``, sort key ``sk``):
   project#<p>      / caps            max_instances, max_lease_hours, max_spend_usd
   project#<p>      / node            role, profile, templates (JSON: type -> id, version, source):
                                      the project's node role and its launch template versions
+  project#<p>      / annex#<name>    security, token_id (never the token), expiry, ttl: one live
+                                     annex, so status can show its token's id for revocation
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, result (JSON), created, ttl
   project#<p>      / launch#<id>#<n> annex, expiry, instances ("id:type,..."), created, ttl: what
@@ -60,6 +62,16 @@ class NodeRecord:
     role_arn: str
     profile_arn: str
     templates: dict[str, NodeTemplate]  # instance type -> the project's version of its template
+
+
+@dataclass(frozen=True)
+class AnnexRecord:
+    """What the broker remembers of one annex beside EC2's tags."""
+
+    annex_name: str
+    security: str  # idtoken | password
+    token_id: str  # the id (jti) of the annex's IDTOKEN; "" in password mode
+    expiry: str  # the lease end, as tagged
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,37 @@ class Registry:
         for item in self._scan():
             if item["pk"]["S"].startswith("project#") and item["sk"]["S"] == "node":
                 yield _node(item["pk"]["S"][len("project#"):], item)
+
+    # -- live annexes ------------------------------------------------------------------------
+
+    def put_annex(self, project_id: str, record: AnnexRecord) -> None:
+        """Kept a week past its lease end (DynamoDB's TTL), and replaced on extend."""
+        ends = datetime.strptime(record.expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        self.db.put_item(
+            TableName=self.table,
+            Item={
+                **_key(f"project#{project_id}", f"annex#{record.annex_name}"),
+                "security": _s(record.security),
+                "token_id": _s(record.token_id),
+                "expiry": _s(record.expiry),
+                "ttl": _n(int(ends.timestamp()) + REQUEST_TTL_SECONDS),
+            },
+        )
+
+    def annex(self, project_id: str, annex_name: str) -> AnnexRecord | None:
+        item = self._get(f"project#{project_id}", f"annex#{annex_name}")
+        return _annex(annex_name, item) if item else None
+
+    def annexes(self, project_id: str) -> dict[str, AnnexRecord]:
+        """Every annex of the project the broker remembers, by name."""
+        found: dict[str, AnnexRecord] = {}
+        for item in self._query(f"project#{project_id}", "annex#"):
+            name = item["sk"]["S"][len("annex#"):]
+            found[name] = _annex(name, item)
+        return found
+
+    def delete_annex(self, project_id: str, annex_name: str) -> None:
+        self.db.delete_item(TableName=self.table, Key=_key(f"project#{project_id}", f"annex#{annex_name}"))
 
     # -- prices ------------------------------------------------------------------------------
 
@@ -287,28 +330,32 @@ class Registry:
 
     def _launches(self, project_id: str, prefix: str, *, since: float) -> list[dict[str, str]]:
         found: list[dict[str, str]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :p AND begins_with(sk, :l)",
-            "ExpressionAttributeValues": {":p": _s(f"project#{project_id}"), ":l": _s(prefix)},
-        }
-        while True:
-            page = self.db.query(**kwargs)
-            for item in page.get("Items", []):
-                if float(item.get("created", {}).get("N", "0")) < since:
-                    continue
-                for pair in filter(None, item.get("instances", {}).get("S", "").split(",")):
-                    instance_id, _, instance_type = pair.partition(":")
-                    found.append({"instance_id": instance_id, "instance_type": instance_type,
-                                  "expiry": item["expiry"]["S"], "annex_name": item["annex"]["S"]})
-            if "LastEvaluatedKey" not in page:
-                return found
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in self._query(f"project#{project_id}", prefix):
+            if float(item.get("created", {}).get("N", "0")) < since:
+                continue
+            for pair in filter(None, item.get("instances", {}).get("S", "").split(",")):
+                instance_id, _, instance_type = pair.partition(":")
+                found.append({"instance_id": instance_id, "instance_type": instance_type,
+                              "expiry": item["expiry"]["S"], "annex_name": item["annex"]["S"]})
+        return found
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         return self.db.get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True).get("Item")
+
+    def _query(self, pk: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :l)",
+            "ExpressionAttributeValues": {":p": _s(pk), ":l": _s(sk_prefix)},
+        }
+        while True:
+            page = self.db.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _scan(self) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
@@ -318,6 +365,13 @@ class Registry:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _annex(annex_name: str, item: dict[str, Any]) -> AnnexRecord:
+    def text(name: str) -> str:
+        return str(item.get(name, {}).get("S", ""))
+
+    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"))
 
 
 def _node(project_id: str, item: dict[str, Any]) -> NodeRecord:

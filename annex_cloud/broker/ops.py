@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,8 @@ from annex_cloud.instances import STATUS_STATES, AnnexInstance, project_instance
 from annex_cloud.layout import NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
 from annex_cloud.node.config import NodeConfigInputs, render_node_env
 from annex_cloud.prices import shipped_prices
-from annex_cloud.registry import NodeRecord, Registry
+from annex_cloud.pool_tokens import read_claims
+from annex_cloud.registry import AnnexRecord, NodeRecord, Registry
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT
 
 BATCH = 1000  # ids per CreateTags / TerminateInstances call
@@ -265,6 +267,8 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
     prefix = annex_prefix(call.project_id, ask.annex_name)
     for name, body in node_objects(call, ask).items():
         call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
+    assert ask.pool is not None
+    call.registry.put_annex(call.project_id, AnnexRecord(ask.annex_name, ask.pool.security, ask.pool.token_id, plan["expiry"]))
     create_fleet = RetryNoticingCreateFleet(call.ec2)
 
     def remember(new: list[str]) -> None:
@@ -285,8 +289,9 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
     try:
         run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet)
     finally:
-        if not fleet.instances:
-            delete_prefix(call, prefix)  # nothing runs: nothing is left half-done
+        if not fleet.instances:  # nothing runs: nothing is left half-done
+            delete_prefix(call, prefix)
+            call.registry.delete_annex(call.project_id, ask.annex_name)
     duplicates = (
         end_duplicates(call.ec2, call.project_id, ask.annex_name, set(fleet.instances)) if create_fleet.retried else []
     )
@@ -298,7 +303,8 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         "rounds": fleet.rounds,
         "stopped_by": fleet.stopped_by,
         "duplicates_ended": len(duplicates),
-        "security": ask.pool.security if ask.pool else "",
+        "security": ask.pool.security,
+        "token_id": ask.pool.token_id or None,
     }
 
 
@@ -387,8 +393,10 @@ def status(call: Call) -> dict[str, Any]:
     if name is not None:
         name = asks.annex_name(call.params)
     book = price_book(call)
+    remembered = call.registry.annexes(call.project_id)
     rows = []
     for i in project_instances(call.ec2, call.project_id, annex_name=name, states=STATUS_STATES):
+        record = remembered.get(i.annex_name)
         hourly = book.hourly_or_unbounded(i.instance_type)
         expiry = i.expiry
         rows.append({
@@ -405,8 +413,18 @@ def status(call: Call) -> dict[str, Any]:
             "hourly_price": None if hourly == float("inf") else hourly,
             "cost_so_far": _finite(cost.spent_so_far(hourly, i.launch_time, call.now)),
             "can_still_cost": _finite(cost.remaining_cost(hourly, expiry, call.now)) if i.live else 0.0,
+            # The annex's token id, for the pool administrator to revoke it (never the token).
+            "token_id": (record.token_id or None) if record else None,
         })
     return {"instances": rows, "caps": caps_dict(call.caps), "now": format_expiry_tag(call.now), "price_source": book.source}
+
+
+def token_id_of(token: bytes) -> str:
+    """The id a token names (checked against the rest of the rule by the caller)."""
+    try:
+        return read_claims(token).token_id
+    except ValueError as exc:
+        raise Refused("the annex's pool token cannot be used", str(exc), "Use condor_annex.") from exc
 
 
 def _finite(value: float) -> float | None:
@@ -457,8 +475,16 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
         "committed_spend": committed_others,
         "caps": caps_dict(call.caps),
         "shortens": latest is not None and ask.expiry < latest,
+        # An extension's new token keeps the annex's id, so one revocation covers the annex.
+        "token_id": _annex_record(call, ask.annex_name).token_id or None,
     }
     return plan, annex
+
+
+def _annex_record(call: Call, name: str) -> AnnexRecord:
+    """What the broker remembers of the annex; an annex launched before it remembered any is
+    taken as it is tagged, with no token id yet."""
+    return call.registry.annex(call.project_id, name) or AnnexRecord(name, "", "", "")
 
 
 def plan_extend(call: Call) -> dict[str, Any]:
@@ -472,14 +498,19 @@ def extend(call: Call) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         plan, annex = _extend_plan(call, ask)
         prefix = annex_prefix(call.project_id, ask.annex_name)
+        record = _annex_record(call, ask.annex_name)
         if ask.token is not None:
+            token_id = record.token_id or token_id_of(ask.token)
+            asks.check_token(ask.token, token_id, ask.expiry)
             call.s3.put_object(
                 Bucket=call.settings.bucket, Key=prefix + TOKEN_OBJECT, Body=ask.token, ServerSideEncryption="AES256"
             )
+            record = AnnexRecord(ask.annex_name, "idtoken", token_id, record.expiry)
+        call.registry.put_annex(call.project_id, dataclasses.replace(record, expiry=plan["expiry"]))
         ids = [i.instance_id for i in annex]
         for start in range(0, len(ids), BATCH):
             call.ec2.create_tags(Resources=ids[start : start + BATCH], Tags=[{"Key": TAG_EXPIRY, "Value": plan["expiry"]}])
-        return {**plan, "token_replaced": ask.token is not None}
+        return {**plan, "token_replaced": ask.token is not None, "token_id": record.token_id or None}
 
     return locked(call, work)
 
@@ -493,6 +524,7 @@ def end_annex(call: Call) -> dict[str, Any]:
     ids = [i.instance_id for i in annex]
     terminate(call.ec2, ids)
     removed = delete_prefix(call, annex_prefix(call.project_id, name))
+    call.registry.delete_annex(call.project_id, name)
     return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
 
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from annex_cloud.errors import Refused
 from annex_cloud.expiry import parse_expiry_tag
+from annex_cloud.pool_tokens import token_problem
 from annex_cloud.node.config import (
     ANNEX_NAME_PATTERN,
     COLLECTOR_HOST_PATTERN,
@@ -41,6 +42,7 @@ class PoolContact:
     job_owner: str  # whose jobs the nodes start
     security: str  # idtoken | password
     material: bytes  # the annex's IDTOKEN, or the pool password file
+    token_id: str = ""  # the IDTOKEN's id (jti); "" in password mode
 
     def __repr__(self) -> str:  # never show the material
         return f"PoolContact({self.collector_host!r}, {self.trust_domain!r}, {self.job_owner!r}, {self.security!r})"
@@ -150,15 +152,30 @@ def launch_ask(params: Mapping[str, Any], offered: tuple[str, ...], *, with_pool
     spot = params.get("spot", False)
     if not isinstance(spot, bool):
         raise Refused("the request's spot flag is not true or false", f"got {shown(spot)}", "Use condor_annex.")
+    lease_end = expiry(params)
+    pool = pool_contact(params.get("pool")) if with_pool else None
+    if pool is not None and pool.security == "idtoken":
+        check_token(pool.material, pool.token_id, lease_end)
     return LaunchAsk(
         annex_name=annex_name(params),
         count=count,
         instance_types=instance_types(params, offered),
         spot=spot,
-        expiry=expiry(params),
+        expiry=lease_end,
         idle_minutes=idle,
-        pool=pool_contact(params.get("pool")) if with_pool else None,
+        pool=pool,
     )
+
+
+def check_token(token: bytes, token_id: str, lease_end: datetime) -> None:
+    """An annex's IDTOKEN says no more than an annex needs (annex_cloud.pool_tokens)."""
+    problem = token_problem(token, token_id, lease_end)
+    if problem is not None:
+        raise Refused(
+            "the annex's pool token cannot be used",
+            problem,
+            "Use condor_annex, which mints the token with the annex's id, scopes and lease.",
+        )
 
 
 def _pool_value(label: str, value: str, pattern: str, hint: str) -> str:
@@ -195,7 +212,17 @@ def pool_contact(value: Any) -> PoolContact:
         ),
         security=security,
         material=material(value.get("material"), "security material"),
+        token_id=_token_id(value, security),
     )
+
+
+def _token_id(pool: Mapping[str, Any], security: str) -> str:
+    """The IDTOKEN's id, which the broker records for status and revocation; none with a password."""
+    if security != "idtoken":
+        if pool.get("token_id") is not None:
+            raise Refused("the request names a token id without a token", "the pool password has no id", "Use condor_annex.")
+        return ""
+    return _field(pool, "token_id", str)
 
 
 def extend_ask(params: Mapping[str, Any]) -> ExtendAsk:
