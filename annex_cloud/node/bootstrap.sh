@@ -1,6 +1,7 @@
 #!/bin/bash
-# condor-annex instance bootstrap. The region stack runs it as user data (EC2 allows 16 KB: keep
-# it small) after a header exporting ANNEX_BUCKET and ANNEX_REGION. Modes:
+# condor-annex instance bootstrap. The launch templates' user data (templates/node_bootstrap.py)
+# fetches it from the stack's code bucket, checks its SHA-256, exports ANNEX_BUCKET and
+# ANNEX_REGION and runs it from /usr/local/libexec/condor-annex. Modes:
 #   boot (default)  identity and tags from IMDSv2, the timers, the annex's settings (annex.env)
 #                   from S3, every value checked, HTCondor installed if absent, the security
 #                   material from S3, the configuration rendered from the template below, start.
@@ -261,7 +262,7 @@ EOF
 }
 
 # Jobs run as their owner, never as root: only root (HTCondor's daemons, this script) may reach
-# the metadata service, so no job can take the instance role's credentials.
+# the metadata service, so no job can take the node role's credentials (its project's material).
 restrict_metadata_to_root() {
   local rules="table inet condor_annex {
   chain output {

@@ -269,7 +269,7 @@ SCIENTIST_CASES = [
     scientist("reboot-own-instance", "ec2:RebootInstances", instance, DENY,
               "nothing that changes an instance", lambda s: existing_instance()),
     scientist("enable-imdsv1", "ec2:ModifyInstanceMetadataOptions", instance, DENY,
-              "IMDSv1 would hand the instance role's credentials to any request forger on the node",
+              "IMDSv1 would hand the node role's credentials to any request forger on the node",
               lambda s: existing_instance()),
     scientist("new-launch-template-version", "ec2:CreateLaunchTemplateVersion", LAUNCH_TEMPLATE, DENY,
               "a new default version would change what the broker launches", region),
