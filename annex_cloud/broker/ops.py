@@ -419,14 +419,6 @@ def status(call: Call) -> dict[str, Any]:
     return {"instances": rows, "caps": caps_dict(call.caps), "now": format_expiry_tag(call.now), "price_source": book.source}
 
 
-def token_id_of(token: bytes) -> str:
-    """The id a token names (checked against the rest of the rule by the caller)."""
-    try:
-        return read_claims(token).token_id
-    except ValueError as exc:
-        raise Refused("the annex's pool token cannot be used", str(exc), "Use condor_annex.") from exc
-
-
 def _finite(value: float) -> float | None:
     return None if value == float("inf") else round(value, 6)
 
@@ -485,6 +477,14 @@ def _annex_record(call: Call, name: str) -> AnnexRecord:
     """What the broker remembers of the annex; an annex launched before it remembered any is
     taken as it is tagged, with no token id yet."""
     return call.registry.annex(call.project_id, name) or AnnexRecord(name, "", "", "")
+
+
+def token_id_of(token: bytes) -> str:
+    """The id a token names (checked against the rest of the rule by the caller)."""
+    try:
+        return read_claims(token).token_id
+    except ValueError as exc:
+        raise Refused("the annex's pool token cannot be used", str(exc), "Use condor_annex.") from exc
 
 
 def plan_extend(call: Call) -> dict[str, Any]:
