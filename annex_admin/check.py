@@ -13,6 +13,7 @@ from annex_cloud.guardrails import SWEEP_STALE_AFTER_SECONDS
 from annex_common.aws import AwsClients, error_code
 from annex_admin.stack import HEALTHY_STATES, describe_stack, recovery_advice
 from templates import contract
+from templates.node_bootstrap import bootstrap_artifact
 
 # How far back check-setup looks for the enforcer's last sweep.
 SWEEP_LOOKBACK = timedelta(hours=3)
@@ -86,9 +87,8 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
                 LaunchTemplateIds=list(launch_templates.values()))["LaunchTemplates"])),
         _probe("bucket", lambda: (clients.s3.head_bucket(Bucket=outputs[contract.OUT_BUCKET]),
                                   outputs[contract.OUT_BUCKET])[1]),
-        _probe("instance profile", lambda: iam.get_instance_profile(
-            InstanceProfileName=outputs[contract.OUT_INSTANCE_PROFILE].rsplit("/", 1)[1]
-        )["InstanceProfile"]["InstanceProfileName"]),
+        _probe("node bootstrap", lambda: _bootstrap_detail(clients, outputs[contract.OUT_CODE_BUCKET])),
+        _probe("node roles", lambda: _node_roles_detail(clients, stack_name, outputs)),
         _probe("scientist policy", lambda: iam.get_policy(
             PolicyArn=outputs[contract.OUT_SCIENTIST_POLICY])["Policy"]["PolicyName"]),
         _probe("enforcer function", lambda: clients.awslambda.get_function(
@@ -102,6 +102,32 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
         _sweep_item(clients, stack_name, now, _last_change(raw)),
     ]
     return report
+
+
+def _node_roles_detail(clients: AwsClients, stack_name: str, outputs: dict[str, str]) -> str:
+    """Every project with a scientist has its own node role, profile and current template versions."""
+    from annex_admin.nodes import NodeScope, node_problems
+    from annex_cloud.registry import Registry
+
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    fine, problems = node_problems(clients, NodeScope.of(stack_name, clients.region, outputs), registry)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if not fine:
+        return f"none yet (issue-credentials makes one per project, under {outputs[contract.OUT_NODE_ROLE_PATH]})"
+    return f"{len(fine)} project(s), each reading only its own material: {', '.join(fine)}"
+
+
+def _bootstrap_detail(clients: AwsClients, code_bucket: str) -> str:
+    """The bootstrap this version of condor-annex ships is where the launch templates fetch it."""
+    key = bootstrap_artifact().key
+    try:
+        clients.s3.head_object(Bucket=code_bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            raise ValueError(f"s3://{code_bucket}/{key} is missing: run `annex-admin setup`") from exc
+        raise
+    return f"s3://{code_bucket}/{key}"
 
 
 def _rule_detail(clients: AwsClients, rule_name: str) -> str:

@@ -294,6 +294,8 @@ def issue_credentials(
         out.print(f"  caps{kept}: {result.caps.describe()}")
         if result.keys_removed:
             out.print(f"  replaced {len(result.keys_removed)} earlier access key(s)")
+        out.print(f"  the project's nodes run as IAM role {result.node.role_arn.rsplit('/', 1)[1]}, which reads only "
+                  f"project {project_id}'s annex material")
         out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
         out.print(f"  She installs it with: condor_annex import-credentials {result.output.name}")
 
@@ -314,7 +316,24 @@ def revoke_credentials(
 
         result = revoke(_clients(region, profile), user)
         out.print(f"[green]Revoked {len(result.keys_removed)} access key(s) of {user}.[/] "
-                  "Running annexes keep their leases; the enforcer still ends them on time.")
+                  "Running annexes keep their leases and their project's node role; the enforcer still ends "
+                  "them on time. `annex-admin teardown` removes the node roles.")
+
+    run_guarded(action, debug=debug)
+
+
+@app.command("pool-config")
+def pool_config(
+    revoke: Annotated[Optional[list[str]], typer.Option(
+        "--revoke", metavar="JTI", help="Print instead the line that revokes this annex token id early; repeatable.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Print what the pool's central manager needs to accept annex nodes (no AWS calls)."""
+
+    def action() -> None:
+        from annex_admin.pool_config import pool_config_text, revocation_text
+
+        sys.stdout.write(revocation_text(revoke) if revoke else pool_config_text())
 
     run_guarded(action, debug=debug)
 

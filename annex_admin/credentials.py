@@ -18,14 +18,17 @@ import botocore.exceptions
 
 from annex_cloud import caps as cap_rules
 from annex_cloud.caps import Caps
-from annex_cloud.registry import Registry
+from annex_cloud.node.config import PROJECT_ID_PATTERN
+from annex_cloud.registry import NodeRecord, Registry
+from annex_admin.nodes import NodeScope, provide_node_access
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.bundle import Bundle, write_bundle
 from annex_common.errors import AnnexError, BadInput
 from annex_admin.stack import StackInfo, read_stack
 from templates import contract
 
-PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A project id becomes an S3 prefix, a tag and a node's configuration value: the nodes' rule.
+PROJECT_RE = re.compile(PROJECT_ID_PATTERN)
 USER_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 MANAGED_BY = "condor-annex"
 
@@ -60,19 +63,20 @@ class IssueResult:
     output: Path
     caps: Caps
     previous_caps: Caps | None
+    node: NodeRecord  # the role the project's nodes run as, and its launch template versions
 
 
 Confirm = Callable[[str], bool]
 
 
 def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -> None:
-    if not PROJECT_RE.match(project_id or ""):
+    if not PROJECT_RE.fullmatch(project_id or ""):
         raise BadInput(
             f"project id {project_id!r} is not allowed",
             "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             "Pass another --project-id.",
         )
-    if not USER_RE.match(user or ""):
+    if not USER_RE.fullmatch(user or ""):
         raise BadInput(
             f"user name {user!r} is not a valid IAM user name",
             "IAM user names are 1-64 of letters, digits and + = , . @ _ -",
@@ -214,6 +218,10 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
             iam.tag_user(UserName=request.user, Tags=_user_tags(request.project_id, caps))
         iam.attach_user_policy(UserName=request.user, PolicyArn=policy_arn)
         registry.put_caps(request.project_id, caps)
+    # Before the user's record: the broker launches for a recorded user only with her project's role.
+    node = provide_node_access(clients, NodeScope.of(stack.name, clients.region, stack.outputs), registry,
+                               request.project_id)
+    with aws_errors(f"could not create or update the IAM user {request.user}"):
         registry.put_user(request.user, request.project_id)
         # One live key per scientist: issuing again rotates. IAM allows two keys, so the oldest
         # goes first only when both slots are taken; the rest go once the new bundle is written.
@@ -246,7 +254,7 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
         ) from exc
     with aws_errors(f"could not retire the earlier keys of {request.user}"):
         _delete_keys(iam, request.user, [k for k in old_ids if k not in make_room])
-    return IssueResult(bundle, created, old_ids, request.output, caps, previous)
+    return IssueResult(bundle, created, old_ids, request.output, caps, previous, node)
 
 
 def _delete_keys(iam, user: str, key_ids: list[str]) -> None:
@@ -264,7 +272,7 @@ class RevokeResult:
 
 
 def revoke_credentials(clients: AwsClients, user: str) -> RevokeResult:
-    if not USER_RE.match(user or ""):
+    if not USER_RE.fullmatch(user or ""):
         raise BadInput(f"user name {user!r} is not a valid IAM user name", "", "Pass the --user you issued.")
     iam = clients.iam
     with aws_errors(f"could not revoke the keys of {user}"):

@@ -22,6 +22,7 @@ from annex_common.errors import AwsFailure, BadInput, NotReady
 from annex_common.regions import validate_region
 from annex_admin.stack import describe_stack, recovery_advice
 from templates import contract
+from templates.node_bootstrap import bootstrap_artifact
 from templates.settings import StackSettings
 from templates.stack import ALARM_EMAIL_RESOURCE, template_json
 
@@ -38,6 +39,7 @@ class DeployResult:
     outputs: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     prices: PriceBook | None = None
+    projects_followed: list[str] = field(default_factory=list)  # got versions of changed templates
 
 
 def check_instance_types(clients: AwsClients, types: tuple[str, ...]) -> None:
@@ -124,10 +126,12 @@ def account_id(clients: AwsClients) -> str:
 
 
 def publish_code(clients: AwsClients, settings: StackSettings, progress: Progress) -> str:
-    """Put the functions' zip where the stack's functions load it from; returns the bucket.
+    """Put the functions' zip where the stack's functions load it from, and the node bootstrap
+    where the launch templates' loader fetches it; returns the bucket.
 
     The bucket must exist before the stack (the functions are created from it), so setup makes
-    it, private and encrypted, and teardown removes it. An unchanged zip is not uploaded again.
+    it, private and encrypted, and teardown removes it. Both objects are content-addressed; an
+    unchanged one is not uploaded again.
     """
     artifact = build_function_zip()
     if artifact.key != settings.code_key:
@@ -155,14 +159,23 @@ def publish_code(clients: AwsClients, settings: StackSettings, progress: Progres
             s3.put_bucket_tagging(
                 Bucket=bucket, Tagging={"TagSet": [{"Key": "htcondor:annex:stack", "Value": settings.stack_name}]}
             )
-        try:
-            s3.head_object(Bucket=bucket, Key=artifact.key)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                raise
-            progress(f"Uploading the functions' code ({len(artifact.body) // 1024} KiB) as {artifact.key}")
-            s3.put_object(Bucket=bucket, Key=artifact.key, Body=artifact.body, ServerSideEncryption="AES256")
+        bootstrap = bootstrap_artifact()
+        for key, body, what in (
+            (artifact.key, artifact.body, "the functions' code"),
+            (bootstrap.key, bootstrap.body, "the node bootstrap"),
+        ):
+            _upload_once(s3, bucket, key, body, what, progress)
     return bucket
+
+
+def _upload_once(s3: Any, bucket: str, key: str, body: bytes, what: str, progress: Progress) -> None:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        progress(f"Uploading {what} ({max(len(body) // 1024, 1)} KiB) as {key}")
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
 
 
 def store_prices(clients: AwsClients, settings: StackSettings, outputs: dict[str, str], progress: Progress) -> PriceBook:
@@ -192,7 +205,22 @@ def deploy(
 
     result = _deploy_stack(clients, settings, progress, approve_then_publish)
     result.prices = store_prices(clients, settings, result.outputs, progress)
+    result.projects_followed = follow_node_templates(clients, settings, result.outputs, progress)
     return result
+
+
+def follow_node_templates(
+    clients: AwsClients, settings: StackSettings, outputs: dict[str, str], progress: Progress
+) -> list[str]:
+    """Each project launches from its own version of the stack's templates: after a change to
+    the templates, every project gets versions of the new ones (annex_admin.nodes)."""
+    from annex_admin.nodes import NodeScope, follow_templates
+
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    followed = follow_templates(clients, NodeScope.of(settings.stack_name, settings.region, outputs), registry)
+    if followed:
+        progress(f"Launch template versions brought up to date for project(s) {', '.join(followed)}")
+    return followed
 
 
 def _deploy_stack(clients: AwsClients, settings: StackSettings, progress: Progress, approve: Approve) -> DeployResult:

@@ -2,7 +2,8 @@
 
 The sandbox (`annex-admin sandbox`), the test suite and the benchmarks all start this one module,
 ``python -m annex_admin.emulator_server -H 127.0.0.1 -p PORT``, so they all see the same emulator.
-It changes moto 5.2 in four places and leaves everything else as moto does it:
+It changes moto 5.2 in these places (and makes the few fixes whose docstrings follow) and leaves
+everything else as moto does it:
 
 1. Lambda functions run. Without docker, moto stores a function and runs nothing on Invoke. Here
    Invoke unpacks the function's zip and runs its handler in a child Python process (see
@@ -30,6 +31,10 @@ It changes moto 5.2 in four places and leaves everything else as moto does it:
    filters, ``MaxResults`` and ``NextToken`` honoured, and IAM enforcement (``pricing:GetProducts``)
    applied as for every moto service. A region or type the file lacks is simply not a product, as
    on AWS, so the file ``{}`` gives an API that is reachable but knows no price.
+5. CreateLaunchTemplateVersion honours ``SourceVersion``: the new version is the source version's
+   data with the given parameters laid over it, as EC2 documents. moto stores only the parameters
+   given, so a version that adds an instance profile (each project's, ``annex_admin.nodes``) would
+   lose the template's image, user data and metadata options.
 """
 
 from __future__ import annotations
@@ -409,6 +414,33 @@ def install_fast_tag_lookup() -> None:
         ]
 
     TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
+
+
+def install_launch_template_source_version() -> None:
+    """A new launch template version copies its SourceVersion (see the module's 5.)."""
+    import copy
+
+    from moto.ec2.models.launch_templates import LaunchTemplate
+    from moto.ec2.responses.launch_templates import LaunchTemplates
+
+    asked = threading.local()  # the SourceVersion of the request this thread is answering
+    respond, create = LaunchTemplates.create_launch_template_version, LaunchTemplate.create_version
+
+    def create_launch_template_version(self: Any) -> Any:
+        asked.source = self._get_param("SourceVersion")
+        try:
+            return respond(self)
+        finally:
+            asked.source = None
+
+    def create_version(self: Any, data: dict[str, Any], description: str) -> Any:
+        source = getattr(asked, "source", None)
+        if source is not None:
+            data = {**copy.deepcopy(self.get_version(source).data), **data}
+        return create(self, data, description)
+
+    LaunchTemplates.create_launch_template_version = create_launch_template_version  # type: ignore[method-assign]
+    LaunchTemplate.create_version = create_version  # type: ignore[method-assign]
 
 
 def install_dict_policy_documents() -> None:
@@ -983,6 +1015,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _configure_logging()
     install_fast_tag_lookup()
+    install_launch_template_source_version()
     install_invoke_action_name()
     install_dict_policy_documents()
     install_dynamodb_table_resource()

@@ -95,6 +95,7 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
     policy = outputs.get(contract.OUT_SCIENTIST_POLICY) or orphan_scientist_policy(clients, stack_name)
     if policy:
         _remove_scientists(clients, policy, progress, report)
+    _remove_node_roles(clients, stack_name, progress, report)
     resources = stack_resources(clients, stack_name) if raw else []
     if policy and not raw:
         resources.append(StackResource("ScientistPolicy", "AWS::IAM::ManagedPolicy", policy))
@@ -199,6 +200,23 @@ def _remove_scientists(clients: AwsClients, policy_arn: str, progress: Progress,
                 report.removed.append(f"access to the annex policy for IAM user {user} (user kept: not made by annex-admin)")
         except botocore.exceptions.ClientError as exc:
             report.not_removed.append((f"IAM user {user}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
+
+
+def _remove_node_roles(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
+    """The projects' node roles and profiles (issue-credentials made them outside the stack),
+    found by the stack's node path, so a stack deleted earlier leaves none behind either."""
+    from annex_admin.nodes import remove_node_roles
+    from annex_cloud.nodes import node_role_path
+
+    path = node_role_path(stack_name, clients.region)
+    progress(f"Removing the projects' node roles under {path}")
+    try:
+        removed, not_removed = remove_node_roles(clients.iam, path)
+    except botocore.exceptions.ClientError as exc:
+        report.not_removed.append((f"node roles under {path}", f"{error_code(exc)}: {exc}"))
+        return
+    report.removed += removed
+    report.not_removed += not_removed
 
 
 def _delete_stack(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> bool:

@@ -10,8 +10,10 @@ One sweep:
    ``htcondor:AnnexName``, and those launched from the stack's launch templates whatever their
    tags; no other instance is ever touched; cancels their persistent or open spot requests;
 3. terminates those whose lease has ended, whose expiry tag is missing or unparsable, whose tag
-   keys differ in case from the contract's, or whose lease (expiry - launch time) is longer than
-   the project's cap; termination protection does not save them;
+   keys differ in case from the contract's, whose lease (expiry - launch time) is longer than
+   the project's cap, or that run with an instance profile other than their project's node
+   profile (``annex_cloud.nodes``: it could read another project's material); termination
+   protection does not save them;
 4. per project, terminates the newest of the remaining instances while the project has more live
    instances than its cap, then the newest while its committed spend (hourly price x remaining lease
    hours, summed) exceeds its cap;
@@ -43,6 +45,7 @@ from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 from annex_cloud.guardrails import LEFTOVER_GRACE_SECONDS
 from annex_cloud.layout import ANNEX_PREFIX
 from annex_cloud.leftovers import Leftover, StackScope
+from annex_cloud.nodes import profile_name_of
 from annex_cloud.tags import LIVE_STATES, REQUIRED_INSTANCE_TAGS, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_PROJECT
 
 # TerminateInstances takes at most 1,000 ids; half that keeps one failed batch small.
@@ -132,12 +135,28 @@ def tag_key_problem(tags: Mapping[str, str]) -> str | None:
     return None
 
 
+NodeProfile = Callable[[str], str]  # project id -> the name of its nodes' instance profile
+
+
+def profile_problem(description: Mapping[str, Any], project: str, node_profile: NodeProfile | None) -> str | None:
+    """An instance profile that is not the project's node profile: its role may read another
+    project's material. No profile at all reads nothing, and is no problem here."""
+    arn = (description.get("IamInstanceProfile") or {}).get("Arn")
+    if node_profile is None or not arn:
+        return None
+    name = profile_name_of(str(arn))
+    if project and name == node_profile(project):
+        return None
+    return f"runs with instance profile {printable(name)}, not the node profile of project {printable(project)}"
+
+
 def annex_instance(
-    description: Mapping[str, Any], launch_template_ids: Iterable[str] = ()
+    description: Mapping[str, Any], launch_template_ids: Iterable[str] = (), node_profile: NodeProfile | None = None
 ) -> AnnexInstance | None:
     """An instance from describe_instances output, or None unless it is a live annex instance:
     one with the annex name tag, or one launched from one of ``launch_template_ids`` (the
-    stack's), whatever its tags.
+    stack's), whatever its tags. With ``node_profile``, one running with another profile than
+    its project's nodes' has no valid lease.
 
     This re-checks, client side, what the server-side filters asked for, so that a filter the
     service ignored can never widen what the enforcer touches.
@@ -158,7 +177,8 @@ def annex_instance(
         instance_type=description.get("InstanceType", ""),
         launch_time=_as_utc(description.get("LaunchTime")),
         expiry_raw=tags.get(TAG_EXPIRY),
-        tag_problem=tag_key_problem(tags) or _unnamed(tags),
+        tag_problem=tag_key_problem(tags) or _unnamed(tags)
+        or profile_problem(description, tags.get(TAG_PROJECT) or "", node_profile),
     )
 
 
@@ -348,7 +368,9 @@ def _describe(ec2: Any, filters: list[dict[str, Any]]) -> list[Mapping[str, Any]
     ]
 
 
-def list_annex_instances(ec2: Any, launch_template_ids: Iterable[str] = ()) -> list[AnnexInstance]:
+def list_annex_instances(
+    ec2: Any, launch_template_ids: Iterable[str] = (), node_profile: NodeProfile | None = None
+) -> list[AnnexInstance]:
     """Live instances with the annex name tag, and those launched from the stack's templates (an
     instance whose annex name tag is missing, or spelled in another case, is found that way)."""
     template_ids = sorted(set(launch_template_ids))
@@ -359,7 +381,7 @@ def list_annex_instances(ec2: Any, launch_template_ids: Iterable[str] = ()) -> l
     found: dict[str, AnnexInstance] = {}
     for filters in queries:
         for description in _describe(ec2, filters):
-            instance = annex_instance(description, template_ids)
+            instance = annex_instance(description, template_ids, node_profile)
             if instance is not None:
                 found[instance.instance_id] = instance
     return list(found.values())
@@ -605,7 +627,7 @@ def _sweep(
     report = SweepReport(dry_run=dry_run)
     # Fleets and spot requests before instances: they would replace the instances ended below.
     _remove_leftovers(ec2, (leftovers.FLEET,), stack, now, leftover_grace_seconds, dry_run, report, log)
-    instances = list_annex_instances(ec2, stack.launch_template_ids if stack else ())
+    instances = list_annex_instances(ec2, stack.launch_template_ids if stack else (), _node_profile(stack))
     annex_ids = frozenset(i.instance_id for i in instances)
     _remove_leftovers(
         ec2, (leftovers.SPOT_REQUEST,), stack, now, leftover_grace_seconds, dry_run, report, log, annex_ids
@@ -629,6 +651,10 @@ def _sweep(
         f"{'to delete' if dry_run else 'deleted'}, {len(report.errors)} errors"
     )
     return report
+
+
+def _node_profile(stack: StackScope | None) -> NodeProfile | None:
+    return stack.node_profile if stack is not None and stack.region else None
 
 
 def describe_instance(ec2: Any, instance_id: str) -> Mapping[str, Any] | None:
@@ -677,7 +703,7 @@ def check_instance(
             _publish(cloudwatch, stack, {metrics.ERRORS: 1}, now, log, None)
         raise
     templates = stack.launch_template_ids if stack else ()
-    instance = annex_instance(description, templates) if description is not None else None
+    instance = annex_instance(description, templates, _node_profile(stack)) if description is not None else None
     if instance is None:
         log(f"{instance_id} is not a live annex instance: nothing to do")
     else:
@@ -731,7 +757,7 @@ def _csv(text: str | None) -> tuple[str, ...]:
 
 def stack_scope_from_env(env: Mapping[str, str]) -> StackScope | None:
     """ANNEX_STACK_NAME, ANNEX_LAUNCH_TEMPLATES (ids) and ANNEX_LAUNCH_TEMPLATE_NAMES, as the
-    region stack sets them; None without a stack name."""
+    region stack sets them, and the function's region; None without a stack name."""
     name = env.get("ANNEX_STACK_NAME", "").strip()
     if not name:
         return None
@@ -739,6 +765,7 @@ def stack_scope_from_env(env: Mapping[str, str]) -> StackScope | None:
         name=name,
         launch_template_ids=_csv(env.get("ANNEX_LAUNCH_TEMPLATES")),
         launch_template_names=_csv(env.get("ANNEX_LAUNCH_TEMPLATE_NAMES")),
+        region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip(),
     )
 
 

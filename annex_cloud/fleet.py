@@ -3,7 +3,8 @@
 The broker is the only caller. Only the instance type, the subnet, the priority and (for spot)
 the maximum price vary per pool; image, user data, key, profile, metadata options, volumes,
 tenancy, termination protection and shutdown behaviour all come from the stack's launch
-templates, which the request names by id and never overrides.
+templates, which the request names by id and version (the project's own version, which adds the
+project's node profile: annex_cloud.nodes) and never overrides.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class FleetSpec:
     tags: dict[str, str]
     spot: bool
     max_price: dict[str, float]  # instance type -> USD/h, the spot ceiling
+    versions: dict[str, str] = field(default_factory=dict)  # instance type -> template version
 
 
 def fleet_request(spec: FleetSpec, count: int, pools: list[Pool], token: str) -> dict[str, Any]:
@@ -82,7 +84,9 @@ def fleet_request(spec: FleetSpec, count: int, pools: list[Pool], token: str) ->
             overrides.append(override)
         if overrides:
             configs.append({
-                "LaunchTemplateSpecification": {"LaunchTemplateId": template_id, "Version": "$Default"},
+                "LaunchTemplateSpecification": {
+                    "LaunchTemplateId": template_id, "Version": spec.versions.get(itype, "$Default"),
+                },
                 "Overrides": overrides,
             })
     capacity = "spot" if spec.spot else "on-demand"

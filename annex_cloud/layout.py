@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 ANNEX_PREFIX = "annexes"  # annexes/<project>/<annex>/...
-NODE_CONFIG_OBJECT = "condor_config"  # HTCondor config fragment for the execute node
-NODE_ENV_OBJECT = "annex.env"  # KEY=VALUE lines the bootstrap reads (never sourced)
+NODE_ENV_OBJECT = "annex.env"  # the node's typed values, KEY=VALUE (annex_cloud.node.config)
 TOKEN_OBJECT = "security/token"  # IDTOKEN for the annex, when minted
 PASSWORD_OBJECT = "security/pool_password"  # pool password file, the fallback
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Collection, Iterable, Mapping
 
 from annex_cloud.calls import error_text
+from annex_cloud.nodes import node_role_name
 from annex_cloud.tags import TAG_ANNEX_NAME, TAG_STACK, tag_dict
 
 FLEET = "fleet"
@@ -45,10 +46,15 @@ class StackScope:
     name: str
     launch_template_ids: tuple[str, ...] = ()
     launch_template_names: tuple[str, ...] = ()
+    region: str = ""  # with the name, it tells each project's node profile (annex_cloud.nodes)
 
     @property
     def launch_templates(self) -> frozenset[str]:
         return frozenset(self.launch_template_ids) | frozenset(self.launch_template_names)
+
+    def node_profile(self, project_id: str) -> str:
+        """The name of the instance profile the project's nodes run with."""
+        return node_role_name(self.name, self.region, project_id)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ so the broker's role may write only ``project#*`` (IAM's ``dynamodb:LeadingKeys`
 raise a cap, whatever its code does:
   user#<user>      / user            project
   caps#<p>         / caps            max_instances, max_lease_hours, max_spend_usd
+  node#<p>         / node            role, profile, templates (JSON: type -> id, version, source):
+                                     the project's node role and its launch template versions
+                                     (the administrator's: issue-credentials writes it)
+  project#<p>      / annex#<name>    security, token_id (never the token), expiry, ttl: one live
+                                     annex, so status can show its token's id for revocation
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, result (JSON), created, ttl
   project#<p>      / launch#<t>#<id>#<n>  annex, expiry, instances ("id:type,..."), created, ttl:
@@ -43,6 +48,35 @@ RECENT_SECONDS = 15 * 60  # launches this recent count even if DescribeInstances
 class UserRecord:
     user: str
     project_id: str
+
+
+@dataclass(frozen=True)
+class NodeTemplate:
+    """The project's version of one of the stack's launch templates."""
+
+    template_id: str
+    version: int
+    source_version: int  # the template's default version it copies, all but the instance profile
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """What a project's nodes run as (annex_cloud.nodes)."""
+
+    project_id: str
+    role_arn: str
+    profile_arn: str
+    templates: dict[str, NodeTemplate]  # instance type -> the project's version of its template
+
+
+@dataclass(frozen=True)
+class AnnexRecord:
+    """What the broker remembers of one annex beside EC2's tags."""
+
+    annex_name: str
+    security: str  # idtoken | password
+    token_id: str  # the id (jti) of the annex's IDTOKEN; "" in password mode
+    expiry: str  # the lease end, as tagged
 
 
 @dataclass(frozen=True)
@@ -117,6 +151,66 @@ class Registry:
         for item in self._scan():
             if item["pk"]["S"].startswith("user#") and "project" in item:
                 yield UserRecord(item["pk"]["S"][5:], item["project"]["S"])
+
+    # -- the projects' node roles ------------------------------------------------------------
+
+    def node(self, project_id: str) -> NodeRecord | None:
+        """The project's node role and template versions; None when it has none. ValueError when
+        the record is corrupt."""
+        item = self._get(f"node#{project_id}", "node")
+        return _node(project_id, item) if item else None
+
+    def put_node(self, record: NodeRecord) -> None:
+        templates = {
+            itype: {"id": t.template_id, "version": t.version, "source": t.source_version}
+            for itype, t in sorted(record.templates.items())
+        }
+        self.db.put_item(
+            TableName=self.table,
+            Item={
+                **_key(f"node#{record.project_id}", "node"),
+                "role": _s(record.role_arn),
+                "profile": _s(record.profile_arn),
+                "templates": _s(json.dumps(templates, sort_keys=True)),
+                "updated": _s(_now_text()),
+            },
+        )
+
+    def nodes(self) -> Iterator[NodeRecord]:
+        for item in self._scan():
+            if item["pk"]["S"].startswith("node#") and item["sk"]["S"] == "node":
+                yield _node(item["pk"]["S"][len("node#"):], item)
+
+    # -- live annexes ------------------------------------------------------------------------
+
+    def put_annex(self, project_id: str, record: AnnexRecord) -> None:
+        """Kept a week past its lease end (DynamoDB's TTL), and replaced on extend."""
+        ends = datetime.strptime(record.expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        self.db.put_item(
+            TableName=self.table,
+            Item={
+                **_key(f"project#{project_id}", f"annex#{record.annex_name}"),
+                "security": _s(record.security),
+                "token_id": _s(record.token_id),
+                "expiry": _s(record.expiry),
+                "ttl": _n(int(ends.timestamp()) + REQUEST_TTL_SECONDS),
+            },
+        )
+
+    def annex(self, project_id: str, annex_name: str) -> AnnexRecord | None:
+        item = self._get(f"project#{project_id}", f"annex#{annex_name}")
+        return _annex(annex_name, item) if item else None
+
+    def annexes(self, project_id: str) -> dict[str, AnnexRecord]:
+        """Every annex of the project the broker remembers, by name."""
+        found: dict[str, AnnexRecord] = {}
+        for item in self._query(f"project#{project_id}", "annex#"):
+            name = item["sk"]["S"][len("annex#"):]
+            found[name] = _annex(name, item)
+        return found
+
+    def delete_annex(self, project_id: str, annex_name: str) -> None:
+        self.db.delete_item(TableName=self.table, Key=_key(f"project#{project_id}", f"annex#{annex_name}"))
 
     # -- prices ------------------------------------------------------------------------------
 
@@ -268,6 +362,19 @@ class Registry:
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         return self.db.get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True).get("Item")
 
+    def _query(self, pk: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :l)",
+            "ExpressionAttributeValues": {":p": _s(pk), ":l": _s(sk_prefix)},
+        }
+        while True:
+            page = self.db.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def _scan(self) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         while True:
@@ -276,6 +383,24 @@ class Registry:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _annex(annex_name: str, item: dict[str, Any]) -> AnnexRecord:
+    def text(name: str) -> str:
+        return str(item.get(name, {}).get("S", ""))
+
+    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"))
+
+
+def _node(project_id: str, item: dict[str, Any]) -> NodeRecord:
+    try:
+        templates = {
+            str(itype): NodeTemplate(str(t["id"]), int(t["version"]), int(t["source"]))
+            for itype, t in json.loads(item["templates"]["S"]).items()
+        }
+        return NodeRecord(project_id, item["role"]["S"], item["profile"]["S"], templates)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"the node record of project {project_id} is unreadable ({exc!r})") from exc
 
 
 def _request(request_id: str, item: dict[str, Any]) -> RequestRecord:

@@ -185,6 +185,9 @@ def _print_launch(result) -> None:
         why = result.answer.get("stopped_by") or "every pool ran out of capacity"
         out.print(f"[red]{result.shortfall} instance(s) could not be launched:[/] {why}. "
                   f"Launch the rest later with another --annex-name.")
+    if result.answer.get("token_id"):
+        out.print(f"Its pool token's id (jti) is {result.answer['token_id']}: your pool administrator can revoke the "
+                  "token early by it (annex-admin pool-config --revoke).")
     out.print(f"Watch it with: condor_annex status --annex-name {result.plan.annex_name}")
 
 
@@ -221,6 +224,10 @@ def status(
         else:
             _print_annexes(report, now)
         _print_totals(report, ctx.bundle.project_id)
+        # Each annex's token id: what the pool administrator revokes it by, before its lease ends.
+        for name, token_id in sorted({(r.data["annex_name"], r.data.get("token_id")) for r in report.rows}):
+            if token_id:
+                out.print(f"Annex {name}: pool token id (jti) {token_id}")
 
     run_guarded(action, debug=debug)
 

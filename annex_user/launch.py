@@ -11,18 +11,15 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from annex_cloud.broker.requests import ANNEX_NAME_RE, MAX_COUNT, MAX_IDLE_MINUTES, MIN_IDLE_MINUTES
+from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_common.errors import AwsFailure, BadInput
 from annex_user import expiry as lease
 from annex_user.context import AnnexContext, require_project
 
-TOKEN_MARGIN = timedelta(hours=1)
-# The identity HTCondor's default security policy lets advertise a startd (the same one pool
-# password authentication yields); the token's scopes still limit it to advertising and reading.
-TOKEN_IDENTITY = "condor_pool"
 
 __all__ = ["ANNEX_NAME_RE", "LaunchRequest", "LaunchPlan", "LaunchResult", "plan_launch", "execute_launch"]
 
@@ -84,7 +81,7 @@ class LaunchResult:
 
 
 def validate_annex_name(name: str) -> str:
-    if not ANNEX_NAME_RE.match(name or ""):
+    if not ANNEX_NAME_RE.fullmatch(name or ""):
         raise BadInput(
             f"annex name {name!r} is not allowed",
             "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -175,6 +172,8 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
             "job_owner": plan.params["job_owner"],
             "security": security.kind,
             "material": base64.b64encode(security.payload).decode(),
+            # The broker records the id (never the token) for status and early revocation.
+            **({"token_id": plan.token_id} if security.kind == "idtoken" else {}),
         },
     }
     answer = ctx.broker.ask("launch", params, f"could not launch annex {plan.params['annex_name']}")

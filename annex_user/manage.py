@@ -10,7 +10,8 @@ from typing import Any
 from annex_common.errors import BadInput
 from annex_user import expiry as lease
 from annex_user.context import AnnexContext
-from annex_user.launch import TOKEN_IDENTITY, TOKEN_MARGIN, validate_annex_name
+from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
+from annex_user.launch import validate_annex_name
 
 LIVE = ("pending", "running", "stopping", "stopped")
 
@@ -151,7 +152,7 @@ def extend_lease(ctx: AnnexContext, params: dict[str, Any], *, condor_config: st
     """Move the lease end; an IDTOKEN annex gets a new token lasting to the new end."""
     new_expiry = lease.from_tag(params["expiry"])
     assert new_expiry is not None
-    token = _fresh_token(ctx, params["annex_name"], new_expiry, condor_config)
+    token = _fresh_token(ctx, params, new_expiry, condor_config)
     if token is not None:
         params = {**params, "token": base64.b64encode(token).decode()}
     answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
@@ -161,18 +162,24 @@ def extend_lease(ctx: AnnexContext, params: dict[str, Any], *, condor_config: st
     )
 
 
-def _fresh_token(ctx: AnnexContext, annex_name: str, new_expiry: datetime, condor_config: str | None) -> bytes | None:
-    """A token to the new lease end when the pool's signing key is readable; the pool password
-    fallback needs nothing new."""
+def _fresh_token(
+    ctx: AnnexContext, params: dict[str, Any], new_expiry: datetime, condor_config: str | None
+) -> bytes | None:
+    """A token to the new lease end, with the annex's own id (the broker's plan names it), when the
+    pool's signing key is readable; the pool password fallback needs nothing new."""
+    import secrets
+
     from annex_user.pool import pool_material, read_pool, security_source
 
+    annex_name = params["annex_name"]
     pool = read_pool(condor_config)
     source = security_source(pool, annex_name=annex_name)
     if source.kind != "idtoken":
         return None
+    token_id = plan_extension(ctx, params).get("token_id") or secrets.token_hex(16)
     security = pool_material(
         pool, source, annex_name=annex_name, subject=TOKEN_IDENTITY,
-        issued_at=ctx.now, expires_at=new_expiry + TOKEN_MARGIN,
+        issued_at=ctx.now, expires_at=new_expiry + TOKEN_MARGIN, token_id=token_id,
     )
     return security.payload
 

@@ -26,12 +26,10 @@ import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-# What an annex's execute node needs and nothing more: advertise its startd and master, read.
-ANNEX_SCOPES: tuple[str, ...] = (
-    "condor:/ADVERTISE_STARTD",
-    "condor:/ADVERTISE_MASTER",
-    "condor:/READ",
-)
+# What an annex's execute node needs and nothing more; the broker refuses a token with more.
+from annex_cloud.pool_tokens import ANNEX_SCOPES
+
+__all__ = ["ANNEX_SCOPES", "derive_signing_key", "mint_idtoken", "unscramble"]
 
 POOL_KEY_ID = "POOL"
 _SCRAMBLE = bytes((0xDE, 0xAD, 0xBE, 0xEF))

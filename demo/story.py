@@ -113,6 +113,11 @@ def main() -> None:
             "--output", str(bundle), "--max-instances", "32", "--max-lease-hours", "168", "--max-spend", "500")
         run(env, "condor_annex", "import-credentials", str(bundle))
 
+        banner("The administrator lets annex nodes into the pool (once per pool)",
+               "What the central manager needs: CCB, and the annex tokens' identity may advertise a startd.\n"
+               "Her project's nodes run as their own IAM role, which reads only her project's material.")
+        run(env, "annex-admin", "pool-config")
+
         expiry = (datetime.now().astimezone() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M")
         banner("Dr. Needs-Moore expands her pool for her deadline",
                "The seed's command line. She sees the price and the most it can cost before anything starts.")

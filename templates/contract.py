@@ -6,7 +6,6 @@ from __future__ import annotations
 from annex_cloud.expiry import EXPIRY_FORMAT  # noqa: E402,F401
 from annex_cloud.layout import (  # noqa: E402,F401
     ANNEX_PREFIX,
-    NODE_CONFIG_OBJECT,
     NODE_ENV_OBJECT,
     PASSWORD_OBJECT,
     TOKEN_OBJECT,
@@ -78,8 +77,7 @@ OUT_AZS = "AvailabilityZones"  # comma-separated, same order as subnets
 OUT_SECURITY_GROUP = "SecurityGroupId"
 OUT_KEY_PAIR = "KeyPairName"
 OUT_BUCKET = "ConfigBucket"
-OUT_INSTANCE_ROLE = "InstanceRoleArn"
-OUT_INSTANCE_PROFILE = "InstanceProfileArn"
+OUT_NODE_ROLE_PATH = "NodeRolePath"  # IAM path of the projects' node roles and profiles
 OUT_SCIENTIST_POLICY = "ScientistPolicyArn"
 OUT_ENFORCER_FUNCTION = "EnforcerFunctionName"
 OUT_BROKER_FUNCTION = "BrokerFunctionName"
@@ -98,8 +96,7 @@ REQUIRED_OUTPUTS = (
     OUT_SECURITY_GROUP,
     OUT_KEY_PAIR,
     OUT_BUCKET,
-    OUT_INSTANCE_ROLE,
-    OUT_INSTANCE_PROFILE,
+    OUT_NODE_ROLE_PATH,
     OUT_SCIENTIST_POLICY,
     OUT_ENFORCER_FUNCTION,
     OUT_BROKER_FUNCTION,

@@ -33,6 +33,7 @@ from troposphere import Join, Sub
 from annex_cloud import metrics
 from annex_cloud.enforcer import TAG_LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG
 from templates import contract
+from templates.node_bootstrap import BOOTSTRAP_PREFIX
 
 # Tags that identify an instance and its owner: set at creation, never changed afterwards. The
 # expiry is the one tag a scientist may move (extend); deleting it is never allowed.
@@ -63,11 +64,12 @@ class PolicyRefs:
     """Template references the broker's launch rights are scoped to."""
 
     bucket: Any
-    instance_role_arn: Any
+    node_role_arns: Any  # ARN pattern of every project's node role (annex_cloud.nodes)
     launch_template_ids: list[Any]
     instance_types: list[str]
     subnet_ids: list[Any] = field(default_factory=list)
     table_arn: Any = None
+    node_profile_arns: Any = None  # ARN pattern of their instance profiles
 
 
 def assume_role_document(service: str) -> awacs_aws.PolicyDocument:
@@ -223,11 +225,12 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
                 awacs_aws.StringEquals("ec2:CreateAction", ["RunInstances", "CreateFleet"])
             ),
         ),
+        # Only the projects' node roles, each put on an instance by its project's template version.
         awacs_aws.Statement(
-            Sid="PassOnlyTheInstanceRole",
+            Sid="PassOnlyNodeRoles",
             Effect=awacs_aws.Allow,
             Action=[iam_actions.PassRole],
-            Resource=[refs.instance_role_arn],
+            Resource=[refs.node_role_arns],
             # https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_passrole.html
             Condition=awacs_aws.Condition(
                 awacs_aws.StringEquals("iam:PassedToService", "ec2.amazonaws.com")
@@ -343,6 +346,18 @@ def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             awacs_aws.Bool("ec2:IsLaunchTemplateResource", "false"),
         )
     )
+    if refs.node_profile_arns is not None:
+        # An instance runs with a project's node profile or is not launched: no other profile,
+        # and none at all (the templates' default versions name none, so a node of theirs could
+        # read nothing and would only power off). The broker's code picks the project's own.
+        guards.append(
+            _deny(
+                "DenyOtherInstanceProfiles",
+                LAUNCH_ACTIONS,
+                instance,
+                awacs_aws.ArnNotLike("ec2:InstanceProfile", refs.node_profile_arns),
+            )
+        )
     if refs.subnet_ids:
         guards.append(
             _deny(
@@ -389,17 +404,32 @@ def _logs_statement() -> awacs_aws.Statement:
     )
 
 
-def instance_role_policy(bucket: Any) -> awacs_aws.PolicyDocument:
+def node_role_policy(bucket: str, code_bucket: str, project_id: str, partition: str = "aws") -> awacs_aws.PolicyDocument:
+    """One project's node role: its own annexes' material, and the bootstrap. Nothing else of the
+    bucket, no listing (another annex's keys are not to be found), no other store.
+
+    Made at issue-credentials time, so every name is a plain string."""
     return awacs_aws.PolicyDocument(
         Version="2012-10-17",
         Statement=[
             awacs_aws.Statement(
-                Sid="ReadAnnexConfiguration",
+                Sid="ReadOwnProjectMaterial",
                 Effect=awacs_aws.Allow,
                 Action=[s3_actions.GetObject],
-                Resource=[_bucket_arn(bucket, f"/{contract.ANNEX_PREFIX}/*")],
-            )
+                Resource=[f"arn:{partition}:s3:::{bucket}/{contract.ANNEX_PREFIX}/{project_id}/*"],
+            ),
+            _read_bootstrap_statement(f"arn:{partition}:s3:::{code_bucket}"),
         ],
+    )
+
+
+def _read_bootstrap_statement(code_bucket_arn: str) -> awacs_aws.Statement:
+    """The node bootstrap the launch templates' loader fetches (templates/node_bootstrap.py)."""
+    return awacs_aws.Statement(
+        Sid="ReadNodeBootstrap",
+        Effect=awacs_aws.Allow,
+        Action=[s3_actions.GetObject],
+        Resource=[f"{code_bucket_arn}/{BOOTSTRAP_PREFIX}*"],
     )
 
 

@@ -6,11 +6,9 @@ No AWS calls happen here; ``annex_admin.deploy`` resolves zones and the image fi
 from __future__ import annotations
 
 import ipaddress
-from importlib import resources
 from typing import Iterable
 
 from troposphere import (
-    Base64,
     GetAtt,
     Join,
     Output,
@@ -22,17 +20,14 @@ from troposphere import (
 from troposphere import awslambda, cloudwatch, dynamodb, ec2, events, iam, s3, sns
 
 from annex_cloud import metrics
+from annex_cloud.nodes import node_role_path
 from annex_cloud.enforcer import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
-from templates import contract, policies
+from templates import contract, node_bootstrap, policies
 from templates.settings import METADATA_KEY, StackSettings, settings_record
 
 FUNCTION_RUNTIME = "python3.12"
 BROKER_HANDLER = "annex_cloud.broker.handler"
 ENFORCER_HANDLER = "annex_cloud.enforcer.handler"
-
-
-def load_bootstrap_script() -> str:
-    return resources.files("annex_cloud.node").joinpath("bootstrap.sh").read_text()
 
 
 def logical_id(prefix: str, instance_type: str) -> str:
@@ -179,36 +174,12 @@ def build_template(settings: StackSettings) -> Template:
         )
     )
 
-    instance_role = t.add_resource(
-        iam.Role(
-            "InstanceRole",
-            AssumeRolePolicyDocument=policies.assume_role_document("ec2.amazonaws.com"),
-            Policies=[
-                iam.Policy(
-                    PolicyName="ReadAnnexConfiguration",
-                    PolicyDocument=policies.instance_role_policy(Ref(bucket)),
-                )
-            ],
-            Tags=tags,
-        )
-    )
-    instance_profile = t.add_resource(
-        iam.InstanceProfile("InstanceProfile", Roles=[Ref(instance_role)])
-    )
-
-    user_data = Base64(
-        Join(
-            "",
-            [
-                "#!/bin/bash\n",
-                "# condor-annex bootstrap; settings from the region stack:\n",
-                "ANNEX_BUCKET='", Ref(bucket), "'\n",
-                "ANNEX_REGION='", Ref("AWS::Region"), "'\n",
-                "export ANNEX_BUCKET ANNEX_REGION\n",
-                user_data_body(load_bootstrap_script()),
-            ],
-        )
-    )
+    # The functions' zip and the node bootstrap live here; setup makes the bucket before the stack.
+    code_bucket = Sub(contract.artifact_bucket_name(settings.stack_name, "${AWS::AccountId}", "${AWS::Region}"))
+    user_data = node_bootstrap.user_data(Ref(bucket), Ref("AWS::Region"), code_bucket)
+    # No instance profile here: each project's nodes get their own role through the project's
+    # version of these templates (annex_cloud.nodes); an instance from a default version can read
+    # nothing, and powers off.
     launch_templates = {}
     for itype in settings.instance_types:
         lt = t.add_resource(
@@ -219,7 +190,6 @@ def build_template(settings: StackSettings) -> Template:
                     ImageId=settings.image_id,
                     InstanceType=itype,
                     KeyName=key_name,
-                    IamInstanceProfile=ec2.IamInstanceProfile(Arn=GetAtt(instance_profile, "Arn")),
                     InstanceInitiatedShutdownBehavior="terminate",
                     MetadataOptions=ec2.MetadataOptions(
                         HttpEndpoint="enabled",
@@ -263,13 +233,12 @@ def build_template(settings: StackSettings) -> Template:
             Tags=tags,
         )
     )
-    code = awslambda.Code(
-        S3Bucket=Sub(contract.artifact_bucket_name(settings.stack_name, "${AWS::AccountId}", "${AWS::Region}")),
-        S3Key=settings.code_key,
-    )
+    code = awslambda.Code(S3Bucket=code_bucket, S3Key=settings.code_key)
+    node_path = node_role_path(settings.stack_name, settings.region)
     policy_refs = policies.PolicyRefs(
         bucket=Ref(bucket),
-        instance_role_arn=GetAtt(instance_role, "Arn"),
+        node_role_arns=Sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role" + node_path + "*"),
+        node_profile_arns=Sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile" + node_path + "*"),
         launch_template_ids=[Ref(lt) for lt in launch_templates.values()],
         instance_types=list(settings.instance_types),
         subnet_ids=[Ref(s) for s in subnets],
@@ -378,8 +347,8 @@ def build_template(settings: StackSettings) -> Template:
         # A literal, not a Ref: the key pair's name is fixed by the template.
         contract.OUT_KEY_PAIR: key_name,
         contract.OUT_BUCKET: Ref(bucket),
-        contract.OUT_INSTANCE_ROLE: GetAtt(instance_role, "Arn"),
-        contract.OUT_INSTANCE_PROFILE: GetAtt(instance_profile, "Arn"),
+        # A literal: the path of the projects' node roles follows from the stack and region.
+        contract.OUT_NODE_ROLE_PATH: node_path,
         contract.OUT_SCIENTIST_POLICY: Ref(scientist_policy),
         contract.OUT_ENFORCER_FUNCTION: Ref(enforcer),
         contract.OUT_BROKER_FUNCTION: Ref(broker),
@@ -542,23 +511,6 @@ def _add_enforcer_alarms(t: Template, stack_name: str, enforcer: awslambda.Funct
                 OKActions=[Ref(topic)],
             )
         )
-
-
-def user_data_body(script: str) -> str:
-    """The script as user data: no shebang (the header has one) and no comment lines.
-
-    EC2 caps user data at 16 KB; the comments stay in annex_cloud/node/bootstrap.sh, where people read
-    them. Shebangs of embedded scripts (``#!``) and shellcheck directives are kept.
-    """
-    lines = script.splitlines(keepends=True)
-    if lines and lines[0].startswith("#!"):
-        lines = lines[1:]
-    return "".join(line for line in lines if not _is_comment(line))
-
-
-def _is_comment(line: str) -> bool:
-    text = line.strip()
-    return (text == "#" or text.startswith("# ")) and not text.startswith("# shellcheck")
 
 
 def template_json(settings: StackSettings) -> str:

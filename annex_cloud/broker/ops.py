@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,10 +16,11 @@ from annex_cloud.errors import Busy, Refused
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 from annex_cloud.fleet import FleetResult, FleetSpec, run_fleet
 from annex_cloud.instances import STATUS_STATES, AnnexInstance, project_instances
-from annex_cloud.layout import NODE_CONFIG_OBJECT, NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
-from annex_cloud.node.config import NodeConfigInputs, render_condor_config, render_node_env
+from annex_cloud.layout import NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
+from annex_cloud.node.config import NodeConfigInputs, render_node_env
 from annex_cloud.prices import shipped_prices
-from annex_cloud.registry import Registry
+from annex_cloud.pool_tokens import read_claims
+from annex_cloud.registry import AnnexRecord, NodeRecord, Registry
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT
 
 BATCH = 1000  # ids per CreateTags / TerminateInstances call
@@ -153,7 +155,32 @@ def locked(call: Call, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 # -- plan and launch ------------------------------------------------------------------------
 
 
-def _launch_plan(call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]]) -> dict[str, Any]:
+def project_node(call: Call, instance_types: tuple[str, ...]) -> NodeRecord:
+    """The project's node role and its version of each template the launch may use: without
+    them its nodes could not run as the project's own role, so nothing is launched."""
+    again = "Ask your pool administrator to run `annex-admin issue-credentials` for your project again."
+    try:
+        record = call.registry.node(call.project_id)
+    except ValueError as exc:
+        raise Refused(f"project {call.project_id}'s node record is unreadable", str(exc), again) from exc
+    missing = [
+        itype for itype in instance_types
+        if record is None or itype not in record.templates
+        or record.templates[itype].template_id != call.settings.launch_templates[itype]
+    ]
+    if missing:
+        raise Refused(
+            f"project {call.project_id} has no node role for {', '.join(missing)}",
+            "its nodes would not run as the project's own role, the only one that reads its material",
+            again,
+        )
+    assert record is not None
+    return record
+
+
+def _launch_plan(
+    call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]], node: NodeRecord
+) -> dict[str, Any]:
     """Every check of a launch, reading only; Refused names the rule it would break."""
     book = price_book(call)
     prices = require_prices(book, ask.instance_types)
@@ -194,12 +221,13 @@ def _launch_plan(call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]])
         "live_instances": len(counted),
         "committed_spend": committed,
         "caps": caps_dict(call.caps),
+        "node_role": node.role_arn,
     }
 
 
 def plan_launch(call: Call) -> dict[str, Any]:
     ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=False)
-    return _launch_plan(call, ask, counted_instances(call))
+    return _launch_plan(call, ask, counted_instances(call), project_node(call, ask.instance_types))
 
 
 def launch(call: Call) -> dict[str, Any]:
@@ -234,10 +262,13 @@ def launch(call: Call) -> dict[str, Any]:
 
 
 def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult) -> dict[str, Any]:
-    plan = _launch_plan(call, ask, counted_instances(call))
+    node = project_node(call, ask.instance_types)
+    plan = _launch_plan(call, ask, counted_instances(call), node)
     prefix = annex_prefix(call.project_id, ask.annex_name)
     for name, body in node_objects(call, ask).items():
         call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
+    assert ask.pool is not None
+    call.registry.put_annex(call.project_id, AnnexRecord(ask.annex_name, ask.pool.security, ask.pool.token_id, plan["expiry"]))
     create_fleet = RetryNoticingCreateFleet(call.ec2)
 
     def remember(new: list[str]) -> None:
@@ -253,12 +284,14 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         tags=instance_tags(call, ask),
         spot=ask.spot,
         max_price=plan["prices"],
+        versions={t: str(node.templates[t].version) for t in ask.instance_types},
     )
     try:
         run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet)
     finally:
-        if not fleet.instances:
-            delete_prefix(call, prefix)  # nothing runs: nothing is left half-done
+        if not fleet.instances:  # nothing runs: nothing is left half-done
+            delete_prefix(call, prefix)
+            call.registry.delete_annex(call.project_id, ask.annex_name)
     duplicates = (
         end_duplicates(call.ec2, call.project_id, ask.annex_name, set(fleet.instances)) if create_fleet.retried else []
     )
@@ -270,7 +303,8 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         "rounds": fleet.rounds,
         "stopped_by": fleet.stopped_by,
         "duplicates_ended": len(duplicates),
-        "security": ask.pool.security if ask.pool else "",
+        "security": ask.pool.security,
+        "token_id": ask.pool.token_id or None,
     }
 
 
@@ -286,7 +320,8 @@ def instance_tags(call: Call, ask: asks.LaunchAsk) -> dict[str, str]:
 
 
 def node_objects(call: Call, ask: asks.LaunchAsk) -> dict[str, bytes]:
-    """The annex's configuration, rendered here from typed values, and its security material."""
+    """The annex's typed values (the node renders its configuration from them) and its security
+    material. No configuration text: the node's template is fixed and ships with its bootstrap."""
     assert ask.pool is not None
     inputs = NodeConfigInputs(
         annex_name=ask.annex_name,
@@ -299,7 +334,6 @@ def node_objects(call: Call, ask: asks.LaunchAsk) -> dict[str, bytes]:
     )
     material_object = TOKEN_OBJECT if ask.pool.security == "idtoken" else PASSWORD_OBJECT
     return {
-        NODE_CONFIG_OBJECT: render_condor_config(inputs).encode(),
         NODE_ENV_OBJECT: render_node_env(inputs).encode(),
         material_object: ask.pool.material,
     }
@@ -359,8 +393,10 @@ def status(call: Call) -> dict[str, Any]:
     if name is not None:
         name = asks.annex_name(call.params)
     book = price_book(call)
+    remembered = call.registry.annexes(call.project_id)
     rows = []
     for i in project_instances(call.ec2, call.project_id, annex_name=name, states=STATUS_STATES):
+        record = remembered.get(i.annex_name)
         hourly = book.hourly_or_unbounded(i.instance_type)
         expiry = i.expiry
         rows.append({
@@ -377,6 +413,8 @@ def status(call: Call) -> dict[str, Any]:
             "hourly_price": None if hourly == float("inf") else hourly,
             "cost_so_far": _finite(cost.spent_so_far(hourly, i.launch_time, call.now)),
             "can_still_cost": _finite(cost.remaining_cost(hourly, expiry, call.now)) if i.live else 0.0,
+            # The annex's token id, for the pool administrator to revoke it (never the token).
+            "token_id": (record.token_id or None) if record else None,
         })
     return {"instances": rows, "caps": caps_dict(call.caps), "now": format_expiry_tag(call.now), "price_source": book.source}
 
@@ -429,8 +467,24 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
         "committed_spend": committed_others,
         "caps": caps_dict(call.caps),
         "shortens": latest is not None and ask.expiry < latest,
+        # An extension's new token keeps the annex's id, so one revocation covers the annex.
+        "token_id": _annex_record(call, ask.annex_name).token_id or None,
     }
     return plan, annex
+
+
+def _annex_record(call: Call, name: str) -> AnnexRecord:
+    """What the broker remembers of the annex; an annex launched before it remembered any is
+    taken as it is tagged, with no token id yet."""
+    return call.registry.annex(call.project_id, name) or AnnexRecord(name, "", "", "")
+
+
+def token_id_of(token: bytes) -> str:
+    """The id a token names (checked against the rest of the rule by the caller)."""
+    try:
+        return read_claims(token).token_id
+    except ValueError as exc:
+        raise Refused("the annex's pool token cannot be used", str(exc), "Use condor_annex.") from exc
 
 
 def plan_extend(call: Call) -> dict[str, Any]:
@@ -444,14 +498,19 @@ def extend(call: Call) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         plan, annex = _extend_plan(call, ask)
         prefix = annex_prefix(call.project_id, ask.annex_name)
+        record = _annex_record(call, ask.annex_name)
         if ask.token is not None:
+            token_id = record.token_id or token_id_of(ask.token)
+            asks.check_token(ask.token, token_id, ask.expiry)
             call.s3.put_object(
                 Bucket=call.settings.bucket, Key=prefix + TOKEN_OBJECT, Body=ask.token, ServerSideEncryption="AES256"
             )
+            record = AnnexRecord(ask.annex_name, "idtoken", token_id, record.expiry)
+        call.registry.put_annex(call.project_id, dataclasses.replace(record, expiry=plan["expiry"]))
         ids = [i.instance_id for i in annex]
         for start in range(0, len(ids), BATCH):
             call.ec2.create_tags(Resources=ids[start : start + BATCH], Tags=[{"Key": TAG_EXPIRY, "Value": plan["expiry"]}])
-        return {**plan, "token_replaced": ask.token is not None}
+        return {**plan, "token_replaced": ask.token is not None, "token_id": record.token_id or None}
 
     return locked(call, work)
 
@@ -465,6 +524,7 @@ def end_annex(call: Call) -> dict[str, Any]:
     ids = [i.instance_id for i in annex]
     terminate(call.ec2, ids)
     removed = delete_prefix(call, annex_prefix(call.project_id, name))
+    call.registry.delete_annex(call.project_id, name)
     return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
 
 

@@ -16,15 +16,18 @@ from typing import Any, Mapping
 
 from annex_cloud.errors import Refused
 from annex_cloud.expiry import parse_expiry_tag
+from annex_cloud.pool_tokens import token_problem
 from annex_cloud.node.config import (
+    ANNEX_NAME_PATTERN,
     COLLECTOR_HOST_PATTERN,
     OWNER_PATTERN,
     SECURITY_MODES,
     TRUST_DOMAIN_PATTERN,
+    check_text,
     shown,
 )
 
-ANNEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ANNEX_NAME_RE = re.compile(ANNEX_NAME_PATTERN)
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_COUNT = 10_000
 MIN_IDLE_MINUTES, MAX_IDLE_MINUTES = 1, 24 * 60
@@ -39,6 +42,7 @@ class PoolContact:
     job_owner: str  # whose jobs the nodes start
     security: str  # idtoken | password
     material: bytes  # the annex's IDTOKEN, or the pool password file
+    token_id: str = ""  # the IDTOKEN's id (jti); "" in password mode
 
     def __repr__(self) -> str:  # never show the material
         return f"PoolContact({self.collector_host!r}, {self.trust_domain!r}, {self.job_owner!r}, {self.security!r})"
@@ -76,13 +80,17 @@ def _field(params: Mapping[str, Any], name: str, kind: type, *, required: bool =
             "Use condor_annex, or send the fields it sends.",
         )
     if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
-        raise Refused(f"the request's {name.replace('_', ' ')} is too long", f"{len(value):,} characters", "Send a shorter value.")
+        raise Refused(
+            f"the request's {name.replace('_', ' ')} {shown(value)} is too long",
+            f"{len(value):,} characters; at most {MAX_FIELD_LENGTH} are read",
+            "Send a shorter value.",
+        )
     return value
 
 
 def annex_name(params: Mapping[str, Any]) -> str:
     name = _field(params, "annex_name", str)
-    if not ANNEX_NAME_RE.match(name):
+    if not ANNEX_NAME_RE.fullmatch(name):
         raise Refused(
             f"annex name {shown(name)} is not allowed",
             "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -93,7 +101,7 @@ def annex_name(params: Mapping[str, Any]) -> str:
 
 def request_id(params: Mapping[str, Any]) -> str:
     value = _field(params, "request_id", str)
-    if not REQUEST_ID_RE.match(value):
+    if not REQUEST_ID_RE.fullmatch(value):
         raise Refused("the request id is malformed", "it must be 32 hexadecimal digits", "Use condor_annex.")
     return value
 
@@ -144,25 +152,34 @@ def launch_ask(params: Mapping[str, Any], offered: tuple[str, ...], *, with_pool
     spot = params.get("spot", False)
     if not isinstance(spot, bool):
         raise Refused("the request's spot flag is not true or false", f"got {shown(spot)}", "Use condor_annex.")
+    lease_end = expiry(params)
+    pool = pool_contact(params.get("pool")) if with_pool else None
+    if pool is not None and pool.security == "idtoken":
+        check_token(pool.material, pool.token_id, lease_end)
     return LaunchAsk(
         annex_name=annex_name(params),
         count=count,
         instance_types=instance_types(params, offered),
         spot=spot,
-        expiry=expiry(params),
+        expiry=lease_end,
         idle_minutes=idle,
-        pool=pool_contact(params.get("pool")) if with_pool else None,
+        pool=pool,
     )
 
 
-def _matches(label: str, value: str, pattern: str) -> str:
-    if re.fullmatch(pattern, value) is None:
+def check_token(token: bytes, token_id: str, lease_end: datetime) -> None:
+    """An annex's IDTOKEN says no more than an annex needs (annex_cloud.pool_tokens)."""
+    problem = token_problem(token, token_id, lease_end)
+    if problem is not None:
         raise Refused(
-            f"the {label} {shown(value)} cannot be used on an annex instance",
-            "it holds characters an HTCondor configuration value may not have",
-            f"Fix the pool's {label} in your HTCondor configuration.",
+            "the annex's pool token cannot be used",
+            problem,
+            "Use condor_annex, which mints the token with the annex's id, scopes and lease.",
         )
-    return value
+
+
+def _pool_value(label: str, value: str, pattern: str, hint: str) -> str:
+    return check_text(label, value, pattern, hint, f"Fix the pool's {label} in your HTCondor configuration.")
 
 
 def material(value: Any, label: str) -> bytes:
@@ -184,12 +201,28 @@ def pool_contact(value: Any) -> PoolContact:
     if security not in SECURITY_MODES:
         raise Refused(f"unknown pool security mode {shown(security)}", "an annex uses an IDTOKEN or the pool password", "Use condor_annex.")
     return PoolContact(
-        collector_host=_matches("collector address", _field(value, "collector_host", str), COLLECTOR_HOST_PATTERN),
-        trust_domain=_matches("trust domain", _field(value, "trust_domain", str), TRUST_DOMAIN_PATTERN),
-        job_owner=_matches("job owner", _field(value, "job_owner", str), OWNER_PATTERN),
+        collector_host=_pool_value(
+            "collector address", _field(value, "collector_host", str), COLLECTOR_HOST_PATTERN, "host[:port][, ...]"
+        ),
+        trust_domain=_pool_value(
+            "trust domain", _field(value, "trust_domain", str), TRUST_DOMAIN_PATTERN, "a host-like name"
+        ),
+        job_owner=_pool_value(
+            "job owner", _field(value, "job_owner", str), OWNER_PATTERN, "letters, digits, . _ @ + = , -"
+        ),
         security=security,
         material=material(value.get("material"), "security material"),
+        token_id=_token_id(value, security),
     )
+
+
+def _token_id(pool: Mapping[str, Any], security: str) -> str:
+    """The IDTOKEN's id, which the broker records for status and revocation; none with a password."""
+    if security != "idtoken":
+        if pool.get("token_id") is not None:
+            raise Refused("the request names a token id without a token", "the pool password has no id", "Use condor_annex.")
+        return ""
+    return _field(pool, "token_id", str)
 
 
 def extend_ask(params: Mapping[str, Any]) -> ExtendAsk:

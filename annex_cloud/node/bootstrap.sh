@@ -1,8 +1,10 @@
 #!/bin/bash
-# condor-annex instance bootstrap. The region stack runs it as user data (EC2 allows 16 KB: keep
-# it small) after a header exporting ANNEX_BUCKET and ANNEX_REGION. Modes:
-#   boot (default)  identity and tags from IMDSv2, install HTCondor if absent, fetch the annex's
-#                   config and security material from S3, start HTCondor, install the timers.
+# condor-annex instance bootstrap. The launch templates' user data (templates/node_bootstrap.py)
+# fetches it from the stack's code bucket, checks its SHA-256, exports ANNEX_BUCKET and
+# ANNEX_REGION and runs it from /usr/local/libexec/condor-annex. Modes:
+#   boot (default)  identity and tags from IMDSv2, the timers, the annex's settings (annex.env)
+#                   from S3, every value checked, HTCondor installed if absent, the security
+#                   material from S3, the configuration rendered from the template below, start.
 #   watchdog        every minute: power off once the lease tag has passed or is gone, or has been
 #                   unreadable for LEASE_UNREADABLE_LIMIT seconds in a row; re-fetch the token so
 #                   one re-minted by `extend` is used.
@@ -12,9 +14,15 @@
 # Environment (instance and tests): ANNEX_ROOT prefixes every path written; ANNEX_IMDS_URL,
 # ANNEX_POWEROFF_CMD, ANNEX_SYSTEMCTL, ANNEX_CONDOR_STATUS replace the service and commands;
 # ANNEX_NOW (epoch seconds) replaces the clock for the watchdog and dead-man decisions.
-# annex.env is parsed, never sourced: the scientist writes it.
+# annex.env is parsed, never sourced, and each of its values must match its pattern: the node's
+# HTCondor configuration is this script's fixed template filled with checked values, nothing else.
 set -euo pipefail
 umask 022
+# Patterns, ranges and case tests mean the same in every locale.
+export LC_ALL=C
+# With bash 5.2's default, "&" in a ${var//pattern/replacement} stands for the match; checked
+# values hold none, and none is wanted.
+shopt -u patsub_replacement 2>/dev/null || true
 
 readonly ROOT="${ANNEX_ROOT:-}"
 readonly IMDS_URL="${ANNEX_IMDS_URL:-http://169.254.169.254}"
@@ -23,13 +31,12 @@ read -r -a SYSTEMCTL <<<"${ANNEX_SYSTEMCTL:-systemctl}"
 read -r -a CONDOR_STATUS <<<"${ANNEX_CONDOR_STATUS:-condor_status}"
 read -r -a NFT <<<"${ANNEX_NFT:-nft}"
 
-# Paths on the instance; annex_user/node_config.py renders the HTCondor ones into the config.
+# Paths on the instance, as annex_cloud/node/config.py names them (a test keeps them equal).
 readonly LIBEXEC=/usr/local/libexec/condor-annex
 readonly SCRIPT_PATH=$LIBEXEC/bootstrap.sh
 readonly MASTER_SHUTDOWN_SCRIPT=$LIBEXEC/master-shutdown.sh
 readonly CONFIG_DIR=/etc/condor/config.d
 readonly NODE_CONFIG=$CONFIG_DIR/50-condor-annex.conf
-readonly INSTANCE_CONFIG=$CONFIG_DIR/60-condor-annex-instance.conf
 readonly TOKEN_DIR=/etc/condor/tokens.d
 readonly TOKEN_PATH=$TOKEN_DIR/condor-annex.token
 readonly PASSWORD_DIR=/etc/condor/passwords.d
@@ -44,15 +51,26 @@ readonly TAG_ANNEX_NAME=htcondor:AnnexName
 readonly TAG_PROJECT=htcondor:annex:project
 readonly TAG_EXPIRY=htcondor:annex:expiry
 readonly TAG_IDLE=htcondor:annex:idle
-readonly NODE_CONFIG_OBJECT=condor_config
 readonly NODE_ENV_OBJECT=annex.env
 readonly TOKEN_OBJECT=security/token
 readonly PASSWORD_OBJECT=security/pool_password
 
-# As annex_user/node_config.py checks them: these values become S3 keys.
-readonly ANNEX_NAME_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'
+# As annex_cloud/node/config.py checks them (a test keeps them equal): every value the node is
+# configured from, tags included, matches its pattern and length, or the node powers off before
+# HTCondor starts. None lets a quote, backslash, $, |, space or newline through.
+readonly MAX_VALUE_LENGTH=255
+readonly ANNEX_NAME_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'
 readonly PROJECT_ID_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
+readonly OWNER_RE='^[A-Za-z0-9_][A-Za-z0-9._@+=,-]{0,63}$'
+readonly COLLECTOR_HOST_RE='^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(\?sock=[A-Za-z0-9_-]+)?(, ?([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(\?sock=[A-Za-z0-9_-]+)?)*$'
+readonly TRUST_DOMAIN_RE='^([A-Za-z0-9][A-Za-z0-9._:@-]*(, ?[A-Za-z0-9][A-Za-z0-9._:@-]*)*|([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(\?sock=[A-Za-z0-9_-]+)?(, ?([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(\?sock=[A-Za-z0-9_-]+)?)*)$'
+readonly SECURITY_RE='^(idtoken|password)$'
+readonly SECONDS_RE='^[0-9]{1,9}$'
+readonly IDLE_MIN=60
+readonly IDLE_MAX=86400
 readonly INSTANCE_ID_RE='^i-[0-9a-f]{8,17}$'
+# annex.env's keys, as annex_cloud/node/config.py writes them; any other line is refused.
+readonly SETTING_KEYS=" ANNEX_NAME ANNEX_PROJECT ANNEX_OWNER ANNEX_COLLECTOR_HOST ANNEX_TRUST_DOMAIN ANNEX_SECURITY ANNEX_IDLE_SECONDS ANNEX_DEADMAN_SECONDS "
 # As annex_cloud/expiry.py's EXPIRY_PATTERN (a test keeps them equal): the lease's one format.
 readonly EXPIRY_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$'
 
@@ -65,6 +83,7 @@ readonly DEADMAN_MAX=14400
 readonly HTCONDOR_SERIES=24.0 # long-term-support series, installed when none is present
 
 MODE=boot
+declare -A SETTING=() # annex.env, once read_settings has checked it
 IMDS_TOKEN=""
 IMDS_BODY=""
 CURL_RETRY=() # boot waits for IMDS; the watchdog tries once a minute
@@ -82,6 +101,12 @@ log() {
 fail() {
   log "ERROR: $*"
   exit 1
+}
+
+# A value outside its rule: name it and stop (exit 2); at boot the node then powers off.
+refuse() {
+  log "REFUSED: $*"
+  exit 2
 }
 
 # Outside text (tags, files) made safe for one log line.
@@ -179,10 +204,11 @@ read_identity() {
   INSTANCE_ID="$IMDS_BODY"
   [[ "$INSTANCE_ID" =~ $INSTANCE_ID_RE ]] || fail "odd instance id $(printable "$INSTANCE_ID")"
   ANNEX_NAME="$(required_tag "$TAG_ANNEX_NAME")"
-  [[ "$ANNEX_NAME" =~ $ANNEX_NAME_RE ]] || fail "unusable annex name $(printable "$ANNEX_NAME")"
+  [[ "$ANNEX_NAME" =~ $ANNEX_NAME_RE ]] || refuse "unusable annex name $(printable "$ANNEX_NAME")"
   PROJECT_ID="$(required_tag "$TAG_PROJECT")"
-  [[ "$PROJECT_ID" =~ $PROJECT_ID_RE ]] || fail "unusable project id $(printable "$PROJECT_ID")"
+  [[ "$PROJECT_ID" =~ $PROJECT_ID_RE ]] || refuse "unusable project id $(printable "$PROJECT_ID")"
   expiry="$(required_tag "$TAG_EXPIRY")"
+  parse_expiry "$expiry" >/dev/null || refuse "the lease tag is not a UTC time: $(printable "$expiry")"
   idle="$(required_tag "$TAG_IDLE")"
   log "instance $INSTANCE_ID, annex $ANNEX_NAME, project $PROJECT_ID:" \
     "lease until $(printable "$expiry"), idle shutdown after $(printable "$idle") s"
@@ -236,7 +262,7 @@ EOF
 }
 
 # Jobs run as their owner, never as root: only root (HTCondor's daemons, this script) may reach
-# the metadata service, so no job can take the instance role's credentials.
+# the metadata service, so no job can take the node role's credentials (its project's material).
 restrict_metadata_to_root() {
   local rules="table inet condor_annex {
   chain output {
@@ -280,28 +306,69 @@ install_htcondor() {
   command -v condor_master >/dev/null 2>&1 || fail "condor_master missing after the install"
 }
 
-fetch_configuration() {
-  local name project security
-  install -d -m 0755 "$ROOT$CONFIG_DIR"
-  log "fetching s3://$ANNEX_BUCKET/annexes/$PROJECT_ID/$ANNEX_NAME/"
+# Is $1 one of annex.env's keys?
+is_setting_key() {
+  [[ "$1" =~ ^[A-Z_]+$ && "$SETTING_KEYS" == *" $1 "* ]]
+}
+
+# Reads annex.env into SETTING: blank lines, comments, and KEY=VALUE lines of known keys, each
+# key once. Anything else is refused: the file holds values, never configuration.
+read_settings() {
+  local line key number=0
+  SETTING=()
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    number=$((number + 1))
+    [[ -z "$line" || "$line" == "#"* ]] && continue
+    key="${line%%=*}"
+    if [[ "$line" != *=* ]] || ! is_setting_key "$key"; then
+      refuse "$NODE_ENV_OBJECT line $number is no setting: $(printable "$line")"
+    fi
+    [[ ! -v "SETTING[$key]" ]] || refuse "$NODE_ENV_OBJECT sets $key twice"
+    SETTING[$key]="${line#*=}"
+  done <"$1"
+}
+
+# KEY PATTERN: the setting is present, short enough and matches its pattern.
+check_text() {
+  [[ -v "SETTING[$1]" ]] || refuse "$NODE_ENV_OBJECT has no $1"
+  local value="${SETTING[$1]}"
+  ((${#value} <= MAX_VALUE_LENGTH)) || refuse "$1 is ${#value} characters long (at most $MAX_VALUE_LENGTH)"
+  [[ "$value" =~ $2 ]] || refuse "$1 $(printable "$value") does not match $2"
+}
+
+# KEY LOW HIGH: a whole number of seconds within the bounds (kept without leading zeros).
+check_seconds() {
+  check_text "$1" "$SECONDS_RE"
+  local value=$((10#${SETTING[$1]}))
+  ((value >= $2 && value <= $3)) || refuse "$1 $value is outside $2-$3 seconds"
+  SETTING[$1]=$value
+}
+
+check_settings() {
+  check_text ANNEX_NAME "$ANNEX_NAME_RE"
+  check_text ANNEX_PROJECT "$PROJECT_ID_RE"
+  check_text ANNEX_OWNER "$OWNER_RE"
+  check_text ANNEX_COLLECTOR_HOST "$COLLECTOR_HOST_RE"
+  check_text ANNEX_TRUST_DOMAIN "$TRUST_DOMAIN_RE"
+  check_text ANNEX_SECURITY "$SECURITY_RE"
+  check_seconds ANNEX_IDLE_SECONDS "$IDLE_MIN" "$IDLE_MAX"
+  check_seconds ANNEX_DEADMAN_SECONDS "$DEADMAN_MIN" "$DEADMAN_MAX"
+  [[ "${SETTING[ANNEX_NAME]}" == "$ANNEX_NAME" && "${SETTING[ANNEX_PROJECT]}" == "$PROJECT_ID" ]] ||
+    refuse "$NODE_ENV_OBJECT names another annex"
+}
+
+fetch_settings() {
+  log "fetching s3://$ANNEX_BUCKET/annexes/$PROJECT_ID/$ANNEX_NAME/$NODE_ENV_OBJECT"
   fetch_object "$PROJECT_ID" "$ANNEX_NAME" "$NODE_ENV_OBJECT" "$ROOT$ENV_COPY" 0644 ||
     fail "could not fetch $NODE_ENV_OBJECT"
-  name="$(env_value ANNEX_NAME "$ROOT$ENV_COPY")" || name=""
-  project="$(env_value ANNEX_PROJECT "$ROOT$ENV_COPY")" || project=""
-  [[ "$name" == "$ANNEX_NAME" && "$project" == "$PROJECT_ID" ]] ||
-    fail "$NODE_ENV_OBJECT names another annex; refusing it"
+  read_settings "$ROOT$ENV_COPY"
+  check_settings
+  log "settings checked: collector ${SETTING[ANNEX_COLLECTOR_HOST]}, security ${SETTING[ANNEX_SECURITY]}," \
+    "jobs of ${SETTING[ANNEX_OWNER]}"
+}
 
-  fetch_object "$PROJECT_ID" "$ANNEX_NAME" "$NODE_CONFIG_OBJECT" "$ROOT$NODE_CONFIG" 0644 ||
-    fail "could not fetch $NODE_CONFIG_OBJECT"
-  # The fragment is data: a line that makes HTCondor run a command is refused.
-  if grep -Eiq '^\s*include\s+(ifexist\s+)?command|\|\s*$' "$ROOT$NODE_CONFIG"; then
-    rm -f "$ROOT$NODE_CONFIG"
-    fail "$NODE_CONFIG_OBJECT runs commands; refusing it"
-  fi
-  log "wrote $NODE_CONFIG"
-
-  security="$(env_value ANNEX_SECURITY "$ROOT$ENV_COPY")" || security=""
-  case "$security" in
+fetch_material() {
+  case "${SETTING[ANNEX_SECURITY]}" in
     idtoken)
       install -d -m 0700 "$ROOT$TOKEN_DIR"
       fetch_object "$PROJECT_ID" "$ANNEX_NAME" "$TOKEN_OBJECT" "$ROOT$TOKEN_PATH" 0600 ||
@@ -314,17 +381,92 @@ fetch_configuration() {
         fail "could not fetch the pool password"
       log "installed the pool password as $PASSWORD_PATH"
       ;;
-    *) fail "unknown ANNEX_SECURITY $(printable "$security")" ;;
   esac
 }
 
-write_instance_config() {
-  cat >"$ROOT$INSTANCE_CONFIG" <<EOF
-# Written at boot by condor-annex: this instance's identity (50-condor-annex.conf advertises it).
-EC2InstanceID = "$INSTANCE_ID"
+# The node's HTCondor configuration. @NAME@ stands for a checked setting or one of this script's
+# constants; nothing else is ever written into it. What the knobs do:
+# - an execute node with partitionable slots and no inbound port: its daemons register with the
+#   collector's connection broker (CCB), and every connection to them is made in reverse;
+# - AnnexName, IsAnnex and EC2InstanceID in the startd's and master's ads (condor_status -annex);
+# - START: only the owner's jobs (=?= refuses a job ad without Owner rather than leave it undefined);
+# - idle shutdown: the startd exits once no slot has been claimed for the idle time; the master,
+#   seeing no startd once it has had a minute to start one, exits too and runs the shutdown
+#   script as root instead, which powers the instance off (and so terminates it);
+# - security: authentication, encryption and integrity required; FS lets root here run
+#   condor_reconfig and condor_off; schedds reach the startd with the claim's own session key
+#   (an IDTOKEN node holds no signing key, so could not verify a token presented to it); the
+#   annex's own material is root's alone (mode 0600), and the watchdog installs a re-minted token.
+config_template() {
+  cat <<'EOF'
+use ROLE : Execute
+use FEATURE : PartitionableSlot
+COLLECTOR_HOST = @COLLECTOR_HOST@
+CCB_ADDRESS = $(COLLECTOR_HOST)
+USE_SHARED_PORT = True
+AnnexName = "@ANNEX_NAME@"
+AnnexProject = "@PROJECT_ID@"
+IsAnnex = True
+EC2InstanceID = "@INSTANCE_ID@"
+STARTD_ATTRS = $(STARTD_ATTRS) AnnexName AnnexProject IsAnnex EC2InstanceID
+MASTER_ATTRS = $(MASTER_ATTRS) AnnexName AnnexProject IsAnnex EC2InstanceID
+START = (TARGET.Owner =?= "@OWNER@")
+STARTD_NOCLAIM_SHUTDOWN = @IDLE_SECONDS@
+MASTER.DAEMON_SHUTDOWN_FAST = (STARTD_StartTime == 0) && ((time() - DaemonStartTime) > 60)
+DEFAULT_MASTER_SHUTDOWN_SCRIPT = @MASTER_SHUTDOWN_SCRIPT@
+TRUST_DOMAIN = @TRUST_DOMAIN@
+SEC_DEFAULT_AUTHENTICATION_METHODS = FS, @AUTHENTICATION@
+SEC_CLIENT_AUTHENTICATION_METHODS = FS, @AUTHENTICATION@
+SEC_DEFAULT_AUTHENTICATION = REQUIRED
+SEC_DEFAULT_ENCRYPTION = REQUIRED
+SEC_DEFAULT_INTEGRITY = REQUIRED
+SEC_READ_AUTHENTICATION = OPTIONAL
+SEC_ENABLE_MATCH_PASSWORD_AUTHENTICATION = True
+ALLOW_READ = *
+ALLOW_ADMINISTRATOR = root@$(UID_DOMAIN), condor_pool@*
+ALLOW_DAEMON = $(ALLOW_ADMINISTRATOR), condor@*
 EOF
-  chmod 0644 "$ROOT$INSTANCE_CONFIG"
-  log "wrote $INSTANCE_CONFIG"
+  case "${SETTING[ANNEX_SECURITY]}" in
+    idtoken)
+      cat <<'EOF'
+SEC_TOKEN_DIRECTORY = @TOKEN_DIR@
+SEC_TOKEN_SYSTEM_DIRECTORY = @TOKEN_DIR@
+EOF
+      ;;
+    password)
+      cat <<'EOF'
+SEC_PASSWORD_FILE = @PASSWORD_PATH@
+EOF
+      ;;
+  esac
+}
+
+# The template with every placeholder replaced; only after check_settings.
+render_config() {
+  local text authentication=IDTOKENS
+  [[ "${SETTING[ANNEX_SECURITY]}" == password ]] && authentication=PASSWORD
+  text="$(config_template)"
+  text="${text//@COLLECTOR_HOST@/${SETTING[ANNEX_COLLECTOR_HOST]}}"
+  text="${text//@ANNEX_NAME@/${SETTING[ANNEX_NAME]}}"
+  text="${text//@PROJECT_ID@/${SETTING[ANNEX_PROJECT]}}"
+  text="${text//@INSTANCE_ID@/$INSTANCE_ID}"
+  text="${text//@OWNER@/${SETTING[ANNEX_OWNER]}}"
+  text="${text//@IDLE_SECONDS@/${SETTING[ANNEX_IDLE_SECONDS]}}"
+  text="${text//@MASTER_SHUTDOWN_SCRIPT@/$MASTER_SHUTDOWN_SCRIPT}"
+  text="${text//@TRUST_DOMAIN@/${SETTING[ANNEX_TRUST_DOMAIN]}}"
+  text="${text//@AUTHENTICATION@/$authentication}"
+  text="${text//@TOKEN_DIR@/$TOKEN_DIR}"
+  text="${text//@PASSWORD_PATH@/$PASSWORD_PATH}"
+  printf '%s\n' "$text"
+}
+
+write_node_config() {
+  local tmp="$ROOT$CONFIG_DIR/.50-condor-annex.conf.part"
+  install -d -m 0755 "$ROOT$CONFIG_DIR"
+  render_config >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$ROOT$NODE_CONFIG"
+  log "wrote $NODE_CONFIG"
 }
 
 # A node that cannot finish booting will never run a job: say why and stop paying for it.
@@ -347,9 +489,10 @@ boot() {
   imds_token || fail "the instance metadata service did not answer"
   read_identity
   install_guardrails
+  fetch_settings
   install_htcondor
-  fetch_configuration
-  write_instance_config
+  fetch_material
+  write_node_config
   restrict_metadata_to_root
   log "starting HTCondor"
   "${SYSTEMCTL[@]}" enable condor
@@ -437,7 +580,7 @@ watchdog() {
 # The dead-man time annex.env asks for, kept between DEADMAN_MIN and DEADMAN_MAX (the broker checks
 # the same bounds): a node never waits more than a few hours for the pool to take it.
 bounded_deadman() {
-  if [[ ! "$1" =~ ^[0-9]{1,9}$ ]]; then
+  if [[ ! "$1" =~ $SECONDS_RE ]]; then
     log "dead-man time $(printable "$1") unusable; using $DEADMAN_DEFAULT s"
     printf '%s\n' "$DEADMAN_DEFAULT"
   elif ((10#$1 > DEADMAN_MAX)); then

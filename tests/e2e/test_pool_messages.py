@@ -88,3 +88,17 @@ def test_status_says_the_collector_did_not_answer(shell, tmp_path, silent_collec
     result = shell.run("condor_annex", "status", env={"CONDOR_ANNEX_CREDENTIALS": bundle, "CONDOR_CONFIG": config})
     assert result.returncode == 0, result.output
     assert "accepted the connection but did not answer within 4 s" in result.stderr
+
+
+def test_a_pool_value_no_node_may_hold_is_refused_with_exit_2_and_named(shell, tmp_path):
+    """The broker refuses a value that would not be a single configuration word on a node."""
+    from tests.flows import write_pool
+
+    bundle = setup_region_and_bundle(shell)
+    pool = write_pool(tmp_path / "pool")
+    config = Path(pool.condor_config)
+    config.write_text(config.read_text().replace("COLLECTOR_HOST = cm.pool.example:9618",
+                                                 "COLLECTOR_HOST = cm.pool.example:9618 START=True"))
+    result = launch(shell, bundle, str(config))
+    assert result.returncode == 2, result.output
+    assert "collector address 'cm.pool.example:9618 START=True' cannot be used on an annex instance" in result.output

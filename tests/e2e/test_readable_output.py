@@ -46,5 +46,5 @@ def test_admin_tables_in_a_pipe_are_whole(shell):
     result = shell.run("annex-admin", "setup", "--yes", env={"COLUMNS": ""})
     assert result.returncode == 0, result.output
     assert "…" not in result.stdout
-    profile = next(line for line in result.stdout.splitlines() if "InstanceProfileArn" in line)
-    assert re.search(r"arn:aws:iam::\d+:instance-profile/\S+-InstanceProfile-\S+", profile)
+    policy = next(line for line in result.stdout.splitlines() if "ScientistPolicyArn" in line)
+    assert re.search(r"arn:aws:iam::\d+:policy/condor-annex/HTCondorAnnex-scientist-us-east-1(\s|$)", policy)

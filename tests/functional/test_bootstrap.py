@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -26,8 +27,6 @@ from annex_cloud.expiry import parse_expiry_tag
 from annex_cloud.node import config as node_config
 from annex_cloud.node.config import NodeConfigInputs
 from templates import contract
-from templates.settings import StackSettings
-from templates.stack import build_template, user_data_body
 from tests import emulator as emu
 from tests.bootstrap_support.imds import FakeImds
 from tests.bootstrap_support.node import SCRIPT, Node, clone_node, make_node, mode_of, sandbox_env_for
@@ -75,11 +74,9 @@ def put(clients, name: str, body: str | bytes, project: str = PROJECT, annex: st
 
 
 def upload_annex(clients, security: str = "idtoken") -> str:
-    """What condor_annex uploads for one annex; returns the secret it shipped."""
+    """What the broker uploads for one annex; returns the secret it shipped."""
     clients.s3.create_bucket(Bucket=BUCKET)
-    rendered = inputs(security)
-    put(clients, contract.NODE_CONFIG_OBJECT, node_config.render_condor_config(rendered))
-    put(clients, contract.NODE_ENV_OBJECT, node_config.render_node_env(rendered))
+    put(clients, contract.NODE_ENV_OBJECT, node_config.render_node_env(inputs(security)))
     secret = "secret-" + secrets.token_hex(16)
     if security == "idtoken":
         put(clients, contract.TOKEN_OBJECT, secret + "\n")
@@ -132,35 +129,123 @@ def booted(boot: Boot, tmp_path: Path, imds: FakeImds, sandbox_env: dict[str, st
     return clone_node(boot.node, tmp_path, imds, sandbox_env)
 
 
-def read_config(node: Node, names: list[str]) -> dict:
-    """Read the written HTCondor configuration with the real bindings, in a child process
-    (a bad config file makes the library exit its process)."""
-    top = node.root.parent / "condor_config.top"
-    # As on the instance: the main file, then config.d in name order.
-    top.write_text(f"LOCAL_CONFIG_DIR = {node.path(node_config.CONFIG_DIR)}\n")
-    program = (
-        "import json, sys, htcondor2 as htcondor, classad2\n"
-        "names = json.loads(sys.argv[1])\n"
-        "values = {n: htcondor.param.get(n) for n in names}\n"
-        "start = classad2.ExprTree(values['START'])\n"
-        "def runs(owner):\n"
-        "    machine = classad2.ClassAd(); machine['Requirements'] = start\n"
-        "    job = classad2.ClassAd({'Owner': owner, 'Requirements': True})\n"
-        "    return machine.symmetricMatch(job)\n"
-        "values['_runs_owner'] = runs(sys.argv[2])\n"
-        "values['_runs_other'] = runs('someone-else')\n"
-        "classad2.ExprTree(values['MASTER.DAEMON_SHUTDOWN_FAST'])\n"
-        "print(json.dumps(values))\n"
-    )
+# Read the rendered configuration as HTCondor does, in a child process (a bad config file makes
+# the library exit its process): the whole parameter table, once with only the template's two
+# metaknobs in the file and once with the file as written, in the same place. Knobs whose default
+# draws a random number (PERIODIC_CHECKPOINT) differ between any two reads and are left out.
+_READER = """
+import json, os, sys, htcondor2 as htcondor, classad2
+path, written = sys.argv[1], open(sys.argv[1]).read()
+def table(text):
+    with open(path, "w") as handle:
+        handle.write(text)
+    htcondor.reload_config()
+    return dict(htcondor.param.items())
+metaknobs = "".join(line + "\\n" for line in written.splitlines() if line.startswith("use "))
+base, again, full = table(metaknobs), table(metaknobs), table(written)
+noisy = {k for k in base if base[k] != again.get(k)}
+set_here = {k: v for k, v in full.items() if k not in noisy and base.get(k) != v}
+start = classad2.ExprTree(full["START"])
+def runs(owner):
+    machine = classad2.ClassAd(); machine["Requirements"] = start
+    return machine.symmetricMatch(classad2.ClassAd({"Owner": owner, "Requirements": True}))
+classad2.ExprTree(full["MASTER.DAEMON_SHUTDOWN_FAST"])
+print(json.dumps({"set": set_here, "values": {k: str(full.get(k)) for k in json.loads(sys.argv[3])},
+                  "daemons": full["DAEMON_LIST"], "runs_owner": runs(sys.argv[2]), "runs_other": runs("someone-else")}))
+"""
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    knobs: dict[str, str]  # every knob the file changes from HTCondor's defaults, as HTCondor reads it
+    values: dict[str, str]  # the knobs asked for, as HTCondor reads them (macros expanded)
+    daemons: str  # DAEMON_LIST
+    runs_owner: bool
+    runs_other: bool
+
+
+def read_config(node: Node, names: list[str]) -> ReadBack:
+    written = node.path(node_config.INSTANCE_CONFIG_PATH).read_text()
+    work = node.root.parent / "htcondor-read"
+    (work / "config.d").mkdir(parents=True, exist_ok=True)
+    (work / "config.d" / "50-condor-annex.conf").write_text(written)
+    top = work / "condor_config"
+    top.write_text(f"LOCAL_CONFIG_DIR = {work / 'config.d'}\n")
     result = subprocess.run(
-        [sys.executable, "-c", program, json.dumps(names), OWNER],
+        [sys.executable, "-c", _READER, str(work / "config.d" / "50-condor-annex.conf"), OWNER, json.dumps(names)],
         env={"CONDOR_CONFIG": str(top), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(result.stdout)
+    answer = json.loads(result.stdout)
+    return ReadBack(answer["set"], answer["values"], answer["daemons"], answer["runs_owner"], answer["runs_other"])
+
+
+def expected_knobs(security: str, uid_domain: str) -> dict[str, str]:
+    """What the node's template sets, as HTCondor reads it back, for the module's inputs."""
+    method = "IDTOKENS" if security == "idtoken" else "PASSWORD"
+    knobs = {
+        "COLLECTOR_HOST": "cm.pool.example.org:9618",
+        "CCB_ADDRESS": "cm.pool.example.org:9618",
+        "AnnexName": f'"{ANNEX}"',
+        "AnnexProject": f'"{PROJECT}"',
+        "IsAnnex": "True",
+        "EC2InstanceID": f'"{INSTANCE_ID}"',
+        "START": f'(TARGET.Owner =?= "{OWNER}")',
+        "STARTD_NOCLAIM_SHUTDOWN": str(IDLE),
+        "MASTER.DAEMON_SHUTDOWN_FAST": "(STARTD_StartTime == 0) && ((time() - DaemonStartTime) > 60)",
+        "DEFAULT_MASTER_SHUTDOWN_SCRIPT": node_config.MASTER_SHUTDOWN_SCRIPT,
+        "TRUST_DOMAIN": "cm.pool.example.org",
+        "SEC_DEFAULT_AUTHENTICATION_METHODS": f"FS, {method}",
+        "SEC_CLIENT_AUTHENTICATION_METHODS": f"FS, {method}",
+        "SEC_DEFAULT_AUTHENTICATION": "REQUIRED",
+        "SEC_DEFAULT_ENCRYPTION": "REQUIRED",
+        "SEC_DEFAULT_INTEGRITY": "REQUIRED",
+        "SEC_READ_AUTHENTICATION": "OPTIONAL",
+        "SEC_ENABLE_MATCH_PASSWORD_AUTHENTICATION": "True",
+        "ALLOW_READ": "*",
+        "ALLOW_ADMINISTRATOR": f"root@{uid_domain}, condor_pool@*",
+        "ALLOW_DAEMON": f"root@{uid_domain}, condor_pool@*, condor@*",
+    }
+    if security == "idtoken":
+        knobs["SEC_TOKEN_DIRECTORY"] = knobs["SEC_TOKEN_SYSTEM_DIRECTORY"] = node_config.TOKEN_DIRECTORY
+    else:
+        knobs["SEC_PASSWORD_FILE"] = node_config.PASSWORD_FILE
+    return knobs
+
+
+# Read as a list with the annex's names added to whatever the metaknobs put there.
+APPENDED = {"STARTD_ATTRS", "MASTER_ATTRS"}
+# Not in the file: HTCondor's defaults for these name a knob the template sets, so they change
+# with it (the signing key is the pool password file unless a pool says otherwise).
+DERIVED = {
+    "COLLECTOR_HOST_STRING": "COLLECTOR_HOST",
+    "ANNEX_TOKEN_DOMAIN": "TRUST_DOMAIN",
+    "SEC_TOKEN_POOL_SIGNING_KEY_FILE": "SEC_PASSWORD_FILE",
+}
+
+
+def assert_exactly_the_template(node: Node, security: str) -> None:
+    """Every line a metaknob or one NAME = VALUE (nothing that includes, pipes or continues), and
+    HTCondor reads from it exactly the template's knobs, with the expected values."""
+    text = node.path(node_config.INSTANCE_CONFIG_PATH).read_text()
+    for line in text.splitlines():
+        assert re.fullmatch(r"use (ROLE : Execute|FEATURE : PartitionableSlot)|[A-Za-z_][A-Za-z0-9_.]* = [^\\|]*[^\\| ]", line), line
+    uid_domain = read_config(node, ["UID_DOMAIN"]).values["UID_DOMAIN"]
+    expected = expected_knobs(security, uid_domain)
+    read = read_config(node, sorted(expected))
+    # Nothing beyond the template: every knob that differs from HTCondor's defaults is one of its
+    # own (some of its knobs equal a default, and so do not show here).
+    assert set(read.knobs) <= set(expected) | APPENDED | set(DERIVED), set(read.knobs) - set(expected)
+    assert read.values == expected
+    for name in set(DERIVED) & set(read.knobs):
+        assert expected[DERIVED[name]] in read.knobs[name], name
+    for name in APPENDED:
+        assert {"AnnexName", "AnnexProject", "IsAnnex", "EC2InstanceID"} <= set(read.knobs[name].split()), name
+    assert set(read.daemons.replace(",", " ").split()) == {"MASTER", "STARTD"}
+    assert read.runs_owner is True and read.runs_other is False
 
 
 # --- static checks ---------------------------------------------------------------------------
@@ -175,52 +260,17 @@ def test_script_is_shellcheck_clean() -> None:
 def test_script_and_renderer_agree_on_instance_paths() -> None:
     text = SCRIPT.read_text()
     for path in (
-        node_config.INSTANCE_CONFIG_PATH.rsplit("/", 1)[1],
-        node_config.INSTANCE_ID_CONFIG_PATH.rsplit("/", 1)[1],
+        node_config.INSTANCE_CONFIG_PATH,
         node_config.TOKEN_DIRECTORY,
         node_config.TOKEN_FILE_NAME,
         node_config.PASSWORD_FILE.rsplit("/", 1)[0],
         node_config.MASTER_SHUTDOWN_SCRIPT.rsplit("/", 1)[1],
     ):
-        assert path in text, path
+        assert path in text.replace("$CONFIG_DIR/", node_config.CONFIG_DIR + "/"), path
     for name in (contract.TAG_ANNEX_NAME, contract.TAG_PROJECT, contract.TAG_EXPIRY, contract.TAG_IDLE,
-                 contract.NODE_CONFIG_OBJECT, contract.NODE_ENV_OBJECT, contract.TOKEN_OBJECT,
-                 contract.PASSWORD_OBJECT):
+                 contract.NODE_ENV_OBJECT, contract.TOKEN_OBJECT, contract.PASSWORD_OBJECT):
         assert f"={name}\n" in text, name
     assert f'key="{contract.annex_prefix("$1", "$2")}$3"' in text
-
-
-def user_data(bucket: str, region: str) -> str:
-    """The launch templates' user data as the region stack builds it, references resolved."""
-    settings = StackSettings(
-        region=region, image_id="ami-0123456789abcdef0",
-        availability_zones=(f"{region}a", f"{region}b"), code_key="functions/annex_cloud-test.zip",
-    )
-    resources = build_template(settings).to_dict()["Resources"]
-    datas = {
-        json.dumps(r["Properties"]["LaunchTemplateData"]["UserData"])
-        for r in resources.values() if r["Type"] == "AWS::EC2::LaunchTemplate"
-    }
-    assert len(datas) == 1
-    parts = json.loads(datas.pop())["Fn::Base64"]["Fn::Join"][1]
-    refs = {"AWS::Region": region}
-    return "".join(
-        p if isinstance(p, str) else refs.get(p["Ref"], bucket) for p in parts
-    )
-
-
-def test_user_data_fits_ec2s_limit_and_is_shellcheck_clean(tmp_path: Path) -> None:
-    text = user_data("b" * 63, "ap-southeast-2")
-    assert text.endswith(user_data_body(SCRIPT.read_text()))
-    # Only comments were dropped: every command line of the script is there.
-    commands = [line for line in SCRIPT.read_text().splitlines() if line.strip() and not line.lstrip().startswith("# ")]
-    assert all(line in text.splitlines() for line in commands[1:])
-    assert len(text.encode()) <= 16384  # EC2's user data limit, before base64
-    script = tmp_path / "user-data"
-    script.write_text(text)
-    shellcheck = Path(sys.executable).parent / "shellcheck"
-    result = subprocess.run([str(shellcheck), str(script)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
 
 
 # --- boot ------------------------------------------------------------------------------------
@@ -230,11 +280,9 @@ def test_boot_installs_config_token_and_guardrails(boot: Boot) -> None:
     node, imds = boot.node, boot.imds
     assert node.poweroffs() == []
     config = node.path(node_config.INSTANCE_CONFIG_PATH)
-    assert config.read_text() == node_config.render_condor_config(inputs("idtoken"))
+    assert f'EC2InstanceID = "{INSTANCE_ID}"' in config.read_text()
     assert mode_of(config) == 0o644
-    instance = node.path(node_config.INSTANCE_ID_CONFIG_PATH)
-    assert f'EC2InstanceID = "{INSTANCE_ID}"' in instance.read_text()
-    assert mode_of(instance) == 0o644
+    assert sorted(p.name for p in config.parent.iterdir()) == [config.name]
 
     token = node.path(f"{node_config.TOKEN_DIRECTORY}/{node_config.TOKEN_FILE_NAME}")
     assert token.read_text() == boot.secret + "\n"
@@ -270,27 +318,7 @@ def test_boot_installs_config_token_and_guardrails(boot: Boot) -> None:
 
 
 def test_written_configuration_reads_back_with_htcondor(boot: Boot) -> None:
-    values = read_config(
-        boot.node,
-        ["STARTD_NOCLAIM_SHUTDOWN", "AnnexName", "IsAnnex", "COLLECTOR_HOST", "CCB_ADDRESS",
-         "EC2InstanceID", "START", "STARTD_ATTRS", "MASTER_ATTRS", "DAEMON_LIST",
-         "DEFAULT_MASTER_SHUTDOWN_SCRIPT", "MASTER.DAEMON_SHUTDOWN_FAST", "SEC_TOKEN_DIRECTORY",
-         "SEC_DEFAULT_AUTHENTICATION_METHODS", "TRUST_DOMAIN"],
-    )
-    assert int(values["STARTD_NOCLAIM_SHUTDOWN"]) == IDLE
-    assert values["AnnexName"] == f'"{ANNEX}"'
-    assert values["IsAnnex"] == "True"
-    assert values["COLLECTOR_HOST"] == "cm.pool.example.org:9618"
-    assert values["CCB_ADDRESS"] == values["COLLECTOR_HOST"]
-    assert values["EC2InstanceID"] == f'"{INSTANCE_ID}"'
-    for attrs in (values["STARTD_ATTRS"], values["MASTER_ATTRS"]):
-        assert {"AnnexName", "IsAnnex", "EC2InstanceID"} <= set(attrs.split())
-    assert set(values["DAEMON_LIST"].replace(",", " ").split()) == {"MASTER", "STARTD"}
-    assert values["DEFAULT_MASTER_SHUTDOWN_SCRIPT"] == node_config.MASTER_SHUTDOWN_SCRIPT
-    assert values["SEC_TOKEN_DIRECTORY"] == node_config.TOKEN_DIRECTORY
-    assert "IDTOKENS" in values["SEC_DEFAULT_AUTHENTICATION_METHODS"]
-    assert values["TRUST_DOMAIN"] == "cm.pool.example.org"
-    assert values["_runs_owner"] is True and values["_runs_other"] is False
+    assert_exactly_the_template(boot.node, "idtoken")
 
 
 def test_boot_in_password_mode_installs_the_pool_password(node: Node, clients) -> None:
@@ -302,10 +330,7 @@ def test_boot_in_password_mode_installs_the_pool_password(node: Node, clients) -
     assert mode_of(password) == 0o600 and mode_of(password.parent) == 0o700
     assert not node.path(node_config.TOKEN_DIRECTORY).exists()
     assert secret not in result.stdout + result.stderr + node.log_text()
-    values = read_config(node, ["SEC_PASSWORD_FILE", "SEC_DEFAULT_AUTHENTICATION_METHODS", "START",
-                                "MASTER.DAEMON_SHUTDOWN_FAST"])
-    assert values["SEC_PASSWORD_FILE"] == node_config.PASSWORD_FILE
-    assert "PASSWORD" in values["SEC_DEFAULT_AUTHENTICATION_METHODS"]
+    assert_exactly_the_template(node, "password")
 
 
 def test_boot_without_the_annex_objects_powers_off(node: Node, clients) -> None:
@@ -319,23 +344,79 @@ def test_boot_without_the_annex_objects_powers_off(node: Node, clients) -> None:
     assert "restart condor" not in node.systemctl_calls()
 
 
+def boot_with_settings(node: Node, clients, text: str) -> subprocess.CompletedProcess:
+    upload_annex(clients)
+    put(clients, contract.NODE_ENV_OBJECT, text)
+    return node.run(now=BOOT_AT)
+
+
+def assert_refused_before_htcondor(node: Node, result: subprocess.CompletedProcess, *named: str) -> None:
+    """Exit 2 with the value named, powered off, HTCondor never configured, installed or started."""
+    assert result.returncode == 2, result.stderr
+    assert node.poweroffs() == [""]
+    assert "REFUSED" in result.stderr and all(n in result.stderr for n in named), result.stderr
+    assert not node.path(node_config.INSTANCE_CONFIG_PATH).exists()
+    assert not node.path(node_config.TOKEN_DIRECTORY).exists()
+    assert "restart condor" not in node.systemctl_calls() and "enable condor" not in node.systemctl_calls()
+    assert not Path("/tmp/owned-by-annex-test").exists()
+
+
+def settings_with(key: str, value: str) -> str:
+    """annex.env as the broker writes it, with one value replaced as text (newlines and all)."""
+    lines = node_config.render_node_env(inputs()).splitlines(keepends=True)
+    return "".join(f"{key}={value}\n" if line.startswith(f"{key}=") else line for line in lines)
+
+
+# Each tries to add configuration, or a command, through one of the node's values. The ten
+# thousand characters are a list of collectors every one of which is well formed.
+HOSTILE_SETTINGS = {
+    "newline": ("ANNEX_COLLECTOR_HOST", "cm.pool.example.org\nSTART = True"),
+    "trailing-pipe": ("ANNEX_TRUST_DOMAIN", "touch /tmp/owned-by-annex-test |"),
+    "backslash-continuation": ("ANNEX_OWNER", "needsmoore\\"),
+    "include-command": ("ANNEX_NAME", "include command : touch /tmp/owned-by-annex-test"),
+    "startd-cron": ("ANNEX_COLLECTOR_HOST",
+                    "cm\nSTARTD_CRON_JOBLIST = owned\nSTARTD_CRON_OWNED_EXECUTABLE = /usr/bin/touch"),
+    "user-job-wrapper": ("ANNEX_OWNER", "needsmoore\nUSER_JOB_WRAPPER = /tmp/owned-by-annex-test"),
+    "ten-kilobytes": ("ANNEX_COLLECTOR_HOST", ", ".join(["cm.pool.example.org:9618"] * 400)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_SETTINGS))
+def test_boot_refuses_a_hostile_value_and_powers_off_before_htcondor(node: Node, clients, case: str) -> None:
+    key, value = HOSTILE_SETTINGS[case]
+    result = boot_with_settings(node, clients, settings_with(key, value))
+    named = key if "\n" not in value else "no setting"
+    assert_refused_before_htcondor(node, result, named)
+
+
+@pytest.mark.parametrize(
+    ("case", "text"),
+    [
+        ("unknown key", "ANNEX_EXTRA_CONFIG=START = True\n"),
+        ("configuration line", "SUSPEND = True\n"),
+        ("key given twice", "ANNEX_NAME=other\n"),
+        ("idle out of range", "ANNEX_IDLE_SECONDS=5\n"),
+        ("dead-man out of range", "ANNEX_DEADMAN_SECONDS=999999\n"),
+        ("security mode", "ANNEX_SECURITY=kerberos\n"),
+    ],
+)
+def test_boot_refuses_settings_that_are_not_the_brokers(node: Node, clients, case: str, text: str) -> None:
+    base = node_config.render_node_env(inputs())
+    if case in ("idle out of range", "dead-man out of range", "security mode"):
+        key = text.split("=", 1)[0]
+        body = settings_with(key, text.split("=", 1)[1].rstrip("\n"))
+    else:
+        body = base + text
+    result = boot_with_settings(node, clients, body)
+    assert_refused_before_htcondor(node, result)
+
+
 def test_boot_refuses_settings_of_another_annex(node: Node, clients) -> None:
     upload_annex(clients)
     other = NodeConfigInputs(**{**inputs().__dict__, "annex_name": "someone-elses"})
     put(clients, contract.NODE_ENV_OBJECT, node_config.render_node_env(other))
     result = node.run(now=BOOT_AT)
-    assert result.returncode != 0 and node.poweroffs() == [""]
-    assert "another annex" in result.stderr
-    assert not node.path(node_config.INSTANCE_CONFIG_PATH).exists()
-
-
-def test_boot_refuses_a_configuration_that_runs_commands(node: Node, clients) -> None:
-    upload_annex(clients)
-    hostile = node_config.render_condor_config(inputs()) + "include command : /bin/touch /tmp/owned\n"
-    put(clients, contract.NODE_CONFIG_OBJECT, hostile)
-    result = node.run(now=BOOT_AT)
-    assert result.returncode != 0 and node.poweroffs() == [""]
-    assert not node.path(node_config.INSTANCE_CONFIG_PATH).exists()
+    assert_refused_before_htcondor(node, result, "another annex")
 
 
 def test_boot_refuses_an_unsafe_tag(node: Node, imds: FakeImds, clients) -> None:

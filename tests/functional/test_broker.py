@@ -221,3 +221,110 @@ def test_a_region_missing_from_the_shipped_table_gets_fetched_prices(aws, tmp_pa
     plan = plan_launch(ctx, request("sydney", write_pool(tmp_path / "pool"), count=2))
     assert plan.price_source == "AWS Price List API"
     assert set(plan.prices) == set(contract.DEFAULT_INSTANCE_TYPES)
+
+
+# --- what reaches a node: typed values, each checked ------------------------------------------------
+
+# The node-trust review's attempts, each in a field that becomes a node's configuration value. The
+# ten thousand characters are a list of collectors every one of which is well formed.
+HOSTILE_VALUES = {
+    "newline": ("collector_host", "cm.pool.example:9618\nSTART = True"),
+    "trailing-pipe": ("trust_domain", "touch /tmp/owned |"),
+    "backslash-continuation": ("job_owner", "alice\\"),
+    "include-command": ("annex_name", "include command : /bin/sh -c id"),
+    "startd-cron": ("collector_host", "cm\nSTARTD_CRON_JOBLIST = owned\nSTARTD_CRON_OWNED_EXECUTABLE = /bin/sh"),
+    "user-job-wrapper": ("job_owner", "alice\nUSER_JOB_WRAPPER = /tmp/owned"),
+    "ten-kilobytes": ("collector_host", ", ".join(["cm.pool.example:9618"] * 450)),
+}
+
+
+def test_hostile_values_are_refused_by_the_broker_and_named(world, aws, clients):
+    """Through a real Invoke, one launch request per value: each refused with the value named,
+    nothing launched, nothing written for a node to read."""
+    from annex_cloud.node.config import shown
+
+    bundle_path, pool = world
+    for case, (field, value) in HOSTILE_VALUES.items():
+        params = {
+            "annex_name": "hostile", "count": 1, "idle_minutes": 15, "spot": False, "request_id": uuid.uuid4().hex,
+            "expiry": (datetime.now(timezone.utc) + timedelta(hours=5)).strftime(contract.EXPIRY_FORMAT),
+            "pool": {"collector_host": pool.collector_host, "trust_domain": pool.trust_domain, "job_owner": "alice",
+                     "security": "password", "material": base64.b64encode(b"scrambled").decode()},
+        }
+        if field == "annex_name":
+            params[field] = value
+        else:
+            params["pool"][field] = value
+        answer = raw_invoke(bundle_path, {"op": "launch", "identity": proof_for(bundle_path), "params": params})
+        assert answer["ok"] is False, case
+        assert shown(value)[:40] in answer["refused"]["what"], (case, answer["refused"])
+    aws.enforce_iam(False)
+    assert live() == []
+    stack = clients.cloudformation.describe_stacks(StackName=contract.DEFAULT_STACK_NAME)["Stacks"][0]
+    bucket = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == contract.OUT_BUCKET)
+    assert clients.s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+# --- the annex's token: its id is recorded and shown, never the token ---------------------------------
+
+
+def test_an_annexs_token_id_is_shown_by_the_plan_and_status_and_kept_by_extend(world, aws, clients):
+    from annex_cloud.pool_tokens import read_claims
+    from annex_cloud.registry import Registry
+    from annex_user.manage import annex_status, extend_lease, extend_params, terminate_annex
+
+    bundle_path, pool = world
+    ctx = open_context(bundle_path)
+    plan = plan_launch(ctx, request("revocable", pool, count=2, hours=5))
+    assert plan.token_id and plan.token_id in plan.security_description
+    result = execute_launch(ctx, plan)
+    assert result.answer["token_id"] == plan.token_id
+    rows = annex_status(ctx, annex_name="revocable", condor_config=None).rows
+    assert {row.data["token_id"] for row in rows} == {plan.token_id}
+
+    later = ctx.now + timedelta(hours=10)
+    extended = extend_lease(ctx, extend_params(ctx, "revocable", later, False), condor_config=str(pool.condor_config))
+    assert extended.token_reminted and extended.answer["token_id"] == plan.token_id
+    aws.enforce_iam(False)
+    stack = clients.cloudformation.describe_stacks(StackName=contract.DEFAULT_STACK_NAME)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    key = contract.annex_prefix(PROJECT, "revocable") + contract.TOKEN_OBJECT
+    claims = read_claims(clients.s3.get_object(Bucket=outputs[contract.OUT_BUCKET], Key=key)["Body"].read())
+    assert claims.token_id == plan.token_id  # the new token, the annex's id
+    assert claims.expires <= int(later.timestamp()) + 3600
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    record = registry.annex(PROJECT, "revocable")
+    assert record.token_id == plan.token_id and record.expiry == later.strftime(contract.EXPIRY_FORMAT)
+    aws.enforce_iam(True)
+    terminate_annex(ctx, "revocable")
+    aws.enforce_iam(False)
+    assert registry.annex(PROJECT, "revocable") is None
+
+
+def test_a_token_that_is_not_the_annexs_is_refused_by_the_broker(world, aws):
+    """The request's token id must be the token's own, and the token no more than an annex's."""
+    from annex_user.tokens import mint_idtoken
+
+    bundle_path, pool = world
+    expiry = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=5)
+    key = pool.password_file.read_bytes()
+    cases = {
+        "id": (dict(token_id="f" * 32), "0" * 32, "is not the annex's"),
+        "life": (dict(token_id="0" * 32, expires_at=expiry + timedelta(hours=3)), "0" * 32, "after the lease end"),
+        "scopes": (dict(token_id="0" * 32, scopes=("condor:/ADMINISTRATOR",)), "0" * 32, "are more than"),
+    }
+    for case, (minted, named, why) in cases.items():
+        claims = dict(trust_domain=pool.trust_domain, subject="condor_pool@pool.example", issued_at=expiry - timedelta(hours=6),
+                      expires_at=expiry + timedelta(hours=1), scopes=("condor:/ADVERTISE_STARTD",))
+        claims.update(minted)
+        token = mint_idtoken(key, **claims)
+        params = {
+            "annex_name": f"forged-{case}", "count": 1, "idle_minutes": 15, "spot": False, "request_id": uuid.uuid4().hex,
+            "expiry": expiry.strftime(contract.EXPIRY_FORMAT),
+            "pool": {"collector_host": pool.collector_host, "trust_domain": pool.trust_domain, "job_owner": "alice",
+                     "security": "idtoken", "material": base64.b64encode(token.encode()).decode(), "token_id": named},
+        }
+        answer = raw_invoke(bundle_path, {"op": "launch", "identity": proof_for(bundle_path), "params": params})
+        assert answer["ok"] is False and why in answer["refused"]["why"], (case, answer)
+    aws.enforce_iam(False)
+    assert live() == []

@@ -161,3 +161,98 @@ def test_lowering_a_cap_below_what_runs_names_what_the_enforcer_would_end_and_as
     (question,) = questions
     assert "instances 32 -> 10" in question and "would then end 8 running instance(s)" in question
     assert not (tmp_path / "2.toml").exists()
+
+
+# --- each project's nodes run as the project's own role ----------------------------------------------
+
+
+def template_data(ec2, template_id: str, version: str) -> dict:
+    (found,) = ec2.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=[version])[
+        "LaunchTemplateVersions"]
+    return found["LaunchTemplateData"]
+
+
+def test_issue_gives_the_project_its_own_node_role_profile_and_template_versions(clients, tmp_path):
+    """Structural, against what the emulator stored (it does not apply instance profiles at
+    launch): the role, its one policy, its profile, and one version of each stack template that
+    is the default version plus the profile and nothing else."""
+    from annex_admin.nodes import POLICY_NAME, NodeScope
+    from annex_cloud.nodes import node_role_name
+
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "a.toml")
+    issue_bundle(clients, tmp_path / "b.toml", project_id="OtherLab", user="labmate")
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    scope = NodeScope.of(contract.DEFAULT_STACK_NAME, "us-east-1", outputs)
+    records = {p: registry.node(p) for p in (PROJECT, "OtherLab")}
+    for project, record in records.items():
+        name = node_role_name(contract.DEFAULT_STACK_NAME, "us-east-1", project)
+        role = clients.iam.get_role(RoleName=name)["Role"]
+        assert role["Path"] == outputs[contract.OUT_NODE_ROLE_PATH] and role["Arn"] == record.role_arn
+        assert "ec2.amazonaws.com" in str(role["AssumeRolePolicyDocument"])
+        assert clients.iam.list_role_policies(RoleName=name)["PolicyNames"] == [POLICY_NAME]
+        assert clients.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"] == []
+        document = clients.iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"]
+        assert document == scope.policy(project)
+        resources = [r for st in document["Statement"] for r in st["Resource"]]
+        assert f"arn:aws:s3:::{outputs[contract.OUT_BUCKET]}/annexes/{project}/*" in resources
+        profile = clients.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+        assert profile["Arn"] == record.profile_arn and [r["RoleName"] for r in profile["Roles"]] == [name]
+        assert set(record.templates) == set(scope.launch_templates)
+        for itype, version in record.templates.items():
+            assert version.template_id == scope.launch_templates[itype]
+            default = template_data(clients.ec2, version.template_id, "$Default")
+            own = template_data(clients.ec2, version.template_id, str(version.version))
+            assert "IamInstanceProfile" not in default
+            assert own == {**default, "IamInstanceProfile": {"Arn": record.profile_arn}}
+    assert records[PROJECT].role_arn != records["OtherLab"].role_arn
+    assert {t.version for t in records[PROJECT].templates.values()}.isdisjoint(
+        {t.version for t in records["OtherLab"].templates.values()})
+
+
+def test_issuing_again_keeps_the_node_role_and_makes_no_new_version(clients, tmp_path):
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "1.toml")
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    first = registry.node(PROJECT)
+    latest = {lt["LaunchTemplateId"]: lt["LatestVersionNumber"]
+              for lt in clients.ec2.describe_launch_templates()["LaunchTemplates"]}
+    issue_bundle(clients, tmp_path / "2.toml")
+    assert registry.node(PROJECT) == first
+    assert {lt["LaunchTemplateId"]: lt["LatestVersionNumber"]
+            for lt in clients.ec2.describe_launch_templates()["LaunchTemplates"]} == latest
+
+
+def test_revoking_keys_leaves_the_projects_node_role_for_its_running_annexes(clients, tmp_path):
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "b.toml")
+    revoke_credentials(clients, USER)
+    record = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).node(PROJECT)
+    assert clients.iam.get_role(RoleName=record.role_arn.rsplit("/", 1)[1])["Role"]["Arn"] == record.role_arn
+
+
+def test_a_changed_template_is_followed_by_every_project_and_reported_until_then(clients, tmp_path):
+    """setup changes a template by making a new default version; until the projects get versions
+    of it, check-setup says so, and after setup they have them."""
+    from annex_admin.check import check_setup
+    from annex_admin.nodes import NodeScope, follow_templates, node_problems
+
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "b.toml")
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    scope = NodeScope.of(contract.DEFAULT_STACK_NAME, "us-east-1", outputs)
+    assert node_problems(clients, scope, registry) == ([PROJECT], [])
+    itype, template_id = sorted(scope.launch_templates.items())[0]
+    newer = clients.ec2.create_launch_template_version(
+        LaunchTemplateId=template_id, SourceVersion="1", LaunchTemplateData={"ImageId": "ami-0fedcba9876543210"},
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    clients.ec2.modify_launch_template(LaunchTemplateId=template_id, DefaultVersion=str(newer))
+    fine, problems = node_problems(clients, scope, registry)
+    assert fine == [] and problems == [f"{PROJECT}: its {itype} version copies an older template; run `annex-admin setup`"]
+    item = {i.name: i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items}["node roles"]
+    assert item.ok is False and "older template" in item.detail
+    assert follow_templates(clients, scope, registry) == [PROJECT]
+    followed = registry.node(PROJECT).templates[itype]
+    assert followed.source_version == newer
+    assert template_data(clients.ec2, template_id, str(followed.version))["ImageId"] == "ami-0fedcba9876543210"
+    assert node_problems(clients, scope, registry) == ([PROJECT], [])

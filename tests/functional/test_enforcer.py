@@ -54,11 +54,12 @@ def launch(
     expiry: str | None = None,
     instance_type: str = "m5.large",
     other_tags: dict[str, str] | None = None,
+    **more: object,
 ) -> list[str]:
     tags = dict(other_tags or {})
     wanted = {contract.TAG_ANNEX_NAME: annex, contract.TAG_PROJECT: project, contract.TAG_EXPIRY: expiry}
     tags.update({key: value for key, value in wanted.items() if value is not None})
-    request = {"ImageId": IMAGE, "MinCount": count, "MaxCount": count, "InstanceType": instance_type}
+    request = {"ImageId": IMAGE, "MinCount": count, "MaxCount": count, "InstanceType": instance_type, **more}
     if tags:
         request["TagSpecifications"] = [
             {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
@@ -765,3 +766,30 @@ def test_a_sweep_that_cannot_run_publishes_an_error_and_no_heartbeat(aws, client
     assert calls
     assert metric_sums(clients, scope.name, metrics.ERRORS) == [1.0]
     assert metric_sums(clients, scope.name, metrics.HEARTBEAT) == []
+
+
+def test_an_annex_instance_with_another_projects_node_role_is_ended_by_the_deployed_enforcer(clients, tmp_path):
+    """Its role could read the other project's pool material. The instances are started here with
+    an explicit profile (the emulator ignores the one a launch template names)."""
+    import json
+
+    from annex_cloud.registry import Registry
+    from tests.flows import PROJECT, issue_bundle
+
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "a.toml", caps=ProjectCaps(32, 24, 500.0))
+    issue_bundle(clients, tmp_path / "b.toml", project_id="OtherLab", user="labmate")
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    expiry = stamp(utcnow() + timedelta(hours=2))
+    started = {}
+    for owner in (PROJECT, "OtherLab"):
+        (started[owner],) = launch(clients.ec2, annex="run", project=PROJECT, expiry=expiry,
+                                   IamInstanceProfile={"Arn": registry.node(owner).profile_arn})
+    described = clients.ec2.describe_instances(InstanceIds=[started["OtherLab"]])["Reservations"][0]["Instances"][0]
+    assert described["IamInstanceProfile"]["Arn"] == registry.node("OtherLab").profile_arn
+    function = outputs[contract.OUT_ENFORCER_FUNCTION]
+    answer = clients.awslambda.invoke(FunctionName=function, Payload=json.dumps({}).encode())
+    report = json.loads(answer["Payload"].read())
+    assert [t["instance_id"] for t in report["terminated"]] == [started["OtherLab"]], report
+    assert "not the node profile of project" in report["terminated"][0]["reason"]
+    assert started[PROJECT] in live_ids(clients.ec2)

@@ -19,6 +19,7 @@ import pytest
 from annex_cloud.broker.ops import Call, end_annex, launch
 from annex_cloud.broker.settings import BrokerSettings
 from annex_cloud.caps import Caps
+from annex_cloud.errors import Refused
 from annex_cloud.fleet import FleetSpec, run_fleet
 from annex_cloud.registry import Registry
 from annex_common.aws import make_clients
@@ -75,7 +76,7 @@ def test_launch_tags_every_instance_on_create_with_two_client_calls(aws, tmp_pat
     mine, broker = split_calls(aws.calls_since(start), ctx.bundle.aws_access_key_id)
     assert mine == Counter({"Invoke": 2})  # plan, then launch: nothing else leaves her machine
     assert broker["CreateFleet"] == 1 and broker["CreateTags"] == 0  # tags ride on the creating call
-    assert broker["RunInstances"] == 0 and broker["PUT object"] == 3
+    assert broker["RunInstances"] == 0 and broker["PUT object"] == 2  # annex.env and the token
     assert len(result.instance_ids) == 16 and result.shortfall == 0
     instances = annex_instances("a16")
     assert sorted(i["InstanceId"] for i in instances) == sorted(result.instance_ids)
@@ -287,5 +288,40 @@ def test_terminate_twice_says_already_gone(aws, clients, tmp_path):
     launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("brief", 2, "f" * 32)))
     first = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
     second = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
-    assert len(first["instance_ids"]) == 2 and first["already_gone"] is False and first["objects_removed"] == 3
+    assert len(first["instance_ids"]) == 2 and first["already_gone"] is False and first["objects_removed"] == 2
     assert second == {"annex_name": "brief", "instance_ids": [], "objects_removed": 0, "already_gone": True}
+
+
+# --- each project's nodes run as its own role ----------------------------------------------------------
+
+
+def test_the_broker_launches_a_project_from_its_own_template_versions(aws, clients, tmp_path):
+    """Every launch specification names the stack's template at the project's version (the one
+    that adds the project's node profile), and the plan names the role its nodes run as."""
+    _ctx, _pool, outputs = scientist(tmp_path)
+    node = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).node(PROJECT)
+    seen: list[dict] = []
+    clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", lambda params, **_: seen.append(params))
+    result = launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("versioned", 2, "c" * 32)))
+    assert len(result["instance_ids"]) == 2 and result["node_role"] == node.role_arn
+    specs = [c["LaunchTemplateSpecification"] for c in seen[0]["LaunchTemplateConfigs"]]
+    assert len(specs) == len(node.templates)
+    assert sorted((s["LaunchTemplateId"], s["Version"]) for s in specs) == sorted(
+        (t.template_id, str(t.version)) for t in node.templates.values())
+    for spec in specs:
+        (version,) = clients.ec2.describe_launch_template_versions(
+            LaunchTemplateId=spec["LaunchTemplateId"], Versions=[spec["Version"]])["LaunchTemplateVersions"]
+        assert version["LaunchTemplateData"]["IamInstanceProfile"] == {"Arn": node.profile_arn}
+
+
+def test_a_project_without_its_node_role_launches_nothing(aws, clients, tmp_path):
+    """A project issued before node roles existed (or whose record is gone) is refused, with what
+    to do, and nothing is launched or written."""
+    _ctx, _pool, outputs = scientist(tmp_path)
+    clients.client("dynamodb").delete_item(
+        TableName=outputs[contract.OUT_REGISTRY_TABLE], Key={"pk": {"S": f"node#{PROJECT}"}, "sk": {"S": "node"}})
+    with pytest.raises(Refused) as caught:
+        launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("roleless", 2, "b" * 32)))
+    assert "has no node role" in caught.value.what and "issue-credentials" in caught.value.next_step
+    assert annex_instances("roleless") == []
+    assert clients.s3.list_objects_v2(Bucket=outputs[contract.OUT_BUCKET]).get("KeyCount", 0) == 0

@@ -86,6 +86,8 @@ def test_password_pool_ships_the_password_file(tmp_path: Path) -> None:
     assert sec.payload == password  # as-is, still scrambled: the instance uses the file directly
     assert f"pool password file {tmp_path}/pool_password" in sec.description
     assert "no-such-key" in sec.description and "not readable" in sec.description
+    # The plan shows this description: it says plainly what the fallback costs.
+    assert "this puts the pool's key on every node of the annex" in sec.description
     for shown in (repr(sec), str(sec)):
         assert password.hex() not in shown and repr(password) not in shown
 

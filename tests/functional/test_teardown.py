@@ -55,6 +55,10 @@ def test_force_leaves_no_instance_object_user_or_stack(clients, tmp_path):
     assert clients.client("dynamodb").list_tables()["TableNames"] == []
     assert clients.awslambda.list_functions()["Functions"] == []
     assert clients.iam.list_users()["Users"] == []
+    # The project's node role and profile, made by issue-credentials outside the stack.
+    assert clients.iam.list_roles(PathPrefix="/condor-annex/")["Roles"] == []
+    assert clients.iam.list_instance_profiles()["InstanceProfiles"] == []
+    assert any(item.startswith("node role annex-node-") for item in report.removed)
     assert not clients.cloudformation.list_stacks(StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE"])["StackSummaries"]
     vpcs = clients.ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [outputs["VpcId"]]}])["Vpcs"]
     assert vpcs == []

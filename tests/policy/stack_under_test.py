@@ -1,9 +1,11 @@
 """The region stack as the tests see it: built by templates.stack, deployed to the emulator,
-and read back (outputs, resource ARNs, and the IAM documents with every Ref resolved).
+with two projects' credentials issued and one annex launched by the broker's code for each, and
+read back (outputs, resource ARNs, and the IAM documents with every Ref resolved).
 
-Nothing here is a constant copied from the template: the scientists' managed policy, the three
-roles' inline policies, the functions' and the registry table's ARNs all come from what the
-emulator stored when the real template was deployed.
+Nothing here is a constant copied from the template: the scientists' managed policy, the roles'
+inline policies (the broker's, the enforcer's, each project's node role as issue-credentials made
+it), the functions' and the registry table's ARNs, and every object and record of each project
+come from what the emulator stored.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 
 from annex_admin.artifact import build_function_zip
+from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials
 from annex_admin.deploy import publish_code
 from annex_common.aws import AwsClients
 from templates import contract
@@ -49,13 +54,26 @@ class FunctionUnderTest:
         return f"arn:aws:sts::{account}:assumed-role/{self.role_name}/{self.name}"
 
 
+@dataclass(frozen=True)
+class ProjectUnderTest:
+    """One project as issue-credentials and a launch left it."""
+
+    project_id: str
+    user: str
+    node_role_arn: str
+    node_profile_arn: str
+    node_role_policies: list[dict[str, Any]]
+    objects: list[str]  # every key of the project in the stack's bucket
+    items: list[tuple[str, str]]  # every (pk, sk) of the project in the registry
+
+
 @dataclass
 class DeployedStack:
     stack_id: str
     account: str
     outputs: dict[str, str]
     scientist_policy: dict[str, Any]
-    instance_role_policies: list[dict[str, Any]]
+    projects: dict[str, ProjectUnderTest]
     broker: FunctionUnderTest
     enforcer: FunctionUnderTest
     table_arn: str
@@ -64,9 +82,6 @@ class DeployedStack:
     def bucket(self) -> str:
         return self.outputs[contract.OUT_BUCKET]
 
-    @property
-    def instance_role_arn(self) -> str:
-        return self.outputs[contract.OUT_INSTANCE_ROLE]
 
     @property
     def launch_templates(self) -> dict[str, str]:
@@ -121,7 +136,62 @@ def _function(session: boto3.session.Session, iam: Any, name: str) -> FunctionUn
     )
 
 
-def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS) -> DeployedStack:
+# Two projects, so that one's nodes can be asked for everything of the other's.
+PROJECTS = {"ProjA": "needsmoore", "ProjB": "labmate"}
+
+
+def _launch_one_annex(clients: AwsClients, outputs: dict[str, str], project_id: str, user: str) -> None:
+    """What the broker's launch writes and records for one annex, made by its own code (the
+    administrator's clients stand in for its role: this is about what exists, not who may)."""
+    import base64
+    import uuid
+    from datetime import datetime, timedelta, timezone
+
+    from annex_cloud.broker import ops
+    from annex_cloud.broker.settings import BrokerSettings
+    from annex_cloud.registry import Registry
+
+    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
+    settings = BrokerSettings(
+        function_name=outputs[contract.OUT_BROKER_FUNCTION], region=REGION, stack_name=STACK_NAME,
+        bucket=outputs[contract.OUT_BUCKET], table=outputs[contract.OUT_REGISTRY_TABLE],
+        launch_templates=dict(p.split("=", 1) for p in outputs[contract.OUT_LAUNCH_TEMPLATES].split(",")),
+        subnets=tuple(outputs[contract.OUT_SUBNETS].split(",")),
+    )
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    params = {
+        "annex_name": f"{project_id.lower()}-annex-1", "count": 1, "idle_minutes": 15, "spot": False,
+        "request_id": uuid.uuid4().hex, "expiry": (now + timedelta(hours=5)).strftime(contract.EXPIRY_FORMAT),
+        "pool": {"collector_host": "cm.pool.example:9618", "trust_domain": "pool.example", "job_owner": user,
+                 "security": "password", "material": base64.b64encode(b"scrambled pool password").decode()},
+    }
+    call = ops.Call(settings, user, project_id, registry.caps(project_id), clients.ec2, clients.s3, registry, now, params)
+    assert ops.launch(call)["instance_ids"]
+
+
+def _project(clients: AwsClients, outputs: dict[str, str], project_id: str, user: str) -> ProjectUnderTest:
+    from annex_cloud.registry import Registry
+
+    iam = clients.iam
+    node = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).node(project_id)
+    assert node is not None
+    keys = [
+        o["Key"] for o in clients.s3.list_objects_v2(
+            Bucket=outputs[contract.OUT_BUCKET], Prefix=f"{contract.ANNEX_PREFIX}/{project_id}/"
+        ).get("Contents", [])
+    ]
+    items = [
+        (item["pk"]["S"], item["sk"]["S"])
+        for item in clients.client("dynamodb").scan(TableName=outputs[contract.OUT_REGISTRY_TABLE])["Items"]
+        if item["pk"]["S"] in (f"project#{project_id}", f"user#{user}")
+    ]
+    return ProjectUnderTest(
+        project_id, user, node.role_arn, node.profile_arn,
+        _role_policies(iam, node.role_arn.rsplit("/", 1)[1]), sorted(keys), sorted(items),
+    )
+
+
+def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS, workdir: Path | None = None) -> DeployedStack:
     """Create the stack from the real template and read back what AWS would evaluate.
 
     The functions' zip is published first, as setup does (CloudFormation creates the functions
@@ -147,12 +217,19 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS) -
     table = session.client("dynamodb", region_name=REGION).describe_table(
         TableName=outputs[contract.OUT_REGISTRY_TABLE]
     )["Table"]
+    admin = AwsClients(session)
+    folder = Path(tempfile.mkdtemp(prefix="annex-policy-")) if workdir is None else workdir
+    for project_id, user in PROJECTS.items():
+        change = CapsChange(8, 24, 100.0)
+        issue_credentials(admin, IssueRequest(settings.stack_name, project_id, user, folder / f"{user}.toml", change),
+                          lambda _question: True)
+        _launch_one_annex(admin, outputs, project_id, user)
     return DeployedStack(
         stack_id=stack["StackId"],
         account=policy_arn.split(":")[4],
         outputs=outputs,
         scientist_policy=_document({"PolicyDocument": scientist["Document"]}),
-        instance_role_policies=_role_policies(iam, outputs[contract.OUT_INSTANCE_ROLE].rsplit("/", 1)[1]),
+        projects={p: _project(admin, outputs, p, u) for p, u in PROJECTS.items()},
         broker=_function(session, iam, outputs[contract.OUT_BROKER_FUNCTION]),
         enforcer=_function(session, iam, outputs[contract.OUT_ENFORCER_FUNCTION]),
         table_arn=table["TableArn"],

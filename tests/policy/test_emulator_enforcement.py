@@ -37,6 +37,7 @@ from annex_user.broker_client import Broker
 from annex_user.context import open_context
 from annex_user.launch import LaunchRequest, execute_launch, plan_launch
 from annex_user.manage import extend_lease, extend_params, terminate_annex
+from annex_cloud.registry import Registry
 from templates import contract
 from tests import emulator as emu
 from tests import flows
@@ -54,6 +55,7 @@ class World:
     pool: flows.TestPool
     scientist: AwsClients  # the bundle's keys
     broker_role_arn: str  # read by the administrator: her keys cannot read it
+    node_profile_arn: str  # her project's, as issue-credentials made it
 
     def client(self, service: str) -> Any:
         return self.scientist.client(service)
@@ -87,10 +89,12 @@ def world(emulator: emu.Emulator, tmp_path_factory: pytest.TempPathFactory) -> I
         region=bundle.region, access_key_id=bundle.aws_access_key_id, secret_access_key=bundle.aws_secret_access_key
     )
     broker_role = admin.awslambda.get_function(FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["Role"]
+    node = Registry(admin.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).node(bundle.project_id)
+    assert node is not None
     emulator.enforce_iam(True)
     try:
         yield World(emulator, admin, outputs, bundle, folder / "bundle.toml", flows.write_pool(folder / "pool"), scientist,
-                    broker_role)
+                    broker_role, node.profile_arn)
     finally:
         emulator.enforce_iam(False)
 
@@ -181,15 +185,15 @@ REFUSED: dict[str, Call] = {
     "ec2-describe-instances": lambda w, i: w.client("ec2").describe_instances(),
     # calls that would pass a role: refused at their own action (the emulator does not judge PassRole)
     "pass-role-instance-profile-to-her-instance": lambda w, i: w.client("ec2").associate_iam_instance_profile(
-        InstanceId=i, IamInstanceProfile={"Arn": w.outputs[contract.OUT_INSTANCE_PROFILE]}),
+        InstanceId=i, IamInstanceProfile={"Arn": w.node_profile_arn}),
     "pass-role-broker-role-to-her-function": lambda w, i: w.client("lambda").create_function(
         FunctionName="my-broker", Runtime="python3.12", Handler="annex_cloud.broker.handler",
         Role=w.broker_role_arn, Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18}),
     # S3: the bucket holds every annex's secrets
-    "s3-put-own-annex-config": lambda w, i: w.client("s3").put_object(
-        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_CONFIG_OBJECT), Body=b"START = True\n"),
-    "s3-get-own-annex-config": lambda w, i: w.client("s3").get_object(
-        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_CONFIG_OBJECT)),
+    "s3-put-own-annex-settings": lambda w, i: w.client("s3").put_object(
+        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_ENV_OBJECT), Body=b"ANNEX_OWNER=*\n"),
+    "s3-get-own-annex-settings": lambda w, i: w.client("s3").get_object(
+        Bucket=w.outputs[contract.OUT_BUCKET], Key=_own_key(w, contract.NODE_ENV_OBJECT)),
     "s3-list-bucket": lambda w, i: w.client("s3").list_objects_v2(Bucket=w.outputs[contract.OUT_BUCKET]),
     # the administrator's record
     "dynamodb-raise-own-caps": lambda w, i: w.client("dynamodb").put_item(
@@ -279,8 +283,7 @@ def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) ->
         objects = admin.s3.list_objects_v2(Bucket=world.outputs[contract.OUT_BUCKET], Prefix=prefix)
         instances = [i for r in admin.ec2.describe_instances(InstanceIds=launched.instance_ids)["Reservations"]
                      for i in r["Instances"]]
-    assert {o["Key"][len(prefix):] for o in objects.get("Contents", [])} >= {
-        contract.NODE_CONFIG_OBJECT, contract.NODE_ENV_OBJECT}
+    assert {o["Key"][len(prefix):] for o in objects.get("Contents", [])} >= {contract.NODE_ENV_OBJECT}
     for described in instances:
         tags = {t["Key"]: t["Value"] for t in described["Tags"]}
         assert tags[contract.TAG_ANNEX_NAME] == "enforced"

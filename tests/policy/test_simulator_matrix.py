@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pytest
 
 from templates import contract
+from templates.node_bootstrap import bootstrap_artifact
 from tests.policy.simulator import simulate
 from tests.policy.stack_under_test import REGION, DeployedStack
 
@@ -99,7 +100,7 @@ def launch(s: DeployedStack, itype: str = "m7i.large", **extra: Any) -> Context:
 def launch_instance(s: DeployedStack, itype: str = "m7i.large", lt_type: str | None = None, **tags: str | None) -> Context:
     context = launch(s, lt_type or itype)
     context.update(request_tags(**tags))
-    context.update({"ec2:InstanceType": itype, "ec2:InstanceProfile": s.outputs[contract.OUT_INSTANCE_PROFILE],
+    context.update({"ec2:InstanceType": itype, "ec2:InstanceProfile": s.projects[PROJECT].node_profile_arn,
                     "ec2:IsLaunchTemplateResource": "false"})
     return context
 
@@ -107,7 +108,7 @@ def launch_instance(s: DeployedStack, itype: str = "m7i.large", lt_type: str | N
 def fleet_instance(s: DeployedStack, itype: str = "m7i.large", **tags: str | None) -> Context:
     context = request_tags(**tags)
     context.update({"ec2:InstanceType": itype, "ec2:Region": REGION,
-                    "ec2:InstanceProfile": s.outputs[contract.OUT_INSTANCE_PROFILE]})
+                    "ec2:InstanceProfile": s.projects[PROJECT].node_profile_arn})
     return context
 
 
@@ -175,6 +176,10 @@ def code_object(s: DeployedStack) -> str:
     return f"arn:aws:s3:::{s.outputs[contract.OUT_CODE_BUCKET]}/functions/annex_cloud-0123456789abcdef0123.zip"
 
 
+def bootstrap_object(s: DeployedStack) -> str:
+    return f"arn:aws:s3:::{s.outputs[contract.OUT_CODE_BUCKET]}/{bootstrap_artifact().key}"
+
+
 def iam_user(name: str) -> Resource:
     return lambda s: f"arn:aws:iam::{s.account}:user{contract.USER_PATH}{name}"
 
@@ -195,7 +200,8 @@ BROKER_FN: Resource = lambda s: s.broker.arn  # noqa: E731
 ENFORCER_FN: Resource = lambda s: s.enforcer.arn  # noqa: E731
 BROKER_ROLE: Resource = lambda s: s.broker.role_arn  # noqa: E731
 ENFORCER_ROLE: Resource = lambda s: s.enforcer.role_arn  # noqa: E731
-INSTANCE_ROLE: Resource = lambda s: s.instance_role_arn  # noqa: E731
+NODE_ROLE: Resource = lambda s: s.projects[PROJECT].node_role_arn  # noqa: E731
+OTHER_NODE_ROLE: Resource = lambda s: s.projects[OTHER_PROJECT].node_role_arn  # noqa: E731
 TABLE: Resource = lambda s: s.table_arn  # noqa: E731
 OTHER_TABLE: Resource = lambda s: f"arn:aws:dynamodb:{REGION}:{s.account}:table/Payroll"  # noqa: E731
 SCIENTIST_POLICY: Resource = lambda s: s.outputs[contract.OUT_SCIENTIST_POLICY]  # noqa: E731
@@ -264,7 +270,7 @@ SCIENTIST_CASES = [
     scientist("reboot-own-instance", "ec2:RebootInstances", instance, DENY,
               "nothing that changes an instance", lambda s: existing_instance()),
     scientist("enable-imdsv1", "ec2:ModifyInstanceMetadataOptions", instance, DENY,
-              "IMDSv1 would hand the instance role's credentials to any request forger on the node",
+              "IMDSv1 would hand the node role's credentials to any request forger on the node",
               lambda s: existing_instance()),
     scientist("new-launch-template-version", "ec2:CreateLaunchTemplateVersion", LAUNCH_TEMPLATE, DENY,
               "a new default version would change what the broker launches", region),
@@ -277,8 +283,8 @@ SCIENTIST_CASES = [
     scientist("describe-instances", "ec2:DescribeInstances", ANYWHERE, DENY,
               "status comes from the broker; her keys read nothing of EC2", region),
     # --- S3: the bucket holds every annex's pool secrets ---------------------------------------------
-    scientist("put-own-annex-config", "s3:PutObject", obj(OWN + contract.NODE_CONFIG_OBJECT), DENY,
-              "the broker renders node configuration from typed values; her text never reaches a node"),
+    scientist("put-own-annex-settings", "s3:PutObject", obj(OWN + contract.NODE_ENV_OBJECT), DENY,
+              "the broker writes a node's typed values; her text never reaches a node"),
     scientist("get-own-annex-token", "s3:GetObject", obj(OWN + contract.TOKEN_OBJECT), DENY,
               "she minted it; the bucket copy is the node's"),
     scientist("delete-own-annex-config", "s3:DeleteObject", obj(OWN + contract.NODE_ENV_OBJECT), DENY,
@@ -291,15 +297,15 @@ SCIENTIST_CASES = [
               "the code setup deploys is the administrator's"),
     scientist("open-the-bucket", "s3:PutBucketPolicy", bucket, DENY, "bucket policy is the stack's"),
     # --- IAM and STS --------------------------------------------------------------------------------
-    scientist("pass-instance-role-to-ec2", "iam:PassRole", INSTANCE_ROLE, DENY,
-              "only the broker puts the instance role on an instance", passed_to("ec2.amazonaws.com")),
+    scientist("pass-node-role-to-ec2", "iam:PassRole", NODE_ROLE, DENY,
+              "only the broker puts her project's node role on an instance", passed_to("ec2.amazonaws.com")),
     scientist("pass-broker-role-to-lambda", "iam:PassRole", BROKER_ROLE, DENY,
               "her own function with the broker's role would be a broker without its checks",
               passed_to("lambda.amazonaws.com")),
     scientist("assume-the-broker-role", "sts:AssumeRole", BROKER_ROLE, DENY,
               "the broker's role trusts Lambda only, and her policy grants no AssumeRole"),
-    scientist("assume-the-instance-role", "sts:AssumeRole", INSTANCE_ROLE, DENY,
-              "the instance role reads every annex's material"),
+    scientist("assume-the-node-role", "sts:AssumeRole", NODE_ROLE, DENY,
+              "her project's node role reads its annexes' pool material"),
     scientist("iam-create-user", "iam:CreateUser", iam_user("mallory"), DENY, "no identity administration"),
     scientist("iam-attach-admin-policy-to-self", "iam:AttachUserPolicy", iam_user(USER), DENY,
               "no identity administration",
@@ -404,8 +410,24 @@ BROKER_CASES = [
            lambda s: {"ec2:ImageID": "ami-0123456789abcdef0"}),
     broker("broker-tags-at-create-fleet", "ec2:CreateTags", instance, ALLOW,
            "the tag contract rides on the fleet", tag_on_create("CreateFleet")),
-    broker("broker-passes-instance-role-to-ec2", "iam:PassRole", INSTANCE_ROLE, ALLOW,
-           "the template's instance profile", passed_to("ec2.amazonaws.com")),
+    broker("broker-passes-a-node-role-to-ec2", "iam:PassRole", NODE_ROLE, ALLOW,
+           "the project's template version names the project's node profile", passed_to("ec2.amazonaws.com")),
+    broker("broker-passes-another-projects-node-role-to-ec2", "iam:PassRole", OTHER_NODE_ROLE, ALLOW,
+           "the broker launches for every project; which version it picks is its code's, from the record",
+           passed_to("ec2.amazonaws.com")),
+    broker("broker-launches-with-another-profile", "ec2:RunInstances", instance, DENY,
+           "an instance runs with a project's node profile or is not launched (a profile of any other "
+           "role could read anything)", lambda s: launch_instance(s) | {"ec2:InstanceProfile": (
+               f"arn:aws:iam::{s.account}:instance-profile/{s.broker.role_name}")},
+           denied_by="DenyOtherInstanceProfiles"),
+    broker("broker-launches-without-a-profile", "ec2:RunInstances", instance, DENY,
+           "a template's default version names no profile: its node could read nothing, and would only "
+           "power off", lambda s: {k: v for k, v in launch_instance(s).items() if k != "ec2:InstanceProfile"},
+           denied_by="DenyOtherInstanceProfiles"),
+    broker("broker-fleet-with-another-profile", "ec2:CreateFleet", instance, DENY,
+           "the same for the instances of a fleet", lambda s: fleet_instance(s) | {"ec2:InstanceProfile": (
+               f"arn:aws:iam::{s.account}:instance-profile/condor-annex/nodes/OtherStack/{REGION}/x")},
+           denied_by="DenyOtherInstanceProfiles"),
     broker("broker-creates-the-spot-service-role", "iam:CreateServiceLinkedRole",
            lambda s: f"arn:aws:iam::{s.account}:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot",
            ALLOW, "EC2 creates Spot's service-linked role on the first spot launch of an account, as the caller",
@@ -419,8 +441,8 @@ BROKER_CASES = [
            lambda s: retag({contract.TAG_EXPIRY: "2026-12-19T23:59:00Z"}, project=OTHER_PROJECT)),
     broker("broker-terminates-an-annex-instance", "ec2:TerminateInstances", instance, ALLOW,
            "terminate, and duplicates of a retried fleet", lambda s: existing_instance()),
-    broker("broker-writes-annex-config", "s3:PutObject", obj(OWN + contract.NODE_CONFIG_OBJECT), ALLOW,
-           "the node's configuration, rendered by the broker"),
+    broker("broker-writes-annex-settings", "s3:PutObject", obj(OWN + contract.NODE_ENV_OBJECT), ALLOW,
+           "the node's typed values, checked by the broker"),
     broker("broker-writes-annex-token", "s3:PutObject", obj(OWN + contract.TOKEN_OBJECT), ALLOW,
            "the annex's token, replaced on extend"),
     broker("broker-reads-annex-config", "s3:GetObject", obj(OWN + contract.NODE_ENV_OBJECT), ALLOW,
@@ -540,10 +562,13 @@ BROKER_CASES = [
            "the templates are the stack's; the broker launches them as they are", region),
     broker("broker-modifies-template", "ec2:ModifyLaunchTemplate", LAUNCH_TEMPLATE, DENY,
            "the default version is the stack's", region),
-    broker("broker-passes-enforcer-role", "iam:PassRole", ENFORCER_ROLE, DENY, "only the instance role, only to EC2",
+    broker("broker-passes-enforcer-role", "iam:PassRole", ENFORCER_ROLE, DENY, "only node roles, only to EC2",
            passed_to("lambda.amazonaws.com")),
-    broker("broker-passes-instance-role-to-lambda", "iam:PassRole", INSTANCE_ROLE, DENY, "only to EC2",
+    broker("broker-passes-node-role-to-lambda", "iam:PassRole", NODE_ROLE, DENY, "only to EC2",
            passed_to("lambda.amazonaws.com")),
+    broker("broker-passes-a-role-beside-the-node-path", "iam:PassRole",
+           lambda s: s.role_arn("condor-annex/nodes/OtherStack/us-east-1/annex-node-ProjA-0123456789"), DENY,
+           "only the node roles of this stack in this region", passed_to("ec2.amazonaws.com")),
     broker("broker-passes-its-own-role-to-ec2", "iam:PassRole", BROKER_ROLE, DENY,
            "a node with the broker's role could launch", passed_to("ec2.amazonaws.com")),
     broker("broker-creates-another-service-role", "iam:CreateServiceLinkedRole",
@@ -581,7 +606,7 @@ ENFORCER_CASES = [
     enforcer("enforcer-terminates-an-annex-without-expiry", "ec2:TerminateInstances", instance, ALLOW,
              "an annex instance without a valid lease is ended",
              lambda s: {"ec2:Region": REGION, f"aws:ResourceTag/{contract.TAG_ANNEX_NAME}": ANNEX}),
-    enforcer("enforcer-deletes-orphan-config", "s3:DeleteObject", obj(OTHER + contract.NODE_CONFIG_OBJECT), ALLOW,
+    enforcer("enforcer-deletes-orphan-config", "s3:DeleteObject", obj(OTHER + contract.NODE_ENV_OBJECT), ALLOW,
              "configuration of annexes with no live instance"),
     enforcer("enforcer-deletes-orphan-secret", "s3:DeleteObject", obj(OTHER + contract.PASSWORD_OBJECT), ALLOW,
              "secrets must not outlive their annex"),
@@ -601,7 +626,7 @@ ENFORCER_CASES = [
     enforcer("enforcer-deletes-a-user-record", "dynamodb:DeleteItem", TABLE, DENY, "read-only record",
              items(f"user#{USER}")),
     enforcer("enforcer-reads-another-table", "dynamodb:GetItem", OTHER_TABLE, DENY, "the registry only", items(CAPS)),
-    enforcer("enforcer-writes-config", "s3:PutObject", obj(OWN + contract.NODE_CONFIG_OBJECT), DENY,
+    enforcer("enforcer-writes-config", "s3:PutObject", obj(OWN + contract.NODE_ENV_OBJECT), DENY,
              "it only deletes"),
     enforcer("enforcer-reads-annex-secrets", "s3:GetObject", obj(OWN + contract.PASSWORD_OBJECT), DENY,
              "it never needs a pool secret"),
@@ -611,31 +636,32 @@ ENFORCER_CASES = [
              lambda s: retag({contract.TAG_EXPIRY: "2030-01-01T00:00:00Z"})),
     enforcer("enforcer-protects-a-non-annex-instance", "ec2:ModifyInstanceAttribute", instance, DENY,
              "it may clear protection of annex instances only", context=non_annex_instance),
-    enforcer("enforcer-passes-roles", "iam:PassRole", INSTANCE_ROLE, DENY, "it launches nothing",
+    enforcer("enforcer-passes-roles", "iam:PassRole", NODE_ROLE, DENY, "it launches nothing",
              passed_to("ec2.amazonaws.com")),
     enforcer("enforcer-rewrites-itself", "lambda:UpdateFunctionCode", ENFORCER_FN, DENY, "no self-modification"),
     enforcer("enforcer-asks-the-broker", "lambda:InvokeFunction", BROKER_FN, DENY, "not a client of the broker"),
 ]
 
-# --- the instances: read their annex's material ------------------------------------------------------
+# --- the instances: each project's nodes run as its own role, made by issue-credentials -----------------
 
-# The instance role reads annexes/* of every project: per-project scoping (a role or a session
-# policy per project, or an object ACL condition) is a later issue. DESIGN.md ("Trust") says nodes
-# see only their own project's material; the known-gap case below fails (strict xfail) until then.
+# The cases are asked as a node of ProjA; test_a_projects_nodes_read_nothing_of_another_project below
+# asks, as each project's node, for every object and record the other project has.
 INSTANCE_ROLE_CASES = [
-    instance_role("instance-reads-annex-config", "s3:GetObject", obj(OWN + contract.NODE_CONFIG_OBJECT), ALLOW,
-                  "the bootstrap fetches its configuration"),
     instance_role("instance-reads-annex-env", "s3:GetObject", obj(OWN + contract.NODE_ENV_OBJECT), ALLOW,
                   "the bootstrap fetches its settings"),
     instance_role("instance-reads-annex-token", "s3:GetObject", obj(OWN + contract.TOKEN_OBJECT), ALLOW,
                   "the node's IDTOKEN"),
     instance_role("instance-reads-other-projects-password", "s3:GetObject", obj(OTHER + contract.PASSWORD_OBJECT), DENY,
-                  "nodes see only their own project's material (DESIGN.md, Trust)",
-                  known_gap="the instance role reads annexes/* of every project; per-project scoping is a later issue"),
+                  "nodes see only their own project's material (DESIGN.md, Trust); every object of the "
+                  "other project is asked for in test_a_projects_nodes_read_nothing_of_another_project"),
     instance_role("instance-reads-outside-annexes", "s3:GetObject", obj("exports/payroll.csv"), DENY, "annexes/ only"),
-    instance_role("instance-writes-annex-config", "s3:PutObject", obj(OWN + contract.NODE_CONFIG_OBJECT), DENY,
+    instance_role("instance-reads-the-bootstrap", "s3:GetObject", bootstrap_object, ALLOW,
+                  "the launch templates' loader fetches the node bootstrap from the code bucket"),
+    instance_role("instance-reads-the-functions-zip", "s3:GetObject", code_object, DENY,
+                  "of the code bucket, only the node bootstrap is a node's"),
+    instance_role("instance-writes-annex-config", "s3:PutObject", obj(OWN + contract.NODE_ENV_OBJECT), DENY,
                   "root on a node must not rewrite what other nodes boot with"),
-    instance_role("instance-deletes-annex-config", "s3:DeleteObject", obj(OWN + contract.NODE_CONFIG_OBJECT), DENY,
+    instance_role("instance-deletes-annex-config", "s3:DeleteObject", obj(OWN + contract.NODE_ENV_OBJECT), DENY,
                   "read-only"),
     instance_role("instance-lists-bucket", "s3:ListBucket", bucket, DENY, "no listing of other annexes",
                   lambda s: {"s3:prefix": f"{contract.ANNEX_PREFIX}/"}),
@@ -649,7 +675,7 @@ INSTANCE_ROLE_CASES = [
     instance_role("instance-protects-itself", "ec2:ModifyInstanceAttribute", instance, DENY,
                   "termination protection would shield it from the enforcer", protect),
     instance_role("instance-launches", "ec2:RunInstances", instance, DENY, "nodes launch nothing", launch_instance),
-    instance_role("instance-passes-its-role", "iam:PassRole", INSTANCE_ROLE, DENY, "nodes launch nothing",
+    instance_role("instance-passes-its-role", "iam:PassRole", NODE_ROLE, DENY, "nodes launch nothing",
                   passed_to("ec2.amazonaws.com")),
     instance_role("instance-reads-the-record", "dynamodb:GetItem", TABLE, DENY, "the record is not the node's",
                   items(CAPS)),
@@ -733,12 +759,18 @@ def principal_and_policies(case: Case, s: DeployedStack) -> tuple[str, list[dict
         }
         return principal, [{"name": "ScientistPolicy", "policy": s.scientist_policy}], identity
     if case.who == "instance":
-        role = s.instance_role_arn
-        principal = f"arn:aws:sts::{s.account}:assumed-role/{role.rsplit('/', 1)[1]}/i-0123456789abcdef0"
-        return principal, s.instance_role_policies, {"aws:PrincipalArn": role, "aws:PrincipalType": "AssumedRole"}
+        return node_principal(s, PROJECT)
     function = {"broker": s.broker, "enforcer": s.enforcer}[case.who]
     identity = {"aws:PrincipalArn": function.role_arn, "aws:PrincipalType": "AssumedRole"}
     return function.session_arn(s.account), function.role_policies, identity
+
+
+def node_principal(s: DeployedStack, project: str) -> tuple[str, list[dict[str, Any]], Context]:
+    """A node of the project: an EC2 session of its node role, named after the instance."""
+    role = s.projects[project].node_role_arn
+    principal = f"arn:aws:sts::{s.account}:assumed-role/{role.rsplit('/', 1)[1]}/i-0123456789abcdef0"
+    identity: Context = {"aws:PrincipalArn": role, "aws:PrincipalType": "AssumedRole"}
+    return principal, s.projects[project].node_role_policies, identity
 
 
 def build_request(case: Case, s: DeployedStack) -> dict[str, Any]:
@@ -854,9 +886,55 @@ def test_fleet_deny_pins_templates_and_spares_what_a_launch_touches(deployed: De
 def test_no_allow_uses_not_resource_or_not_action(deployed: DeployedStack) -> None:
     """An Allow over NotResource/NotAction grants everything else; the emulator even counts a
     NotResource Deny as a grant, so only Denies may use them."""
-    documents = (deployed.broker.role_policies + deployed.enforcer.role_policies + deployed.instance_role_policies
+    documents = (deployed.broker.role_policies + deployed.enforcer.role_policies
+                 + [doc for p in deployed.projects.values() for doc in p.node_role_policies]
                  + [{"name": "ScientistPolicy", "policy": deployed.scientist_policy}])
     for doc in documents:
         for statement in doc["policy"]["Statement"]:
             if statement["Effect"] == "Allow":
                 assert not {"NotResource", "NotAction"} & set(statement), (doc["name"], statement.get("Sid"))
+
+
+# --- one project's nodes and everything of another project ---------------------------------------------
+
+OBJECT_READS = ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes", "s3:GetObjectAcl")
+RECORD_READS = ("dynamodb:GetItem", "dynamodb:Query")
+
+
+def test_both_projects_have_material_and_records_to_ask_for(deployed: DeployedStack) -> None:
+    """The cross-project test below means something only if there is something to ask for: each
+    project's launch left its settings and pool material, and issue-credentials its records."""
+    for project in deployed.projects.values():
+        assert any(k.endswith(contract.NODE_ENV_OBJECT) for k in project.objects), project.objects
+        assert any(k.endswith(contract.PASSWORD_OBJECT) for k in project.objects), project.objects
+        assert {sk for _pk, sk in project.items} >= {"caps", "node", "user"}
+        assert project.node_role_arn.split(":role", 1)[1].startswith(deployed.outputs[contract.OUT_NODE_ROLE_PATH])
+
+
+def test_a_projects_nodes_read_nothing_of_another_project(deployed: DeployedStack) -> None:
+    """As a node of each project: every object of the other project in the stack's bucket and
+    every record of it in the registry, by every read action, is denied; its own objects it may
+    get (GetObject only), its own records it may not read either."""
+    requests, expected = [], {}
+    for reader in deployed.projects:
+        principal, policies, identity = node_principal(deployed, reader)
+        for owner, project in deployed.projects.items():
+            for key in project.objects:
+                for action in OBJECT_READS:
+                    request_id = f"{reader} {action} {key}"
+                    expected[request_id] = "Allowed" if reader == owner and action == "s3:GetObject" else "ImplicitlyDenied"
+                    requests.append({"id": request_id, "principal": principal, "action": action,
+                                     "resource": f"arn:aws:s3:::{deployed.bucket}/{key}", "accountId": deployed.account,
+                                     "context": dict(identity), "policies": policies})
+            for pk, sk in project.items:
+                for action in RECORD_READS:
+                    request_id = f"{reader} {action} {pk}/{sk}"
+                    expected[request_id] = "ImplicitlyDenied"
+                    requests.append({"id": request_id, "principal": principal, "action": action,
+                                     "resource": deployed.table_arn, "accountId": deployed.account,
+                                     "context": {**identity, "dynamodb:LeadingKeys": [pk]}, "policies": policies})
+    decisions = simulate(requests)
+    wrong = {rid: decisions[rid]["decision"] for rid, want in expected.items() if decisions[rid]["decision"] != want}
+    assert wrong == {}
+    assert all(d["ignoredContextKeys"] == [] for d in decisions.values())
+    assert sum(want == "Allowed" for want in expected.values()) == sum(len(p.objects) for p in deployed.projects.values())

@@ -11,6 +11,7 @@ import pytest
 
 from annex_cloud import guardrails
 from annex_cloud.expiry import EXPIRY_PATTERN
+from annex_cloud.node import config as node_config
 from tests.bootstrap_support.node import SCRIPT
 
 
@@ -41,3 +42,42 @@ def test_the_watchdog_checks_exactly_the_expiry_pattern():
 def test_the_node_holds_the_guardrails_bounds(shell_name, value):
     assert int(readonly(shell_name)) == value
 
+
+
+@pytest.mark.parametrize(
+    ("shell_name", "pattern"),
+    [
+        ("ANNEX_NAME_RE", node_config.ANNEX_NAME_PATTERN),
+        ("PROJECT_ID_RE", node_config.PROJECT_ID_PATTERN),
+        ("OWNER_RE", node_config.OWNER_PATTERN),
+        ("COLLECTOR_HOST_RE", node_config.COLLECTOR_HOST_PATTERN),
+        ("TRUST_DOMAIN_RE", node_config.TRUST_DOMAIN_PATTERN),
+        ("SECURITY_RE", node_config.SECURITY_PATTERN),
+        ("SECONDS_RE", node_config.SECONDS_PATTERN),
+    ],
+)
+def test_the_node_checks_every_value_with_the_brokers_pattern(shell_name, pattern):
+    assert readonly(shell_name) == pattern
+    # And uses it through the constant, never a second copy.
+    assert SCRIPT.read_text().count(pattern) == 1
+
+
+@pytest.mark.parametrize(
+    ("shell_name", "value"),
+    [
+        ("MAX_VALUE_LENGTH", node_config.MAX_VALUE_LENGTH),
+        ("IDLE_MIN", node_config.MIN_IDLE_SECONDS),
+        ("IDLE_MAX", node_config.MAX_IDLE_SECONDS),
+        ("DEADMAN_MIN", node_config.MIN_DEADMAN_SECONDS),
+        ("DEADMAN_MAX", node_config.MAX_DEADMAN_SECONDS),
+    ],
+)
+def test_the_node_holds_the_brokers_bounds(shell_name, value):
+    assert int(readonly(shell_name)) == value
+
+
+def test_the_node_knows_exactly_the_keys_the_broker_writes():
+    assert readonly("SETTING_KEYS").strip('"').split() == list(node_config.ENV_KEYS)
+    text = SCRIPT.read_text()
+    for key in node_config.ENV_KEYS:
+        assert f"SETTING[{key}]" in text or f"check_seconds {key} " in text, key

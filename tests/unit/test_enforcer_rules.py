@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from annex_cloud.nodes import node_role_name
 from templates import contract
 from annex_cloud import enforcer as enf
 from annex_cloud import guardrails, leftovers, metrics
@@ -486,6 +487,33 @@ def test_stack_scope_comes_from_the_function_environment():
     assert scope == StackScope("HTCondorAnnex", ("lt-1", "lt-2"), ("HTCondorAnnex-m5-large",))
     assert scope.launch_templates == {"lt-1", "lt-2", "HTCondorAnnex-m5-large"}
     assert enf.stack_scope_from_env({"ANNEX_LAUNCH_TEMPLATES": "lt-1"}) is None
+    # Lambda names its region: with it, the scope knows each project's node profile.
+    regional = enf.stack_scope_from_env({"ANNEX_STACK_NAME": "HTCondorAnnex", "AWS_REGION": "ap-southeast-2"})
+    assert regional.node_profile("p1") == node_role_name("HTCondorAnnex", "ap-southeast-2", "p1")
+
+
+def with_profile(description: dict, profile_name: str) -> dict:
+    arn = f"arn:aws:iam::123456789012:instance-profile/condor-annex/nodes/S/us-east-1/{profile_name}"
+    return {**description, "IamInstanceProfile": {"Arn": arn, "Id": "AIPA0123456789"}}
+
+
+def test_an_annex_instance_running_with_another_projects_node_profile_has_no_lease():
+    """Its role could read the other project's pool material: it ends like an instance with no lease."""
+    scope = StackScope("S", region="us-east-1")
+    later = stamp(NOW + timedelta(hours=10))
+    own = enf.annex_instance(with_profile(described("i-own", expiry=later), scope.node_profile("p1")), (), scope.node_profile)
+    other = enf.annex_instance(with_profile(described("i-other", expiry=later), scope.node_profile("p2")), (),
+                               scope.node_profile)
+    foreign = enf.annex_instance(with_profile(described("i-admin", expiry=later), "AdministratorAccess"), (),
+                                 scope.node_profile)
+    none = enf.annex_instance(described("i-none", expiry=later), (), scope.node_profile)
+    assert own.tag_problem is None and none.tag_problem is None
+    assert "not the node profile of project 'p1'" in other.tag_problem
+    assert "'AdministratorAccess'" in foreign.tag_problem
+    plan = enf.plan_terminations([own, other, foreign, none], lambda _p: None, {}, NOW)
+    assert sorted(t.instance.instance_id for t in plan.terminations) == ["i-admin", "i-other"]
+    # Without the stack's region the rule cannot name the profile, and does not guess.
+    assert enf.annex_instance(with_profile(described("i-x", expiry=later), "anything"), ()).tag_problem is None
 
 
 def test_metric_data_names_the_stack_and_refuses_unknown_metrics():

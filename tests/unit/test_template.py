@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from annex_cloud.nodes import node_role_path
 from templates import contract
 from templates.settings import StackSettings
 from templates.stack import BROKER_HANDLER, ENFORCER_HANDLER, build_template, subnet_cidrs
@@ -74,12 +75,12 @@ def test_one_launch_template_per_type_with_the_guarded_settings(types):
         assert data["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
         assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
         assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
-        assert data["IamInstanceProfile"] == {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}}
+        assert "IamInstanceProfile" not in data  # each project's version of the template adds its own
         assert data["ImageId"] == "ami-0123456789abcdef0"
         assert data["KeyName"] == f"{contract.DEFAULT_STACK_NAME}-annex"
         assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
         user_data = json.dumps(data["UserData"])
-        assert "ANNEX_BUCKET" in user_data and {"Ref": "ConfigBucket"} == data["UserData"]["Fn::Base64"]["Fn::Join"][1][3]
+        assert "ANNEX_BUCKET" in user_data and {"Ref": "ConfigBucket"} == data["UserData"]["Fn::Base64"]["Fn::Join"][1][1]
     assert seen_types == set(types)
 
 
@@ -106,12 +107,23 @@ def test_bucket_is_encrypted_private_and_expiring():
     assert lifecycle["Status"] == "Enabled" and lifecycle["ExpirationInDays"] > 0
 
 
-def test_instance_profile_wraps_the_instance_role():
-    (profile,) = of_type(render(), "AWS::IAM::InstanceProfile").values()
-    assert profile["Properties"]["Roles"] == [{"Ref": "InstanceRole"}]
-    role = render()["Resources"]["InstanceRole"]["Properties"]
-    principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
-    assert principal == ["ec2.amazonaws.com"]
+def test_no_role_is_shared_by_every_projects_nodes():
+    """Node roles are per project, made by issue-credentials (annex_admin.nodes): the stack has
+    no instance profile, and its outputs name the path the broker may pass node roles from."""
+    template = render()
+    assert of_type(template, "AWS::IAM::InstanceProfile") == {}
+    trusted = [
+        r for r in of_type(template, "AWS::IAM::Role").values()
+        if "ec2.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])
+    ]
+    assert trusted == []
+    path = template["Outputs"][contract.OUT_NODE_ROLE_PATH]["Value"]
+    assert path == node_role_path(contract.DEFAULT_STACK_NAME, "us-east-1")
+    (broker_role,) = [r for r in of_type(template, "AWS::IAM::Role").values()
+                      if r["Properties"]["Policies"][0]["PolicyName"] == "BrokerActions"]
+    statements = {st["Sid"]: st for st in broker_role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert statements["PassOnlyNodeRoles"]["Resource"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role" + path + "*"}]
 
 
 def functions(template):

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from annex_cloud.pool_tokens import TOKEN_MARGIN, read_claims, token_problem
 from annex_user.tokens import ANNEX_SCOPES, derive_signing_key, mint_idtoken, unscramble
 
 # Fixed instants in the past, so no test depends on the clock except the expiry check.
@@ -211,3 +212,36 @@ def test_subject_and_token_id_are_required() -> None:
         mint(subject="")
     with pytest.raises(ValueError, match="id"):
         mint(token_id="")
+
+
+# --- what the broker accepts of a token it cannot verify ------------------------------------------
+
+TOKEN_ID = "0123456789abcdef0123456789abcdef"
+LEASE_END = EXPIRES - TOKEN_MARGIN
+
+
+def test_the_annex_token_condor_annex_mints_is_accepted_and_its_claims_read():
+    token = (mint() + "\n").encode()
+    assert token_problem(token, TOKEN_ID, LEASE_END) is None
+    claims = read_claims(token)
+    assert claims.token_id == TOKEN_ID and claims.expires == int(EXPIRES.timestamp())
+    assert claims.scopes == ANNEX_SCOPES
+    # HTCondor's own token for an annex (a known answer above) reads the same way.
+    assert read_claims(KAT_PLAIN_TOKEN.encode()).scopes == ANNEX_SCOPES
+
+
+@pytest.mark.parametrize(
+    ("case", "token", "token_id", "problem"),
+    [
+        ("another id", lambda: mint(), "f" * 32, "is not the annex's"),
+        ("an id not hex", lambda: mint(token_id="not-a-token-id"), "not-a-token-id", "32 hexadecimal digits"),
+        ("a longer life", lambda: mint(expires_at=EXPIRES + timedelta(seconds=1)), TOKEN_ID, "after the lease end"),
+        ("more scopes", lambda: mint(scopes=ANNEX_SCOPES + ("condor:/WRITE",)), TOKEN_ID, "are more than"),
+        ("no scope at all", lambda: mint(scopes=()), TOKEN_ID, "(none: everything)"),
+        ("not a token", lambda: "not.a-token", TOKEN_ID, "not an IDTOKEN"),
+        ("no id", lambda: jwt.encode({"exp": 1}, "k" * 32, algorithm="HS256"), TOKEN_ID, "not an IDTOKEN"),
+    ],
+)
+def test_a_token_that_says_more_than_an_annex_needs_is_refused(case, token, token_id, problem):
+    found = token_problem(token().encode(), token_id, LEASE_END)
+    assert found is not None and problem in found, (case, found)

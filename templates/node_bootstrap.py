@@ -1,0 +1,86 @@
+"""How an instance gets its bootstrap: a short loader, the launch templates' user data, fetches
+``annex_cloud/node/bootstrap.sh`` from the stack's code bucket, checks that its SHA-256 is the one
+the template names, and runs it. Anything else powers the instance off.
+
+The script is not the user data itself because EC2 caps user data at 16 KB and the bootstrap,
+which carries the node's configuration template and the rules every value must meet, outgrew it.
+The object is content-addressed and published by setup beside the functions' zip
+(``annex_admin.deploy.publish_code``); the nodes' roles may read ``node/`` of that bucket and
+nothing else of it. The digest in the template pins the exact bytes: an object replaced in the
+bucket is refused, not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from troposphere import Base64, Join
+
+BOOTSTRAP_PREFIX = "node/"
+# Where the loader puts the script; the bootstrap installs its timers to run it from there.
+INSTALL_PATH = "/usr/local/libexec/condor-annex/bootstrap.sh"
+FETCH_ATTEMPTS = 6
+FETCH_PAUSE_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class BootstrapArtifact:
+    body: bytes
+    digest: str  # sha256 hex of body
+
+    @property
+    def key(self) -> str:
+        return f"{BOOTSTRAP_PREFIX}bootstrap-{self.digest[:20]}.sh"
+
+
+def bootstrap_artifact() -> BootstrapArtifact:
+    body = resources.files("annex_cloud.node").joinpath("bootstrap.sh").read_bytes()
+    return BootstrapArtifact(body, hashlib.sha256(body).hexdigest())
+
+
+# The loader; {key} and {digest} are filled in here, the three @MARKERS@ by CloudFormation.
+# ANNEX_ROOT and ANNEX_POWEROFF_CMD are the bootstrap's own test hooks (see its header).
+_LOADER = """#!/bin/bash
+# condor-annex: fetch the node bootstrap this launch template names, check it, run it.
+ANNEX_BUCKET='@BUCKET@'
+ANNEX_REGION='@REGION@'
+export ANNEX_BUCKET ANNEX_REGION
+object='s3://@CODE_BUCKET@/{key}'
+digest='{digest}'
+script="${{ANNEX_ROOT:-}}{install_path}"
+mkdir -p "${{script%/*}}"
+for attempt in {attempt_list}; do
+  aws s3 cp --only-show-errors --region "$ANNEX_REGION" "$object" "$script.part" && break
+  echo "condor-annex: could not fetch $object (attempt $attempt of {attempts})" >&2
+  [ "$attempt" -lt {attempts} ] && sleep {pause}
+done
+if printf '%s  %s\\n' "$digest" "$script.part" | sha256sum --check --status; then
+  chmod 0755 "$script.part" && mv -f "$script.part" "$script" && exec "$script" boot
+fi
+echo "condor-annex: no bootstrap with the SHA-256 this launch template names; powering off" >&2
+rm -f "$script.part"
+# shellcheck disable=SC2086
+${{ANNEX_POWEROFF_CMD:-systemctl poweroff}}
+"""
+
+
+def loader_text(artifact: BootstrapArtifact) -> str:
+    """The loader with its markers @BUCKET@, @REGION@ and @CODE_BUCKET@ still in place."""
+    return _LOADER.format(
+        key=artifact.key, digest=artifact.digest, install_path=INSTALL_PATH,
+        attempts=FETCH_ATTEMPTS, attempt_list=" ".join(str(n) for n in range(1, FETCH_ATTEMPTS + 1)),
+        pause=FETCH_PAUSE_SECONDS,
+    )
+
+
+def user_data(bucket: Any, region: Any, code_bucket: Any, artifact: BootstrapArtifact | None = None) -> Base64:
+    """The launch templates' user data: the loader with the stack's references joined in."""
+    text = loader_text(artifact or bootstrap_artifact())
+    parts: list[Any] = []
+    for marker, value in (("@BUCKET@", bucket), ("@REGION@", region), ("@CODE_BUCKET@", code_bucket)):
+        before, text = text.split(marker, 1)
+        parts += [before, value]
+    return Base64(Join("", parts + [text]))

@@ -1,0 +1,80 @@
+"""`annex-admin pool-config`: the central manager's snippet, read back by HTCondor's own parser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REVOKED = ("0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210")
+KEPT = "00000000000000000000000000000000"
+
+# Reads the file as a central manager would, in a child process (a bad configuration file makes the
+# bindings exit their process), and asks the revocation expression about tokens by their ids.
+_READER = """
+import json, sys, htcondor2 as htcondor, classad2
+names = ["ENABLE_CCB_SERVER", "SEC_DEFAULT_AUTHENTICATION_METHODS", "ALLOW_ADVERTISE_STARTD",
+         "ALLOW_ADVERTISE_MASTER", "SEC_TOKEN_REVOCATION_EXPR"]
+values = {name: htcondor.param.get(name) for name in names}
+revoked = {}
+if values["SEC_TOKEN_REVOCATION_EXPR"]:
+    expression = classad2.ExprTree(values["SEC_TOKEN_REVOCATION_EXPR"])
+    for token_id in sys.argv[1:]:
+        token = classad2.ClassAd({"jti": token_id, "sub": "condor_pool@pool.example"})
+        token["revoked"] = expression
+        revoked[token_id] = token.eval("revoked")
+print(json.dumps({"values": {k: str(v) for k, v in values.items()}, "revoked": revoked}))
+"""
+
+
+def read_back(config: Path, *token_ids: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _READER, *token_ids],
+        env={"CONDOR_CONFIG": str(config), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def central_manager(tmp_path: Path) -> Path:
+    """A central manager's own configuration, before the annex file."""
+    config = tmp_path / "condor_config"
+    config.write_text("TRUST_DOMAIN = pool.example\nALLOW_DAEMON = condor@pool.example\n")
+    return config
+
+
+def test_the_snippet_parses_and_lets_annex_identities_advertise(shell, central_manager):
+    result = shell.run("annex-admin", "pool-config")
+    assert result.returncode == 0, result.output
+    central_manager.write_text(central_manager.read_text() + result.stdout)
+    values = read_back(central_manager)["values"]
+    assert values["ENABLE_CCB_SERVER"] == "True"
+    assert {"IDTOKENS", "PASSWORD"} <= {m.strip() for m in values["SEC_DEFAULT_AUTHENTICATION_METHODS"].split(",")}
+    for knob in ("ALLOW_ADVERTISE_STARTD", "ALLOW_ADVERTISE_MASTER"):
+        # The annexes' identity is added; the pool's own daemons keep their right.
+        assert [s.strip() for s in values[knob].split(",")] == ["condor@pool.example", "condor_pool@pool.example"]
+    assert values["SEC_TOKEN_REVOCATION_EXPR"] == "None"  # nothing revoked yet
+    assert "pool-config --revoke" in result.stdout and "SEC_TOKEN_REVOCATION_EXPR" in result.stdout
+
+
+def test_revocations_appended_to_the_snippet_revoke_exactly_those_tokens(shell, central_manager):
+    snippet = shell.run("annex-admin", "pool-config").stdout
+    first = shell.run("annex-admin", "pool-config", "--revoke", REVOKED[0])
+    second = shell.run("annex-admin", "pool-config", "--revoke", REVOKED[1])
+    assert first.returncode == second.returncode == 0, first.output + second.output
+    # Appended one after the other, as the snippet says: the second keeps the first.
+    central_manager.write_text(central_manager.read_text() + snippet + first.stdout + second.stdout)
+    answer = read_back(central_manager, *REVOKED, KEPT)
+    assert answer["revoked"] == {REVOKED[0]: True, REVOKED[1]: True, KEPT: False}
+
+
+@pytest.mark.parametrize("token_id", ["not-hex", "0123", 'x" || true || "'])
+def test_a_revocation_of_something_not_a_token_id_is_bad_input(shell, token_id):
+    result = shell.run("annex-admin", "pool-config", "--revoke", token_id)
+    assert result.returncode == 2
+    assert "is not an annex token id" in result.output and "SEC_TOKEN_REVOCATION_EXPR" not in result.stdout
