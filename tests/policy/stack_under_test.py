@@ -183,7 +183,7 @@ def _project(clients: AwsClients, outputs: dict[str, str], project_id: str, user
     items = [
         (item["pk"]["S"], item["sk"]["S"])
         for item in clients.client("dynamodb").scan(TableName=outputs[contract.OUT_REGISTRY_TABLE])["Items"]
-        if item["pk"]["S"] in (f"project#{project_id}", f"user#{user}")
+        if item["pk"]["S"] in (f"project#{project_id}", f"caps#{project_id}", f"node#{project_id}", f"user#{user}")
     ]
     return ProjectUnderTest(
         project_id, user, node.role_arn, node.profile_arn,
