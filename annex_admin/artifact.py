@@ -7,27 +7,16 @@ functions from this very zip.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import annex_cloud
+from annex_common.artifacts import Artifact
 
 PACKAGE_ROOT = Path(annex_cloud.__file__).resolve().parent
 SHIPPED_SUFFIXES = (".py", ".json", ".sh")
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
-
-
-@dataclass(frozen=True)
-class FunctionArtifact:
-    body: bytes
-    digest: str  # sha256 hex of body
-
-    @property
-    def key(self) -> str:
-        return f"functions/annex_cloud-{self.digest[:20]}.zip"
 
 
 def package_files(root: Path = PACKAGE_ROOT) -> list[Path]:
@@ -37,7 +26,7 @@ def package_files(root: Path = PACKAGE_ROOT) -> list[Path]:
     )
 
 
-def build_function_zip(root: Path = PACKAGE_ROOT) -> FunctionArtifact:
+def build_function_zip(root: Path = PACKAGE_ROOT) -> Artifact:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in package_files(root):
@@ -47,4 +36,4 @@ def build_function_zip(root: Path = PACKAGE_ROOT) -> FunctionArtifact:
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, path.read_bytes())
     body = buffer.getvalue()
-    return FunctionArtifact(body, hashlib.sha256(body).hexdigest())
+    return Artifact(body, "functions/annex_cloud-", ".zip")

@@ -433,7 +433,7 @@ def notes(run: Run) -> list[str]:
         f"The client asks the broker twice (plan, then launch; she signs a GetCallerIdentity proof for each): "
         f"{_ops(first.function_ops)} on the broker's side (each Invoke reads the user, the project's caps and the "
         "prices from the registry, lists the project's live instances and queries its recent launches; the launch "
-        "also writes its request record, takes and frees the project's lock, uploads three configuration objects, "
+        "also writes its request record, takes and frees the project's lock, uploads the annex's two objects (its settings, and its token or the pool password), "
         "records the fleet's instances and finishes the request). The baseline is one RunInstances from the same launch "
         "template with the same five tags, by the administrator (the scientist's keys may no longer launch); it does "
         "no planning, no caps, no prices and no configuration upload. Instances are terminated after every run. "

@@ -12,12 +12,12 @@ bucket is refused, not run.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from troposphere import Base64, Join
+
+from annex_common.artifacts import Artifact
 
 BOOTSTRAP_PREFIX = "node/"
 # Where the loader puts the script; the bootstrap installs its timers to run it from there.
@@ -26,19 +26,9 @@ FETCH_ATTEMPTS = 6
 FETCH_PAUSE_SECONDS = 10
 
 
-@dataclass(frozen=True)
-class BootstrapArtifact:
-    body: bytes
-    digest: str  # sha256 hex of body
-
-    @property
-    def key(self) -> str:
-        return f"{BOOTSTRAP_PREFIX}bootstrap-{self.digest[:20]}.sh"
-
-
-def bootstrap_artifact() -> BootstrapArtifact:
+def bootstrap_artifact() -> Artifact:
     body = resources.files("annex_cloud.node").joinpath("bootstrap.sh").read_bytes()
-    return BootstrapArtifact(body, hashlib.sha256(body).hexdigest())
+    return Artifact(body, f"{BOOTSTRAP_PREFIX}bootstrap-", ".sh")
 
 
 # The loader; {key} and {digest} are filled in here, the three @MARKERS@ by CloudFormation.
@@ -67,7 +57,7 @@ ${{ANNEX_POWEROFF_CMD:-systemctl poweroff}}
 """
 
 
-def loader_text(artifact: BootstrapArtifact) -> str:
+def loader_text(artifact: Artifact) -> str:
     """The loader with its markers @BUCKET@, @REGION@ and @CODE_BUCKET@ still in place."""
     return _LOADER.format(
         key=artifact.key, digest=artifact.digest, install_path=INSTALL_PATH,
@@ -76,7 +66,7 @@ def loader_text(artifact: BootstrapArtifact) -> str:
     )
 
 
-def user_data(bucket: Any, region: Any, code_bucket: Any, artifact: BootstrapArtifact | None = None) -> Base64:
+def user_data(bucket: Any, region: Any, code_bucket: Any, artifact: Artifact | None = None) -> Base64:
     """The launch templates' user data: the loader with the stack's references joined in."""
     text = loader_text(artifact or bootstrap_artifact())
     parts: list[Any] = []
