@@ -299,15 +299,15 @@ def extend(
         ctx = open_context(_bundle_path(credentials))
         new_end = _lease_end(expiry, duration, ctx.now)
         params = extend_params(ctx, annex_name, new_end, shorten)
-        if shorten:
+        with waiting(f"Asking the broker about extending {annex_name}"):
             plan = plan_extension(ctx, params)
-            if plan.get("shortens"):
-                require_confirmation(
-                    f"Shorten the lease of {annex_name} ({len(plan['instance_ids'])} instance(s)) to end "
-                    f"{format_local(new_end)}?", assume_yes=yes,
-                )
+        if plan.get("shortens"):
+            require_confirmation(
+                f"Shorten the lease of {annex_name} ({len(plan['instance_ids'])} instance(s)) to end "
+                f"{format_local(new_end)}?", assume_yes=yes,
+            )
         with waiting(f"Moving the lease of {annex_name}"):
-            result = extend_lease(ctx, params, condor_config=os.environ.get("CONDOR_CONFIG"))
+            result = extend_lease(ctx, params, condor_config=os.environ.get("CONDOR_CONFIG"), plan=plan)
         if output is OutputFormat.json:
             print_json(result.summary())
             return

@@ -148,11 +148,16 @@ def plan_extension(ctx: AnnexContext, params: dict[str, Any]) -> dict[str, Any]:
     return ctx.broker.ask("plan_extend", params, f"could not plan the extension of {params['annex_name']}")
 
 
-def extend_lease(ctx: AnnexContext, params: dict[str, Any], *, condor_config: str | None) -> ExtendResult:
-    """Move the lease end; an IDTOKEN annex gets a new token lasting to the new end."""
+def extend_lease(
+    ctx: AnnexContext, params: dict[str, Any], *, condor_config: str | None, plan: dict[str, Any] | None = None
+) -> ExtendResult:
+    """Move the lease end; an IDTOKEN annex gets a new token, with its own id, to the new end.
+
+    ``plan`` is the broker's plan of this extension when the caller already asked for it."""
     new_expiry = lease.from_tag(params["expiry"])
     assert new_expiry is not None
-    token = _fresh_token(ctx, params, new_expiry, condor_config)
+    plan = plan if plan is not None else plan_extension(ctx, params)
+    token = _fresh_token(ctx, params["annex_name"], plan.get("token_id"), new_expiry, condor_config)
     if token is not None:
         params = {**params, "token": base64.b64encode(token).decode()}
     answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
@@ -163,20 +168,18 @@ def extend_lease(ctx: AnnexContext, params: dict[str, Any], *, condor_config: st
 
 
 def _fresh_token(
-    ctx: AnnexContext, params: dict[str, Any], new_expiry: datetime, condor_config: str | None
+    ctx: AnnexContext, annex_name: str, token_id: str | None, new_expiry: datetime, condor_config: str | None
 ) -> bytes | None:
-    """A token to the new lease end, with the annex's own id (the broker's plan names it), when the
-    pool's signing key is readable; the pool password fallback needs nothing new."""
-    import secrets
-
+    """A token to the new lease end with the annex's own id, for an annex that runs on one (the
+    broker's plan names its id). A password annex needs nothing new, and its pool is not read."""
+    if not token_id:
+        return None
     from annex_user.pool import pool_material, read_pool, security_source
 
-    annex_name = params["annex_name"]
     pool = read_pool(condor_config)
     source = security_source(pool, annex_name=annex_name)
     if source.kind != "idtoken":
         return None
-    token_id = plan_extension(ctx, params).get("token_id") or secrets.token_hex(16)
     security = pool_material(
         pool, source, annex_name=annex_name, subject=TOKEN_IDENTITY,
         issued_at=ctx.now, expires_at=new_expiry + TOKEN_MARGIN, token_id=token_id,
