@@ -427,7 +427,8 @@ def sandbox(
     """Start a local AWS emulator in the background and print the environment to use it."""
 
     def action() -> None:
-        from annex_admin.sandbox import start_sandbox, stop_sandbox
+        # Only here: the emulator is not part of the administrator's tool.
+        from annex_sandbox.sandbox import start_sandbox, stop_sandbox
 
         state = Path.home() / ".condor" / "annex-sandbox"
         if stop:

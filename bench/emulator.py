@@ -1,4 +1,4 @@
-"""The benchmark's emulator: the project's moto server (annex_admin/emulator_server.py) on loopback,
+"""The benchmark's emulator: the project's moto server (annex_sandbox/server.py) on loopback,
 with its log kept in a file.
 
 API calls are counted from the emulator's side: its call log (``install_call_log``) writes one
@@ -25,14 +25,14 @@ from typing import Any
 
 import boto3
 
-from annex_admin.sandbox import EMULATOR_MODULE, emulator_environment, free_port, spawn_emulator
+from annex_sandbox.sandbox import EMULATOR_MODULE, emulator_environment, free_port, spawn_emulator
 from annex_common.aws import RETRY_CONFIG, AwsClients
 
 REGION = "us-east-1"
 FAKE_KEY_ID = "AKIAFAKEBENCHKEY0000"
 FAKE_SECRET = "fake-secret-for-the-local-benchmark-only"
-# The server's own log lines (annex_admin.emulator_server: "%(asctime)s %(name)s %(levelname)s %(message)s").
-_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) annex_admin\.emulator_server INFO "
+# The server's own log lines (annex_sandbox: "%(asctime)s %(name)s %(levelname)s %(message)s").
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) annex_sandbox INFO "
 _CALL_LINE = re.compile(_STAMP + r"api-call (\S+) (\S+) (.+?)\r?$", re.M)
 _LAMBDA_LINE = re.compile(_STAMP + r"lambda (\S+) (\S+): (ok|error) in ([0-9.]+) s\r?$", re.M)
 

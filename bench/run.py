@@ -419,7 +419,7 @@ def notes(run: Run) -> list[str]:
         f"Medians of {sizes.runs} runs for CLI start and launch, {sizes.big_runs} for status and the sweep, after one "
         "unmeasured warm-up of each CLI-start command; ours and the baseline alternate run by run. Wall ratio: "
         "condor-annex's median over the baseline's, measured in the same run.",
-        "Everything runs against the project's emulator (annex_admin/emulator_server.py, moto's server on "
+        "Everything runs against the project's emulator (annex_sandbox/server.py, moto's server on "
         "127.0.0.1, IAM enforcement off); its Invoke runs the deployed function's zip in a child Python process with "
         "the function's role's credentials. API calls are counted from the emulator's call log and split by key: "
         "*client* = the scientist's IAM user (for the sweep, *admin* = the administrator running `annex-admin`), "

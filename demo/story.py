@@ -87,7 +87,7 @@ def expire_annex(env: dict[str, str], annex: str) -> None:
 
 
 def main() -> None:
-    from annex_admin.sandbox import start_sandbox, stop_sandbox
+    from annex_sandbox.sandbox import start_sandbox, stop_sandbox
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="annex-demo-"))

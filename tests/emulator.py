@@ -1,11 +1,11 @@
-"""The local AWS emulator for the suite: the project's moto server (annex_admin/emulator_server.py)
+"""The local AWS emulator for the suite: the project's moto server (annex_sandbox/server.py)
 in a child process on 127.0.0.1.
 
 Nothing in the suite may reach real AWS: the environment carries fake keys and a loopback
 endpoint before any test runs, and ``assert_sandboxed`` fails a test that finds otherwise.
 
 The Price List API: the suite's emulator answers it from ``SUITE_PRICE_LIST`` (written to a file
-named by ``ANNEX_EMULATOR_PRICE_LIST``, see annex_admin/emulator_server.py), which prices
+named by ``ANNEX_EMULATOR_PRICE_LIST``, see annex_sandbox/server.py), which prices
 ``PRICED_REGION`` (ap-southeast-2) only: a region the shipped table (annex_cloud/prices.json) does
 not have. So a test in ap-southeast-2 gets its prices from the API, one in us-east-1 finds the API
 reachable but without prices and falls back to the shipped table, and one in a region neither
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from annex_admin.emulator_server import PRICE_LIST_ENV
-from annex_admin.sandbox import EMULATOR_MODULE, emulator_environment, free_port, spawn_emulator
+from annex_sandbox.price_list import PRICE_LIST_ENV
+from annex_sandbox.sandbox import EMULATOR_MODULE, emulator_environment, free_port, spawn_emulator
 
 FAKE_KEY_ID = "AKIAFAKETESTKEY00000"
 FAKE_SECRET = "fake-secret-for-the-local-emulator-only"
@@ -54,7 +54,7 @@ class Emulator:
 
     def calls_since(self, offset: int) -> list[tuple[str, str, str]]:
         """(access key id, service, operation) of every API request answered after ``offset``,
-        from the emulator's own call log (annex_admin.emulator_server.install_call_log)."""
+        from the emulator's own call log (annex_sandbox.patches.install_call_log)."""
         import re
         import time
 

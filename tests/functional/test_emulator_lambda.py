@@ -1,4 +1,4 @@
-"""The emulator runs Lambda functions (annex_admin/emulator_server.py), over HTTP through boto3.
+"""The emulator runs Lambda functions (annex_sandbox/server.py), over HTTP through boto3.
 
 Invoke runs the zip's own code in a child process, as the function's role, with the function's
 environment, its timeout, and errors in AWS's shape; IAM enforcement judges Invoke as

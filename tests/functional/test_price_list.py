@@ -1,4 +1,4 @@
-"""The emulator's Price List API (annex_admin/emulator_server.py) and setup's prices over it.
+"""The emulator's Price List API (annex_sandbox/server.py) and setup's prices over it.
 
 The suite's emulator prices ap-southeast-2 only (tests/emulator.py: SUITE_PRICE_LIST), a region
 the shipped table lacks: prices there can only have come from the API. us-east-1 is in the shipped

@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from annex_admin.emulator_server import Credentials, FunctionSpec, LambdaHost, invoked_function_arn, own_endpoint
+from annex_sandbox.lambda_host import Credentials, FunctionSpec, LambdaHost
+from annex_sandbox.patches import invoked_function_arn
+from annex_sandbox.server import own_endpoint
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:probe"
 

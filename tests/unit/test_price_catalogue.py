@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from annex_admin.emulator_server import (
+from annex_sandbox.price_list import (
     PRICE_LIST_ENV,
     PriceCatalogue,
     PriceListError,

@@ -18,7 +18,7 @@ FAKE_ACCESS_KEY = "AKIASANDBOXADMIN0000"
 FAKE_SECRET_KEY = "sandbox-secret-not-a-real-key"
 REGION = "us-east-1"
 # The one emulator start-up of the project: moto's server with the patches the project relies on.
-EMULATOR_MODULE = "annex_admin.emulator_server"
+EMULATOR_MODULE = "annex_sandbox.server"
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,12 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _last_line(log_path: Path) -> str:
+    """The emulator's last word (it says why it refused to start), or where to look."""
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"it wrote nothing to {log_path}"
+
+
 def spawn_emulator(
     module: str, port: int, log_path: Path, *, env: dict[str, str] | None = None,
     cwd: Path | None = None, detach: bool = False, timeout: float = 60,
@@ -90,7 +96,7 @@ def spawn_emulator(
     while not _answers(url):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise AnnexError("the local emulator did not start", f"see {log_path}", "Try another port.")
+            raise AnnexError("the local emulator did not start", _last_line(log_path), f"See {log_path}.")
         time.sleep(0.2)
     return url, process
 
@@ -101,8 +107,8 @@ def start_sandbox(state_dir: Path, port: int | None = None) -> Sandbox:
     except ImportError as exc:
         raise BadInput(
             "the local AWS emulator is not installed",
-            "the sandbox runs moto's server, which is a test extra",
-            "Install it: pip install 'condor-annex[test]' (or 'moto[server]').",
+            "the sandbox runs moto's server, which only the sandbox extra installs",
+            "Install it: pip install 'condor-annex[sandbox]'.",
         ) from exc
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = read_sandbox(state_dir)

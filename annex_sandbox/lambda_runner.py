@@ -1,6 +1,6 @@
 """Runs one Lambda invocation in a child process of the local emulator, as AWS's Python runtime would.
 
-The emulator server (annex_admin/emulator_server.py) starts this file by its path with
+The emulator server (annex_sandbox/server.py) starts this file by its path with
 ``python -I -S -u``, so the child sees neither the repository, nor the server's site-packages,
 nor any PYTHON* variable: only the standard library until ``main`` puts the function's code
 directory first on ``sys.path`` and the runtime directory (boto3 and its dependencies, as the AWS
@@ -9,8 +9,8 @@ imported, even when the repository or the virtual environment has one of the sam
 import the zip forgot fails here as it would on AWS.
 
 This file must import nothing but the standard library at module level, and it is not imported
-as ``annex_admin.lambda_runner`` in the child, so the zip may hold a package called
-``annex_admin`` too.
+as ``annex_sandbox.lambda_runner`` in the child, so the zip may hold a package called
+``annex_sandbox`` too.
 
 Protocol: the event is JSON on stdin; stdout and stderr are the function's log; the outcome is
 written as JSON ``{"errored": bool, "payload": <value>}`` to the file named by ``--result``.
