@@ -1,16 +1,22 @@
 # Every target creates what it needs: a fresh machine runs `make demo` or `make test` directly.
+# Every machine installs exactly the versions and hashes in requirements.lock; `make lock` upgrades
+# it (and runs the suite under the new versions).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/policy/node_modules/.installed
 
-.PHONY: demo test test-unit test-functional test-e2e test-policy bench lint sandbox clean
+.PHONY: demo test test-unit test-functional test-e2e test-policy bench lint lock clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[test]'
+LOCK := requirements.lock
+LOCK_INPUTS := pyproject.toml requirements/tools.in
+
+$(STAMP): $(LOCK) pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 $(NODE_STAMP): tests/policy/package.json tests/policy/package-lock.json
@@ -41,6 +47,10 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/annex-admin template > /tmp/annex-template.json
 	$(BIN)/cfn-lint /tmp/annex-template.json
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet --upgrade --generate-hashes --python-version 3.11 --extra test --extra sandbox -o $(LOCK) $(LOCK_INPUTS)
+	$(MAKE) test
 
 clean:
 	rm -rf $(VENV) tests/policy/node_modules .demo
