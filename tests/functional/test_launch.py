@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from annex_cloud.broker.ops import Call, end_annex, launch
+from annex_cloud.broker.ops import Call, launch
 from annex_cloud.broker.settings import BrokerSettings
 from annex_cloud.caps import Caps
 from annex_cloud.errors import Refused
@@ -27,7 +27,7 @@ from annex_common.bundle import load_bundle
 from annex_common.errors import BadInput
 from annex_user.context import open_context
 from annex_user.launch import LaunchRequest, execute_launch, plan_launch
-from annex_user.manage import extend_lease, extend_params
+from annex_user.manage import extend_lease, extend_params, terminate_annex
 from templates import contract
 from tests.flows import PROJECT, USER, deploy_stack, issue_bundle, write_pool
 
@@ -139,12 +139,46 @@ def test_extend_never_shortens_unless_asked(aws, tmp_path):
     assert shorter.answer["shortens"] is True
 
 
-# --- the broker's fleet, as a component (see the module docstring) --------------------------------
+def launched_fleets(ec2, template_ids: set[str]) -> list[dict]:
+    """The fleets made from the stack's launch templates, as EC2 stored them (request included)."""
+    return [f for f in ec2.describe_fleets()["Fleets"]
+            if {c["LaunchTemplateSpecification"]["LaunchTemplateId"] for c in f["LaunchTemplateConfigs"]} & template_ids]
+
+
+def test_spot_fleets_use_price_capacity_optimized_and_cap_at_the_on_demand_price(aws, clients, tmp_path):
+    """Through Invoke: the broker's CreateFleet, as EC2 stored it."""
+    ctx, pool, outputs = scientist(tmp_path)
+    plan = plan_launch(ctx, request(pool, "spotty", 3, spot=True))
+    result = execute_launch(ctx, plan)
+    assert len(result.instance_ids) == 3
+    templates = set(dict(p.split("=", 1) for p in outputs[contract.OUT_LAUNCH_TEMPLATES].split(",")).values())
+    (fleet,) = launched_fleets(clients.ec2, templates)
+    assert fleet["SpotOptions"]["AllocationStrategy"] == "price-capacity-optimized"
+    assert fleet["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
+    prices = result.answer["prices"]
+    for config in fleet["LaunchTemplateConfigs"]:
+        for override in config["Overrides"]:
+            assert float(override["MaxPrice"]) == pytest.approx(prices[override["InstanceType"]])
+            assert set(override) == {"InstanceType", "SubnetId", "Priority", "MaxPrice"}  # nothing else overridden
+
+
+def test_terminate_twice_says_already_gone(aws, tmp_path):
+    ctx, pool, _outputs = scientist(tmp_path)
+    execute_launch(ctx, plan_launch(ctx, request(pool, "brief", 2)))
+    first = terminate_annex(ctx, "brief")
+    second = terminate_annex(ctx, "brief")
+    assert len(first.instance_ids) == 2 and first.already_gone is False and first.objects_removed == 2
+    assert second.instance_ids == [] and second.objects_removed == 0 and second.already_gone is True
+
+
+# --- faults injected inside the broker: its launch as a component (see the module docstring) -------
+# Only the tests that make CreateFleet come back short or refused call the broker's code in this
+# process: a fault cannot be injected into the function's own EC2 client in its child process.
 
 
 def broker_call(clients, outputs: dict[str, str], bundle_path, params: dict) -> Call:
     """A Call as the broker builds one after proving the caller (the admin's clients stand in for
-    the broker's role: this is the operation's logic, not its permissions)."""
+    the broker's role: this is the operation's logic under an injected fault, not its permissions)."""
     bundle = load_bundle(bundle_path)
     registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
     settings = BrokerSettings(
@@ -267,44 +301,20 @@ def test_errors_that_name_no_pool_do_not_repeat_identical_rounds(aws, clients, t
     assert result.stopped_by == "the fleet's errors named no pool to avoid"
 
 
-def test_spot_fleets_use_price_capacity_optimized_and_cap_at_the_on_demand_price(aws, clients, tmp_path):
-    _ctx, _pool, outputs = scientist(tmp_path)
-    seen: list[dict] = []
-    clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", lambda params, **_: seen.append(params))
-    params = {**launch_params("spotty", 3, "e" * 32), "spot": True}
-    result = launch(broker_call(clients, outputs, tmp_path / "b.toml", params))
-    assert len(result["instance_ids"]) == 3
-    assert seen[0]["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
-    assert seen[0]["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
-    prices = result["prices"]
-    for config in seen[0]["LaunchTemplateConfigs"]:
-        for override in config["Overrides"]:
-            assert float(override["MaxPrice"]) == pytest.approx(prices[override["InstanceType"]])
-            assert set(override) == {"InstanceType", "SubnetId", "Priority", "MaxPrice"}  # nothing else overridden
-
-
-def test_terminate_twice_says_already_gone(aws, clients, tmp_path):
-    _ctx, _pool, outputs = scientist(tmp_path)
-    launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("brief", 2, "f" * 32)))
-    first = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
-    second = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
-    assert len(first["instance_ids"]) == 2 and first["already_gone"] is False and first["objects_removed"] == 2
-    assert second == {"annex_name": "brief", "instance_ids": [], "objects_removed": 0, "already_gone": True}
-
-
 # --- each project's nodes run as its own role ----------------------------------------------------------
 
 
 def test_the_broker_launches_a_project_from_its_own_template_versions(aws, clients, tmp_path):
-    """Every launch specification names the stack's template at the project's version (the one
-    that adds the project's node profile), and the plan names the role its nodes run as."""
-    _ctx, _pool, outputs = scientist(tmp_path)
-    node = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).node(PROJECT)
-    seen: list[dict] = []
-    clients.ec2.meta.events.register("provide-client-params.ec2.CreateFleet", lambda params, **_: seen.append(params))
-    result = launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("versioned", 2, "c" * 32)))
-    assert len(result["instance_ids"]) == 2 and result["node_role"] == node.role_arn
-    specs = [c["LaunchTemplateSpecification"] for c in seen[0]["LaunchTemplateConfigs"]]
+    """Through Invoke: every launch specification of the fleet EC2 stored names the stack's template
+    at the project's version (the one that adds the project's node profile), and the plan names the
+    role its nodes run as."""
+    ctx, pool, _outputs = scientist(tmp_path)
+    node = Registry(clients.client("dynamodb"), _outputs[contract.OUT_REGISTRY_TABLE]).node(PROJECT)
+    plan = plan_launch(ctx, request(pool, "versioned", 2))
+    result = execute_launch(ctx, plan)
+    assert len(result.instance_ids) == 2 and result.answer["node_role"] == node.role_arn
+    (fleet,) = launched_fleets(clients.ec2, {t.template_id for t in node.templates.values()})
+    specs = [c["LaunchTemplateSpecification"] for c in fleet["LaunchTemplateConfigs"]]
     assert len(specs) == len(node.templates)
     assert sorted((s["LaunchTemplateId"], s["Version"]) for s in specs) == sorted(
         (t.template_id, str(t.version)) for t in node.templates.values())
@@ -317,11 +327,11 @@ def test_the_broker_launches_a_project_from_its_own_template_versions(aws, clien
 def test_a_project_without_its_node_role_launches_nothing(aws, clients, tmp_path):
     """A project issued before node roles existed (or whose record is gone) is refused, with what
     to do, and nothing is launched or written."""
-    _ctx, _pool, outputs = scientist(tmp_path)
+    ctx, pool, outputs = scientist(tmp_path)
     clients.client("dynamodb").delete_item(
         TableName=outputs[contract.OUT_REGISTRY_TABLE], Key={"pk": {"S": f"node#{PROJECT}"}, "sk": {"S": "node"}})
-    with pytest.raises(Refused) as caught:
-        launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("roleless", 2, "b" * 32)))
+    with pytest.raises(BadInput) as caught:
+        plan_launch(ctx, request(pool, "roleless", 2))
     assert "has no node role" in caught.value.what and "issue-credentials" in caught.value.next_step
     assert annex_instances("roleless") == []
     assert clients.s3.list_objects_v2(Bucket=outputs[contract.OUT_BUCKET]).get("KeyCount", 0) == 0

@@ -1,5 +1,5 @@
 """The region stack as the tests see it: built by templates.stack, deployed to the emulator,
-with two projects' credentials issued and one annex launched by the broker's code for each, and
+with two projects' credentials issued and one annex launched through the broker for each, and
 read back (outputs, resource ARNs, and the IAM documents with every Ref resolved).
 
 Nothing here is a constant copied from the template: the scientists' managed policy, the roles'
@@ -140,33 +140,29 @@ def _function(session: boto3.session.Session, iam: Any, name: str) -> FunctionUn
 PROJECTS = {"ProjA": "needsmoore", "ProjB": "labmate"}
 
 
-def _launch_one_annex(clients: AwsClients, outputs: dict[str, str], project_id: str, user: str) -> None:
-    """What the broker's launch writes and records for one annex, made by its own code (the
-    administrator's clients stand in for its role: this is about what exists, not who may)."""
+def _launch_one_annex(outputs: dict[str, str], bundle_path: Path) -> None:
+    """One annex of the project, launched as condor_annex does it: an Invoke of the broker signed with
+    the project's bundle, the broker acting as its own role."""
     import base64
     import uuid
     from datetime import datetime, timedelta, timezone
 
-    from annex_cloud.broker import ops
-    from annex_cloud.broker.settings import BrokerSettings
-    from annex_cloud.registry import Registry
+    from annex_common.aws import make_clients
+    from annex_common.bundle import load_bundle
+    from annex_user.broker_client import Broker
 
-    registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
-    settings = BrokerSettings(
-        function_name=outputs[contract.OUT_BROKER_FUNCTION], region=REGION, stack_name=STACK_NAME,
-        bucket=outputs[contract.OUT_BUCKET], table=outputs[contract.OUT_REGISTRY_TABLE],
-        launch_templates=dict(p.split("=", 1) for p in outputs[contract.OUT_LAUNCH_TEMPLATES].split(",")),
-        subnets=tuple(outputs[contract.OUT_SUBNETS].split(",")),
-    )
+    bundle = load_bundle(bundle_path)
+    scientist = make_clients(region=REGION, access_key_id=bundle.aws_access_key_id,
+                             secret_access_key=bundle.aws_secret_access_key)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     params = {
-        "annex_name": f"{project_id.lower()}-annex-1", "count": 1, "idle_minutes": 15, "spot": False,
+        "annex_name": f"{bundle.project_id.lower()}-annex-1", "count": 1, "idle_minutes": 15, "spot": False,
         "request_id": uuid.uuid4().hex, "expiry": (now + timedelta(hours=5)).strftime(contract.EXPIRY_FORMAT),
-        "pool": {"collector_host": "cm.pool.example:9618", "trust_domain": "pool.example", "job_owner": user,
+        "pool": {"collector_host": "cm.pool.example:9618", "trust_domain": "pool.example", "job_owner": bundle.user,
                  "security": "password", "material": base64.b64encode(b"scrambled pool password").decode()},
     }
-    call = ops.Call(settings, user, project_id, registry.caps(project_id), clients.ec2, clients.s3, registry, now, params)
-    assert ops.launch(call)["instance_ids"]
+    answer = Broker(scientist, outputs[contract.OUT_BROKER_FUNCTION], REGION).ask("launch", params, "could not launch")
+    assert answer["instance_ids"]
 
 
 def _project(clients: AwsClients, outputs: dict[str, str], project_id: str, user: str) -> ProjectUnderTest:
@@ -223,7 +219,7 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS, w
         change = CapsChange(8, 24, 100.0)
         issue_credentials(admin, IssueRequest(settings.stack_name, project_id, user, folder / f"{user}.toml", change),
                           lambda _question: True)
-        _launch_one_annex(admin, outputs, project_id, user)
+        _launch_one_annex(outputs, folder / f"{user}.toml")
     return DeployedStack(
         stack_id=stack["StackId"],
         account=policy_arn.split(":")[4],

@@ -33,6 +33,7 @@ import pytest
 
 from annex_common.aws import AwsClients, make_clients
 from annex_common.bundle import Bundle
+from annex_cloud.broker.ops import OPERATIONS
 from annex_user.broker_client import Broker
 from annex_user.context import open_context
 from annex_user.launch import LaunchRequest, execute_launch, plan_launch
@@ -258,8 +259,12 @@ def test_refused_calls_changed_nothing(world: World, her_instance: str) -> None:
 def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) -> None:
     """condor_annex's own functions, with the bundle: every AWS call that acts is the broker's,
     made with its role's keys (CreateFleet, tags at creation, PassRole, S3 writes, the registry's
-    lock and request records, CreateTags of the expiry, TerminateInstances, DeleteObjects)."""
+    lock and request records, CreateTags of the expiry, TerminateInstances, DeleteObjects).
+    Every operation the broker serves is asked here, through Invoke, at least once."""
     ctx = open_context(world.bundle_path)
+    asked: list[str] = []
+    ask = ctx.broker.ask
+    ctx.broker.ask = lambda op, params, what: (asked.append(op), ask(op, params, what))[1]  # type: ignore[method-assign]
     plan = plan_launch(ctx, LaunchRequest(
         project_id=world.bundle.project_id, expiry=ctx.now + timedelta(hours=5), count=3,
         annex_name="enforced", condor_config=str(world.pool.condor_config),
@@ -300,3 +305,4 @@ def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) ->
                   for i in r["Instances"]}
     assert objects.get("KeyCount") == 0
     assert states <= {"shutting-down", "terminated"}
+    assert set(asked) == set(OPERATIONS)
