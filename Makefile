@@ -26,20 +26,25 @@ $(NODE_STAMP): tests/policy/package.json tests/policy/package-lock.json
 demo: $(STAMP)
 	$(BIN)/python demo/story.py
 
+# Two workers by default (the CI machine has two cores), each with its own emulator; a test file
+# stays on one worker, so its module-scoped stacks are built once.
+WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile
+
 test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(PYTEST) tests
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 test-functional: $(STAMP)
-	$(BIN)/python -m pytest -q tests/functional
+	$(PYTEST) tests/functional
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -q tests/e2e
+	$(PYTEST) tests/e2e
 
 test-policy: $(STAMP) $(NODE_STAMP)
-	$(BIN)/python -m pytest -q tests/policy
+	$(PYTEST) tests/policy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
