@@ -69,6 +69,9 @@ class FleetSpec:
     spot: bool
     max_price: dict[str, float]  # instance type -> USD/h, the spot ceiling
     versions: dict[str, str] = field(default_factory=dict)  # instance type -> template version
+    # Tags of the fleet itself: the broker's role may create only a fleet tagged with its stack,
+    # and the enforcer may delete only such fleets.
+    fleet_tags: dict[str, str] = field(default_factory=dict)
 
 
 def fleet_request(spec: FleetSpec, count: int, pools: list[Pool], token: str) -> dict[str, Any]:
@@ -101,6 +104,8 @@ def fleet_request(spec: FleetSpec, count: int, pools: list[Pool], token: str) ->
         },
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(spec.tags)}],
     }
+    if spec.fleet_tags:
+        request["TagSpecifications"].append({"ResourceType": "fleet", "Tags": tag_list(spec.fleet_tags)})
     if spec.spot:
         request["SpotOptions"] = {"AllocationStrategy": "price-capacity-optimized"}
     else:

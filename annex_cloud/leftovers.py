@@ -98,15 +98,22 @@ def fleet_launch_templates(fleet: Mapping[str, Any]) -> set[str]:
 def leftover_fleets(
     fleets: Iterable[Mapping[str, Any]], scope: StackScope | None, now: datetime, grace_seconds: int
 ) -> list[Leftover]:
-    if scope is None or not scope.launch_templates:
+    """Lasting fleets of the stack: tagged with it (the enforcer's role may delete only those), or
+    made from its templates by someone else (the deletion is then refused, and the refusal reported,
+    so that the administrator hears of a fleet that would replace what the enforcer ends)."""
+    if scope is None:
         return []
     found: list[Leftover] = []
     for fleet in fleets:
         kind, state = fleet.get("Type"), fleet.get("FleetState")
         if kind not in FLEET_LASTING_TYPES or state not in FLEET_LIVE_STATES or not fleet.get("FleetId"):
             continue
+        if not past_grace(fleet.get("CreateTime"), now, grace_seconds):
+            continue
         templates = fleet_launch_templates(fleet) & scope.launch_templates
-        if templates and past_grace(fleet.get("CreateTime"), now, grace_seconds):
+        if tag_dict(fleet.get("Tags")).get(TAG_STACK) == scope.name:
+            found.append(Leftover(FLEET, fleet["FleetId"], f"{kind} fleet tagged with stack {scope.name}"))
+        elif templates:
             found.append(
                 Leftover(FLEET, fleet["FleetId"], f"{kind} fleet from the stack's launch template {min(templates)}")
             )

@@ -28,7 +28,7 @@ from awacs import ec2 as ec2_actions
 from awacs import iam as iam_actions
 from awacs import logs as logs_actions
 from awacs import s3 as s3_actions
-from troposphere import Join, Sub
+from troposphere import Join, Ref, Sub
 
 from annex_cloud import metrics
 from annex_cloud.enforcer import TAG_LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG
@@ -70,6 +70,7 @@ class PolicyRefs:
     subnet_ids: list[Any] = field(default_factory=list)
     table_arn: Any = None
     node_profile_arns: Any = None  # ARN pattern of their instance profiles
+    stack_name: Any = None  # the tag value every fleet the broker makes must carry
 
 
 def assume_role_document(service: str) -> awacs_aws.PolicyDocument:
@@ -193,12 +194,15 @@ def _launch_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
             )],
             Condition=awacs_aws.Condition(awacs_aws.StringEquals("iam:AWSServiceName", "spot.amazonaws.com")),
         ),
-        # CreateFleet offers no ec2:LaunchTemplate key; the Deny below pins its templates.
+        # CreateFleet offers no ec2:LaunchTemplate key; the Denies below pin its templates, and
+        # its fleet to the stack's tag (DenyFleetWithoutStackTag). ec2:Region is present on every
+        # resource type a fleet is authorized against.
         awacs_aws.Statement(
             Sid="FleetRequests",
             Effect=awacs_aws.Allow,
             Action=[ec2_actions.CreateFleet],
             Resource=["*"],
+            Condition=awacs_aws.Condition(awacs_aws.StringEquals("ec2:Region", Ref("AWS::Region"))),
         ),
         awacs_aws.Statement(
             Sid="DenyFleetFromOtherTemplates",
@@ -356,6 +360,17 @@ def _launch_guards(refs: PolicyRefs) -> list[awacs_aws.Statement]:
                 LAUNCH_ACTIONS,
                 instance,
                 awacs_aws.ArnNotLike("ec2:InstanceProfile", refs.node_profile_arns),
+            )
+        )
+    if refs.stack_name is not None:
+        # The fleet itself carries the stack's tag (aws:RequestTag on the fleet resource), so the
+        # enforcer, allowed to delete only fleets with that tag, can remove any fleet the broker made.
+        guards.append(
+            _deny(
+                "DenyFleetWithoutStackTag",
+                [ec2_actions.CreateFleet],
+                [_any_ec2("fleet")],
+                awacs_aws.StringNotEquals("aws:RequestTag/" + contract.TAG_STACK, refs.stack_name),
             )
         )
     if refs.subnet_ids:
@@ -535,14 +550,15 @@ def enforcer_backstop_policy(stack_name: str, launch_template_ids: list[Any]) ->
                 Resource=["*"],
                 Condition=awacs_aws.Condition(annex_tagged),
             ),
-            # A fleet made from the stack's templates carries no tag of ours, so no condition can
-            # single it out: the enforcer checks each fleet's templates, and always deletes with
-            # TerminateInstances=false (its instances are judged by the lease rules).
+            # Every fleet the broker makes carries the stack's tag (its role may make no other);
+            # the enforcer deletes only those, always with TerminateInstances=false (their
+            # instances are judged by the lease rules).
             awacs_aws.Statement(
-                Sid="DeleteFleetsFromStackTemplates",
+                Sid="DeleteStackFleets",
                 Effect=awacs_aws.Allow,
                 Action=[ec2_actions.DeleteFleets],
                 Resource=["*"],
+                Condition=awacs_aws.Condition(stack_tagged),
             ),
             awacs_aws.Statement(
                 Sid="PublishEnforcerMetrics",

@@ -243,6 +243,7 @@ def build_template(settings: StackSettings) -> Template:
         instance_types=list(settings.instance_types),
         subnet_ids=[Ref(s) for s in subnets],
         table_arn=GetAtt(registry, "Arn"),
+        stack_name=settings.stack_name,
     )
     broker_role = t.add_resource(
         iam.Role(

@@ -21,7 +21,7 @@ from annex_cloud.node.config import NodeConfigInputs, render_node_env
 from annex_cloud.prices import shipped_prices
 from annex_cloud.pool_tokens import read_claims
 from annex_cloud.registry import AnnexRecord, NodeRecord, Registry
-from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT
+from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT, TAG_STACK
 
 BATCH = 1000  # ids per CreateTags / TerminateInstances call
 # Longer than the function's timeout (300 s) and the project lock's lease: a request still
@@ -285,6 +285,7 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         spot=ask.spot,
         max_price=plan["prices"],
         versions={t: str(node.templates[t].version) for t in ask.instance_types},
+        fleet_tags=fleet_tags(call, ask),
     )
     try:
         run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet)
@@ -306,6 +307,11 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         "security": ask.pool.security,
         "token_id": ask.pool.token_id or None,
     }
+
+
+def fleet_tags(call: Call, ask: asks.LaunchAsk) -> dict[str, str]:
+    """The fleet's own tags: its stack (which the broker's role must name), project and annex."""
+    return {TAG_STACK: call.settings.stack_name, TAG_PROJECT: call.project_id, TAG_ANNEX_NAME: ask.annex_name}
 
 
 def instance_tags(call: Call, ask: asks.LaunchAsk) -> dict[str, str]:

@@ -314,6 +314,9 @@ def test_the_broker_launches_a_project_from_its_own_template_versions(aws, clien
     result = execute_launch(ctx, plan)
     assert len(result.instance_ids) == 2 and result.answer["node_role"] == node.role_arn
     (fleet,) = launched_fleets(clients.ec2, {t.template_id for t in node.templates.values()})
+    # The fleet itself carries its stack's tag: the only fleets the broker may make, and the enforcer delete.
+    assert {t["Key"]: t["Value"] for t in fleet["Tags"]} == {
+        contract.TAG_STACK: contract.DEFAULT_STACK_NAME, contract.TAG_PROJECT: PROJECT, contract.TAG_ANNEX_NAME: "versioned"}
     specs = [c["LaunchTemplateSpecification"] for c in fleet["LaunchTemplateConfigs"]]
     assert len(specs) == len(node.templates)
     assert sorted((s["LaunchTemplateId"], s["Version"]) for s in specs) == sorted(

@@ -154,10 +154,20 @@ def region(s: DeployedStack) -> Context:
     return {"ec2:Region": REGION}
 
 
+def fleet_request(stack: str = contract.DEFAULT_STACK_NAME) -> Callable[[DeployedStack], Context]:
+    """The fleet resource of a CreateFleet: the tags the broker puts on the fleet itself."""
+    tags = {contract.TAG_STACK: stack, contract.TAG_PROJECT: PROJECT, contract.TAG_ANNEX_NAME: ANNEX}
+    return lambda s: {"ec2:Region": REGION, **{f"aws:RequestTag/{k}": v for k, v in tags.items()},
+                      "aws:TagKeys": list(tags)}
+
+
 # --- resources --------------------------------------------------------------------------------------
 
 def instance(s: DeployedStack, instance_id: str = "i-0123456789abcdef0") -> str:
     return s.ec2_arn(f"instance/{instance_id}")
+
+
+FLEET: Resource = lambda s: s.ec2_arn("fleet/fleet-01234567-89ab-cdef-0123-456789abcdef")  # noqa: E731
 
 
 def vpc_arn(s: DeployedStack) -> str:
@@ -395,19 +405,19 @@ BROKER_CASES = [
            "--spot: the one-time spot request of a launch from the stack's template", region),
     broker("broker-tags-at-run-instances", "ec2:CreateTags", instance, ALLOW,
            "the tag contract rides on the launch", tag_on_create("RunInstances")),
-    broker("broker-create-fleet-fleet", "ec2:CreateFleet",
-           lambda s: s.ec2_arn("fleet/fleet-01234567-89ab-cdef-0123-456789abcdef"), ALLOW,
-           "one instant fleet per launch round", region),
+    broker("broker-create-fleet-fleet", "ec2:CreateFleet", FLEET, ALLOW,
+           "one instant fleet per launch round, tagged with its stack", fleet_request()),
     broker("broker-create-fleet-instance", "ec2:CreateFleet", instance, ALLOW,
            "a listed type with every contract tag", fleet_instance),
     broker("broker-create-fleet-launch-template", "ec2:CreateFleet", lambda s: s.launch_template_arn("m6i.large"),
            ALLOW, "each stack template may be a launch specification", region),
     broker("broker-create-fleet-subnet", "ec2:CreateFleet", lambda s: s.ec2_arn("subnet/" + s.subnets[1]), ALLOW,
-           "overrides name the stack's subnets", lambda s: {"ec2:SubnetID": s.subnets[1], "ec2:Vpc": vpc_arn(s)}),
+           "overrides name the stack's subnets",
+           lambda s: {"ec2:SubnetID": s.subnets[1], "ec2:Vpc": vpc_arn(s), "ec2:Region": REGION}),
     broker("broker-create-fleet-volume", "ec2:CreateFleet", VOLUME, ALLOW, "the template's root volume",
-           lambda s: {"ec2:VolumeType": "gp3", "ec2:Encrypted": "true"}),
+           lambda s: {"ec2:VolumeType": "gp3", "ec2:Encrypted": "true", "ec2:Region": REGION}),
     broker("broker-create-fleet-image", "ec2:CreateFleet", IMAGE, ALLOW, "the template's image",
-           lambda s: {"ec2:ImageID": "ami-0123456789abcdef0"}),
+           lambda s: {"ec2:ImageID": "ami-0123456789abcdef0", "ec2:Region": REGION}),
     broker("broker-tags-at-create-fleet", "ec2:CreateTags", instance, ALLOW,
            "the tag contract rides on the fleet", tag_on_create("CreateFleet")),
     broker("broker-passes-a-node-role-to-ec2", "iam:PassRole", NODE_ROLE, ALLOW,
@@ -519,6 +529,15 @@ BROKER_CASES = [
     broker("broker-create-fleet-placement-group", "ec2:CreateFleet", lambda s: s.ec2_arn("placement-group/cluster-pg"),
            DENY, "a fleet touches only the resource types the stack's launches use", region,
            denied_by="DenyFleetFromOtherTemplates"),
+    broker("broker-create-fleet-untagged-fleet", "ec2:CreateFleet", FLEET, DENY,
+           "a fleet without its stack's tag could not be removed by the enforcer", region,
+           denied_by="DenyFleetWithoutStackTag"),
+    broker("broker-create-fleet-another-stacks-fleet", "ec2:CreateFleet", FLEET, DENY,
+           "the fleet carries this stack's tag, not another's", fleet_request("OtherStack"),
+           denied_by="DenyFleetWithoutStackTag"),
+    broker("broker-create-fleet-in-another-region", "ec2:CreateFleet", FLEET, DENY,
+           "the broker launches in its own region only",
+           lambda s: {**fleet_request()(s), "ec2:Region": "eu-west-1"}),
     broker("broker-create-fleet-another-type", "ec2:CreateFleet", instance, DENY, "types are the stack's list",
            lambda s: fleet_instance(s, itype="p5.48xlarge"), denied_by="DenyOtherInstanceTypes"),
     broker("broker-create-fleet-foreign-subnet", "ec2:CreateFleet", FOREIGN_SUBNET, DENY, "the stack's VPC only",
@@ -732,9 +751,12 @@ ENFORCER_BACKSTOP_CASES = [
              "an open spot request would start instances again", context=tagged({contract.TAG_ANNEX_NAME: ANNEX})),
     enforcer("enforcer-cancels-other-spot-request", "ec2:CancelSpotInstanceRequests", SPOT_REQUEST, DENY,
              "other spot requests are not ours", context=tagged({"Name": "batch"})),
-    enforcer("enforcer-deletes-fleet", "ec2:DeleteFleets", ec2_resource("fleet/fleet-0123"), ALLOW,
-             "a maintain fleet from the stack's template would replace what the enforcer ends (IAM cannot "
-             "scope DeleteFleets: the code checks the template)", context=region),
+    enforcer("enforcer-deletes-stack-fleet", "ec2:DeleteFleets", FLEET, ALLOW,
+             "a lasting fleet of the stack would replace what the enforcer ends", context=tagged(STACK_TAG)),
+    enforcer("enforcer-deletes-untagged-fleet", "ec2:DeleteFleets", FLEET, DENY,
+             "a fleet the stack did not make is not the enforcer's to delete", context=region),
+    enforcer("enforcer-deletes-other-stack-fleet", "ec2:DeleteFleets", FLEET, DENY,
+             "another stack's fleets are not ours", context=tagged({contract.TAG_STACK: "OtherStack"})),
     enforcer("enforcer-describes-volumes", "ec2:DescribeVolumes", lambda s: "*", ALLOW, "to find leftovers"),
     # Heard when it fails, in its own namespace only. (PutMetricData's only resource type is an
     # optional dataset; the simulator evaluates one resource, so the request names one.)

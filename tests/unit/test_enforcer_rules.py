@@ -533,10 +533,11 @@ GRACE = 600
 
 
 def fleet(fleet_id: str, *, kind: str = "maintain", state: str = "active", created=OLD, by: str = "LaunchTemplateId",
-          template: str = STACK_TEMPLATE) -> dict:
+          template: str = STACK_TEMPLATE, tags: dict[str, str] | None = None) -> dict:
     return {
         "FleetId": fleet_id, "Type": kind, "FleetState": state, "CreateTime": created,
         "LaunchTemplateConfigs": [{"LaunchTemplateSpecification": {by: template, "Version": "$Default"}}],
+        "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()],
     }
 
 
@@ -555,6 +556,16 @@ def test_lasting_fleets_from_the_stack_templates_are_leftovers_after_the_grace()
     assert [f.resource_id for f in found] == ["fleet-maintain", "fleet-request", "fleet-at-grace", "fleet-ageless"]
     assert all(f.kind == "fleet" for f in found)
     assert leftovers.leftover_fleets(fleets, None, NOW, GRACE) == []
+
+
+def test_a_lasting_fleet_tagged_with_the_stack_is_a_leftover_whatever_its_templates():
+    fleets = [
+        fleet("fleet-tagged", template="lt-ffffffffffffffff0", tags={contract.TAG_STACK: SCOPE.name}),
+        fleet("fleet-other-stack", template="lt-ffffffffffffffff0", tags={contract.TAG_STACK: "OtherStack"}),
+        fleet("fleet-tagged-instant", kind="instant", tags={contract.TAG_STACK: SCOPE.name}),
+    ]
+    found = leftovers.leftover_fleets(fleets, SCOPE, NOW, GRACE)
+    assert [(f.resource_id, f.reason) for f in found] == [("fleet-tagged", f"maintain fleet tagged with stack {SCOPE.name}")]
 
 
 def spot(request_id: str, *, kind: str = "persistent", state: str = "active", tags=None, created=OLD) -> dict:

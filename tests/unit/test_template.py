@@ -300,9 +300,12 @@ def test_enforcer_backstop_policy_reaches_only_annex_resources():
         "StringEquals": {"aws:ResourceTag/" + contract.TAG_STACK: contract.DEFAULT_STACK_NAME}
     }
     assert statements["PublishEnforcerMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CondorAnnex"}}
-    # Every write is conditioned on the resource being an annex's, except fleet deletion (see policies.py).
+    assert statements["DeleteStackFleets"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/" + contract.TAG_STACK: contract.DEFAULT_STACK_NAME}
+    }
+    # Every write is conditioned on the resource being an annex's or the stack's.
     unconditioned_writes = [
         sid for sid, s in statements.items()
         if "Condition" not in s and not all(a.split(":")[1].startswith("Describe") for a in s["Action"])
     ]
-    assert unconditioned_writes == ["DeleteFleetsFromStackTemplates"]
+    assert unconditioned_writes == []
