@@ -309,3 +309,35 @@ def test_enforcer_backstop_policy_reaches_only_annex_resources():
         if "Condition" not in s and not all(a.split(":")[1].startswith("Describe") for a in s["Action"])
     ]
     assert unconditioned_writes == []
+
+
+def _policy_documents(template: dict) -> list[tuple[str, dict]]:
+    """Every IAM policy document the stack creates: roles' inline policies, policies, managed policies."""
+    found = []
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role":
+            found += [(f"{name}/{p['PolicyName']}", p["PolicyDocument"]) for p in props.get("Policies", [])]
+        elif resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            found.append((name, props["PolicyDocument"]))
+    return found
+
+
+READ_PREFIXES = ("Describe", "Get", "List")
+
+
+def test_no_write_is_allowed_on_every_resource_without_a_condition():
+    """checkov's CKV_AWS_111, checked here on every document: an Allow of any write action on "*"
+    names the condition that narrows it (a fleet's stack tag, an annex's tag, a region)."""
+    documents = _policy_documents(render())
+    assert len(documents) >= 4
+    loose = [
+        (name, statement.get("Sid"))
+        for name, document in documents
+        for statement in document["Statement"]
+        if statement["Effect"] == "Allow" and "Condition" not in statement
+        and "*" in (statement.get("Resource") if isinstance(statement.get("Resource"), list) else [statement.get("Resource")])
+        and not all(action.split(":", 1)[1].startswith(READ_PREFIXES)
+                    for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]))
+    ]
+    assert loose == []
