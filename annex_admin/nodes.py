@@ -29,6 +29,8 @@ from templates.policies import assume_role_document, node_role_policy
 
 POLICY_NAME = "ReadOwnProjectMaterial"
 MANAGED_BY = "condor-annex"
+# At most a minute for a new instance profile to become readable (boto3 default: 40 × 1 s).
+PROFILE_WAITER = {"Delay": 1, "MaxAttempts": 60}
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ def ensure_role(iam: Any, scope: NodeScope, project_id: str) -> tuple[str, str]:
         profile = iam.create_instance_profile(InstanceProfileName=name, Path=scope.path, Tags=_tags(scope, project_id))
     if name not in [r["RoleName"] for r in profile["InstanceProfile"].get("Roles", [])]:
         iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    # IAM is eventually consistent: wait until the new profile is readable before a template
+    # version names it (EC2 may still take seconds more; the broker's fleet waits for that).
+    iam.get_waiter("instance_profile_exists").wait(InstanceProfileName=name, WaiterConfig=PROFILE_WAITER)
     return role["Role"]["Arn"], profile["InstanceProfile"]["Arn"]
 
 

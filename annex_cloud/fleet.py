@@ -9,10 +9,14 @@ project's node profile: annex_cloud.nodes) and never overrides.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from botocore.exceptions import ClientError
+
+from annex_cloud.errors import Refused
 from annex_cloud.tags import tag_list
 
 FLEET_CHUNK = 1000  # instances asked for in one CreateFleet call
@@ -28,7 +32,18 @@ CAPACITY_CODES = frozenset({
     "MaxSpotInstanceCountExceeded",
 })
 
+# A new instance profile (issue-credentials makes one per project) is usable by EC2 only once IAM
+# has propagated it, typically seconds later; until then EC2 refuses the launch as an invalid
+# profile. Such a round is asked again after these pauses (about 30 s in all), then refused.
+PROFILE_WAITS = (2.0, 4.0, 8.0, 16.0)
+
 Pool = tuple[str, str]  # (instance type, subnet id)
+
+
+def profile_not_ready(code: str, message: str) -> bool:
+    """EC2's answer for an instance profile IAM has not yet made usable (or that does not exist)."""
+    text = message.lower()
+    return code == "InvalidParameterValue" and ("iam instance profile" in text or "iaminstanceprofile" in text)
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,41 @@ def read_answer(response: dict[str, Any], result: FleetResult) -> tuple[list[str
     return launched, errors
 
 
+def _round_answer(
+    create_fleet: Callable[..., dict[str, Any]], request: dict[str, Any], sleep: Callable[[float], None],
+) -> dict[str, Any] | None:
+    """One round's answer, asked again while EC2 says the node profile is not usable yet; None when
+    it still says so after the last pause.
+
+    Each new ask has its own client token: EC2 would answer the first token with its first answer.
+    """
+    token = request["ClientToken"]
+    for attempt, pause in enumerate((0.0, *PROFILE_WAITS)):
+        if pause:
+            sleep(pause)
+        asked = {**request, "ClientToken": token if attempt == 0 else f"{token}-p{attempt}"[:64]}
+        try:
+            response = create_fleet(**asked)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if not profile_not_ready(str(error.get("Code", "")), str(error.get("Message", ""))):
+                raise
+            continue
+        errors = response.get("Errors") or []
+        waiting = errors and all(profile_not_ready(e.get("ErrorCode", ""), e.get("ErrorMessage", "")) for e in errors)
+        if response.get("Instances") or not waiting:
+            return response
+    return None
+
+
+def profile_refusal() -> Refused:
+    return Refused(
+        "EC2 does not accept the project's node profile yet",
+        f"a new instance profile takes seconds to reach EC2, and it was still refused after {sum(PROFILE_WAITS):.0f} s",
+        "Try again in a minute; if it persists, ask your pool administrator to run `annex-admin check-setup`.",
+    )
+
+
 def max_fleet_rounds(count: int) -> int:
     """Enough rounds for the count at FLEET_CHUNK a round, plus room for capacity fallback."""
     return -(-count // FLEET_CHUNK) + FALLBACK_ROUNDS
@@ -146,6 +196,7 @@ def run_fleet(
     token_prefix: str,
     on_launched: Callable[[list[str]], None] = lambda ids: None,
     result: FleetResult | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> FleetResult:
     """Fleet until the count is met, every pool has run dry, or AWS refuses for another reason.
 
@@ -160,7 +211,12 @@ def run_fleet(
         result.rounds += 1
         asked = min(spec.count - len(result.instances), FLEET_CHUNK)
         token = f"{token_prefix}-{result.rounds}"[:64] if token_prefix else uuid.uuid4().hex
-        response = create_fleet(**fleet_request(spec, asked, pools, token))
+        response = _round_answer(create_fleet, fleet_request(spec, asked, pools, token), sleep)
+        if response is None:
+            if not result.instances:
+                raise profile_refusal()
+            result.stopped_by = profile_refusal().why
+            break
         launched, errors = read_answer(response, result)
         if launched:
             on_launched(launched)

@@ -256,3 +256,15 @@ def test_a_changed_template_is_followed_by_every_project_and_reported_until_then
     assert followed.source_version == newer
     assert template_data(clients.ec2, template_id, str(followed.version))["ImageId"] == "ami-0fedcba9876543210"
     assert node_problems(clients, scope, registry) == ([PROJECT], [])
+
+
+def test_issue_waits_until_the_new_profile_is_readable_before_templates_name_it(aws, clients, tmp_path):
+    """IAM is eventually consistent: the new profile is read back (boto3's instance_profile_exists
+    waiter) between its creation and the first template version that names it."""
+    deploy_stack(clients)
+    start = aws.log_offset()
+    issue_bundle(clients, tmp_path / "a.toml")
+    operations = [op for _key, service, op in aws.calls_since(start) if service in ("iam", "ec2")]
+    created = operations.index("CreateInstanceProfile")
+    named = operations.index("CreateLaunchTemplateVersion")
+    assert "GetInstanceProfile" in operations[created:named]
