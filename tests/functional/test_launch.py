@@ -286,8 +286,8 @@ def test_spot_fleets_use_price_capacity_optimized_and_cap_at_the_on_demand_price
 def test_terminate_twice_says_already_gone(aws, clients, tmp_path):
     _ctx, _pool, outputs = scientist(tmp_path)
     launch(broker_call(clients, outputs, tmp_path / "b.toml", launch_params("brief", 2, "f" * 32)))
-    first = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
-    second = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief"}))
+    first = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief", "request_id": "1" * 32}))
+    second = end_annex(broker_call(clients, outputs, tmp_path / "b.toml", {"annex_name": "brief", "request_id": "2" * 32}))
     assert len(first["instance_ids"]) == 2 and first["already_gone"] is False and first["objects_removed"] == 2
     assert second == {"annex_name": "brief", "instance_ids": [], "objects_removed": 0, "already_gone": True}
 
