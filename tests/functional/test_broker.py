@@ -110,6 +110,17 @@ def test_a_request_whose_identity_aws_does_not_prove_is_refused(world, case):
     assert answer["refused"]["what"] == "the broker could not tell who is asking"
 
 
+def test_a_bundle_that_names_no_broker_arn_learns_the_account_from_sts(world):
+    """A bundle issued before bundles named the broker's ARN: the client asks STS for its account."""
+    bundle_path, pool = world
+    lines = [line for line in bundle_path.read_text().splitlines() if not line.startswith("broker_arn")]
+    bundle_path.write_text("\n".join(lines) + "\n")
+    ctx = open_context(bundle_path)
+    assert ctx.bundle.broker_arn == ""
+    assert plan_launch(ctx, request("older", pool, count=1)).owner == USER
+    assert ctx.broker.function_arn.endswith(f":function:{BROKER}")
+
+
 def test_a_proof_signed_with_a_wrong_secret_is_refused_by_sts(world):
     bundle_path, _pool = world
     bundle = load_bundle(bundle_path)
