@@ -298,3 +298,19 @@ def test_a_changed_template_is_followed_by_every_project_and_reported_until_then
     assert followed.source_version == newer
     assert template_data(clients.ec2, template_id, str(followed.version))["ImageId"] == "ami-0fedcba9876543210"
     assert node_problems(clients, scope, registry) == ([PROJECT], [])
+
+
+def test_check_setup_names_records_made_before_identities_were_bound(clients, tmp_path):
+    from annex_admin.check import check_setup
+
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "1.toml")
+
+    def item():
+        return {i.name: i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items}["scientists' records"]
+
+    assert item().ok and "1 scientist(s)" in item().detail
+    clients.client("dynamodb").update_item(
+        TableName=outputs[contract.OUT_REGISTRY_TABLE], Key={"pk": {"S": f"user#{USER}"}, "sk": {"S": "user"}},
+        UpdateExpression="REMOVE arn, user_id")
+    assert not item().ok and USER in item().detail and "issue-credentials" in item().detail
