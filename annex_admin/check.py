@@ -89,6 +89,7 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
                                   outputs[contract.OUT_BUCKET])[1]),
         _probe("node bootstrap", lambda: _bootstrap_detail(clients, outputs[contract.OUT_CODE_BUCKET])),
         _probe("node roles", lambda: _node_roles_detail(clients, stack_name, outputs)),
+        _probe("scientists' records", lambda: _scientists_detail(clients, outputs[contract.OUT_REGISTRY_TABLE])),
         _probe("scientist policy", lambda: iam.get_policy(
             PolicyArn=outputs[contract.OUT_SCIENTIST_POLICY])["Policy"]["PolicyName"]),
         _probe("enforcer function", lambda: clients.awslambda.get_function(
@@ -238,6 +239,22 @@ def _sweep_item(clients: AwsClients, stack_name: str, now: datetime, stack_chang
     except botocore.exceptions.BotoCoreError as exc:
         return CheckItem("enforcer sweeps", False, f"could not read the enforcer's metrics: {exc}")
     return judge_sweeps(sweep_record(heartbeats, unended), now, stack_changed)
+
+
+def _scientists_detail(clients: AwsClients, table: str) -> str:
+    """Every scientist's record names her IAM user (ARN and unique id): the broker refuses one
+    that names only a user name, as an earlier version wrote them."""
+    from annex_cloud.registry import Registry
+
+    users = list(Registry(clients.client("dynamodb"), table).users())
+    unbound = sorted(u.user for u in users if not (u.arn and u.user_id))
+    if unbound:
+        raise ValueError(
+            f"made by an earlier version, naming no IAM ARN or unique id (the broker refuses them): "
+            f"{', '.join(unbound)}; run `annex-admin issue-credentials` for each again"
+        )
+    revoked = sum(1 for u in users if u.revoked)
+    return f"{len(users)} scientist(s), each bound to one IAM user" + (f"; {revoked} revoked" if revoked else "")
 
 
 def _registry_detail(clients: AwsClients, table: str) -> str:

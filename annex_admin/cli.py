@@ -307,17 +307,24 @@ def revoke_credentials(
     user: Annotated[str, typer.Option("--user", help="The scientist's IAM user name.")],
     region: Region = None,
     profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
     debug: Debug = False,
 ) -> None:
-    """Deactivate and delete a scientist's access keys (her running annexes keep their leases)."""
+    """Stop a scientist asking: mark her record revoked, detach the policy, delete her keys (running annexes keep their leases)."""
 
     def action() -> None:
         from annex_admin.credentials import revoke_credentials as revoke
 
-        result = revoke(_clients(region, profile), user)
-        out.print(f"[green]Revoked {len(result.keys_removed)} access key(s) of {user}.[/] "
-                  "Running annexes keep their leases and their project's node role; the enforcer still ends "
-                  "them on time. `annex-admin teardown` removes the node roles.")
+        result = revoke(_clients(region, profile), user, stack_name)
+        done = [f"{len(result.keys_removed)} access key(s) deleted"]
+        if result.policy_detached:
+            done.append("the scientists' policy detached")
+        if result.record_revoked:
+            done.append("her record marked revoked: the broker refuses her whatever she signs with")
+        out.print(f"[green]Revoked {user}:[/] " + "; ".join(done) + ".")
+        out.print("  Running annexes keep their leases and their project's node role; the enforcer still ends "
+                  "them on time. `annex-admin issue-credentials` for her again gives her a new bundle; "
+                  "`annex-admin teardown` removes the users and node roles.")
 
     run_guarded(action, debug=debug)
 

@@ -18,6 +18,7 @@ import botocore.exceptions
 
 from annex_cloud import caps as cap_rules
 from annex_cloud.caps import Caps
+from annex_cloud.identity import function_arn
 from annex_cloud.node.config import PROJECT_ID_PATTERN
 from annex_cloud.registry import NodeRecord, Registry
 from annex_admin.nodes import NodeScope, provide_node_access
@@ -132,8 +133,29 @@ def _user_tags(project_id: str, caps: Caps) -> list[dict[str, str]]:
     ]
 
 
-def existing_user_tags(clients: AwsClients, user: str) -> dict[str, str] | None:
-    """The IAM user's tags, or None when there is no such user."""
+@dataclass(frozen=True)
+class IamUser:
+    """An IAM user as IAM names it: what the administrator's record binds the broker to."""
+
+    arn: str
+    user_id: str  # IAM's unique id (AIDA…); a user deleted and made again gets another
+    tags: dict[str, str]
+
+    @classmethod
+    def of(cls, user: dict) -> "IamUser":
+        return cls(str(user["Arn"]), str(user["UserId"]), {t["Key"]: t["Value"] for t in user.get("Tags", [])})
+
+    @property
+    def partition(self) -> str:
+        return self.arn.split(":")[1]
+
+    @property
+    def account(self) -> str:
+        return self.arn.split(":")[4]
+
+
+def existing_user(clients: AwsClients, user: str) -> IamUser | None:
+    """The IAM user, or None when there is no such user."""
     try:
         found = clients.iam.get_user(UserName=user)["User"]
     except botocore.exceptions.ClientError as exc:
@@ -141,11 +163,14 @@ def existing_user_tags(clients: AwsClients, user: str) -> dict[str, str] | None:
             return None
         with aws_errors(f"could not look up the IAM user {user}"):
             raise
-    return {t["Key"]: t["Value"] for t in found.get("Tags", [])}
+    return IamUser.of(found)
 
 
-def check_ownership(request: IssueRequest, tags: dict[str, str] | None, recorded_project: str | None) -> None:
-    """An existing user is ours (made by issue-credentials) and stays in her project."""
+def check_ownership(
+    request: IssueRequest, tags: dict[str, str] | None, recorded_project: str | None, *, revoked: bool = False
+) -> None:
+    """An existing user is ours (made by issue-credentials) and stays in her project, unless she
+    was revoked: a revoked user may be issued for another project."""
     if tags is not None and tags.get(contract.USER_TAG_MANAGED) != MANAGED_BY:
         raise BadInput(
             f"the IAM user {request.user} was not created by condor-annex",
@@ -154,7 +179,7 @@ def check_ownership(request: IssueRequest, tags: dict[str, str] | None, recorded
             "Pass another --user for the scientist.",
         )
     current = recorded_project or (tags or {}).get(contract.USER_TAG_PROJECT)
-    if current and current != request.project_id:
+    if current and current != request.project_id and not revoked:
         raise BadInput(
             f"the IAM user {request.user} belongs to project {current}, not {request.project_id}",
             "moving a scientist to another project would hand her running annexes to the wrong budget",
@@ -192,11 +217,13 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
     stack = read_stack(clients, request.stack_name)
     policy_arn = stack.output(contract.OUT_SCIENTIST_POLICY)
     registry = registry_of(clients, stack)
-    tags = existing_user_tags(clients, request.user)
+    found = existing_user(clients, request.user)
+    tags = found.tags if found else None
     with aws_errors("could not read the administrator's record"):
         recorded = registry.user(request.user)
         previous = registry.caps(request.project_id)
-    check_ownership(request, tags, recorded.project_id if recorded else None)
+    check_ownership(request, tags, recorded.project_id if recorded else None,
+                    revoked=bool(recorded and recorded.revoked))
     caps = request.caps.applied_to(previous or Caps())
     lowered = describe_lowering(previous, caps) if previous else []
     if lowered:
@@ -213,7 +240,8 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
     created = tags is None
     with aws_errors(f"could not create or update the IAM user {request.user}"):
         if created:
-            iam.create_user(UserName=request.user, Path=contract.USER_PATH, Tags=_user_tags(request.project_id, caps))
+            found = IamUser.of(iam.create_user(
+                UserName=request.user, Path=contract.USER_PATH, Tags=_user_tags(request.project_id, caps))["User"])
         else:
             iam.tag_user(UserName=request.user, Tags=_user_tags(request.project_id, caps))
         iam.attach_user_policy(UserName=request.user, PolicyArn=policy_arn)
@@ -221,8 +249,10 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
     # Before the user's record: the broker launches for a recorded user only with her project's role.
     node = provide_node_access(clients, NodeScope.of(stack.name, clients.region, stack.outputs), registry,
                                request.project_id)
+    assert found is not None
     with aws_errors(f"could not create or update the IAM user {request.user}"):
-        registry.put_user(request.user, request.project_id)
+        # Who she is, as IAM names her: the broker acts for this account, ARN and unique id only.
+        registry.put_user(request.user, request.project_id, arn=found.arn, user_id=found.user_id)
         # One live key per scientist: issuing again rotates. IAM allows two keys, so the oldest
         # goes first only when both slots are taken; the rest go once the new bundle is written.
         old_keys = sorted(
@@ -240,6 +270,8 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
         aws_access_key_id=key["AccessKeyId"],
         aws_secret_access_key=key["SecretAccessKey"],
         caps=caps,
+        broker_arn=function_arn(found.partition, clients.region, found.account,
+                                stack.output(contract.OUT_BROKER_FUNCTION)),
     )
     try:
         write_bundle(request.output, bundle)
@@ -269,18 +301,38 @@ def _delete_keys(iam, user: str, key_ids: list[str]) -> None:
 class RevokeResult:
     user: str
     keys_removed: list[str]
+    record_revoked: bool  # the administrator's record of her is marked revoked (False: she had none)
+    policy_detached: bool  # the scientists' policy was attached to her user, and is no more
 
 
-def revoke_credentials(clients: AwsClients, user: str) -> RevokeResult:
+def revoke_credentials(clients: AwsClients, user: str, stack_name: str = contract.DEFAULT_STACK_NAME) -> RevokeResult:
+    """Stop every way she could still ask: the record first (the broker refuses her from then on,
+    session credentials made earlier included), then the policy, then her keys."""
     if not USER_RE.fullmatch(user or ""):
         raise BadInput(f"user name {user!r} is not a valid IAM user name", "", "Pass the --user you issued.")
+    stack = read_stack(clients, stack_name)
+    registry = registry_of(clients, stack)
     iam = clients.iam
-    with aws_errors(f"could not revoke the keys of {user}"):
-        try:
-            keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) == "NoSuchEntity":
-                raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.") from exc
-            raise
+    with aws_errors(f"could not revoke the credentials of {user}"):
+        found = existing_user(clients, user)
+        recorded = registry.user(user)
+        if found is None and recorded is None:
+            raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.")
+        marked = registry.revoke_user(user) if recorded is not None else False
+        if found is None:
+            return RevokeResult(user, [], marked, False)
+        detached = _detach_policy(iam, user, stack.output(contract.OUT_SCIENTIST_POLICY))
+        keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
         _delete_keys(iam, user, keys)
-    return RevokeResult(user, keys)
+    return RevokeResult(user, keys, marked, detached)
+
+
+def _detach_policy(iam, user: str, policy_arn: str) -> bool:
+    """Detach the scientists' policy from the user; False when it was not attached."""
+    try:
+        iam.detach_user_policy(UserName=user, PolicyArn=policy_arn)
+        return True
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return False
+        raise

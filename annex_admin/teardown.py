@@ -94,7 +94,8 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
     # A stack deleted earlier may have left its policy, and the scientists' users attached to it.
     policy = outputs.get(contract.OUT_SCIENTIST_POLICY) or orphan_scientist_policy(clients, stack_name)
     if policy:
-        _remove_scientists(clients, policy, progress, report)
+        revoked = _revoked_users(clients, outputs.get(contract.OUT_REGISTRY_TABLE), report)
+        _remove_scientists(clients, policy, revoked, progress, report)
     _remove_node_roles(clients, stack_name, progress, report)
     resources = stack_resources(clients, stack_name) if raw else []
     if policy and not raw:
@@ -172,11 +173,28 @@ def _empty_bucket(clients: AwsClients, bucket: str, progress: Progress, report: 
             report.not_removed.append((f"objects in bucket {bucket}", f"{error_code(exc)}: {exc}"))
 
 
-def _remove_scientists(clients: AwsClients, policy_arn: str, progress: Progress, report: TeardownReport) -> None:
-    """Users issue-credentials made: their keys, the policy attachment, the user."""
+def _revoked_users(clients: AwsClients, table: str | None, report: TeardownReport) -> list[str]:
+    """Scientists revoke-credentials detached from the policy: the registry still names them."""
+    from annex_cloud.registry import Registry
+
+    if not table:
+        return []
+    try:
+        return [u.user for u in Registry(clients.client("dynamodb"), table).users() if u.revoked]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            report.not_removed.append(("revoked scientists' IAM users", f"{error_code(exc)}: {exc}"))
+        return []
+
+
+def _remove_scientists(
+    clients: AwsClients, policy_arn: str, revoked: list[str], progress: Progress, report: TeardownReport
+) -> None:
+    """Users issue-credentials made (attached to the policy, or revoked): their keys, the policy
+    attachment, the user."""
     iam = clients.iam
     try:
-        users = [
+        attached = [
             u["UserName"]
             for page in iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=policy_arn, EntityFilter="User")
             for u in page["PolicyUsers"]
@@ -185,13 +203,14 @@ def _remove_scientists(clients: AwsClients, policy_arn: str, progress: Progress,
         if error_code(exc) != "NoSuchEntity":
             report.not_removed.append(("scientists' IAM users", f"{error_code(exc)}: {exc}"))
         return
-    for user in users:
+    for user in sorted(set(attached) | set(revoked)):
         progress(f"Removing IAM user {user}")
         try:
             for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
                 iam.update_access_key(UserName=user, AccessKeyId=key["AccessKeyId"], Status="Inactive")
                 iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
-            iam.detach_user_policy(UserName=user, PolicyArn=policy_arn)
+            if user in attached:
+                iam.detach_user_policy(UserName=user, PolicyArn=policy_arn)
             tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]}
             if tags.get(contract.USER_TAG_MANAGED) == "condor-annex":
                 iam.delete_user(UserName=user)
@@ -199,6 +218,8 @@ def _remove_scientists(clients: AwsClients, policy_arn: str, progress: Progress,
             else:
                 report.removed.append(f"access to the annex policy for IAM user {user} (user kept: not made by annex-admin)")
         except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "NoSuchEntity" and user not in attached:
+                continue  # a revoked user someone has deleted already
             report.not_removed.append((f"IAM user {user}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
 
 

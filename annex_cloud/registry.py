@@ -9,7 +9,8 @@ Items (partition key ``pk``, sort key ``sk``). The administrator's items (users,
 the broker's working items (``project#``: lock, requests, launches) have different partition keys,
 so the broker's role may write only ``project#*`` (IAM's ``dynamodb:LeadingKeys``) and can never
 raise a cap, whatever its code does:
-  user#<user>      / user            project
+  user#<user>      / user            project, arn, user_id (the IAM user as IAM named it at
+                                     issue-credentials), revoked (when revoke-credentials ran)
   caps#<p>         / caps            max_instances, max_lease_hours, max_spend_usd
   node#<p>         / node            role, profile, templates (JSON: type -> id, version, source):
                                      the project's node role and its launch template versions
@@ -17,7 +18,9 @@ raise a cap, whatever its code does:
   project#<p>      / annex#<name>    security, token_id (never the token), expiry, ttl: one live
                                      annex, so status can show its token's id for revocation
   project#<p>      / lock            holder, expires (epoch seconds)
-  project#<p>      / request#<id>    state, result (JSON), created, ttl
+  project#<p>      / request#<id>    state, digest (the request's SHA-256), result (JSON),
+                                     created, ttl: one request that changes things (launch,
+                                     extend, terminate), answered from here when sent again
   project#<p>      / launch#<t>#<id>#<n>  annex, expiry, instances ("id:type,..."), created, ttl:
                                      what round n of request id launched at epoch second t
                                      (one item per CreateFleet, so an item stays far below
@@ -46,8 +49,13 @@ RECENT_SECONDS = 15 * 60  # launches this recent count even if DescribeInstances
 
 @dataclass(frozen=True)
 class UserRecord:
+    """The administrator's record of one scientist: her IAM user as IAM named it, her project."""
+
     user: str
     project_id: str
+    arn: str = ""  # the IAM user's ARN; "" in a record made before identities were bound
+    user_id: str = ""  # IAM's unique id of the user (AIDA…): a user made again has another
+    revoked: str = ""  # when revoke-credentials ran (ISO 8601 UTC); "" while she may ask
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class RequestRecord:
     state: str  # started | done
     result: dict[str, Any] | None
     created: float
+    digest: str = ""  # the SHA-256 of the request (annex_cloud.identity.request_digest)
 
 
 def _s(value: str) -> dict[str, str]:
@@ -116,13 +125,35 @@ class Registry:
         item = self._get(f"user#{user}", "user")
         if not item or "project" not in item:
             return None
-        return UserRecord(user=user, project_id=item["project"]["S"])
+        return _user(user, item)
 
-    def put_user(self, user: str, project_id: str) -> None:
+    def put_user(self, user: str, project_id: str, *, arn: str, user_id: str) -> None:
+        """The administrator's write: who the user is (as IAM names it) and her project. A
+        record written again is no longer revoked."""
         self.db.put_item(
             TableName=self.table,
-            Item={**_key(f"user#{user}", "user"), "project": _s(project_id), "updated": _s(_now_text())},
+            Item={
+                **_key(f"user#{user}", "user"), "project": _s(project_id), "arn": _s(arn), "user_id": _s(user_id),
+                "updated": _s(_now_text()),
+            },
         )
+
+    def revoke_user(self, user: str) -> bool:
+        """Mark the user's record revoked (the broker refuses her from then on); False when
+        there is no record."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=_key(f"user#{user}", "user"),
+                UpdateExpression="SET revoked = :at, updated = :at",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":at": _s(_now_text())},
+            )
+            return True
+        except Exception as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False
 
     def delete_user(self, user: str) -> None:
         self.db.delete_item(TableName=self.table, Key=_key(f"user#{user}", "user"))
@@ -150,7 +181,7 @@ class Registry:
     def users(self) -> Iterator[UserRecord]:
         for item in self._scan():
             if item["pk"]["S"].startswith("user#") and "project" in item:
-                yield UserRecord(item["pk"]["S"][5:], item["project"]["S"])
+                yield _user(item["pk"]["S"][5:], item)
 
     # -- the projects' node roles ------------------------------------------------------------
 
@@ -274,7 +305,7 @@ class Registry:
 
     # -- requests, remembered by id ----------------------------------------------------------
 
-    def begin_request(self, project_id: str, request_id: str) -> RequestRecord | None:
+    def begin_request(self, project_id: str, request_id: str, digest: str = "") -> RequestRecord | None:
         """Record a new request; None if it is new, else the earlier record of the same id."""
         now = time.time()
         try:
@@ -283,6 +314,7 @@ class Registry:
                 Item={
                     **_key(f"project#{project_id}", f"request#{request_id}"),
                     "state": _s("started"),
+                    "digest": _s(digest),
                     "created": _n(now),
                     "ttl": _n(int(now + REQUEST_TTL_SECONDS)),
                 },
@@ -413,7 +445,15 @@ def _request(request_id: str, item: dict[str, Any]) -> RequestRecord:
         state=text("state") or "started",
         result=json.loads(result_text) if result_text else None,
         created=float(item.get("created", {}).get("N", "0")),
+        digest=text("digest") or "",
     )
+
+
+def _user(user: str, item: dict[str, Any]) -> UserRecord:
+    def text(name: str) -> str:
+        return str(item.get(name, {}).get("S", ""))
+
+    return UserRecord(user, text("project"), text("arn"), text("user_id"), text("revoked"))
 
 
 def _now_text() -> str:

@@ -31,17 +31,23 @@ class Bundle:
     aws_secret_access_key: str
     # Shown to the scientist, never trusted: the broker reads the administrator's record.
     caps: Caps | None = None
+    # The broker's ARN (account and region), which her identity proofs name; "" in a bundle
+    # issued by an earlier version (condor_annex then asks STS for the account).
+    broker_arn: str = ""
 
     def __repr__(self) -> str:  # never show the secret
         return (
             f"Bundle(region={self.region!r}, stack_name={self.stack_name!r}, project_id={self.project_id!r}, "
-            f"user={self.user!r}, aws_access_key_id={self.aws_access_key_id!r}, caps={self.caps!r})"
+            f"user={self.user!r}, aws_access_key_id={self.aws_access_key_id!r}, caps={self.caps!r}, "
+            f"broker_arn={self.broker_arn!r})"
         )
 
     __str__ = __repr__
 
     def to_toml_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in REQUIRED_STRINGS}
+        if self.broker_arn:
+            data["broker_arn"] = self.broker_arn
         if self.caps is not None:
             data.update(asdict(self.caps))
         return data
@@ -103,7 +109,19 @@ def parse_bundle(data: Mapping[str, Any], path: Path) -> Bundle:
             raise _fail(path, f"the key {key!r} is missing or not a non-empty string")
         values[key] = value.strip()
     _check_region(values["region"], path)
-    return Bundle(caps=informational_caps(data), **values)
+    return Bundle(caps=informational_caps(data), broker_arn=_broker_arn(data, path), **values)
+
+
+def _broker_arn(data: Mapping[str, Any], path: Path) -> str:
+    """The broker's ARN when the bundle names one (the broker itself refuses a proof for another)."""
+    from annex_cloud.identity import FUNCTION_ARN_RE
+
+    value = data.get("broker_arn")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not FUNCTION_ARN_RE.fullmatch(value.strip()):
+        raise _fail(path, f"its broker_arn {str(value)[:120]!r} is not a Lambda function ARN")
+    return value.strip()
 
 
 def _check_region(region: str, path: Path) -> None:

@@ -1,4 +1,5 @@
-"""How condor_annex asks the stack's broker: one Invoke per question, with AWS's proof of who asks."""
+"""How condor_annex asks the stack's broker: one Invoke per question, with AWS's proof of who asks,
+made for this broker (its ARN) and this one request (its SHA-256)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 import botocore.exceptions
 
-from annex_cloud.identity import sign_identity_proof, sts_endpoint
-from annex_common.aws import AwsClients, error_code, invoke_function
+from annex_cloud.identity import function_arn, request_digest, sign_identity_proof, sts_endpoint
+from annex_common.aws import AwsClients, aws_errors, error_code, invoke_function
 from annex_common.errors import AwsFailure, BadInput
 
 
@@ -17,6 +18,18 @@ class Broker:
     clients: AwsClients
     function_name: str
     region: str
+    function_arn: str = ""  # the audience of every proof; "" until known (from the bundle, or STS)
+
+    def audience(self) -> str:
+        """The broker's ARN. A bundle names it; for one issued before bundles did, the account
+        is her own (the broker's stack is in the account that made her user), as STS says."""
+        if not self.function_arn:
+            with aws_errors("could not learn the AWS account of these credentials",
+                            "Ask your pool administrator for a new bundle (it names the broker)."):
+                identity = self.clients.client("sts").get_caller_identity()
+            partition = str(identity["Arn"]).split(":")[1]
+            self.function_arn = function_arn(partition, self.region, str(identity["Account"]), self.function_name)
+        return self.function_arn
 
     def ask(self, op: str, params: dict[str, Any], what: str) -> dict[str, Any]:
         """The broker's answer to ``op``; a refusal is ``BadInput`` (nothing was changed)."""
@@ -27,7 +40,8 @@ class Broker:
             credentials.get_frozen_credentials(),
             region=self.region,
             sts_url=sts_endpoint(self.clients.session, self.region),
-            audience=self.function_name,
+            audience=self.audience(),
+            request=request_digest(op, params),
         )
         try:
             answer = invoke_function(

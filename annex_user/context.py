@@ -28,7 +28,7 @@ def open_context(bundle_path: Path, *, now: datetime | None = None) -> AnnexCont
         access_key_id=bundle.aws_access_key_id,
         secret_access_key=bundle.aws_secret_access_key,
     )
-    broker = Broker(clients, broker_function_name(bundle.stack_name), bundle.region)
+    broker = Broker(clients, broker_function_name(bundle.stack_name), bundle.region, bundle.broker_arn)
     return AnnexContext(bundle, broker, (now or datetime.now(timezone.utc)).replace(microsecond=0))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -158,6 +159,8 @@ def extend_lease(
     assert new_expiry is not None
     plan = plan if plan is not None else plan_extension(ctx, params)
     token = _fresh_token(ctx, params["annex_name"], plan.get("token_id"), new_expiry, condor_config)
+    # The request id makes it safe to send twice: the broker answers a retry from its record.
+    params = {**params, "request_id": uuid.uuid4().hex}
     if token is not None:
         params = {**params, "token": base64.b64encode(token).decode()}
     answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
@@ -201,5 +204,6 @@ class TerminateResult:
 
 def terminate_annex(ctx: AnnexContext, annex_name: str) -> TerminateResult:
     validate_annex_name(annex_name)
-    answer = ctx.broker.ask("terminate", {"annex_name": annex_name}, f"could not terminate annex {annex_name}")
+    params = {"annex_name": annex_name, "request_id": uuid.uuid4().hex}  # safe to send twice
+    answer = ctx.broker.ask("terminate", params, f"could not terminate annex {annex_name}")
     return TerminateResult(annex_name, answer["instance_ids"], answer["objects_removed"], bool(answer["already_gone"]))

@@ -43,6 +43,55 @@ class Call:
     registry: Registry
     now: datetime
     params: dict[str, Any]
+    digest: str = ""  # the request's SHA-256, which its identity proof signed
+
+
+# -- requests that change things: carried out once per request id --------------------------
+
+
+def earlier_answer(call: Call, request_id: str, cut_short: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """None when the request is new (it is recorded as started now); otherwise the answer the
+    first one got, for a request sent again (a retry, or its proof replayed): never acted on twice.
+
+    ``cut_short`` answers for a first attempt that neither finished nor was forgotten in time."""
+    earlier = call.registry.begin_request(call.project_id, request_id, call.digest)
+    if earlier is None:
+        return None
+    if earlier.digest != call.digest:
+        raise Refused(
+            f"request id {request_id} was already used for another request",
+            "a request id names one request: its operation and parameters",
+            "Use condor_annex, which makes a new id for every request.",
+        )
+    if earlier.state == "done" and earlier.result is not None:
+        return {**earlier.result, "replayed": True}
+    if time.time() - earlier.created < ABANDONED_AFTER_SECONDS:
+        raise Busy(f"request {request_id} is still being carried out")
+    return cut_short()
+
+
+def once(call: Call, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Carry out ``work`` for the request's id once, and remember its answer; a request that
+    failed or was refused is forgotten (it changed nothing the record could answer for)."""
+    request_id = asks.request_id(call.params)
+
+    def cut_short() -> dict[str, Any]:
+        raise Refused(
+            f"request {request_id} was cut short and is not carried out again",
+            "its first attempt neither finished nor failed within 15 minutes",
+            "Run the command again: it makes a new request.",
+        )
+
+    earlier = earlier_answer(call, request_id, cut_short)
+    if earlier is not None:
+        return earlier
+    try:
+        result = work()
+    except BaseException:
+        call.registry.forget_request(call.project_id, request_id)
+        raise
+    call.registry.finish_request(call.project_id, request_id, result)
+    return result
 
 
 # -- shared pieces --------------------------------------------------------------------------
@@ -234,16 +283,16 @@ def launch(call: Call) -> dict[str, Any]:
     """Launch once per request id: a retry gets the first answer, never a second annex."""
     ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=True)
     request_id = asks.request_id(call.params)
-    earlier = call.registry.begin_request(call.project_id, request_id)
-    if earlier is not None:
-        if earlier.state == "done" and earlier.result is not None:
-            return {**earlier.result, "replayed": True}
-        if time.time() - earlier.created < ABANDONED_AFTER_SECONDS:
-            raise Busy(f"request {request_id} is still being carried out")
+
+    def cut_short() -> dict[str, Any]:
         # Its broker died mid-launch (a timeout): report what it launched, never launch again.
         launched = call.registry.launched_by(call.project_id, request_id)
         return {"instance_ids": sorted(r["instance_id"] for r in launched), "replayed": True,
                 "stopped_by": "the first attempt at this request was cut short"}
+
+    earlier = earlier_answer(call, request_id, cut_short)
+    if earlier is not None:
+        return earlier
     fleet = FleetResult()
     try:
         result = locked(call, lambda: _launch_locked(call, ask, request_id, fleet))
@@ -499,6 +548,8 @@ def plan_extend(call: Call) -> dict[str, Any]:
 
 
 def extend(call: Call) -> dict[str, Any]:
+    """Move the lease once per request: sent again, it is answered from its record, so a replay
+    never undoes a later extension or shortening."""
     ask = asks.extend_ask(call.params)
 
     def work() -> dict[str, Any]:
@@ -518,20 +569,26 @@ def extend(call: Call) -> dict[str, Any]:
             call.ec2.create_tags(Resources=ids[start : start + BATCH], Tags=[{"Key": TAG_EXPIRY, "Value": plan["expiry"]}])
         return {**plan, "token_replaced": ask.token is not None, "token_id": record.token_id or None}
 
-    return locked(call, work)
+    return once(call, lambda: locked(call, work))
 
 
 # -- terminate ------------------------------------------------------------------------------
 
 
 def end_annex(call: Call) -> dict[str, Any]:
+    """End the annex once per request: the same request sent again (its proof replayed, say,
+    after a new annex took the name) is answered from its record and ends nothing."""
     name = asks.annex_name(call.params)
-    annex = project_instances(call.ec2, call.project_id, annex_name=name)
-    ids = [i.instance_id for i in annex]
-    terminate(call.ec2, ids)
-    removed = delete_prefix(call, annex_prefix(call.project_id, name))
-    call.registry.delete_annex(call.project_id, name)
-    return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
+
+    def work() -> dict[str, Any]:
+        annex = project_instances(call.ec2, call.project_id, annex_name=name)
+        ids = [i.instance_id for i in annex]
+        terminate(call.ec2, ids)
+        removed = delete_prefix(call, annex_prefix(call.project_id, name))
+        call.registry.delete_annex(call.project_id, name)
+        return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
+
+    return once(call, work)
 
 
 OPERATIONS: dict[str, Callable[[Call], dict[str, Any]]] = {

@@ -12,7 +12,7 @@ class Misconfigured(Exception):
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    function_name: str  # the audience an identity proof must name
+    function_name: str  # its name; a proof names its ARN, which Lambda hands the handler
     region: str
     stack_name: str
     bucket: str

@@ -1,6 +1,7 @@
 """The broker through a real Invoke, with the emulator's IAM enforcement on: the scientist's keys
-only ask, the broker proves who asks, reads caps from the administrator's record, and never acts
-twice for one request."""
+only ask, the broker proves who asks (the administrator's record of one IAM user: account, ARN,
+unique id, not revoked), each proof is bound to one request, the broker reads caps from the
+administrator's record, and never acts twice for one request."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from annex_cloud.caps import Caps
-from annex_cloud.identity import sign_identity_proof, sts_endpoint
-from annex_common.aws import make_clients
+from annex_cloud.identity import request_digest, sign_identity_proof, sts_endpoint
+from annex_common.aws import AwsClients, make_clients
 from annex_common.bundle import load_bundle
 from annex_common.errors import BadInput
 from annex_user.context import open_context
@@ -47,22 +48,33 @@ def live(project: str = PROJECT) -> list[str]:
     ]
 
 
-def raw_invoke(bundle_path: Path, payload: dict) -> dict:
+def keys_of(bundle_path: Path) -> AwsClients:
     bundle = load_bundle(bundle_path)
-    scientist = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
-                             secret_access_key=bundle.aws_secret_access_key)
-    answer = scientist.awslambda.invoke(FunctionName=BROKER, Payload=json.dumps(payload).encode())
+    return make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
+                        secret_access_key=bundle.aws_secret_access_key)
+
+
+def invoke_as(invoker: AwsClients, payload: dict) -> dict:
+    """The broker's answer to ``payload``, invoked with ``invoker``'s keys: never a function error."""
+    answer = invoker.awslambda.invoke(FunctionName=BROKER, Payload=json.dumps(payload).encode())
     assert "FunctionError" not in answer, answer["Payload"].read()
     return json.loads(answer["Payload"].read())
 
 
-def proof_for(bundle_path: Path, audience: str = BROKER) -> dict:
-    bundle = load_bundle(bundle_path)
-    scientist = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
-                             secret_access_key=bundle.aws_secret_access_key)
-    credentials = scientist.session.get_credentials().get_frozen_credentials()
-    return sign_identity_proof(credentials, region="us-east-1",
-                               sts_url=sts_endpoint(scientist.session, "us-east-1"), audience=audience)
+def raw_invoke(bundle_path: Path, payload: dict) -> dict:
+    return invoke_as(keys_of(bundle_path), payload)
+
+
+def signed_by(signer: AwsClients, op: str, params: dict, *, audience: str) -> dict:
+    """A whole request: ``op`` and ``params`` with a proof ``signer``'s credentials made for them."""
+    credentials = signer.session.get_credentials().get_frozen_credentials()
+    proof = sign_identity_proof(credentials, region="us-east-1", sts_url=sts_endpoint(signer.session, "us-east-1"),
+                                audience=audience, request=request_digest(op, params))
+    return {"op": op, "identity": proof, "params": params}
+
+
+def proof_for(bundle_path: Path, op: str, params: dict, audience: str | None = None) -> dict:
+    return signed_by(keys_of(bundle_path), op, params, audience=audience or load_bundle(bundle_path).broker_arn)["identity"]
 
 
 def request(name: str, pool, *, count: int, hours: float = 24, spot: bool = False) -> LaunchRequest:
@@ -80,10 +92,12 @@ def test_status_through_the_broker_names_the_proven_user(world):
     assert plan.owner == USER and plan.project_id == PROJECT
 
 
-@pytest.mark.parametrize("case", ["no-proof", "other-broker", "tampered-body", "unsigned-audience"])
+@pytest.mark.parametrize("case", ["no-proof", "other-broker", "broker-name", "tampered-body", "unsigned-audience"])
 def test_a_request_whose_identity_aws_does_not_prove_is_refused(world, case):
     bundle_path, _pool = world
-    proof = proof_for(bundle_path, audience="SomeOtherStack-broker" if case == "other-broker" else BROKER)
+    audience = {"other-broker": load_bundle(bundle_path).broker_arn.replace(BROKER, "SomeOtherStack-broker"),
+                "broker-name": BROKER}.get(case)
+    proof = proof_for(bundle_path, "status", {}, audience)
     if case == "no-proof":
         proof = None
     elif case == "tampered-body":
@@ -96,19 +110,29 @@ def test_a_request_whose_identity_aws_does_not_prove_is_refused(world, case):
     assert answer["refused"]["what"] == "the broker could not tell who is asking"
 
 
+def test_a_bundle_that_names_no_broker_arn_learns_the_account_from_sts(world):
+    """A bundle issued before bundles named the broker's ARN: the client asks STS for its account."""
+    bundle_path, pool = world
+    lines = [line for line in bundle_path.read_text().splitlines() if not line.startswith("broker_arn")]
+    bundle_path.write_text("\n".join(lines) + "\n")
+    ctx = open_context(bundle_path)
+    assert ctx.bundle.broker_arn == ""
+    assert plan_launch(ctx, request("older", pool, count=1)).owner == USER
+    assert ctx.broker.function_arn.endswith(f":function:{BROKER}")
+
+
 def test_a_proof_signed_with_a_wrong_secret_is_refused_by_sts(world):
     bundle_path, _pool = world
     bundle = load_bundle(bundle_path)
     forged = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id, secret_access_key="not-her-secret")
-    proof = sign_identity_proof(forged.session.get_credentials().get_frozen_credentials(), region="us-east-1",
-                                sts_url=sts_endpoint(forged.session, "us-east-1"), audience=BROKER)
-    answer = raw_invoke(bundle_path, {"op": "status", "identity": proof, "params": {}})
+    answer = raw_invoke(bundle_path, signed_by(forged, "status", {}, audience=bundle.broker_arn))
     assert answer["ok"] is False and "STS refused" in answer["refused"]["why"]
 
 
 def test_asking_for_another_project_is_refused(world):
     bundle_path, _pool = world
-    answer = raw_invoke(bundle_path, {"op": "status", "identity": proof_for(bundle_path), "params": {"project_id": "OtherLab"}})
+    params = {"project_id": "OtherLab"}
+    answer = raw_invoke(bundle_path, {"op": "status", "identity": proof_for(bundle_path, "status", params), "params": params})
     assert answer["ok"] is False and "do not cover project" in answer["refused"]["what"]
 
 
@@ -255,7 +279,7 @@ def test_hostile_values_are_refused_by_the_broker_and_named(world, aws, clients)
             params[field] = value
         else:
             params["pool"][field] = value
-        answer = raw_invoke(bundle_path, {"op": "launch", "identity": proof_for(bundle_path), "params": params})
+        answer = raw_invoke(bundle_path, {"op": "launch", "identity": proof_for(bundle_path, "launch", params), "params": params})
         assert answer["ok"] is False, case
         assert shown(value)[:40] in answer["refused"]["what"], (case, answer["refused"])
     aws.enforce_iam(False)
@@ -324,7 +348,7 @@ def test_a_token_that_is_not_the_annexs_is_refused_by_the_broker(world, aws):
             "pool": {"collector_host": pool.collector_host, "trust_domain": pool.trust_domain, "job_owner": "alice",
                      "security": "idtoken", "material": base64.b64encode(token.encode()).decode(), "token_id": named},
         }
-        answer = raw_invoke(bundle_path, {"op": "launch", "identity": proof_for(bundle_path), "params": params})
+        answer = raw_invoke(bundle_path, {"op": "launch", "identity": proof_for(bundle_path, "launch", params), "params": params})
         assert answer["ok"] is False and why in answer["refused"]["why"], (case, answer)
     aws.enforce_iam(False)
     assert live() == []

@@ -34,8 +34,12 @@ def test_issue_creates_a_tagged_user_with_the_policy_and_a_private_bundle(client
     attached = clients.iam.list_attached_user_policies(UserName=USER)["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [outputs[contract.OUT_SCIENTIST_POLICY]]
     registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
-    assert registry.user(USER).project_id == PROJECT
+    record = registry.user(USER)
+    # Who she is, as IAM named her: the broker compares STS's answer with these, never a name.
+    assert (record.project_id, record.arn, record.user_id, record.revoked) == (PROJECT, user["Arn"], user["UserId"], "")
     assert registry.caps(PROJECT) == Caps(8, 72.0, 250.0)
+    account = user["Arn"].split(":")[4]
+    assert bundle.broker_arn == f"arn:aws:lambda:us-east-1:{account}:function:{outputs[contract.OUT_BROKER_FUNCTION]}"
 
 
 def test_issuing_again_rotates_to_one_live_key(clients, tmp_path):
@@ -48,7 +52,7 @@ def test_issuing_again_rotates_to_one_live_key(clients, tmp_path):
 
 
 def test_revoked_keys_are_refused(aws, clients, tmp_path):
-    deploy_stack(clients)
+    outputs = deploy_stack(clients).outputs
     bundle = issue_bundle(clients, tmp_path / "b.toml")
     scientist = make_clients(region="us-east-1", access_key_id=bundle.aws_access_key_id,
                              secret_access_key=bundle.aws_secret_access_key)
@@ -57,7 +61,11 @@ def test_revoked_keys_are_refused(aws, clients, tmp_path):
     aws.enforce_iam(False)
     result = revoke_credentials(clients, USER)
     assert result.keys_removed == [bundle.aws_access_key_id]
+    assert result.policy_detached and result.record_revoked
     assert clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"] == []
+    assert clients.iam.list_attached_user_policies(UserName=USER)["AttachedPolicies"] == []
+    record = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).user(USER)
+    assert record.project_id == PROJECT and record.revoked
     aws.enforce_iam(True)
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         scientist.client("sts").get_caller_identity()
@@ -65,8 +73,42 @@ def test_revoked_keys_are_refused(aws, clients, tmp_path):
 
 
 def test_revoking_an_unknown_user_is_bad_input(clients):
+    deploy_stack(clients)
     with pytest.raises(BadInput):
         revoke_credentials(clients, "nobody-here")
+
+
+def test_issuing_again_after_revocation_gives_her_back_a_key_the_policy_and_a_live_record(clients, tmp_path):
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "1.toml")
+    revoke_credentials(clients, USER)
+    again = issue_bundle(clients, tmp_path / "2.toml")
+    keys = [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]]
+    assert keys == [again.aws_access_key_id]
+    attached = clients.iam.list_attached_user_policies(UserName=USER)["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [outputs[contract.OUT_SCIENTIST_POLICY]]
+    assert Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).user(USER).revoked == ""
+
+
+def test_a_revoked_user_may_be_issued_for_another_project(clients, tmp_path):
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "1.toml")
+    revoke_credentials(clients, USER)
+    moved = issue_bundle(clients, tmp_path / "2.toml", project_id="OtherLab")
+    assert moved.project_id == "OtherLab"
+    assert Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE]).user(USER).project_id == "OtherLab"
+
+
+def test_a_record_made_before_identities_were_bound_is_filled_in_by_issuing_again(clients, tmp_path):
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "1.toml")
+    table = outputs[contract.OUT_REGISTRY_TABLE]
+    clients.client("dynamodb").update_item(  # what an earlier version wrote: a name and a project
+        TableName=table, Key={"pk": {"S": f"user#{USER}"}, "sk": {"S": "user"}}, UpdateExpression="REMOVE arn, user_id")
+    registry = Registry(clients.client("dynamodb"), table)
+    assert registry.user(USER).arn == ""
+    issue_bundle(clients, tmp_path / "2.toml")
+    assert registry.user(USER).user_id == clients.iam.get_user(UserName=USER)["User"]["UserId"]
 
 
 @pytest.mark.parametrize("project, user", [("bad project", USER), (PROJECT, "bad user!"), ("", USER)])
@@ -268,3 +310,19 @@ def test_issue_waits_until_the_new_profile_is_readable_before_templates_name_it(
     created = operations.index("CreateInstanceProfile")
     named = operations.index("CreateLaunchTemplateVersion")
     assert "GetInstanceProfile" in operations[created:named]
+
+
+def test_check_setup_names_records_made_before_identities_were_bound(clients, tmp_path):
+    from annex_admin.check import check_setup
+
+    outputs = deploy_stack(clients).outputs
+    issue_bundle(clients, tmp_path / "1.toml")
+
+    def item():
+        return {i.name: i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items}["scientists' records"]
+
+    assert item().ok and "1 scientist(s)" in item().detail
+    clients.client("dynamodb").update_item(
+        TableName=outputs[contract.OUT_REGISTRY_TABLE], Key={"pk": {"S": f"user#{USER}"}, "sk": {"S": "user"}},
+        UpdateExpression="REMOVE arn, user_id")
+    assert not item().ok and USER in item().detail and "issue-credentials" in item().detail

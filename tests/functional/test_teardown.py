@@ -98,3 +98,17 @@ def test_teardown_removes_the_stacks_leftovers_and_nothing_else(clients):
     assert states[fleet].startswith("deleted")
     assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} >= {other}
     assert volume not in {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+
+
+def test_a_revoked_scientist_is_removed_too(clients, tmp_path):
+    """revoke-credentials detaches her from the policy; the registry still names her, so teardown finds her."""
+    from annex_admin.credentials import revoke_credentials
+
+    deploy_stack(clients)
+    issue_bundle(clients, tmp_path / "a.toml")
+    issue_bundle(clients, tmp_path / "b.toml", project_id="OtherLab", user="labmate")
+    revoke_credentials(clients, "labmate")
+    report = teardown(clients, "HTCondorAnnex", force=True, progress=lambda _l: None)
+    assert report.complete, report.not_removed
+    assert clients.iam.list_users()["Users"] == []
+    assert {"IAM user labmate", "IAM user needs-moore"} <= set(report.removed)

@@ -161,7 +161,8 @@ def _launch_one_annex(outputs: dict[str, str], bundle_path: Path) -> None:
         "pool": {"collector_host": "cm.pool.example:9618", "trust_domain": "pool.example", "job_owner": bundle.user,
                  "security": "password", "material": base64.b64encode(b"scrambled pool password").decode()},
     }
-    answer = Broker(scientist, outputs[contract.OUT_BROKER_FUNCTION], REGION).ask("launch", params, "could not launch")
+    broker = Broker(scientist, outputs[contract.OUT_BROKER_FUNCTION], REGION, bundle.broker_arn)
+    answer = broker.ask("launch", params, "could not launch")
     assert answer["instance_ids"]
 
 

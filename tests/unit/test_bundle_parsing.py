@@ -67,3 +67,19 @@ def test_toml_round_trip_keeps_every_field():
     bundle = parse_bundle(GOOD, Path("b.toml"))
     again = parse_bundle(bundle.to_toml_dict(), Path("b.toml"))
     assert again == bundle and isinstance(again, Bundle)
+
+
+BROKER_ARN = "arn:aws:lambda:us-east-1:123456789012:function:HTCondorAnnex-broker"
+
+
+def test_the_brokers_arn_is_read_when_named_and_empty_in_an_earlier_bundle():
+    assert parse_bundle({**GOOD, "broker_arn": BROKER_ARN}, Path("b.toml")).broker_arn == BROKER_ARN
+    assert parse_bundle(GOOD, Path("b.toml")).broker_arn == ""
+
+
+@pytest.mark.parametrize("value", ["HTCondorAnnex-broker", 7, "arn:aws:lambda:us-east-1:123:function:x",
+                                   BROKER_ARN + "\nmore"])
+def test_a_broker_arn_that_is_not_a_function_arn_is_named(value):
+    with pytest.raises(BadInput) as caught:
+        parse_bundle({**GOOD, "broker_arn": value}, Path("b.toml"))
+    assert "broker_arn" in caught.value.why
