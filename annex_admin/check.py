@@ -10,7 +10,9 @@ import botocore.exceptions
 
 from annex_cloud import metrics
 from annex_cloud.guardrails import SWEEP_STALE_AFTER_SECONDS
+from annex_admin.concurrency import UNRESERVED_MINIMUM, account_concurrency, reserved_of
 from annex_common.aws import AwsClients, error_code
+from annex_common.errors import AwsFailure
 from annex_admin.stack import HEALTHY_STATES, describe_stack, recovery_advice
 from templates import contract
 from templates.node_bootstrap import bootstrap_artifact
@@ -24,6 +26,7 @@ class CheckItem:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # works, but something the administrator should know and may fix
 
 
 @dataclass
@@ -40,7 +43,7 @@ class CheckReport:
             "stack_name": self.stack_name,
             "region": region,
             "complete": self.ok,
-            "checks": [{"name": i.name, "ok": i.ok, "detail": i.detail} for i in self.items],
+            "checks": [{"name": i.name, "ok": i.ok, "warning": i.warning, "detail": i.detail} for i in self.items],
         }
 
 
@@ -97,12 +100,34 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
         _probe("broker function", lambda: clients.awslambda.get_function(
             FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["FunctionName"]),
         _probe("registry", lambda: _registry_detail(clients, outputs[contract.OUT_REGISTRY_TABLE])),
+        _concurrency_item(clients, outputs),
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
         _probe("state-change rule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_STATE_RULE])),
         _probe("alarm topic", lambda: _topic_detail(clients, outputs[contract.OUT_ALARM_TOPIC])),
         _sweep_item(clients, stack_name, now, _last_change(raw)),
     ]
     return report
+
+
+def _concurrency_item(clients: AwsClients, outputs: dict[str, str]) -> CheckItem:
+    """The enforcer's reserved executions: a warning when it has none (setup could not reserve)."""
+    name = "concurrency"
+    try:
+        enforcer = reserved_of(clients, [outputs[contract.OUT_ENFORCER_FUNCTION]])
+        broker = reserved_of(clients, [outputs[contract.OUT_BROKER_FUNCTION]])
+        limit, unreserved = account_concurrency(clients)
+    except AwsFailure as failure:
+        return CheckItem(name, False, f"{failure.what}: {failure.why}")
+    if enforcer:
+        ceiling = f"broker at most {broker}" if broker else "broker without a ceiling"
+        return CheckItem(name, True, f"enforcer {enforcer} reserved, {ceiling} (account: {unreserved} of {limit} unreserved)")
+    return CheckItem(
+        name, True,
+        f"the enforcer has no reserved executions (account: {limit}, {unreserved} unreserved; AWS keeps "
+        f"{UNRESERVED_MINIMUM} unreserved): a flood of broker requests could delay its sweep. Ask AWS Support "
+        "to raise the account's Lambda concurrency, then run `annex-admin setup`.",
+        warning=True,
+    )
 
 
 def _node_roles_detail(clients: AwsClients, stack_name: str, outputs: dict[str, str]) -> str:

@@ -165,8 +165,8 @@ def setup(
         with waiting("Checking the region"):
             merged = merge_choices(given, current_choices(clients, stack_name))
             request = _setup_request(clients.region, stack_name, merged.choices, notify_email)
-            settings = deploy.resolve_settings(clients, request)
-        _print_settings(settings, merged.kept)
+            settings, concurrency = deploy.resolve_settings(clients, request)
+        _print_settings(settings, merged.kept, concurrency.note)
         with waiting("Deploying") as wait:
 
             def show_and_ask(plan: ChangePlan) -> None:
@@ -187,7 +187,7 @@ def setup(
     run_guarded(action, debug=debug)
 
 
-def _print_settings(settings: StackSettings, kept: frozenset[str]) -> None:
+def _print_settings(settings: StackSettings, kept: frozenset[str], concurrency_note: str) -> None:
     def mark(field: str) -> str:
         return "  (kept from the stack)" if field in kept else ""
 
@@ -197,6 +197,11 @@ def _print_settings(settings: StackSettings, kept: frozenset[str]) -> None:
     out.print(f"  instance types  {', '.join(settings.instance_types)}{mark('instance_types')}")
     out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}{mark('ssh_cidr')}")
     out.print(f"  alarms to       {settings.notify_email or 'nobody (--notify-email ADDRESS subscribes one)'}")
+    reserved = [f"{what} {n}" for what, n in (("enforcer", settings.enforcer_concurrency),
+                                                 ("broker at most", settings.broker_concurrency)) if n is not None]
+    out.print(f"  concurrency     {', '.join(reserved) or 'none reserved'}", markup=False)
+    if concurrency_note:
+        out.print(f"  [yellow]note[/]            {concurrency_note}")
 
 
 def _print_changes(plan: ChangePlan, stack_name: str) -> None:
@@ -251,7 +256,8 @@ def check_setup(
 
         table = Table("Check", "", "Detail", box=None)
         for item in report.items:
-            table.add_row(item.name, "[green]ok[/]" if item.ok else "[red]FAIL[/]", item.detail)
+            verdict = "[red]FAIL[/]" if not item.ok else "[yellow]WARN[/]" if item.warning else "[green]ok[/]"
+            table.add_row(item.name, verdict, item.detail)
         print_table(out, table)
         if not report.ok:
             out.print(f"[red]Setup of {stack_name} in {clients.region} is not complete.[/]")

@@ -16,6 +16,7 @@ from annex_admin.artifact import build_function_zip
 from annex_admin.prices import missing_prices, refresh_prices
 from annex_cloud.cost import PriceBook
 from annex_cloud.registry import Registry
+from annex_admin.concurrency import ConcurrencyPlan, account_concurrency, plan_concurrency, reserved_of
 from annex_admin.changes import Approve, ChangePlan, additions, approve_everything, changes_of_change_set
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AwsFailure, BadInput, NotReady
@@ -106,18 +107,31 @@ def current_notify_email(clients: AwsClients, stack_name: str) -> str | None:
     return endpoint if isinstance(endpoint, str) and endpoint else None
 
 
-def resolve_settings(clients: AwsClients, request: StackSettings) -> StackSettings:
-    """The administrator's settings, completed from the region: zones, image and prices, and the
-    alarm address the stack already has when none is given (so a later setup keeps it)."""
+def stack_concurrency(clients: AwsClients, stack_name: str) -> ConcurrencyPlan:
+    """The reservations this account allows the stack (its own current ones given back first)."""
+    stack = describe_stack(clients, stack_name)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
+    functions = [outputs[k] for k in (contract.OUT_BROKER_FUNCTION, contract.OUT_ENFORCER_FUNCTION) if outputs.get(k)]
+    limit, unreserved = account_concurrency(clients)
+    return plan_concurrency(limit, unreserved, reserved_of(clients, functions))
+
+
+def resolve_settings(clients: AwsClients, request: StackSettings) -> tuple[StackSettings, ConcurrencyPlan]:
+    """The administrator's settings, completed from the region: zones, image and prices, the
+    alarm address the stack already has when none is given (so a later setup keeps it), and the
+    Lambda concurrency the account can reserve (with a note of what it cannot)."""
     validate_region(request.region)
     check_instance_types(clients, request.instance_types)
+    concurrency = stack_concurrency(clients, request.stack_name)
     return dataclasses.replace(
         request,
         availability_zones=choose_zones(clients, request.instance_types),
         image_id=request.image_id or latest_image(clients),
         code_key=build_function_zip().key,
         notify_email=request.notify_email or current_notify_email(clients, request.stack_name),
-    )
+        enforcer_concurrency=concurrency.enforcer,
+        broker_concurrency=concurrency.broker,
+    ), concurrency
 
 
 def account_id(clients: AwsClients) -> str:

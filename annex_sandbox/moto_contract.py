@@ -74,6 +74,10 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("moto.core.responses", "BaseResponse.dispatch"),
     Internal("moto.core.utils", "convert_to_flask_response"),
     Internal("moto.core.exceptions", "JsonRESTError"),
+    # install_lambda_account_settings.
+    Internal("moto.awslambda.models", "lambda_backends"),
+    Internal("moto.awslambda.models", "LambdaBackend.list_functions", ("self",)),
+    Internal("moto.core", "DEFAULT_ACCOUNT_ID"),
     # server: moto's own entry point.
     Internal("moto.server", "main", ("argv",)),
 )

@@ -347,3 +347,48 @@ def install_s3_iam_action_names() -> None:
 
     S3Response._get_action = _get_action  # type: ignore[method-assign]
     S3Response._authenticate_and_authorize_s3_action = _authenticate_and_authorize_s3_action  # type: ignore[method-assign]
+
+
+LAMBDA_CONCURRENCY_ENV = "ANNEX_EMULATOR_LAMBDA_CONCURRENCY"
+ACCOUNT_SETTINGS_PATH = "/2016-08-19/account-settings"
+
+
+def install_lambda_account_settings(concurrency_limit: int) -> None:
+    """Answer Lambda's GetAccountSettings, which moto lacks (its server answers 404).
+
+    The account's concurrency limit is ``concurrency_limit`` (AWS's default is 1,000; a new account
+    may have 10: ``ANNEX_EMULATOR_LAMBDA_CONCURRENCY`` sets it), and what is unreserved is that limit
+    less every function's reserved concurrency, as moto stores it (CloudFormation's
+    ``ReservedConcurrentExecutions`` included). Code-size figures are AWS's documented defaults.
+    """
+    import json
+
+    from moto.awslambda.models import lambda_backends
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    moto_call = DomainDispatcherApplication.__call__
+
+    def settings(region: str) -> dict[str, Any]:
+        functions = lambda_backends[DEFAULT_ACCOUNT_ID][region].list_functions()
+        reserved = sum(int(f.reserved_concurrency or 0) for f in functions)
+        return {
+            "AccountLimit": {
+                "TotalCodeSize": 80 * 1024**3, "CodeSizeUnzipped": 250 * 1024**2, "CodeSizeZipped": 50 * 1024**2,
+                "ConcurrentExecutions": concurrency_limit,
+                "UnreservedConcurrentExecutions": concurrency_limit - reserved,
+            },
+            "AccountUsage": {"TotalCodeSize": sum(len(getattr(f, "code_bytes", b"") or b"") for f in functions),
+                             "FunctionCount": len(functions)},
+        }
+
+    def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "").rstrip("/") != ACCOUNT_SETTINGS_PATH or environ.get("REQUEST_METHOD") != "GET":
+            return moto_call(self, environ, start_response)
+        scope = environ.get("HTTP_AUTHORIZATION", "").split("Credential=", 1)[-1].split("/")
+        region = scope[2] if len(scope) > 3 else "us-east-1"
+        body = json.dumps(settings(region)).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]

@@ -39,6 +39,8 @@ does it:
    lose the template's image, user data and metadata options.
 6. S3 requests are judged by AWS's IAM action (``s3:ListBucket`` for ListObjectsV2, ``s3:GetObject``
    for HeadObject), as moto did until 5.2.5 (``install_s3_iam_action_names``).
+7. Lambda's GetAccountSettings answers (moto has none): the account's concurrency limit (1,000, or
+   ``ANNEX_EMULATOR_LAMBDA_CONCURRENCY``) and what the functions leave unreserved.
 """
 
 from __future__ import annotations
@@ -55,18 +57,24 @@ from pathlib import Path
 from annex_sandbox.lambda_host import LambdaHost, assume_function_role
 from annex_sandbox.moto_contract import MotoMismatch, check_moto
 from annex_sandbox.patches import (
+    LAMBDA_CONCURRENCY_ENV,
     install_call_log,
     install_dict_policy_documents,
     install_dynamodb_table_resource,
     install_fast_tag_lookup,
     install_invoke_action_name,
     install_json_lambda_refusals,
+    install_lambda_account_settings,
     install_lambda_execution,
     install_launch_template_source_version,
     install_per_key_delete_authorization,
     install_s3_iam_action_names,
 )
-from annex_sandbox.price_list import PRICE_LIST_ENV, install_price_list, price_catalogue_from_environment
+from annex_sandbox.price_list import (
+    PRICE_LIST_ENV,
+    install_price_list,
+    price_catalogue_from_environment,
+)
 
 LOG = logging.getLogger("annex_sandbox")
 
@@ -120,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     install_per_key_delete_authorization()
     install_json_lambda_refusals()
     install_lambda_execution(LambdaHost(own_endpoint(args), _private_directory(), assume_function_role))
+    install_lambda_account_settings(int(os.environ.get(LAMBDA_CONCURRENCY_ENV) or 1000))
     catalogue = price_catalogue_from_environment(os.environ)
     if catalogue is not None:
         install_price_list(catalogue)

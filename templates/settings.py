@@ -30,6 +30,10 @@ class StackSettings:
     vpc_cidr: str = "10.73.0.0/16"
     # Subscribed to the enforcer's alarms; setup keeps the stack's current one when not given.
     notify_email: str | None = None
+    # Reserved Lambda executions (annex_admin.concurrency): the enforcer's guaranteed share and the
+    # broker's ceiling; None where the account cannot spare them.
+    enforcer_concurrency: int | None = None
+    broker_concurrency: int | None = None
 
 
 def validate_stack_name(name: str) -> str:

@@ -263,6 +263,7 @@ def build_template(settings: StackSettings) -> Template:
             Role=GetAtt(broker_role, "Arn"),
             Timeout=300,
             MemorySize=512,
+            **_reserved(settings.broker_concurrency),
             Code=code,
             Environment=awslambda.Environment(
                 Variables={
@@ -310,6 +311,7 @@ def build_template(settings: StackSettings) -> Template:
             Role=GetAtt(enforcer_role, "Arn"),
             Timeout=300,
             MemorySize=256,
+            **_reserved(settings.enforcer_concurrency),
             Code=code,
             Environment=awslambda.Environment(
                 Variables={"ANNEX_BUCKET": Ref(bucket), "ANNEX_REGISTRY_TABLE": Ref(registry)}
@@ -427,6 +429,11 @@ def _name_the_stack_to_the_enforcer(
             ),
         }
     )
+
+
+def _reserved(executions: int | None) -> dict[str, int]:
+    """A function's reserved concurrency, when the account can spare it (annex_admin.concurrency)."""
+    return {} if executions is None else {"ReservedConcurrentExecutions": executions}
 
 
 def _add_state_change_rule(t: Template, enforcer: awslambda.Function) -> events.Rule:

@@ -41,7 +41,7 @@ def console_script(name: str) -> str:
 
 
 def deploy_stack(clients: AwsClients, instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES):
-    settings = resolve_settings(clients, StackSettings(region=clients.region, instance_types=instance_types))
+    settings, _ = resolve_settings(clients, StackSettings(region=clients.region, instance_types=instance_types))
     return deploy(clients, settings, lambda _line: None)
 
 

@@ -21,7 +21,7 @@ from tests.flows import deploy_stack
 
 def test_setup_creates_the_stack_with_every_output(clients):
     lines: list[str] = []
-    settings = resolve_settings(clients, StackSettings(region="us-east-1"))
+    settings, _ = resolve_settings(clients, StackSettings(region="us-east-1"))
     assert len(settings.availability_zones) >= 2
     assert settings.image_id.startswith("ami-")
     result = deploy(clients, settings, lines.append)
@@ -175,15 +175,15 @@ def test_notify_email_subscribes_the_address_and_a_later_setup_keeps_it(clients)
     """The emulator's CloudFormation skips AWS::SNS::Subscription (the template tests assert the
     resource); what it keeps is the template, which is where setup reads the address back from."""
     request = StackSettings(region="us-east-1")
-    first = deploy(clients, resolve_settings(clients, dataclasses.replace(request, notify_email="admin@example.org")),
+    first = deploy(clients, resolve_settings(clients, dataclasses.replace(request, notify_email="admin@example.org"))[0],
                    lambda _l: None)
     assert first.action == "created"
     assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) == "admin@example.org"
     # Setup again without the option: the address stays, nothing changes.
-    again = deploy(clients, resolve_settings(clients, request), lambda _l: None)
+    again = deploy(clients, resolve_settings(clients, request)[0], lambda _l: None)
     assert again.action == "unchanged"
     # A new address replaces it.
-    changed = deploy(clients, resolve_settings(clients, dataclasses.replace(request, notify_email="ops@example.org")),
+    changed = deploy(clients, resolve_settings(clients, dataclasses.replace(request, notify_email="ops@example.org"))[0],
                      lambda _l: None)
     assert changed.action == "updated"
     assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) == "ops@example.org"
@@ -195,3 +195,54 @@ def test_notify_email_subscribes_the_address_and_a_later_setup_keeps_it(clients)
 def test_a_malformed_notify_email_is_bad_input(address):
     with pytest.raises(BadInput):
         validate_notify_email(address)
+
+
+# --- Lambda concurrency: the enforcer's reservation, the broker's ceiling -------------------------------
+
+
+def _reserved(clients, function: str) -> int | None:
+    return clients.awslambda.get_function_concurrency(FunctionName=function).get("ReservedConcurrentExecutions")
+
+
+def test_setup_reserves_the_enforcers_executions_and_caps_the_brokers(clients):
+    from annex_admin.concurrency import BROKER_CEILING, ENFORCER_RESERVED
+
+    outputs = deploy_stack(clients).outputs
+    assert _reserved(clients, outputs[contract.OUT_ENFORCER_FUNCTION]) == ENFORCER_RESERVED
+    assert _reserved(clients, outputs[contract.OUT_BROKER_FUNCTION]) == BROKER_CEILING
+    # A second setup gives the stack's own reservations back before deciding: it keeps them.
+    settings, plan = resolve_settings(clients, StackSettings(region="us-east-1"))
+    assert (settings.enforcer_concurrency, settings.broker_concurrency, plan.note) == (ENFORCER_RESERVED, BROKER_CEILING, "")
+    item = {i.name: i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items}["concurrency"]
+    assert item.ok and not item.warning and f"enforcer {ENFORCER_RESERVED} reserved" in item.detail
+
+
+@pytest.fixture
+def small_account(tmp_path_factory):
+    """An emulator whose account has a Lambda concurrency of 10, as new AWS accounts often do."""
+    import os
+
+    from annex_sandbox.patches import LAMBDA_CONCURRENCY_ENV
+    from annex_common.aws import make_clients
+    from tests import emulator as emu
+
+    server = emu.start_emulator(tmp_path_factory.mktemp("small"), extra_env={LAMBDA_CONCURRENCY_ENV: "10"})
+    previous = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = server.url
+    try:
+        yield make_clients(region=emu.REGION)
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = previous
+        server.stop()
+
+
+def test_an_account_that_cannot_reserve_gets_a_stack_without_reservations_and_a_warning(small_account):
+    clients = small_account
+    settings, plan = resolve_settings(clients, StackSettings(region="us-east-1"))
+    assert settings.enforcer_concurrency is None and settings.broker_concurrency is None
+    assert "nothing reserved" in plan.note and "concurrency is 10" in plan.note
+    deploy(clients, settings, lambda _line: None)
+    outputs = read_stack(clients, contract.DEFAULT_STACK_NAME).outputs
+    assert _reserved(clients, outputs[contract.OUT_ENFORCER_FUNCTION]) is None
+    item = {i.name: i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items}["concurrency"]
+    assert item.ok and item.warning and "no reserved executions" in item.detail and "AWS Support" in item.detail

@@ -341,3 +341,11 @@ def test_no_write_is_allowed_on_every_resource_without_a_condition():
                     for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]))
     ]
     assert loose == []
+
+
+def test_reserved_concurrency_is_set_only_where_the_account_can_spare_it():
+    both = functions(render(enforcer_concurrency=10, broker_concurrency=20))
+    assert {name: f["Properties"].get("ReservedConcurrentExecutions") for name, f in both.items()} == {
+        BROKER_HANDLER: 20, ENFORCER_HANDLER: 10}
+    neither = functions(render())
+    assert all("ReservedConcurrentExecutions" not in f["Properties"] for f in neither.values())
