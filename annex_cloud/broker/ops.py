@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -432,9 +433,23 @@ def _annex_or_refuse(call: Call, name: str, instances: list[AnnexInstance]) -> l
         raise Refused(
             f"no live annex named {name} in project {call.project_id}",
             "no pending or running instance carries that annex name",
-            "See `condor_annex status` for the project's annexes.",
+            closest_annex_hint(name, instances),
         )
     return mine
+
+
+def closest_annex_hint(name: str, live: list[AnnexInstance]) -> str:
+    """What to do about a name that is no live annex: the closest live annex's name, if any."""
+    counts: dict[str, int] = {}
+    for instance in live:
+        counts[instance.annex_name] = counts.get(instance.annex_name, 0) + 1
+    close = difflib.get_close_matches(name, list(counts), n=1, cutoff=0.6)
+    if close:
+        return (f"Did you mean --annex-name {close[0]} ({counts[close[0]]} live instance(s))? "
+                "See `condor_annex status` for the project's annexes.")
+    if counts:
+        return f"The project's live annexes: {', '.join(sorted(counts))} (see `condor_annex status`)."
+    return "The project has no live annex (see `condor_annex status`)."
 
 
 def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[AnnexInstance]]:
@@ -519,13 +534,31 @@ def extend(call: Call) -> dict[str, Any]:
 
 
 def end_annex(call: Call) -> dict[str, Any]:
+    """End the annex. A name with no live instance is "already gone" only for an annex the
+    broker knows (it remembers each annex it launched until a week after it ended); any other
+    name is a mistake, refused with the closest live annex, and nothing is ended."""
     name = asks.annex_name(call.params)
     annex = project_instances(call.ec2, call.project_id, annex_name=name)
+    record = call.registry.annex(call.project_id, name)
+    if not annex and record is None and not _seen_in_ec2(call, name):
+        raise Refused(
+            f"project {call.project_id} has no annex named {name}",
+            "the broker never launched an annex of that name, or it ended more than a week ago",
+            closest_annex_hint(name, live_instances(call)),
+        )
     ids = [i.instance_id for i in annex]
     terminate(call.ec2, ids)
     removed = delete_prefix(call, annex_prefix(call.project_id, name))
-    call.registry.delete_annex(call.project_id, name)
+    ended = record or AnnexRecord(name, "", "", format_expiry_tag(call.now))
+    call.registry.put_annex(call.project_id, dataclasses.replace(ended, ended=format_expiry_tag(call.now)))
     return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
+
+
+def _seen_in_ec2(call: Call, name: str) -> bool:
+    """EC2 still lists an instance of the annex that is on its way out or ended (within the hour
+    it keeps them), for an annex ended before the broker remembered its annexes."""
+    ending = ("shutting-down", "terminated")
+    return bool(project_instances(call.ec2, call.project_id, annex_name=name, states=ending))
 
 
 OPERATIONS: dict[str, Callable[[Call], dict[str, Any]]] = {

@@ -148,6 +148,8 @@ CASES = {
     "extend-unknown-annex": Case(["extend", "--annex-name", "nope", "--duration", "5"], "no live annex"),
     "extend-beyond-cap": Case(["extend", "--annex-name", "existing", "--duration", "100"], "lease cap"),
     "terminate-bad-annex-name": Case(["terminate", "--annex-name", "no pe", "--yes"], "not allowed"),
+    "terminate-mistyped-annex": Case(["terminate", "--annex-name", "existin", "--yes"], "--annex-name existing"),
+    "terminate-unknown-annex": Case(["terminate", "--annex-name", "nope"], "no annex named nope"),
     "status-bad-output": Case(["status", "--output", "xml"], "Invalid value for '--output'"),
     "date-only-expiry": Case(["--project-id", PROJECT, "--instances", "1", "--expiry", "2026-12-04", "--yes"], "no time of day"),
     "no-stack-in-bundle-region": Case(launch(), "no condor-annex stack", prepare=other_region_bundle),
