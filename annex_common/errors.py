@@ -38,3 +38,9 @@ class AwsFailure(AnnexError):
 
 class NotReady(AnnexError):
     """Something the tools need is missing (no stack, stack failed, ...)."""
+
+
+class Interrupted(AnnexError):
+    """Ctrl-C after something was asked of AWS: says what may have happened and how to see it."""
+
+    exit_code = 130

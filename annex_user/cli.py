@@ -111,31 +111,50 @@ def launch(
         now = datetime.now(timezone.utc).replace(microsecond=0)
         lease_end = _lease_end(expiry, duration, now)
         ctx = open_context(_bundle_path(credentials), now=now)
-        with waiting("Planning: the broker checks caps and prices; reading your pool"):
-            plan = core.plan_launch(
-                ctx,
-                core.LaunchRequest(
-                    project_id=project_id,
-                    expiry=lease_end,
-                    count=instances,
-                    annex_name=annex_name,
-                    instance_type=instance_type,
-                    spot=spot,
-                    idle_minutes=idle,
-                    condor_config=os.environ.get("CONDOR_CONFIG"),
-                ),
-            )
+        condor_config = os.environ.get("CONDOR_CONFIG")
         as_json = output is OutputFormat.json
-        _print_plan(plan, err_console if as_json else out)
-        if dry_run:
-            if as_json:
-                print_json({"dry_run": True, **core.plan_summary(plan)})
-            else:
-                out.print("Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.")
-            return
-        require_confirmation(f"Launch {plan.count} instance(s)?", assume_yes=yes)
-        with waiting(f"Launching {plan.count} instance(s) through the broker"):
-            result = core.execute_launch(ctx, plan)
+        command = core.command_key(ctx, {
+            "project_id": project_id, "instances": instances, "expiry": expiry, "duration": duration,
+            "annex_name": annex_name, "instance_type": instance_type, "spot": spot, "idle": idle,
+            "condor_config": condor_config,
+        })
+        earlier = None if dry_run else core.unanswered_launch(command)
+        if earlier is not None:
+            # She said yes to that request; the broker answers it from its record, never twice.
+            plan = core.resume_plan(ctx, earlier, condor_config)
+            _print_plan(plan, err_console if as_json else out)
+            err_console.print(
+                f"This command's earlier launch of annex {plan.annex_name} (request {plan.request_id}) got no "
+                "answer: asking the broker for it again. It never launches a request twice.", markup=False,
+            )
+        else:
+            with waiting("Planning: the broker checks caps and prices; reading your pool"):
+                plan = core.plan_launch(
+                    ctx,
+                    core.LaunchRequest(
+                        project_id=project_id,
+                        expiry=lease_end,
+                        count=instances,
+                        annex_name=annex_name,
+                        instance_type=instance_type,
+                        spot=spot,
+                        idle_minutes=idle,
+                        condor_config=condor_config,
+                    ),
+                )
+            _print_plan(plan, err_console if as_json else out)
+            if dry_run:
+                if as_json:
+                    print_json({"dry_run": True, **core.plan_summary(plan)})
+                else:
+                    out.print("Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.")
+                return
+            require_confirmation(f"Launch {plan.count} instance(s)?", assume_yes=yes)
+        try:
+            with waiting(f"Launching {plan.count} instance(s) through the broker"):
+                result = core.execute_launch(ctx, plan, command)
+        except KeyboardInterrupt:
+            raise _launch_interrupted(plan) from None
         if as_json:
             print_json(core.launch_summary(result))
         else:
@@ -144,6 +163,18 @@ def launch(
             raise SystemExit(1)
 
     run_guarded(action, debug=debug)
+
+
+def _launch_interrupted(plan):
+    from annex_common.errors import Interrupted
+
+    name = plan.annex_name
+    return Interrupted(
+        f"interrupted while the broker was launching annex {name}: the launch may have gone through",
+        "the request had been sent, and the broker carries it out whatever happens to this command",
+        f"See it with `condor_annex status --annex-name {name}`. Run the same command again for the broker's "
+        f"answer: it sends the same request ({plan.request_id}), which is never launched twice.",
+    )
 
 
 def _print_plan(plan, console) -> None:
@@ -177,6 +208,9 @@ def _instances_of(count: int, instance_types: list[str] | tuple[str, ...]) -> st
 
 
 def _print_launch(result) -> None:
+    if result.answer.get("replayed"):
+        out.print(f"The broker's answer to the launch of annex {result.plan.annex_name} sent earlier "
+                  f"(request {result.plan.request_id}); nothing new was launched.")
     parts = ", ".join(f"{n} × {t}" for t, n in sorted(result.by_type.items()))
     out.print(f"[green]Launched {len(result.instance_ids)} of {result.plan.count} instance(s)[/] ({parts or 'none'}).")
     if result.capacity_errors:

@@ -9,19 +9,22 @@ from __future__ import annotations
 import getpass
 import re
 import secrets
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 from annex_cloud.broker.requests import ANNEX_NAME_RE, MAX_COUNT, MAX_IDLE_MINUTES, MIN_IDLE_MINUTES
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_common.errors import AwsFailure, BadInput
 from annex_user import expiry as lease
+from annex_user import pending
 from annex_user.context import AnnexContext, require_project
+from annex_user.pending import PendingLaunch
 
 
-__all__ = ["ANNEX_NAME_RE", "LaunchRequest", "LaunchPlan", "LaunchResult", "plan_launch", "execute_launch"]
+__all__ = ["ANNEX_NAME_RE", "LaunchRequest", "LaunchPlan", "LaunchResult", "plan_launch", "resume_plan", "execute_launch"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class LaunchPlan:
     token_id: str | None
     pool: Any = None  # annex_user.pool.PoolInfo
     source: Any = None  # annex_user.pool.SecuritySource (holds a secret: never shown)
+    # The launch request's id: the broker carries out one id once, and answers it again.
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    resumed: bool = False  # the same command's earlier request, sent again for its answer
 
     def __getattr__(self, name: str) -> Any:
         # The broker's figures read as attributes: plan.count, plan.most_cost, ...
@@ -149,23 +155,65 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
     )
 
 
-def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
+def command_key(ctx: AnnexContext, options: Mapping[str, Any]) -> str:
+    """What makes two launch commands the same: the options as typed (``--duration 5`` twice is
+    the same command, though its lease end moves), the bundle's identity and the pool."""
+    bundle = ctx.bundle
+    return pending.command_key(
+        {**options, "region": bundle.region, "stack_name": bundle.stack_name, "user": bundle.user}
+    )
+
+
+def unanswered_launch(command: str) -> PendingLaunch | None:
+    return pending.find(command)
+
+
+def resume_plan(ctx: AnnexContext, earlier: PendingLaunch, condor_config: str | None) -> LaunchPlan:
+    """The plan of a launch this command sent before and got no answer to (annex_user.pending):
+    the same request, id and all, that the scientist said yes to; the pool is read again to
+    mint its material. The broker is not asked for a new plan: it answers the request itself."""
+    from annex_user.pool import describe_token, read_pool, security_source
+
+    expiry = lease.from_tag(earlier.params["expiry"])
+    assert expiry is not None
+    pool = read_pool(condor_config)
+    source = security_source(pool, annex_name=earlier.params["annex_name"])
+    token_id = earlier.token_id if source.kind == "idtoken" else None
+    description = (
+        describe_token(pool, source, subject=TOKEN_IDENTITY, expires_at=expiry + TOKEN_MARGIN, token_id=token_id)
+        if token_id else source.description
+    )
+    return LaunchPlan(
+        broker=earlier.plan, params=earlier.params, expiry=expiry, collector_host=pool.collector_host,
+        security_description=description, token_id=token_id, pool=pool, source=source,
+        request_id=earlier.request_id, resumed=True,
+    )
+
+
+def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = None) -> LaunchResult:
     """Mint the annex's material now that she has said yes, and ask the broker to launch.
 
     The request id makes the request safe to send twice: the broker answers a retry with the
-    first launch's result and never launches a second annex.
+    first launch's result and never launches a second annex. Until the broker answers, the id
+    is kept on this machine under the ``command``'s key (none without one), so the same command
+    run again (after Ctrl-C or a lost answer) sends the same request.
     """
     import base64
 
     from annex_user.pool import pool_material
 
+    if command is not None:
+        pending.remember(pending.PendingLaunch(
+            command=command, request_id=plan.request_id, params=plan.params, plan=plan.broker,
+            token_id=plan.token_id, sent_at=time.time(),
+        ))
     security = pool_material(
         plan.pool, plan.source, annex_name=plan.params["annex_name"], subject=TOKEN_IDENTITY,
         issued_at=ctx.now, expires_at=plan.expiry + TOKEN_MARGIN, token_id=plan.token_id,
     )
     params = {
         **{k: v for k, v in plan.params.items() if k != "job_owner"},
-        "request_id": uuid.uuid4().hex,
+        "request_id": plan.request_id,
         "pool": {
             "collector_host": plan.pool.collector_host,
             "trust_domain": plan.pool.trust_domain,
@@ -176,7 +224,12 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
             **({"token_id": plan.token_id} if security.kind == "idtoken" else {}),
         },
     }
-    answer = ctx.broker.ask("launch", params, f"could not launch annex {plan.params['annex_name']}")
+    try:
+        answer = ctx.broker.ask("launch", params, f"could not launch annex {plan.params['annex_name']}")
+    except BadInput:
+        _answered(command)  # refused: the broker's answer, and nothing was launched
+        raise
+    _answered(command)
     result = LaunchResult(plan, answer)
     if not result.instance_ids:
         raise AwsFailure(
@@ -185,6 +238,11 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
             "Try again later, with --spot or another --instance-type.",
         )
     return result
+
+
+def _answered(command: str | None) -> None:
+    if command is not None:
+        pending.forget(command)
 
 
 def plan_summary(plan: LaunchPlan) -> dict[str, Any]:

@@ -1,10 +1,14 @@
-"""Mistakes that cost money or data: a mistyped annex name."""
+"""Mistakes that cost money or data: a mistyped annex name, Ctrl-C during a launch."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 
-from tests.flows import PROJECT, USER
+from annex_common.aws import make_clients
+from tests.flows import PROJECT, USER, assert_speaks_plainly, console_script
 
 
 def region_and_bundle(shell, *caps: str) -> dict[str, str]:
@@ -57,3 +61,62 @@ def test_a_mistyped_annex_name_is_bad_input_naming_the_closest_live_annex(shell)
     assert again.returncode == 0 and "already gone" in again.stdout, again.output
     # With no live annex left, a name it never knew is still bad input.
     assert shell.run("condor_annex", "terminate", "--annex-name", "deadlin", "--yes", env=env).returncode == 2
+
+
+# -- 2. Ctrl-C during a launch -----------------------------------------------------------------
+
+
+def registry_requests() -> list[dict]:
+    """The broker's request records, read with the administrator's keys."""
+    clients = make_clients(region="us-east-1")
+    outputs = clients.cloudformation.describe_stacks(StackName="HTCondorAnnex")["Stacks"][0]["Outputs"]
+    table = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "RegistryTable")
+    items = clients.client("dynamodb").scan(TableName=table, ConsistentRead=True)["Items"]
+    return [i for i in items if i["sk"]["S"].startswith("request#")]
+
+
+def wait_for(check, what: str, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_command_gets_its_answer(shell):
+    env = {**shell.env, **region_and_bundle(shell)}
+    # The default, time-stamped annex name: a second run names another annex unless it reuses the request.
+    command = [console_script("condor_annex"), "--project-id", PROJECT, "--duration", "5", "--instances", "3", "--yes"]
+    client = subprocess.Popen(command, env=env, cwd=shell.home, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The broker has the launch request (its record exists) and the client waits for the answer:
+        # the moment a person presses Ctrl-C after answering yes.
+        wait_for(registry_requests, "the broker's request record")
+        client.send_signal(signal.SIGINT)
+        stdout, stderr = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 130, stdout + stderr
+    assert_speaks_plainly(stderr)
+    assert "nothing further was started" not in stderr
+    assert "may have" in stderr and "condor_annex status" in stderr, stderr
+
+    # The broker finishes the launch on its side.
+    wait_for(lambda: all(i["state"]["S"] == "done" for i in registry_requests()), "the launch to finish")
+    first = status_rows(shell, env)
+    annexes = {r["annex_name"] for r in first}
+    assert len(first) == 3 and len(annexes) == 1
+
+    again = shell.run("condor_annex", *command[1:], env=env)
+    assert again.returncode == 0, again.output
+    assert "Launched 3 of 3" in again.stdout and "earlier" in again.output, again.output
+    after = status_rows(shell, env)
+    assert sorted(r["instance_id"] for r in after) == sorted(r["instance_id"] for r in first)  # launched once
+    assert len(registry_requests()) == 1
+    # Answered: the machine no longer keeps the request.
+    state = shell.home / ".local" / "state" / "condor-annex"
+    assert not [p for p in state.rglob("*") if p.is_file()]
