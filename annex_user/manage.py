@@ -134,8 +134,26 @@ class ExtendResult:
             "expiry": lease.to_tag(self.new_expiry),
             "lease_hours": round(self.answer.get("lease_hours", 0.0), 4),
             "most_cost_usd": round(self.answer.get("most_cost", 0.0), 4),
+            "adds_usd": round(self.answer.get("adds", 0.0), 4),
             "token_replaced": self.token_reminted,
         }
+
+
+def extension_summary(plan: dict[str, Any]) -> dict[str, Any]:
+    """The broker's plan of an extension as a script reads it."""
+    return {
+        "annex_name": plan["annex_name"],
+        "instance_ids": plan["instance_ids"],
+        "old_expiries": plan["old_expiries"],
+        "expiry": plan["expiry"],
+        "shortens": bool(plan.get("shortens")),
+        "lease_hours": round(plan["lease_hours"], 4),
+        "most_cost_usd": round(plan["most_cost"], 4),
+        "adds_usd": round(plan["adds"], 4),
+        "committed_spend_usd": round(plan["committed_spend"], 4),
+        "caps": plan["caps"],
+        "token_id": plan.get("token_id"),
+    }
 
 
 def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shorten: bool) -> dict[str, Any]:

@@ -472,13 +472,21 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
     committed_others = committed_spend(others, book, call.now)
     annex_cost = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), ask.expiry, call.now) for i in annex)
     check_spend(call, committed_others, annex_cost, "the extended annex")
+    # What the annex could still cost on its current lease: the extension adds the difference.
+    cost_before = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), i.expiry, call.now) for i in annex)
     plan = {
         "annex_name": ask.annex_name,
         "instance_ids": [i.instance_id for i in annex],
+        "instance_types": sorted({i.instance_type for i in annex}),
         "old_expiries": sorted({i.expiry_tag or "" for i in annex}),
         "expiry": format_expiry_tag(ask.expiry),
         "lease_hours": hours,
+        "hourly": sum(book.hourly_or_unbounded(i.instance_type) for i in annex),
+        "price_source": book.source,
         "most_cost": annex_cost,
+        "cost_before": cost_before,
+        "adds": annex_cost - cost_before,
+        "live_instances": len(project),
         "committed_spend": committed_others,
         "caps": caps_dict(call.caps),
         "shortens": latest is not None and ask.expiry < latest,

@@ -1,4 +1,5 @@
-"""Mistakes that cost money or data: a mistyped annex name, Ctrl-C during a launch."""
+"""Mistakes that cost money or data: a mistyped annex name, Ctrl-C during a launch, an extension
+that commits money."""
 
 from __future__ import annotations
 
@@ -120,3 +121,31 @@ def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_comma
     # Answered: the machine no longer keeps the request.
     state = shell.home / ".local" / "state" / "condor-annex"
     assert not [p for p in state.rglob("*") if p.is_file()]
+
+
+# -- 3. extend shows its plan and asks ---------------------------------------------------------
+
+
+def test_extend_shows_its_plan_and_asks_as_launch_does(shell):
+    env = region_and_bundle(shell, "--max-lease-hours", "480", "--max-spend", "1000")
+    assert launch(shell, env, "grow", 2, 5).returncode == 0
+    ends = {r["expiry"] for r in status_rows(shell, env)}
+
+    unasked = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "400", env=env)
+    assert unasked.returncode == 2, unasked.output
+    assert "not confirmed" in unasked.stderr
+    for shown in ("Extend annex grow", "lease ends", "->", "adds", "most it costs", "project caps"):
+        assert shown in unasked.output, (shown, unasked.output)
+    declined = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "400", env=env, answer="n")
+    assert declined.returncode == 2, declined.output
+    dry = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "400", "--dry-run", env=env)
+    assert dry.returncode == 0 and "Dry run" in dry.stdout and "project caps" in dry.stdout, dry.output
+    planned = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "400", "--dry-run",
+                        "--output", "json", env=env)
+    document = json.loads(planned.stdout)
+    assert document["dry_run"] is True and document["adds_usd"] > 0 and document["old_expiries"] == sorted(ends)
+    assert {r["expiry"] for r in status_rows(shell, env)} == ends  # nothing moved
+
+    agreed = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "400", env=env, answer="y")
+    assert agreed.returncode == 0, agreed.output
+    assert {r["expiry"] for r in status_rows(shell, env)} != ends
