@@ -274,13 +274,18 @@ class RevokeResult:
 def revoke_credentials(clients: AwsClients, user: str) -> RevokeResult:
     if not USER_RE.fullmatch(user or ""):
         raise BadInput(f"user name {user!r} is not a valid IAM user name", "", "Pass the --user you issued.")
+    tags = existing_user_tags(clients, user)
+    if tags is None:
+        raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.")
+    if tags.get(contract.USER_TAG_MANAGED) != MANAGED_BY:
+        raise BadInput(
+            f"the IAM user {user} was not created by condor-annex",
+            "revoke-credentials deletes only the keys of scientists issue-credentials made; this user's keys "
+            "belong to someone else",
+            "Check the --user name (the one given to issue-credentials).",
+        )
     iam = clients.iam
     with aws_errors(f"could not revoke the keys of {user}"):
-        try:
-            keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) == "NoSuchEntity":
-                raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.") from exc
-            raise
+        keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
         _delete_keys(iam, user, keys)
     return RevokeResult(user, keys)

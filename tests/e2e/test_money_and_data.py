@@ -1,5 +1,5 @@
 """Mistakes that cost money or data: a mistyped annex name, Ctrl-C during a launch, an extension
-that commits money."""
+that commits money, revoking a user condor-annex never issued."""
 
 from __future__ import annotations
 
@@ -149,3 +149,22 @@ def test_extend_shows_its_plan_and_asks_as_launch_does(shell):
     agreed = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "400", env=env, answer="y")
     assert agreed.returncode == 0, agreed.output
     assert {r["expiry"] for r in status_rows(shell, env)} != ends
+
+
+# -- 4. revoke-credentials of a user it never issued --------------------------------------------
+
+
+def test_revoke_credentials_refuses_a_user_condor_annex_did_not_make(shell):
+    region_and_bundle(shell)
+    iam = make_clients(region="us-east-1").iam
+    iam.create_user(UserName="ops-robot")
+    key = iam.create_access_key(UserName="ops-robot")["AccessKey"]["AccessKeyId"]
+    refused = shell.run("annex-admin", "revoke-credentials", "--user", "ops-robot")
+    assert refused.returncode == 2, refused.output
+    assert "ops-robot" in refused.stderr and "not created by condor-annex" in refused.stderr
+    keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName="ops-robot")["AccessKeyMetadata"]]
+    assert keys == [key]
+    # Hers are revoked as before.
+    revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER)
+    assert revoked.returncode == 0, revoked.output
+    assert iam.list_access_keys(UserName=USER)["AccessKeyMetadata"] == []
