@@ -58,6 +58,7 @@ class StatusReport:
     collector_note: str
     caps: dict[str, float]
     price_source: str
+    project: dict[str, Any] = field(default_factory=dict)  # the broker's totals of the whole project
 
     def annexes(self) -> list[AnnexSummary]:
         found: dict[str, AnnexSummary] = {}
@@ -79,11 +80,11 @@ class StatusReport:
         return sorted(found.values(), key=lambda s: s.annex_name)
 
     def totals(self) -> dict[str, float]:
-        annexes = self.annexes()
+        """The whole project's figures against its caps, whichever annex the report shows."""
         return {
-            "live_instances": sum(1 for r in self.rows if r.data["state"] in LIVE),
-            "cost_so_far_usd": round(sum(a.cost_so_far for a in annexes), 4),
-            "can_still_cost_usd": round(sum(a.can_still_cost for a in annexes), 4),
+            "live_instances": self.project.get("live_instances", 0),
+            "cost_so_far_usd": round(self.project.get("cost_so_far", 0.0), 4),
+            "can_still_cost_usd": round(self.project.get("can_still_cost", 0.0), 4),
             **{f"cap_{k}": v for k, v in self.caps.items()},
         }
 
@@ -98,7 +99,7 @@ def annex_status(ctx: AnnexContext, *, annex_name: str | None, condor_config: st
         StatusRow(row, None if joined is None else bool(joined.get(row["instance_id"])))
         for row in answer.get("instances", [])
     ]
-    return StatusReport(rows, note, answer.get("caps", {}), answer.get("price_source", ""))
+    return StatusReport(rows, note, answer.get("caps", {}), answer.get("price_source", ""), answer.get("totals", {}))
 
 
 def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, str]:

@@ -390,13 +390,15 @@ def delete_prefix(call: Call, prefix: str) -> int:
 
 
 def status(call: Call) -> dict[str, Any]:
+    """The project's instances (or one annex's), and the whole project's totals: its caps are the
+    project's, so its figures against them never depend on which annex was asked about."""
     name = call.params.get("annex_name")
     if name is not None:
         name = asks.annex_name(call.params)
     book = price_book(call)
     remembered = call.registry.annexes(call.project_id)
     rows = []
-    for i in project_instances(call.ec2, call.project_id, annex_name=name, states=STATUS_STATES):
+    for i in project_instances(call.ec2, call.project_id, states=STATUS_STATES):
         record = remembered.get(i.annex_name)
         hourly = book.hourly_or_unbounded(i.instance_type)
         expiry = i.expiry
@@ -417,7 +419,23 @@ def status(call: Call) -> dict[str, Any]:
             # The annex's token id, for the pool administrator to revoke it (never the token).
             "token_id": (record.token_id or None) if record else None,
         })
-    return {"instances": rows, "caps": caps_dict(call.caps), "now": format_expiry_tag(call.now), "price_source": book.source}
+    return {
+        "instances": [r for r in rows if name is None or r["annex_name"] == name],
+        "totals": project_totals(rows),
+        "caps": caps_dict(call.caps),
+        "now": format_expiry_tag(call.now),
+        "price_source": book.source,
+    }
+
+
+def project_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Live instances, cost so far and the most they can still cost, over every row of the project."""
+    return {
+        "live_instances": sum(1 for r in rows if r["state"] in LIVE_STATES),
+        "cost_so_far": round(sum(r["cost_so_far"] or 0.0 for r in rows), 6),
+        "can_still_cost": round(sum(r["can_still_cost"] or 0.0 for r in rows), 6),
+        "unpriced": sum(1 for r in rows if r["cost_so_far"] is None),
+    }
 
 
 def _finite(value: float) -> float | None:

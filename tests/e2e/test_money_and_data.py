@@ -1,9 +1,10 @@
 """Mistakes that cost money or data: a mistyped annex name, Ctrl-C during a launch, an extension
-that commits money, revoking a user condor-annex never issued."""
+that commits money, revoking a user condor-annex never issued, a project's totals."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -168,3 +169,23 @@ def test_revoke_credentials_refuses_a_user_condor_annex_did_not_make(shell):
     revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER)
     assert revoked.returncode == 0, revoked.output
     assert iam.list_access_keys(UserName=USER)["AccessKeyMetadata"] == []
+
+
+# -- 5. status of one annex: the project's totals are the whole project's ------------------------
+
+TOTALS = re.compile(r"Project \S+: (\d+) live instance\(s\) of 32 allowed; .*can still cost \$([\d,.]+) of")
+
+
+def test_status_of_one_annex_shows_the_whole_projects_totals(shell):
+    env = region_and_bundle(shell)
+    assert launch(shell, env, "big", 6, 10).returncode == 0
+    assert launch(shell, env, "small", 2, 5).returncode == 0
+    whole = shell.run("condor_annex", "status", env=env)
+    one = shell.run("condor_annex", "status", "--annex-name", "small", env=env)
+    assert whole.returncode == 0 and one.returncode == 0, one.output
+    assert "big" not in one.stdout.split("Project ")[0]  # the table is of the one annex
+    totals_whole, totals_one = TOTALS.search(whole.stdout), TOTALS.search(one.stdout)
+    assert totals_whole and totals_one, one.stdout
+    assert totals_one.group(1) == totals_whole.group(1) == "8"
+    can_still = [float(m.group(2).replace(",", "")) for m in (totals_whole, totals_one)]
+    assert abs(can_still[0] - can_still[1]) < 0.05, can_still
