@@ -23,7 +23,7 @@ from annex_cloud.registry import NodeRecord, Registry
 from annex_admin.nodes import NodeScope, provide_node_access
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.bundle import Bundle, write_bundle
-from annex_common.errors import AnnexError, BadInput
+from annex_common.errors import AnnexError, BadInput, Declined
 from annex_admin.stack import StackInfo, read_stack
 from templates import contract
 
@@ -208,7 +208,7 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
                 + ", ".join(ended[:5]) + (" ..." if len(ended) > 5 else "") + "."
             )
         if not confirm(question):
-            raise AnnexError("nothing was changed", "the lower caps were not confirmed", "Run again with the caps you want.")
+            raise Declined(question)
     iam = clients.iam
     created = tags is None
     with aws_errors(f"could not create or update the IAM user {request.user}"):

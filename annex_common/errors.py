@@ -32,6 +32,18 @@ class BadInput(AnnexError):
     exit_code = 2
 
 
+class Declined(BadInput):
+    """A question that was not answered yes: nothing was changed. Exit 2 everywhere, as all bad
+    input (the README's exit status line)."""
+
+    def __init__(self, question: str, *, asked: bool = True) -> None:
+        super().__init__(
+            "not confirmed: nothing was changed",
+            f"{question!r} " + ("was not answered yes" if asked else "could not be asked (no --yes, and no terminal to ask on)"),
+            "Run again and answer y, or pass --yes.",
+        )
+
+
 class AwsFailure(AnnexError):
     """An AWS call failed (after retries)."""
 

@@ -49,7 +49,8 @@ def test_lowering_a_cap_below_what_runs_says_what_would_end_and_asks(shell):
                          "--annex-name", "running", "--yes", env=env)
     assert launched.returncode == 0, launched.output
     declined = issue(shell, "--project-id", PROJECT, "--max-instances", "4", answer="n")
-    assert declined.returncode == 1
+    assert declined.returncode == 2  # a declined question: exit 2 everywhere
+    assert "not confirmed: nothing was changed" in declined.output
     assert "instances 32 -> 4" in declined.output and "would then end 2 running instance(s)" in declined.output
     status = json.loads(shell.run("condor_annex", "status", "--output", "json", env=env).stdout)
     assert len(status) == 6
