@@ -102,11 +102,18 @@ def default_annex_name(project_id: str, now: datetime) -> str:
 
 
 def validate_count(count: int) -> int:
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise BadInput(
-            f"--instances {count} is not a positive whole number (at most {MAX_COUNT:,})",
+            f"--instances {count} is not a positive whole number",
             "an annex needs at least one instance",
             "Pass for example --instances 16.",
+        )
+    if count > MAX_COUNT:
+        raise BadInput(
+            f"--instances {count:,} is more than one annex may have",
+            f"the broker launches at most {MAX_COUNT:,} instances per annex",
+            f"Ask for at most {MAX_COUNT:,}; launch more as further annexes (another --annex-name), "
+            "within your project's caps.",
         )
     return count
 

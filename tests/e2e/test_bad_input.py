@@ -128,6 +128,7 @@ CASES = {
     "zero-instances": Case(launch(count="0"), "not a positive whole number"),
     "negative-instances": Case(launch(count="-4"), "not a positive whole number"),
     "non-numeric-instances": Case(launch(count="lots"), "--instances"),
+    "too-many-instances": Case(launch(count="100000"), "at most 10,000 instances per annex"),
     "over-instance-cap": Case(launch(count="9"), "instance cap"),
     "over-cap-with-live-annex": Case(launch(count="7"), "instance cap"),
     "project-not-covered": Case(["--project-id", "SomeoneElse", "--duration", "5", "--instances", "1", "--yes"], "do not cover project"),
