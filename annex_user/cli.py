@@ -141,11 +141,12 @@ def launch(
                         idle_minutes=idle,
                         condor_config=condor_config,
                     ),
+                    show_broken=True,
                 )
             if not _plan_then_ask(
                 _launch_plan_rows(plan), as_json=as_json, dry_run=dry_run, summary=lambda: core.plan_summary(plan),
                 dry_note="Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.",
-                question=f"Launch {plan.count} instance(s)?", yes=yes,
+                question=f"Launch {plan.count} instance(s)?", yes=yes, refusal=core.refusal_of(plan),
             ):
                 return
         try:
@@ -177,11 +178,16 @@ def _launch_interrupted(plan):
 
 def _plan_then_ask(
     plan: "PlanRows", *, as_json: bool, dry_run: bool, summary: Callable[[], dict], dry_note: str, question: str,
-    yes: bool,
+    yes: bool, refusal: Exception | None,
 ) -> bool:
-    """The one rule of every command that commits money (launch, extend): show the plan, then end
-    a dry run (its JSON, with --output json) or ask (unless --yes). True when it may go ahead."""
+    """The one rule of every command that commits money (launch, extend): show the plan; refuse
+    one that breaks a cap (exit 2, the cap named), dry run or not; then end a dry run (its JSON,
+    with --output json) or ask (unless --yes). True when it may go ahead."""
     _print_plan(plan, err_console if as_json else out)  # the plan is a message when stdout carries JSON
+    if refusal is not None:
+        if dry_run and as_json:
+            print_json({"dry_run": True, **summary()})
+        raise refusal
     if dry_run:
         if as_json:
             print_json({"dry_run": True, **summary()})
@@ -392,13 +398,13 @@ def extend(
     def action() -> None:
         from annex_user.context import open_context
         from annex_user.expiry import format_local
-        from annex_user.manage import extend_lease, extend_params, extension_summary, plan_extension
+        from annex_user.manage import extend_lease, extend_params, extension_refusal, extension_summary, plan_extension
 
         ctx = open_context(_bundle_path(credentials))
         new_end = _lease_end(expiry, duration, ctx.now)
         params = extend_params(ctx, annex_name, new_end, shorten)
         with waiting(f"Asking the broker about extending {annex_name}"):
-            plan = plan_extension(ctx, params)
+            plan = plan_extension(ctx, params, show_broken=True)
         verb = "Shorten" if plan.get("shortens") else "Extend"
         if not _plan_then_ask(
             _extension_plan_rows(plan), as_json=output is OutputFormat.json, dry_run=dry_run,
@@ -406,7 +412,7 @@ def extend(
             dry_note="Dry run: the broker would move this lease. No lease was moved, nothing minted or uploaded.",
             question=f"{verb} the lease of {annex_name} ({len(plan['instance_ids'])} instance(s)) to end "
                      f"{format_local(new_end)}?",
-            yes=yes,
+            yes=yes, refusal=extension_refusal(plan),
         ):
             return
         with waiting(f"Moving the lease of {annex_name}"):

@@ -20,6 +20,7 @@ from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_common.errors import AwsFailure, BadInput
 from annex_user import expiry as lease
 from annex_user import pending
+from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext, require_project
 from annex_user.pending import PendingLaunch
 
@@ -128,9 +129,10 @@ def validate_idle(minutes: int) -> int:
     return minutes
 
 
-def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
+def plan_launch(ctx: AnnexContext, request: LaunchRequest, *, show_broken: bool = False) -> LaunchPlan:
     """The broker's verdict on the launch, and the pool the annex would join; nothing changes,
-    nothing is minted."""
+    nothing is minted. A plan that breaks a cap is refused (BadInput), or with ``show_broken``
+    returned to be shown, its ``breaks`` naming the caps (``refusal_of``)."""
     from annex_user.pool import describe_token, read_pool, security_source
 
     project = require_project(ctx.bundle, request.project_id)
@@ -150,6 +152,9 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
         "instance_types": [request.instance_type] if request.instance_type else None,
     }
     answer = ctx.broker.ask("plan_launch", params, f"could not plan annex {name}")
+    broken = first_broken(answer, f"could not plan annex {name}")
+    if broken is not None and not show_broken:
+        raise broken
     token_id = secrets.token_hex(16) if source.kind == "idtoken" else None
     description = (
         describe_token(pool, source, subject=TOKEN_IDENTITY, expires_at=expiry + TOKEN_MARGIN, token_id=token_id)
@@ -252,6 +257,11 @@ def _answered(command: str | None) -> None:
         pending.forget(command)
 
 
+def refusal_of(plan: LaunchPlan) -> BadInput | None:
+    """What the broker would refuse in this plan (the first cap it breaks), or None."""
+    return first_broken(plan.broker, f"could not plan annex {plan.params['annex_name']}")
+
+
 def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
     """The plan as a script reads it: what would run, until when, and what it can cost."""
     return {
@@ -272,6 +282,7 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
         "security": plan.source.kind if plan.source is not None else None,
         "token_id": plan.token_id,
         "collector_host": plan.collector_host,
+        "breaks": list(plan.broker.get("breaks") or []),
     }
 
 

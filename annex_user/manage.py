@@ -9,6 +9,7 @@ from typing import Any
 
 from annex_common.errors import BadInput
 from annex_user import expiry as lease
+from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_user.launch import validate_annex_name
@@ -154,6 +155,7 @@ def extension_summary(plan: dict[str, Any]) -> dict[str, Any]:
         "committed_spend_usd": round(plan["committed_spend"], 4),
         "caps": plan["caps"],
         "token_id": plan.get("token_id"),
+        "breaks": list(plan.get("breaks") or []),
     }
 
 
@@ -163,8 +165,19 @@ def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shor
     return {"annex_name": annex_name, "expiry": lease.to_tag(new_expiry), "shorten": shorten}
 
 
-def plan_extension(ctx: AnnexContext, params: dict[str, Any]) -> dict[str, Any]:
-    return ctx.broker.ask("plan_extend", params, f"could not plan the extension of {params['annex_name']}")
+def plan_extension(ctx: AnnexContext, params: dict[str, Any], *, show_broken: bool = False) -> dict[str, Any]:
+    """The broker's plan of the extension; one that breaks a cap is refused (BadInput), or with
+    ``show_broken`` returned to be shown (its ``breaks`` name the caps)."""
+    what = f"could not plan the extension of {params['annex_name']}"
+    plan = ctx.broker.ask("plan_extend", params, what)
+    broken = first_broken(plan, what)
+    if broken is not None and not show_broken:
+        raise broken
+    return plan
+
+
+def extension_refusal(plan: dict[str, Any]) -> BadInput | None:
+    return first_broken(plan, f"could not plan the extension of {plan['annex_name']}")
 
 
 def extend_lease(

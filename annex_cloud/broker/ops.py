@@ -111,33 +111,63 @@ def committed_spend(records: list[dict[str, str]], book: cost.PriceBook, now: da
     )
 
 
-def check_lease(call: Call, expiry: datetime, start: datetime, what: str = "lease") -> float:
-    """Hours from ``start`` to ``expiry``; Refused when too short or beyond the project's cap."""
+def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
+    """Hours from ``start`` to ``expiry``; Refused when the end is too near to be of any use."""
     if (expiry - call.now).total_seconds() < MIN_LEASE_SECONDS:
         raise Refused(
             f"the lease end {format_expiry_tag(expiry)} is less than 10 minutes away",
             "instances need several minutes to boot and join the pool",
             "Pass a later --expiry or a longer --duration.",
         )
-    hours = cost.hours_between(start, expiry)
+    return cost.hours_between(start, expiry)
+
+
+# The caps, each a rule that returns what it would break (None when it holds): a plan shows them
+# all beside its figures, and the request that acts refuses the first (refuse_broken).
+
+
+def lease_cap_problem(call: Call, hours: float, expiry: datetime, what: str = "lease") -> Refused | None:
     cap = call.caps.max_lease_hours
-    if hours * 3600 > cap * 3600 + LEASE_CAP_SLACK_SECONDS:
-        raise Refused(
-            f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
-            f"the lease would end {format_expiry_tag(expiry)}",
-            f"Choose an end within {cap:g} hours, or ask your pool administrator to raise the cap.",
-        )
-    return hours
+    if hours * 3600 <= cap * 3600 + LEASE_CAP_SLACK_SECONDS:
+        return None
+    return Refused(
+        f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
+        f"the lease would end {format_expiry_tag(expiry)}",
+        f"Choose an end within {cap:g} hours, or ask your pool administrator to raise the cap.",
+    )
 
 
-def check_spend(call: Call, committed_before: float, adding: float, what: str) -> None:
+def instance_cap_problem(call: Call, live: int, adding: int) -> Refused | None:
+    cap = call.caps.max_instances
+    if live + adding <= cap:
+        return None
+    return Refused(
+        f"{adding} more instances would break the project's instance cap of {cap}",
+        f"the project already has {live} live instance(s)",
+        f"Ask for at most {max(cap - live, 0)}, or end another annex first.",
+    )
+
+
+def spend_problem(call: Call, committed_before: float, adding: float, what: str) -> Refused | None:
     cap = call.caps.max_spend_usd
-    if committed_before + adding > cap + SPEND_EPSILON:
-        raise Refused(
-            f"{what} could cost up to ${adding:,.2f}, which would break the project's spend cap of ${cap:,.2f}",
-            f"the project's other live instances can still cost ${committed_before:,.2f}",
-            "Ask for fewer instances or a shorter lease, end another annex, or ask your pool administrator to raise the cap.",
-        )
+    if committed_before + adding <= cap + SPEND_EPSILON:
+        return None
+    return Refused(
+        f"{what} could cost up to ${adding:,.2f}, which would break the project's spend cap of ${cap:,.2f}",
+        f"the project's other live instances can still cost ${committed_before:,.2f}",
+        "Ask for fewer instances or a shorter lease, end another annex, or ask your pool administrator to raise the cap.",
+    )
+
+
+def broken(problems: list[Refused | None]) -> list[dict[str, str]]:
+    """The caps a plan breaks, as its answer names them (the first is the one a request raises)."""
+    return [p.to_dict() for p in problems if p is not None]
+
+
+def refuse_broken(plan: dict[str, Any]) -> None:
+    """A request that would act refuses what its plan breaks."""
+    for problem in plan["breaks"][:1]:
+        raise Refused(problem["what"], problem["why"], problem["next"])
 
 
 def caps_dict(caps: Caps) -> dict[str, float]:
@@ -185,7 +215,7 @@ def _launch_plan(
     """Every check of a launch, reading only; Refused names the rule it would break."""
     book = price_book(call)
     prices = require_prices(book, ask.instance_types)
-    hours = check_lease(call, ask.expiry, call.now)
+    hours = lease_hours(call, ask.expiry, call.now)
     in_use = sorted(r["instance_id"] for r in counted if r.get("annex_name") == ask.annex_name)
     if in_use:
         named = ", ".join(in_use[:NAMED_IN_REFUSAL])
@@ -195,16 +225,13 @@ def _launch_plan(
             f"it has {len(in_use)} live instance(s): {named}{more}",
             "See `condor_annex status`; extend or terminate it, or pick another --annex-name.",
         )
-    cap = call.caps.max_instances
-    if len(counted) + ask.count > cap:
-        raise Refused(
-            f"{ask.count} more instances would break the project's instance cap of {cap}",
-            f"the project already has {len(counted)} live instance(s)",
-            f"Ask for at most {max(cap - len(counted), 0)}, or end another annex first.",
-        )
     committed = committed_spend(counted, book, call.now)
     most = cost.most_cost(ask.count, prices, hours)
-    check_spend(call, committed, most, "this annex")
+    breaks = broken([
+        lease_cap_problem(call, hours, ask.expiry),
+        instance_cap_problem(call, len(counted), ask.count),
+        spend_problem(call, committed, most, "this annex"),
+    ])
     return {
         "annex_name": ask.annex_name,
         "project_id": call.project_id,
@@ -223,6 +250,7 @@ def _launch_plan(
         "committed_spend": committed,
         "caps": caps_dict(call.caps),
         "node_role": node.role_arn,
+        "breaks": breaks,  # the caps it would break: a plan shows them, a launch is refused
     }
 
 
@@ -265,6 +293,7 @@ def launch(call: Call) -> dict[str, Any]:
 def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult) -> dict[str, Any]:
     node = project_node(call, ask.instance_types)
     plan = _launch_plan(call, ask, counted_instances(call), node)
+    refuse_broken(plan)
     prefix = annex_prefix(call.project_id, ask.annex_name)
     for name, body in node_objects(call, ask).items():
         call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
@@ -481,7 +510,7 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
             "extend never shortens a lease unless asked to",
             "Pass a later end, or add --shorten to end the lease earlier.",
         )
-    hours = check_lease(call, ask.expiry, min(i.launch_time for i in annex), "extended lease")
+    hours = lease_hours(call, ask.expiry, min(i.launch_time for i in annex))
     book = price_book(call)
     require_prices(book, sorted({i.instance_type for i in annex}))
     others = [
@@ -489,7 +518,10 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
     ]
     committed_others = committed_spend(others, book, call.now)
     annex_cost = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), ask.expiry, call.now) for i in annex)
-    check_spend(call, committed_others, annex_cost, "the extended annex")
+    breaks = broken([
+        lease_cap_problem(call, hours, ask.expiry, "extended lease"),
+        spend_problem(call, committed_others, annex_cost, "the extended annex"),
+    ])
     # What the annex could still cost on its current lease: the extension adds the difference.
     cost_before = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), i.expiry, call.now) for i in annex)
     plan = {
@@ -508,6 +540,7 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
         "committed_spend": committed_others,
         "caps": caps_dict(call.caps),
         "shortens": latest is not None and ask.expiry < latest,
+        "breaks": breaks,
         # An extension's new token keeps the annex's id, so one revocation covers the annex.
         "token_id": _annex_record(call, ask.annex_name).token_id or None,
     }
@@ -538,6 +571,7 @@ def extend(call: Call) -> dict[str, Any]:
 
     def work() -> dict[str, Any]:
         plan, annex = _extend_plan(call, ask)
+        refuse_broken(plan)
         prefix = annex_prefix(call.project_id, ask.annex_name)
         record = _annex_record(call, ask.annex_name)
         if ask.token is not None:
