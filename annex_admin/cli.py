@@ -285,14 +285,14 @@ def issue_credentials(
 
     def action() -> None:
         from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials as issue, validate_issue
-        from annex_common.cli_support import confirm
+        from annex_common.cli_support import confirmer
 
         change = CapsChange(max_instances, max_lease_hours, max_spend)
         validate_issue(project_id, user, change, output)
         clients = _clients(region, profile)
         result = issue(
             clients, IssueRequest(stack_name, project_id, user, output, change),
-            lambda question: confirm(question, assume_yes=yes),
+            confirmer(assume_yes=yes),
         )
         verb = "Created" if result.user_created else "Updated"
         out.print(f"[green]{verb} IAM user {user}[/] for project {project_id} in {clients.region}.")

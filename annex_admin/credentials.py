@@ -23,8 +23,8 @@ from annex_cloud.node.config import PROJECT_ID_PATTERN
 from annex_cloud.registry import NodeRecord, Registry
 from annex_admin.nodes import NodeScope, provide_node_access
 from annex_common.aws import AwsClients, aws_errors, error_code
-from annex_common.bundle import Bundle, write_bundle
-from annex_common.errors import AnnexError, BadInput
+from annex_common.bundle import Bundle, load_bundle, write_bundle
+from annex_common.errors import AnnexError, BadInput, Declined
 from annex_admin.stack import StackInfo, read_stack
 from templates import contract
 
@@ -95,6 +95,17 @@ def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -
         raise BadInput(f"--output {output} is a directory", "the bundle is a file", "Pass a file path.")
     if not output.parent.exists():
         raise BadInput(f"the folder of --output {output} does not exist", "", "Create it first.")
+
+
+def describe_existing_output(output: Path) -> str | None:
+    """What --output would overwrite, in a person's words; None when nothing is there."""
+    if not (output.exists() or output.is_symlink()):
+        return None
+    try:
+        current = load_bundle(output)
+    except BadInput:
+        return f"the file {output}"
+    return f"the bundle {output} (user {current.user}, project {current.project_id})"
 
 
 def registry_of(clients: AwsClients, stack: StackInfo) -> Registry:
@@ -226,16 +237,24 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
                     revoked=bool(recorded and recorded.revoked))
     caps = request.caps.applied_to(previous or Caps())
     lowered = describe_lowering(previous, caps) if previous else []
+    # One question for all it would change by surprise: lower caps, an existing --output file.
+    parts = []
     if lowered:
         ended = instances_ended_by(clients, registry, request.project_id, caps)
-        question = f"Lower project {request.project_id}'s caps ({'; '.join(lowered)})?"
+        parts.append(f"Lower project {request.project_id}'s caps ({'; '.join(lowered)})?")
         if ended:
-            question = (
-                f"{question} The enforcer would then end {len(ended)} running instance(s): "
+            parts.append(
+                f"The enforcer would then end {len(ended)} running instance(s): "
                 + ", ".join(ended[:5]) + (" ..." if len(ended) > 5 else "") + "."
             )
+    replacing = describe_existing_output(request.output)
+    if replacing is not None:
+        parts.append(f"{'It also overwrites' if lowered else 'Overwrite'} {replacing}"
+                     + (" with the new bundle." if lowered else " with the new bundle?"))
+    if parts:
+        question = " ".join(parts)
         if not confirm(question):
-            raise AnnexError("nothing was changed", "the lower caps were not confirmed", "Run again with the caps you want.")
+            raise Declined(question)
     iam = clients.iam
     created = tags is None
     with aws_errors(f"could not create or update the IAM user {request.user}"):
@@ -316,8 +335,16 @@ def revoke_credentials(clients: AwsClients, user: str, stack_name: str = contrac
     with aws_errors(f"could not revoke the credentials of {user}"):
         found = existing_user(clients, user)
         recorded = registry.user(user)
-        if found is None and recorded is None:
-            raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.")
+    if found is None and recorded is None:
+        raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.")
+    if found is not None and found.tags.get(contract.USER_TAG_MANAGED) != MANAGED_BY:
+        raise BadInput(
+            f"the IAM user {user} was not created by condor-annex",
+            "revoke-credentials deletes only the keys of scientists issue-credentials made; this user's keys "
+            "belong to someone else",
+            "Check the --user name (the one given to issue-credentials).",
+        )
+    with aws_errors(f"could not revoke the credentials of {user}"):
         marked = registry.revoke_user(user) if recorded is not None else False
         if found is None:
             return RevokeResult(user, [], marked, False)

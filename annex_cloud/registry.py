@@ -15,8 +15,10 @@ raise a cap, whatever its code does:
   node#<p>         / node            role, profile, templates (JSON: type -> id, version, source):
                                      the project's node role and its launch template versions
                                      (the administrator's: issue-credentials writes it)
-  project#<p>      / annex#<name>    security, token_id (never the token), expiry, ttl: one live
-                                     annex, so status can show its token's id for revocation
+  project#<p>      / annex#<name>    security, token_id (never the token), expiry, ended, ttl: one
+                                     annex the broker launched, so status can show its token's
+                                     id for revocation and terminate knows a name it never
+                                     launched from one that is gone (kept a week after it ends)
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, digest (the request's SHA-256), result (JSON),
                                      created, ttl: one request that changes things (launch,
@@ -85,6 +87,7 @@ class AnnexRecord:
     security: str  # idtoken | password
     token_id: str  # the id (jti) of the annex's IDTOKEN; "" in password mode
     expiry: str  # the lease end, as tagged
+    ended: str = ""  # when terminate ended it (expiry format); "" while it may run
 
 
 @dataclass(frozen=True)
@@ -215,8 +218,9 @@ class Registry:
     # -- live annexes ------------------------------------------------------------------------
 
     def put_annex(self, project_id: str, record: AnnexRecord) -> None:
-        """Kept a week past its lease end (DynamoDB's TTL), and replaced on extend."""
-        ends = datetime.strptime(record.expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        """Kept a week past its lease end, or past its end by terminate if earlier (DynamoDB's
+        TTL); replaced on extend and by a new launch of the name."""
+        ends = min(_moment(text) for text in (record.expiry, record.ended) if text)
         self.db.put_item(
             TableName=self.table,
             Item={
@@ -224,6 +228,7 @@ class Registry:
                 "security": _s(record.security),
                 "token_id": _s(record.token_id),
                 "expiry": _s(record.expiry),
+                **({"ended": _s(record.ended)} if record.ended else {}),
                 "ttl": _n(int(ends.timestamp()) + REQUEST_TTL_SECONDS),
             },
         )
@@ -421,7 +426,11 @@ def _annex(annex_name: str, item: dict[str, Any]) -> AnnexRecord:
     def text(name: str) -> str:
         return str(item.get(name, {}).get("S", ""))
 
-    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"))
+    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"), text("ended"))
+
+
+def _moment(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def _node(project_id: str, item: dict[str, Any]) -> NodeRecord:

@@ -15,7 +15,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.parsers
 
-from annex_common.errors import AwsFailure, BadInput, NotReady
+from annex_common.errors import AwsFailure, BadInput
 
 # Standard retry mode backs off on throttling, 5xx and connection errors; attempts are bounded so
 # a dead endpoint fails in seconds, not minutes.
@@ -120,7 +120,7 @@ def make_clients(
         else:
             session = boto3.session.Session(profile_name=profile, region_name=region)
     except botocore.exceptions.ProfileNotFound as exc:
-        raise NotReady(
+        raise BadInput(
             f"AWS profile {profile!r} was not found",
             str(exc),
             "Check the profile name in ~/.aws/config, or omit --profile.",
@@ -146,7 +146,8 @@ def aws_errors(what: str, next_step: str = "") -> Iterator[None]:
     try:
         yield
     except botocore.exceptions.NoCredentialsError as exc:
-        raise AwsFailure(
+        # Found before any request is sent: nothing was changed.
+        raise BadInput(
             what,
             "no AWS credentials were found",
             "Configure credentials (aws configure, AWS_PROFILE, or --profile).",

@@ -85,16 +85,21 @@ def _translate_aws_error(exc: Exception) -> AnnexError | None:
 
 
 def require_confirmation(question: str, *, assume_yes: bool) -> None:
-    """Ask once; a missing or negative answer is a usage error that changed nothing."""
+    """Ask once; a missing or negative answer is a usage error that changed nothing (exit 2)."""
     if not confirm(question, assume_yes=assume_yes):
-        from annex_common.errors import BadInput
+        from annex_common.errors import Declined
 
-        asked = sys.stdin.isatty()
-        raise BadInput(
-            "not confirmed: nothing was changed",
-            f"{question!r} " + ("was not answered yes" if asked else "could not be asked (no --yes, and no terminal to ask on)"),
-            "Run again and answer y, or pass --yes.",
-        )
+        raise Declined(question, asked=sys.stdin.isatty())
+
+
+def confirmer(*, assume_yes: bool) -> Callable[[str], bool]:
+    """A core function's question callback: True, or ``Declined`` as require_confirmation says it."""
+
+    def ask(question: str) -> bool:
+        require_confirmation(question, assume_yes=assume_yes)
+        return True
+
+    return ask
 
 
 def status_printer(status: Any, indent: str = "") -> Callable[[str], None]:

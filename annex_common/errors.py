@@ -32,9 +32,27 @@ class BadInput(AnnexError):
     exit_code = 2
 
 
+class Declined(BadInput):
+    """A question that was not answered yes: nothing was changed. Exit 2 everywhere, as all bad
+    input (the README's exit status line)."""
+
+    def __init__(self, question: str, *, asked: bool = True) -> None:
+        super().__init__(
+            "not confirmed: nothing was changed",
+            f"{question!r} " + ("was not answered yes" if asked else "could not be asked (no --yes, and no terminal to ask on)"),
+            "Run again and answer y, or pass --yes.",
+        )
+
+
 class AwsFailure(AnnexError):
     """An AWS call failed (after retries)."""
 
 
 class NotReady(AnnexError):
     """Something the tools need is missing (no stack, stack failed, ...)."""
+
+
+class Interrupted(AnnexError):
+    """Ctrl-C after something was asked of AWS: says what may have happened and how to see it."""
+
+    exit_code = 130

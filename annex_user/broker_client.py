@@ -59,7 +59,25 @@ class Broker:
             return answer["result"]
         refused = answer.get("refused")
         if isinstance(refused, dict):
-            raise BadInput(str(refused.get("what", what)), str(refused.get("why", "")), str(refused.get("next", "")))
+            raise refusal(refused, what)
         if "busy" in answer:
             raise AwsFailure(what, f"the broker is busy with another request of your project ({answer['busy']})", "Retry in a minute.")
         raise AwsFailure(what, "the broker gave an answer condor_annex does not understand", "Update condor_annex, or tell your pool administrator.")
+
+
+def refusal(refused: dict[str, Any], what: str) -> BadInput:
+    """The broker's refusal (what, why, next), as the one message the scientist reads."""
+    return BadInput(str(refused.get("what", what)), str(refused.get("why", "")), str(refused.get("next", "")))
+
+
+def first_broken(plan: dict[str, Any], what: str) -> BadInput | None:
+    """The first cap a broker's plan breaks, as a refusal; None when it breaks none. More than one
+    is said in the same message."""
+    breaks = [b for b in plan.get("breaks") or [] if isinstance(b, dict)]
+    if not breaks:
+        return None
+    error = refusal(breaks[0], what)
+    if len(breaks) > 1:
+        also = "; ".join(str(b.get("what", "")) for b in breaks[1:])
+        error.why = f"{error.why}; it would also break a cap: {also}" if error.why else f"it would also break a cap: {also}"
+    return error

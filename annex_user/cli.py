@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -111,31 +111,49 @@ def launch(
         now = datetime.now(timezone.utc).replace(microsecond=0)
         lease_end = _lease_end(expiry, duration, now)
         ctx = open_context(_bundle_path(credentials), now=now)
-        with waiting("Planning: the broker checks caps and prices; reading your pool"):
-            plan = core.plan_launch(
-                ctx,
-                core.LaunchRequest(
-                    project_id=project_id,
-                    expiry=lease_end,
-                    count=instances,
-                    annex_name=annex_name,
-                    instance_type=instance_type,
-                    spot=spot,
-                    idle_minutes=idle,
-                    condor_config=os.environ.get("CONDOR_CONFIG"),
-                ),
-            )
+        condor_config = os.environ.get("CONDOR_CONFIG")
         as_json = output is OutputFormat.json
-        _print_plan(plan, err_console if as_json else out)
-        if dry_run:
-            if as_json:
-                print_json({"dry_run": True, **core.plan_summary(plan)})
-            else:
-                out.print("Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.")
-            return
-        require_confirmation(f"Launch {plan.count} instance(s)?", assume_yes=yes)
-        with waiting(f"Launching {plan.count} instance(s) through the broker"):
-            result = core.execute_launch(ctx, plan)
+        command = core.command_key(ctx, {
+            "project_id": project_id, "instances": instances, "expiry": expiry, "duration": duration,
+            "annex_name": annex_name, "instance_type": instance_type, "spot": spot, "idle": idle,
+            "condor_config": condor_config,
+        })
+        earlier = None if dry_run else core.unanswered_launch(command)
+        if earlier is not None:
+            # She said yes to that request; the broker answers it from its record, never twice.
+            plan = core.resume_plan(ctx, earlier, condor_config)
+            _print_plan(_launch_plan_rows(plan), err_console if as_json else out)
+            err_console.print(
+                f"This command's earlier launch of annex {plan.annex_name} (request {plan.request_id}) got no "
+                "answer: asking the broker for it again. It never launches a request twice.", markup=False,
+            )
+        else:
+            with waiting("Planning: the broker checks caps and prices; reading your pool"):
+                plan = core.plan_launch(
+                    ctx,
+                    core.LaunchRequest(
+                        project_id=project_id,
+                        expiry=lease_end,
+                        count=instances,
+                        annex_name=annex_name,
+                        instance_type=instance_type,
+                        spot=spot,
+                        idle_minutes=idle,
+                        condor_config=condor_config,
+                    ),
+                    show_broken=True,
+                )
+            if not _plan_then_ask(
+                _launch_plan_rows(plan), as_json=as_json, dry_run=dry_run, summary=lambda: core.plan_summary(plan),
+                dry_note="Dry run: the broker would launch this annex. Nothing was launched, minted or uploaded.",
+                question=f"Launch {plan.count} instance(s)?", yes=yes, refusal=core.refusal_of(plan),
+            ):
+                return
+        try:
+            with waiting(f"Launching {plan.count} instance(s) through the broker"):
+                result = core.execute_launch(ctx, plan, command)
+        except KeyboardInterrupt:
+            raise _launch_interrupted(plan) from None
         if as_json:
             print_json(core.launch_summary(result))
         else:
@@ -146,26 +164,107 @@ def launch(
     run_guarded(action, debug=debug)
 
 
-def _print_plan(plan, console) -> None:
+def _launch_interrupted(plan):
+    from annex_common.errors import Interrupted
+
+    name = plan.annex_name
+    return Interrupted(
+        f"interrupted while the broker was launching annex {name}: the launch may have gone through",
+        "the request had been sent, and the broker carries it out whatever happens to this command",
+        f"See it with `condor_annex status --annex-name {name}`. Run the same command again for the broker's "
+        f"answer: it sends the same request ({plan.request_id}), which is never launched twice.",
+    )
+
+
+def _plan_then_ask(
+    plan: "PlanRows", *, as_json: bool, dry_run: bool, summary: Callable[[], dict], dry_note: str, question: str,
+    yes: bool, refusal: Exception | None,
+) -> bool:
+    """The one rule of every command that commits money (launch, extend): show the plan; refuse
+    one that breaks a cap (exit 2, the cap named), dry run or not; then end a dry run (its JSON,
+    with --output json) or ask (unless --yes). True when it may go ahead."""
+    _print_plan(plan, err_console if as_json else out)  # the plan is a message when stdout carries JSON
+    if refusal is not None:
+        if dry_run and as_json:
+            print_json({"dry_run": True, **summary()})
+        raise refusal
+    if dry_run:
+        if as_json:
+            print_json({"dry_run": True, **summary()})
+        else:
+            out.print(dry_note)
+        return False
+    require_confirmation(question, assume_yes=yes)
+    return True
+
+
+PlanRows = tuple[str, list[tuple[str, str]]]  # a title and (label, value) rows
+
+
+def _print_plan(plan: PlanRows, console) -> None:
+    title, rows = plan
+    console.print(title)
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        console.print(f"  {label:<{width}}  {value}")
+
+
+def _launch_plan_rows(plan) -> PlanRows:
     from annex_user.expiry import format_local
 
-    out = console  # the plan is a message when stdout carries JSON
-    caps = plan.caps
-    out.print(f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})")
-    out.print(f"  instances      {_instances_of(plan.count, plan.instance_types)} "
-              f"({'spot' if plan.spot else 'on-demand'})")
-    out.print(f"  lease ends     {format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)")
-    out.print(f"  idle shutdown  after {plan.params['idle_minutes']} min unclaimed")
-    if abs(plan.hourly_high - plan.hourly_low) < 1e-9:
-        out.print(f"  price          ${plan.hourly_high:,.4f}/hour for the annex")
-    else:
-        out.print(f"  price          ${plan.hourly_low:,.4f}-${plan.hourly_high:,.4f}/hour for the annex")
-    spot_note = "; spot capped at the on-demand price" if plan.spot else ""
-    out.print(f"  most it costs  [bold]${plan.most_cost:,.2f}[/] (prices: {plan.price_source}{spot_note})")
-    out.print(f"  project caps   {plan.live_instances + plan.count}/{caps['max_instances']:g} instances, "
-              f"${plan.committed_spend + plan.most_cost:,.2f}/${caps['max_spend_usd']:,.2f} committed, "
-              f"lease ≤ {caps['max_lease_hours']:g} h")
-    out.print(f"  pool           {plan.collector_host}; {plan.security_description}")
+    return (
+        f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})",
+        [
+            ("instances", f"{_instances_of(plan.count, plan.instance_types)} ({'spot' if plan.spot else 'on-demand'})"),
+            ("lease ends", f"{format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)"),
+            ("idle shutdown", f"after {plan.params['idle_minutes']} min unclaimed"),
+            _price_row(plan.hourly_low, plan.hourly_high),
+            _most_cost_row(plan.most_cost, plan.price_source, "; spot capped at the on-demand price" if plan.spot else ""),
+            _caps_row(plan.live_instances + plan.count, plan.committed_spend + plan.most_cost, plan.caps),
+            ("pool", f"{plan.collector_host}; {plan.security_description}"),
+        ],
+    )
+
+
+def _extension_plan_rows(plan: dict) -> PlanRows:
+    from annex_user.expiry import format_local, from_tag
+
+    old = [from_tag(tag) for tag in plan["old_expiries"]]
+    old_text = " / ".join(format_local(end) for end in old if end) or "none"
+    verb = "Shorten" if plan.get("shortens") else "Extend"
+    rows = [
+        ("instances", _instances_of(len(plan["instance_ids"]), plan["instance_types"])),
+        ("lease ends", f"{old_text} -> {format_local(from_tag(plan['expiry']))}  ({plan['lease_hours']:.1f} h from launch)"),
+        _price_row(plan["hourly"], plan["hourly"]),
+        _most_cost_row(plan["most_cost"], plan["price_source"], span=" from now to the new end"),
+        ("adds", f"[bold]{_signed_usd(plan['adds'])}[/] to what it could still cost (${plan['cost_before']:,.2f} "
+                 "on today's lease)"),
+        _caps_row(plan["live_instances"], plan["committed_spend"] + plan["most_cost"], plan["caps"]),
+    ]
+    if plan.get("token_id"):
+        rows.append(("pool token", f"a new one to the new end, with the same id (jti) {plan['token_id']}"))
+    return f"[bold]{verb} annex {plan['annex_name']}[/]", rows
+
+
+def _price_row(low: float, high: float) -> tuple[str, str]:
+    if abs(high - low) < 1e-9:
+        return "price", f"${high:,.4f}/hour for the annex"
+    return "price", f"${low:,.4f}-${high:,.4f}/hour for the annex"
+
+
+def _most_cost_row(most: float, price_source: str, note: str = "", *, span: str = "") -> tuple[str, str]:
+    return "most it costs", f"[bold]${most:,.2f}[/]{span} (prices: {price_source}{note})"
+
+
+def _caps_row(instances: int, committed: float, caps: dict) -> tuple[str, str]:
+    """The project's figures once this is done, against its caps."""
+    return "project caps", (f"{instances}/{caps['max_instances']:g} instances, "
+                            f"${committed:,.2f}/${caps['max_spend_usd']:,.2f} committed, "
+                            f"lease ≤ {caps['max_lease_hours']:g} h")
+
+
+def _signed_usd(value: float) -> str:
+    return f"-${-value:,.2f}" if value < -0.005 else f"+${max(value, 0.0):,.2f}"
 
 
 def _instances_of(count: int, instance_types: list[str] | tuple[str, ...]) -> str:
@@ -177,6 +276,9 @@ def _instances_of(count: int, instance_types: list[str] | tuple[str, ...]) -> st
 
 
 def _print_launch(result) -> None:
+    if result.answer.get("replayed"):
+        out.print(f"The broker's answer to the launch of annex {result.plan.annex_name} sent earlier "
+                  f"(request {result.plan.request_id}); nothing new was launched.")
     parts = ", ".join(f"{n} × {t}" for t, n in sorted(result.by_type.items()))
     out.print(f"[green]Launched {len(result.instance_ids)} of {result.plan.count} instance(s)[/] ({parts or 'none'}).")
     if result.capacity_errors:
@@ -284,28 +386,35 @@ def extend(
     expiry: Expiry = None,
     duration: Duration = None,
     shorten: Annotated[bool, typer.Option("--shorten", help="Allow an earlier end than today's (asks first).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Ask the broker for the plan; move no lease.")] = False,
     yes: Yes = False,
     output: Output = OutputFormat.table,
     credentials: Credentials = None,
     debug: Debug = False,
 ) -> None:
-    """Move the lease end of every live instance of an annex (never earlier unless --shorten)."""
+    """Move the lease end of every live instance of an annex (never earlier unless --shorten):
+    shows the plan (old and new end, what it adds, the caps) and asks, as launch does."""
 
     def action() -> None:
         from annex_user.context import open_context
         from annex_user.expiry import format_local
-        from annex_user.manage import extend_lease, extend_params, plan_extension
+        from annex_user.manage import extend_lease, extend_params, extension_refusal, extension_summary, plan_extension
 
         ctx = open_context(_bundle_path(credentials))
         new_end = _lease_end(expiry, duration, ctx.now)
         params = extend_params(ctx, annex_name, new_end, shorten)
         with waiting(f"Asking the broker about extending {annex_name}"):
-            plan = plan_extension(ctx, params)
-        if plan.get("shortens"):
-            require_confirmation(
-                f"Shorten the lease of {annex_name} ({len(plan['instance_ids'])} instance(s)) to end "
-                f"{format_local(new_end)}?", assume_yes=yes,
-            )
+            plan = plan_extension(ctx, params, show_broken=True)
+        verb = "Shorten" if plan.get("shortens") else "Extend"
+        if not _plan_then_ask(
+            _extension_plan_rows(plan), as_json=output is OutputFormat.json, dry_run=dry_run,
+            summary=lambda: extension_summary(plan),
+            dry_note="Dry run: the broker would move this lease. No lease was moved, nothing minted or uploaded.",
+            question=f"{verb} the lease of {annex_name} ({len(plan['instance_ids'])} instance(s)) to end "
+                     f"{format_local(new_end)}?",
+            yes=yes, refusal=extension_refusal(plan),
+        ):
+            return
         with waiting(f"Moving the lease of {annex_name}"):
             result = extend_lease(ctx, params, condor_config=os.environ.get("CONDOR_CONFIG"), plan=plan)
         if output is OutputFormat.json:

@@ -9,19 +9,23 @@ from __future__ import annotations
 import getpass
 import re
 import secrets
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 from annex_cloud.broker.requests import ANNEX_NAME_RE, MAX_COUNT, MAX_IDLE_MINUTES, MIN_IDLE_MINUTES
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_common.errors import AwsFailure, BadInput
 from annex_user import expiry as lease
+from annex_user import pending
+from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext, require_project
+from annex_user.pending import PendingLaunch
 
 
-__all__ = ["ANNEX_NAME_RE", "LaunchRequest", "LaunchPlan", "LaunchResult", "plan_launch", "execute_launch"]
+__all__ = ["ANNEX_NAME_RE", "LaunchRequest", "LaunchPlan", "LaunchResult", "plan_launch", "resume_plan", "execute_launch"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class LaunchPlan:
     token_id: str | None
     pool: Any = None  # annex_user.pool.PoolInfo
     source: Any = None  # annex_user.pool.SecuritySource (holds a secret: never shown)
+    # The launch request's id: the broker carries out one id once, and answers it again.
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    resumed: bool = False  # the same command's earlier request, sent again for its answer
 
     def __getattr__(self, name: str) -> Any:
         # The broker's figures read as attributes: plan.count, plan.most_cost, ...
@@ -96,11 +103,18 @@ def default_annex_name(project_id: str, now: datetime) -> str:
 
 
 def validate_count(count: int) -> int:
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise BadInput(
-            f"--instances {count} is not a positive whole number (at most {MAX_COUNT:,})",
+            f"--instances {count} is not a positive whole number",
             "an annex needs at least one instance",
             "Pass for example --instances 16.",
+        )
+    if count > MAX_COUNT:
+        raise BadInput(
+            f"--instances {count:,} is more than one annex may have",
+            f"the broker launches at most {MAX_COUNT:,} instances per annex",
+            f"Ask for at most {MAX_COUNT:,}; launch more as further annexes (another --annex-name), "
+            "within your project's caps.",
         )
     return count
 
@@ -115,9 +129,10 @@ def validate_idle(minutes: int) -> int:
     return minutes
 
 
-def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
+def plan_launch(ctx: AnnexContext, request: LaunchRequest, *, show_broken: bool = False) -> LaunchPlan:
     """The broker's verdict on the launch, and the pool the annex would join; nothing changes,
-    nothing is minted."""
+    nothing is minted. A plan that breaks a cap is refused (BadInput), or with ``show_broken``
+    returned to be shown, its ``breaks`` naming the caps (``refusal_of``)."""
     from annex_user.pool import describe_token, read_pool, security_source
 
     project = require_project(ctx.bundle, request.project_id)
@@ -137,6 +152,9 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
         "instance_types": [request.instance_type] if request.instance_type else None,
     }
     answer = ctx.broker.ask("plan_launch", params, f"could not plan annex {name}")
+    broken = first_broken(answer, f"could not plan annex {name}")
+    if broken is not None and not show_broken:
+        raise broken
     token_id = secrets.token_hex(16) if source.kind == "idtoken" else None
     description = (
         describe_token(pool, source, subject=TOKEN_IDENTITY, expires_at=expiry + TOKEN_MARGIN, token_id=token_id)
@@ -149,23 +167,65 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
     )
 
 
-def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
+def command_key(ctx: AnnexContext, options: Mapping[str, Any]) -> str:
+    """What makes two launch commands the same: the options as typed (``--duration 5`` twice is
+    the same command, though its lease end moves), the bundle's identity and the pool."""
+    bundle = ctx.bundle
+    return pending.command_key(
+        {**options, "region": bundle.region, "stack_name": bundle.stack_name, "user": bundle.user}
+    )
+
+
+def unanswered_launch(command: str) -> PendingLaunch | None:
+    return pending.find(command)
+
+
+def resume_plan(ctx: AnnexContext, earlier: PendingLaunch, condor_config: str | None) -> LaunchPlan:
+    """The plan of a launch this command sent before and got no answer to (annex_user.pending):
+    the same request, id and all, that the scientist said yes to; the pool is read again to
+    mint its material. The broker is not asked for a new plan: it answers the request itself."""
+    from annex_user.pool import describe_token, read_pool, security_source
+
+    expiry = lease.from_tag(earlier.params["expiry"])
+    assert expiry is not None
+    pool = read_pool(condor_config)
+    source = security_source(pool, annex_name=earlier.params["annex_name"])
+    token_id = earlier.token_id if source.kind == "idtoken" else None
+    description = (
+        describe_token(pool, source, subject=TOKEN_IDENTITY, expires_at=expiry + TOKEN_MARGIN, token_id=token_id)
+        if token_id else source.description
+    )
+    return LaunchPlan(
+        broker=earlier.plan, params=earlier.params, expiry=expiry, collector_host=pool.collector_host,
+        security_description=description, token_id=token_id, pool=pool, source=source,
+        request_id=earlier.request_id, resumed=True,
+    )
+
+
+def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = None) -> LaunchResult:
     """Mint the annex's material now that she has said yes, and ask the broker to launch.
 
     The request id makes the request safe to send twice: the broker answers a retry with the
-    first launch's result and never launches a second annex.
+    first launch's result and never launches a second annex. Until the broker answers, the id
+    is kept on this machine under the ``command``'s key (none without one), so the same command
+    run again (after Ctrl-C or a lost answer) sends the same request.
     """
     import base64
 
     from annex_user.pool import pool_material
 
+    if command is not None:
+        pending.remember(pending.PendingLaunch(
+            command=command, request_id=plan.request_id, params=plan.params, plan=plan.broker,
+            token_id=plan.token_id, sent_at=time.time(),
+        ))
     security = pool_material(
         plan.pool, plan.source, annex_name=plan.params["annex_name"], subject=TOKEN_IDENTITY,
         issued_at=ctx.now, expires_at=plan.expiry + TOKEN_MARGIN, token_id=plan.token_id,
     )
     params = {
         **{k: v for k, v in plan.params.items() if k != "job_owner"},
-        "request_id": uuid.uuid4().hex,
+        "request_id": plan.request_id,
         "pool": {
             "collector_host": plan.pool.collector_host,
             "trust_domain": plan.pool.trust_domain,
@@ -176,7 +236,12 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
             **({"token_id": plan.token_id} if security.kind == "idtoken" else {}),
         },
     }
-    answer = ctx.broker.ask("launch", params, f"could not launch annex {plan.params['annex_name']}")
+    try:
+        answer = ctx.broker.ask("launch", params, f"could not launch annex {plan.params['annex_name']}")
+    except BadInput:
+        _answered(command)  # refused: the broker's answer, and nothing was launched
+        raise
+    _answered(command)
     result = LaunchResult(plan, answer)
     if not result.instance_ids:
         raise AwsFailure(
@@ -185,6 +250,16 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
             "Try again later, with --spot or another --instance-type.",
         )
     return result
+
+
+def _answered(command: str | None) -> None:
+    if command is not None:
+        pending.forget(command)
+
+
+def refusal_of(plan: LaunchPlan) -> BadInput | None:
+    """What the broker would refuse in this plan (the first cap it breaks), or None."""
+    return first_broken(plan.broker, f"could not plan annex {plan.params['annex_name']}")
 
 
 def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
@@ -207,6 +282,7 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
         "security": plan.source.kind if plan.source is not None else None,
         "token_id": plan.token_id,
         "collector_host": plan.collector_host,
+        "breaks": list(plan.broker.get("breaks") or []),
     }
 
 

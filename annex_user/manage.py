@@ -10,6 +10,7 @@ from typing import Any
 
 from annex_common.errors import BadInput
 from annex_user import expiry as lease
+from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_user.launch import validate_annex_name
@@ -59,6 +60,7 @@ class StatusReport:
     collector_note: str
     caps: dict[str, float]
     price_source: str
+    project: dict[str, Any] = field(default_factory=dict)  # the broker's totals of the whole project
 
     def annexes(self) -> list[AnnexSummary]:
         found: dict[str, AnnexSummary] = {}
@@ -80,11 +82,11 @@ class StatusReport:
         return sorted(found.values(), key=lambda s: s.annex_name)
 
     def totals(self) -> dict[str, float]:
-        annexes = self.annexes()
+        """The whole project's figures against its caps, whichever annex the report shows."""
         return {
-            "live_instances": sum(1 for r in self.rows if r.data["state"] in LIVE),
-            "cost_so_far_usd": round(sum(a.cost_so_far for a in annexes), 4),
-            "can_still_cost_usd": round(sum(a.can_still_cost for a in annexes), 4),
+            "live_instances": self.project.get("live_instances", 0),
+            "cost_so_far_usd": round(self.project.get("cost_so_far", 0.0), 4),
+            "can_still_cost_usd": round(self.project.get("can_still_cost", 0.0), 4),
             **{f"cap_{k}": v for k, v in self.caps.items()},
         }
 
@@ -99,7 +101,7 @@ def annex_status(ctx: AnnexContext, *, annex_name: str | None, condor_config: st
         StatusRow(row, None if joined is None else bool(joined.get(row["instance_id"])))
         for row in answer.get("instances", [])
     ]
-    return StatusReport(rows, note, answer.get("caps", {}), answer.get("price_source", ""))
+    return StatusReport(rows, note, answer.get("caps", {}), answer.get("price_source", ""), answer.get("totals", {}))
 
 
 def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, str]:
@@ -135,8 +137,27 @@ class ExtendResult:
             "expiry": lease.to_tag(self.new_expiry),
             "lease_hours": round(self.answer.get("lease_hours", 0.0), 4),
             "most_cost_usd": round(self.answer.get("most_cost", 0.0), 4),
+            "adds_usd": round(self.answer.get("adds", 0.0), 4),
             "token_replaced": self.token_reminted,
         }
+
+
+def extension_summary(plan: dict[str, Any]) -> dict[str, Any]:
+    """The broker's plan of an extension as a script reads it."""
+    return {
+        "annex_name": plan["annex_name"],
+        "instance_ids": plan["instance_ids"],
+        "old_expiries": plan["old_expiries"],
+        "expiry": plan["expiry"],
+        "shortens": bool(plan.get("shortens")),
+        "lease_hours": round(plan["lease_hours"], 4),
+        "most_cost_usd": round(plan["most_cost"], 4),
+        "adds_usd": round(plan["adds"], 4),
+        "committed_spend_usd": round(plan["committed_spend"], 4),
+        "caps": plan["caps"],
+        "token_id": plan.get("token_id"),
+        "breaks": list(plan.get("breaks") or []),
+    }
 
 
 def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shorten: bool) -> dict[str, Any]:
@@ -145,8 +166,19 @@ def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shor
     return {"annex_name": annex_name, "expiry": lease.to_tag(new_expiry), "shorten": shorten}
 
 
-def plan_extension(ctx: AnnexContext, params: dict[str, Any]) -> dict[str, Any]:
-    return ctx.broker.ask("plan_extend", params, f"could not plan the extension of {params['annex_name']}")
+def plan_extension(ctx: AnnexContext, params: dict[str, Any], *, show_broken: bool = False) -> dict[str, Any]:
+    """The broker's plan of the extension; one that breaks a cap is refused (BadInput), or with
+    ``show_broken`` returned to be shown (its ``breaks`` name the caps)."""
+    what = f"could not plan the extension of {params['annex_name']}"
+    plan = ctx.broker.ask("plan_extend", params, what)
+    broken = first_broken(plan, what)
+    if broken is not None and not show_broken:
+        raise broken
+    return plan
+
+
+def extension_refusal(plan: dict[str, Any]) -> BadInput | None:
+    return first_broken(plan, f"could not plan the extension of {plan['annex_name']}")
 
 
 def extend_lease(

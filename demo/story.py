@@ -130,8 +130,9 @@ def main() -> None:
         run(env, "condor_annex", "status", "--annex-name", "deadline", "--output", "json", head=14)
 
         banner("The deadline moves: she extends the lease",
-               "Only the expiry tag changes; instances re-read it, and a fresh pool token is uploaded.")
-        run(env, "condor_annex", "extend", "--annex-name", "deadline", "--duration", "96")
+               "The plan shows the old and new end and what it adds against the caps; only the expiry tag\n"
+               "changes; instances re-read it, and a fresh pool token is uploaded.")
+        run(env, "condor_annex", "extend", "--annex-name", "deadline", "--duration", "96", "--yes")
 
         banner("She tries to spend too much", "The broker checks the caps before anything is launched (exit 2, nothing created).")
         run(env, "condor_annex", "--project-id", PROJECT, "--duration", "24", "--instances", "20", "--yes", check=False)

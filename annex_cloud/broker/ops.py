@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -159,33 +160,63 @@ def committed_spend(records: list[dict[str, str]], book: cost.PriceBook, now: da
     )
 
 
-def check_lease(call: Call, expiry: datetime, start: datetime, what: str = "lease") -> float:
-    """Hours from ``start`` to ``expiry``; Refused when too short or beyond the project's cap."""
+def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
+    """Hours from ``start`` to ``expiry``; Refused when the end is too near to be of any use."""
     if (expiry - call.now).total_seconds() < MIN_LEASE_SECONDS:
         raise Refused(
             f"the lease end {format_expiry_tag(expiry)} is less than 10 minutes away",
             "instances need several minutes to boot and join the pool",
             "Pass a later --expiry or a longer --duration.",
         )
-    hours = cost.hours_between(start, expiry)
+    return cost.hours_between(start, expiry)
+
+
+# The caps, each a rule that returns what it would break (None when it holds): a plan shows them
+# all beside its figures, and the request that acts refuses the first (refuse_broken).
+
+
+def lease_cap_problem(call: Call, hours: float, expiry: datetime, what: str = "lease") -> Refused | None:
     cap = call.caps.max_lease_hours
-    if hours * 3600 > cap * 3600 + LEASE_CAP_SLACK_SECONDS:
-        raise Refused(
-            f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
-            f"the lease would end {format_expiry_tag(expiry)}",
-            f"Choose an end within {cap:g} hours, or ask your pool administrator to raise the cap.",
-        )
-    return hours
+    if hours * 3600 <= cap * 3600 + LEASE_CAP_SLACK_SECONDS:
+        return None
+    return Refused(
+        f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
+        f"the lease would end {format_expiry_tag(expiry)}",
+        f"Choose an end within {cap:g} hours, or ask your pool administrator to raise the cap.",
+    )
 
 
-def check_spend(call: Call, committed_before: float, adding: float, what: str) -> None:
+def instance_cap_problem(call: Call, live: int, adding: int) -> Refused | None:
+    cap = call.caps.max_instances
+    if live + adding <= cap:
+        return None
+    return Refused(
+        f"{adding} more instances would break the project's instance cap of {cap}",
+        f"the project already has {live} live instance(s)",
+        f"Ask for at most {max(cap - live, 0)}, or end another annex first.",
+    )
+
+
+def spend_problem(call: Call, committed_before: float, adding: float, what: str) -> Refused | None:
     cap = call.caps.max_spend_usd
-    if committed_before + adding > cap + SPEND_EPSILON:
-        raise Refused(
-            f"{what} could cost up to ${adding:,.2f}, which would break the project's spend cap of ${cap:,.2f}",
-            f"the project's other live instances can still cost ${committed_before:,.2f}",
-            "Ask for fewer instances or a shorter lease, end another annex, or ask your pool administrator to raise the cap.",
-        )
+    if committed_before + adding <= cap + SPEND_EPSILON:
+        return None
+    return Refused(
+        f"{what} could cost up to ${adding:,.2f}, which would break the project's spend cap of ${cap:,.2f}",
+        f"the project's other live instances can still cost ${committed_before:,.2f}",
+        "Ask for fewer instances or a shorter lease, end another annex, or ask your pool administrator to raise the cap.",
+    )
+
+
+def broken(problems: list[Refused | None]) -> list[dict[str, str]]:
+    """The caps a plan breaks, as its answer names them (the first is the one a request raises)."""
+    return [p.to_dict() for p in problems if p is not None]
+
+
+def refuse_broken(plan: dict[str, Any]) -> None:
+    """A request that would act refuses what its plan breaks."""
+    for problem in plan["breaks"][:1]:
+        raise Refused(problem["what"], problem["why"], problem["next"])
 
 
 def caps_dict(caps: Caps) -> dict[str, float]:
@@ -233,7 +264,7 @@ def _launch_plan(
     """Every check of a launch, reading only; Refused names the rule it would break."""
     book = price_book(call)
     prices = require_prices(book, ask.instance_types)
-    hours = check_lease(call, ask.expiry, call.now)
+    hours = lease_hours(call, ask.expiry, call.now)
     in_use = sorted(r["instance_id"] for r in counted if r.get("annex_name") == ask.annex_name)
     if in_use:
         named = ", ".join(in_use[:NAMED_IN_REFUSAL])
@@ -243,16 +274,13 @@ def _launch_plan(
             f"it has {len(in_use)} live instance(s): {named}{more}",
             "See `condor_annex status`; extend or terminate it, or pick another --annex-name.",
         )
-    cap = call.caps.max_instances
-    if len(counted) + ask.count > cap:
-        raise Refused(
-            f"{ask.count} more instances would break the project's instance cap of {cap}",
-            f"the project already has {len(counted)} live instance(s)",
-            f"Ask for at most {max(cap - len(counted), 0)}, or end another annex first.",
-        )
     committed = committed_spend(counted, book, call.now)
     most = cost.most_cost(ask.count, prices, hours)
-    check_spend(call, committed, most, "this annex")
+    breaks = broken([
+        lease_cap_problem(call, hours, ask.expiry),
+        instance_cap_problem(call, len(counted), ask.count),
+        spend_problem(call, committed, most, "this annex"),
+    ])
     return {
         "annex_name": ask.annex_name,
         "project_id": call.project_id,
@@ -271,6 +299,7 @@ def _launch_plan(
         "committed_spend": committed,
         "caps": caps_dict(call.caps),
         "node_role": node.role_arn,
+        "breaks": breaks,  # the caps it would break: a plan shows them, a launch is refused
     }
 
 
@@ -313,6 +342,7 @@ def launch(call: Call) -> dict[str, Any]:
 def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult) -> dict[str, Any]:
     node = project_node(call, ask.instance_types)
     plan = _launch_plan(call, ask, counted_instances(call), node)
+    refuse_broken(plan)
     prefix = annex_prefix(call.project_id, ask.annex_name)
     for name, body in node_objects(call, ask).items():
         call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
@@ -444,13 +474,15 @@ def delete_prefix(call: Call, prefix: str) -> int:
 
 
 def status(call: Call) -> dict[str, Any]:
+    """The project's instances (or one annex's), and the whole project's totals: its caps are the
+    project's, so its figures against them never depend on which annex was asked about."""
     name = call.params.get("annex_name")
     if name is not None:
         name = asks.annex_name(call.params)
     book = price_book(call)
     remembered = call.registry.annexes(call.project_id)
     rows = []
-    for i in project_instances(call.ec2, call.project_id, annex_name=name, states=STATUS_STATES):
+    for i in project_instances(call.ec2, call.project_id, states=STATUS_STATES):
         record = remembered.get(i.annex_name)
         hourly = book.hourly_or_unbounded(i.instance_type)
         expiry = i.expiry
@@ -471,7 +503,23 @@ def status(call: Call) -> dict[str, Any]:
             # The annex's token id, for the pool administrator to revoke it (never the token).
             "token_id": (record.token_id or None) if record else None,
         })
-    return {"instances": rows, "caps": caps_dict(call.caps), "now": format_expiry_tag(call.now), "price_source": book.source}
+    return {
+        "instances": [r for r in rows if name is None or r["annex_name"] == name],
+        "totals": project_totals(rows),
+        "caps": caps_dict(call.caps),
+        "now": format_expiry_tag(call.now),
+        "price_source": book.source,
+    }
+
+
+def project_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Live instances, cost so far and the most they can still cost, over every row of the project."""
+    return {
+        "live_instances": sum(1 for r in rows if r["state"] in LIVE_STATES),
+        "cost_so_far": round(sum(r["cost_so_far"] or 0.0 for r in rows), 6),
+        "can_still_cost": round(sum(r["can_still_cost"] or 0.0 for r in rows), 6),
+        "unpriced": sum(1 for r in rows if r["cost_so_far"] is None),
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -487,9 +535,23 @@ def _annex_or_refuse(call: Call, name: str, instances: list[AnnexInstance]) -> l
         raise Refused(
             f"no live annex named {name} in project {call.project_id}",
             "no pending or running instance carries that annex name",
-            "See `condor_annex status` for the project's annexes.",
+            closest_annex_hint(name, instances),
         )
     return mine
+
+
+def closest_annex_hint(name: str, live: list[AnnexInstance]) -> str:
+    """What to do about a name that is no live annex: the closest live annex's name, if any."""
+    counts: dict[str, int] = {}
+    for instance in live:
+        counts[instance.annex_name] = counts.get(instance.annex_name, 0) + 1
+    close = difflib.get_close_matches(name, list(counts), n=1, cutoff=0.6)
+    if close:
+        return (f"Did you mean --annex-name {close[0]} ({counts[close[0]]} live instance(s))? "
+                "See `condor_annex status` for the project's annexes.")
+    if counts:
+        return f"The project's live annexes: {', '.join(sorted(counts))} (see `condor_annex status`)."
+    return "The project has no live annex (see `condor_annex status`)."
 
 
 def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[AnnexInstance]]:
@@ -503,7 +565,7 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
             "extend never shortens a lease unless asked to",
             "Pass a later end, or add --shorten to end the lease earlier.",
         )
-    hours = check_lease(call, ask.expiry, min(i.launch_time for i in annex), "extended lease")
+    hours = lease_hours(call, ask.expiry, min(i.launch_time for i in annex))
     book = price_book(call)
     require_prices(book, sorted({i.instance_type for i in annex}))
     others = [
@@ -511,17 +573,29 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
     ]
     committed_others = committed_spend(others, book, call.now)
     annex_cost = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), ask.expiry, call.now) for i in annex)
-    check_spend(call, committed_others, annex_cost, "the extended annex")
+    breaks = broken([
+        lease_cap_problem(call, hours, ask.expiry, "extended lease"),
+        spend_problem(call, committed_others, annex_cost, "the extended annex"),
+    ])
+    # What the annex could still cost on its current lease: the extension adds the difference.
+    cost_before = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), i.expiry, call.now) for i in annex)
     plan = {
         "annex_name": ask.annex_name,
         "instance_ids": [i.instance_id for i in annex],
+        "instance_types": sorted({i.instance_type for i in annex}),
         "old_expiries": sorted({i.expiry_tag or "" for i in annex}),
         "expiry": format_expiry_tag(ask.expiry),
         "lease_hours": hours,
+        "hourly": sum(book.hourly_or_unbounded(i.instance_type) for i in annex),
+        "price_source": book.source,
         "most_cost": annex_cost,
+        "cost_before": cost_before,
+        "adds": annex_cost - cost_before,
+        "live_instances": len(project),
         "committed_spend": committed_others,
         "caps": caps_dict(call.caps),
         "shortens": latest is not None and ask.expiry < latest,
+        "breaks": breaks,
         # An extension's new token keeps the annex's id, so one revocation covers the annex.
         "token_id": _annex_record(call, ask.annex_name).token_id or None,
     }
@@ -554,6 +628,7 @@ def extend(call: Call) -> dict[str, Any]:
 
     def work() -> dict[str, Any]:
         plan, annex = _extend_plan(call, ask)
+        refuse_broken(plan)
         prefix = annex_prefix(call.project_id, ask.annex_name)
         record = _annex_record(call, ask.annex_name)
         if ask.token is not None:
@@ -577,18 +652,36 @@ def extend(call: Call) -> dict[str, Any]:
 
 def end_annex(call: Call) -> dict[str, Any]:
     """End the annex once per request: the same request sent again (its proof replayed, say,
-    after a new annex took the name) is answered from its record and ends nothing."""
+    after a new annex took the name) is answered from its record and ends nothing. A name with no
+    live instance is "already gone" only for an annex the broker knows (it remembers each annex it
+    launched until a week after it ended); any other name is a mistake, refused with the closest
+    live annex, and nothing is ended."""
     name = asks.annex_name(call.params)
 
     def work() -> dict[str, Any]:
         annex = project_instances(call.ec2, call.project_id, annex_name=name)
+        record = call.registry.annex(call.project_id, name)
+        if not annex and record is None and not _seen_in_ec2(call, name):
+            raise Refused(
+                f"project {call.project_id} has no annex named {name}",
+                "the broker never launched an annex of that name, or it ended more than a week ago",
+                closest_annex_hint(name, live_instances(call)),
+            )
         ids = [i.instance_id for i in annex]
         terminate(call.ec2, ids)
         removed = delete_prefix(call, annex_prefix(call.project_id, name))
-        call.registry.delete_annex(call.project_id, name)
+        ended = record or AnnexRecord(name, "", "", format_expiry_tag(call.now))
+        call.registry.put_annex(call.project_id, dataclasses.replace(ended, ended=format_expiry_tag(call.now)))
         return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
 
     return once(call, work)
+
+
+def _seen_in_ec2(call: Call, name: str) -> bool:
+    """EC2 still lists an instance of the annex that is on its way out or ended (within the hour
+    it keeps them), for an annex ended before the broker remembered its annexes."""
+    ending = ("shutting-down", "terminated")
+    return bool(project_instances(call.ec2, call.project_id, annex_name=name, states=ending))
 
 
 OPERATIONS: dict[str, Callable[[Call], dict[str, Any]]] = {

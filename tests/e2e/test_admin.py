@@ -56,9 +56,9 @@ def test_setup_bad_input_exits_2_and_creates_nothing(shell, args, phrase):
     assert make_clients(region="us-east-1").cloudformation.list_stacks()["StackSummaries"] == []
 
 
-def test_no_credentials_is_a_readable_failure(shell):
+def test_no_credentials_is_bad_input(shell):
     result = shell.run("annex-admin", "setup", "--yes", env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
-    assert result.returncode == 1, result.output
+    assert result.returncode == 2, result.output
     assert "no AWS credentials" in result.output and "Next:" in result.output
 
 

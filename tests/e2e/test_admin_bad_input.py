@@ -27,6 +27,8 @@ CASES = {
     "setup-stack-name": (["setup", "--yes", "--stack-name", "bad_name!"], "not allowed"),
     "check-setup-stack-name": (["check-setup", "--stack-name", "bad_name!"], "not allowed"),
     "teardown-stack-name": (["teardown", "--yes", "--stack-name", "bad_name!"], "not allowed"),
+    "profile-unknown": (["check-setup", "--profile", "nosuch"], "AWS profile 'nosuch' was not found"),
+    "profile-unknown-setup": (["setup", "--yes", "--profile", "nosuch"], "AWS profile 'nosuch' was not found"),
 }
 
 

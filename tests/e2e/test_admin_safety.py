@@ -21,7 +21,7 @@ def test_reissuing_keeps_the_caps_and_never_moves_her_to_another_project(shell):
     assert shell.run("annex-admin", "setup", "--yes").returncode == 0
     first = issue(shell, "--project-id", PROJECT, "--max-instances", "8", "--max-spend", "250")
     assert first.returncode == 0, first.output
-    again = issue(shell, "--project-id", PROJECT)
+    again = issue(shell, "--project-id", PROJECT, "--yes")
     assert again.returncode == 0 and "caps (unchanged): at most 8 instances" in again.stdout
     assert "$250.00" in again.stdout
     before = keys_of(USER)
@@ -49,9 +49,35 @@ def test_lowering_a_cap_below_what_runs_says_what_would_end_and_asks(shell):
                          "--annex-name", "running", "--yes", env=env)
     assert launched.returncode == 0, launched.output
     declined = issue(shell, "--project-id", PROJECT, "--max-instances", "4", answer="n")
-    assert declined.returncode == 1
+    assert declined.returncode == 2  # a declined question: exit 2 everywhere
+    assert "not confirmed: nothing was changed" in declined.output
     assert "instances 32 -> 4" in declined.output and "would then end 2 running instance(s)" in declined.output
     status = json.loads(shell.run("condor_annex", "status", "--output", "json", env=env).stdout)
     assert len(status) == 6
     accepted = issue(shell, "--project-id", PROJECT, "--max-instances", "4", answer="y")
     assert accepted.returncode == 0 and "at most 4 instances" in accepted.stdout
+
+
+def test_an_existing_output_file_is_never_overwritten_without_a_yes(shell):
+    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert issue(shell, "--project-id", PROJECT).returncode == 0
+    bundle = shell.home / "b.toml"
+    written = bundle.read_text()
+    keys = keys_of(USER)
+    unasked = issue(shell, "--project-id", PROJECT)
+    assert unasked.returncode == 2, unasked.output
+    assert f"Overwrite the bundle {bundle} (user {USER}, project {PROJECT})" in unasked.stderr
+    declined = issue(shell, "--project-id", PROJECT, answer="n")
+    assert declined.returncode == 2 and "not confirmed: nothing was changed" in declined.stderr
+    assert bundle.read_text() == written and keys_of(USER) == keys  # nothing rotated, nothing lost
+    other = shell.home / "notes.txt"
+    other.write_text("the pool's notes\n")
+    refused = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
+                        "--output", str(other))
+    assert refused.returncode == 2 and f"Overwrite the file {other}" in refused.stderr
+    assert other.read_text() == "the pool's notes\n"
+    replaced = issue(shell, "--project-id", PROJECT, answer="y")
+    assert replaced.returncode == 0, replaced.output
+    assert bundle.read_text() != written and keys_of(USER) != keys
+    assert issue(shell, "--project-id", PROJECT, "--yes").returncode == 0
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -128,6 +129,7 @@ CASES = {
     "zero-instances": Case(launch(count="0"), "not a positive whole number"),
     "negative-instances": Case(launch(count="-4"), "not a positive whole number"),
     "non-numeric-instances": Case(launch(count="lots"), "--instances"),
+    "too-many-instances": Case(launch(count="100000"), "at most 10,000 instances per annex"),
     "over-instance-cap": Case(launch(count="9"), "instance cap"),
     "over-cap-with-live-annex": Case(launch(count="7"), "instance cap"),
     "project-not-covered": Case(["--project-id", "SomeoneElse", "--duration", "5", "--instances", "1", "--yes"], "do not cover project"),
@@ -148,6 +150,8 @@ CASES = {
     "extend-unknown-annex": Case(["extend", "--annex-name", "nope", "--duration", "5"], "no live annex"),
     "extend-beyond-cap": Case(["extend", "--annex-name", "existing", "--duration", "100"], "lease cap"),
     "terminate-bad-annex-name": Case(["terminate", "--annex-name", "no pe", "--yes"], "not allowed"),
+    "terminate-mistyped-annex": Case(["terminate", "--annex-name", "existin", "--yes"], "--annex-name existing"),
+    "terminate-unknown-annex": Case(["terminate", "--annex-name", "nope"], "no annex named nope"),
     "status-bad-output": Case(["status", "--output", "xml"], "Invalid value for '--output'"),
     "date-only-expiry": Case(["--project-id", PROJECT, "--instances", "1", "--expiry", "2026-12-04", "--yes"], "no time of day"),
     "no-stack-in-bundle-region": Case(launch(), "no condor-annex stack", prepare=other_region_bundle),
@@ -174,4 +178,30 @@ def test_bad_input_exits_2_and_changes_nothing(world, case):
     assert result.returncode == 2, output
     assert_speaks_plainly(output)
     assert case.expect in output, output
+    assert aws_snapshot(world.bucket) == before
+
+
+def test_a_dry_run_that_breaks_a_cap_shows_the_plan_and_the_cap_it_breaks(world):
+    """Launch and extend alike: the plan with its figures, then the cap named (exit 2, nothing changed)."""
+    before = aws_snapshot(world.bucket)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([console_script("condor_annex"), *args], env=world.env, capture_output=True,
+                                text=True, timeout=120, cwd=world.home, stdin=subprocess.DEVNULL)
+        assert_speaks_plainly(result.stdout + result.stderr)
+        return result
+
+    over = run("--project-id", PROJECT, "--duration", "24", "--instances", "9", "--dry-run")
+    assert over.returncode == 2, over.stdout + over.stderr
+    assert "most it costs" in over.stdout and "11/8 instances" in over.stdout, over.stdout
+    assert "instance cap of 8" in over.stderr
+    scripted = run("--project-id", PROJECT, "--duration", "24", "--instances", "9", "--dry-run", "--output", "json")
+    assert scripted.returncode == 2
+    document = json.loads(scripted.stdout)
+    assert document["count"] == 9 and "instance cap of 8" in document["breaks"][0]["what"]
+    both = run("--project-id", PROJECT, "--duration", "100", "--instances", "9", "--dry-run")
+    assert both.returncode == 2 and "lease cap of 72" in both.stderr and "instance cap of 8" in both.stderr
+    longer = run("extend", "--annex-name", world.existing_annex, "--duration", "100", "--dry-run")
+    assert longer.returncode == 2, longer.stdout + longer.stderr
+    assert "lease ends" in longer.stdout and "project caps" in longer.stdout and "lease cap of 72" in longer.stderr
     assert aws_snapshot(world.bucket) == before

@@ -63,7 +63,7 @@ def test_every_report_can_be_json_alone_on_stdout(shell):
     assert document["hourly_price_usd"]["high"] >= document["hourly_price_usd"]["low"] > 0
     assert "Annex scripted" in launched.stderr  # the plan is a message: stderr
     extended = json.loads(shell.run("condor_annex", "extend", "--annex-name", "scripted", "--duration", "8",
-                                    "--output", "json", env=env).stdout)
+                                    "--output", "json", "--yes", env=env).stdout)
     assert sorted(extended["instance_ids"]) == sorted(document["instance_ids"]) and extended["most_cost_usd"] > 0
     status = json.loads(shell.run("condor_annex", "status", "--output", "json", env=env).stdout)
     assert {row["instance_id"] for row in status} == set(document["instance_ids"])
@@ -127,7 +127,7 @@ def test_extending_a_password_annex_needs_no_pool_configuration(shell, tmp_path)
     password_pool = write_pool(tmp_path / "password-pool", signing_key=False)
     launched = launch(shell, {**env, "CONDOR_CONFIG": str(password_pool.condor_config)}, "pw", 2, 5)
     assert launched.returncode == 0 and "pool password file" in launched.output
-    moved = shell.run("condor_annex", "extend", "--annex-name", "pw", "--duration", "8",
+    moved = shell.run("condor_annex", "extend", "--annex-name", "pw", "--duration", "8", "--yes",
                       env={**env, "CONDOR_CONFIG": ""})
     assert moved.returncode == 0, moved.output
     assert "new pool token" not in moved.stdout

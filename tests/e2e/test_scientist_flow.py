@@ -75,7 +75,7 @@ def test_launch_status_extend_terminate(shell, aws, enforce_iam):
     if enforce_iam:
         aws.enforce_iam(True)
 
-    extended = shell.run("condor_annex", "extend", "--annex-name", annex_name, "--duration", "96", env=env)
+    extended = shell.run("condor_annex", "extend", "--annex-name", annex_name, "--duration", "96", "--yes", env=env)
     assert extended.returncode == 0, extended.output
     rows = json.loads(shell.run("condor_annex", "status", "--output", "json", env=env).stdout)
     new_expiries = {row["expiry"] for row in rows}

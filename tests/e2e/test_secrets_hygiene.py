@@ -59,7 +59,7 @@ def test_no_secret_in_output_logs_user_data_or_unexpected_objects(shell):
         "--yes", "--debug", env=env)
     run("condor_annex", "status", "--debug", env=env)
     run("condor_annex", "status", "--output", "json", env=env)
-    run("condor_annex", "extend", "--annex-name", "tok", "--duration", "30", "--debug", env=env)
+    run("condor_annex", "extend", "--annex-name", "tok", "--duration", "30", "--yes", "--debug", env=env)
     # Error paths with --debug print tracebacks of our own exceptions: still no secret.
     run("condor_annex", "--project-id", PROJECT, "--duration", "24", "--instances", "300", "--yes", "--debug",
         env=env, ok=False)

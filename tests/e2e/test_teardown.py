@@ -85,6 +85,7 @@ def test_setup_teardown_setup(shell):
         report = json.loads(result.stdout)
         assert report["complete"] and report["not_removed"] == [], report
         assert inventory() == empty, round_number
+        (shell.home / "b.toml").unlink()  # its keys are gone; issue-credentials never overwrites unasked
     again = shell.run("annex-admin", "teardown", "--yes")
     assert again.returncode == 0 and "Nothing to remove" in again.stdout
 

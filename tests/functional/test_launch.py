@@ -19,7 +19,6 @@ import pytest
 from annex_cloud.broker.ops import Call, launch
 from annex_cloud.broker.settings import BrokerSettings
 from annex_cloud.caps import Caps
-from annex_cloud.errors import Refused
 from annex_cloud.fleet import FleetSpec, run_fleet
 from annex_cloud.registry import Registry
 from annex_common.aws import make_clients

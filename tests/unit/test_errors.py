@@ -20,7 +20,6 @@ def client_error(code: str, message: str = "nope") -> botocore.exceptions.Client
         (client_error("InvalidClientTokenId"), "does not accept these credentials"),
         (client_error("AccessDenied", "not authorized to perform ec2:RunInstances"), "refused the request"),
         (client_error("ValidationError", "bad thing"), "ValidationError: bad thing"),
-        (botocore.exceptions.NoCredentialsError(), "no AWS credentials"),
         (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "could not reach AWS"),
     ],
 )
@@ -31,6 +30,13 @@ def test_botocore_errors_become_aws_failures(raised, phrase):
     assert caught.value.what == "listing things"
     assert phrase in caught.value.why
     assert caught.value.exit_code == 1
+
+
+def test_no_credentials_is_bad_input_found_before_any_request():
+    with pytest.raises(BadInput) as caught:
+        with aws_errors("listing things"):
+            raise botocore.exceptions.NoCredentialsError()
+    assert "no AWS credentials" in caught.value.why and caught.value.exit_code == 2
 
 
 def test_secrets_echoed_in_aws_messages_are_redacted():
@@ -66,7 +72,7 @@ def test_run_guarded_translates_a_stray_botocore_error(capsys):
 
     with pytest.raises(SystemExit) as caught:
         run_guarded(action, debug=False)
-    assert caught.value.code == 1
+    assert caught.value.code == 2
     assert "no AWS credentials" in capsys.readouterr().err
 
 
