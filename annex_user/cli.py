@@ -311,13 +311,14 @@ def status(
 
         ctx = open_context(_bundle_path(credentials))
         with waiting("Asking the broker and the pool"):
-            report = annex_status(ctx, annex_name=annex_name, condor_config=os.environ.get("CONDOR_CONFIG"))
+            report = annex_status(ctx, annex_name=annex_name, condor_config=os.environ.get("CONDOR_CONFIG"),
+                                  instances=instances or output is OutputFormat.json)
         now = datetime.now(timezone.utc)
         err_console.print(report.collector_note, markup=False)
         if output is OutputFormat.json:
             print_json([row.to_json(now) for row in report.rows])
             return
-        if not report.rows:
+        if not report.summaries:
             scope = f"annex {annex_name}" if annex_name else f"project {ctx.bundle.project_id}"
             out.print(f"No live instances in {scope}.")
             return
@@ -327,9 +328,9 @@ def status(
             _print_annexes(report, now)
         _print_totals(report, ctx.bundle.project_id)
         # Each annex's token id: what the pool administrator revokes it by, before its lease ends.
-        for name, token_id in sorted({(r.data["annex_name"], r.data.get("token_id")) for r in report.rows}):
-            if token_id:
-                out.print(f"Annex {name}: pool token id (jti) {token_id}")
+        for annex in report.summaries:
+            if annex.get("token_id"):
+                out.print(f"Annex {annex['annex_name']}: pool token id (jti) {annex['token_id']}")
 
     run_guarded(action, debug=debug)
 
@@ -445,9 +446,9 @@ def terminate(
         ctx = open_context(_bundle_path(credentials))
         if not yes:
             report = annex_status(ctx, annex_name=annex_name, condor_config=None)
-            live = [r for r in report.rows if r.data["state"] in ("pending", "running", "stopping", "stopped")]
+            live = sum(annex.live for annex in report.annexes())
             if live:
-                require_confirmation(f"Terminate {len(live)} instance(s) of {annex_name}?", assume_yes=False)
+                require_confirmation(f"Terminate {live} instance(s) of {annex_name}?", assume_yes=False)
         with waiting(f"Terminating annex {annex_name}"):
             result = terminate_annex(ctx, annex_name)
         if output is OutputFormat.json:

@@ -31,55 +31,48 @@ class StatusRow:
 
 @dataclass
 class AnnexSummary:
-    """One annex in one line: instances by state, joined, lease left, cost so far and still."""
+    """One annex in one line, as the broker sums it up, and how many of its instances joined the pool."""
 
-    annex_name: str
-    states: dict[str, int] = field(default_factory=dict)
-    joined: int | None = 0
-    lease_end: datetime | None = None
-    cost_so_far: float = 0.0
-    can_still_cost: float = 0.0
-    unpriced: int = 0
+    data: dict[str, Any]  # the broker's summary: annex_name, states, expiry, costs, token_id
+    joined: int | None  # None: unknown (no pool view)
+
+    @property
+    def annex_name(self) -> str:
+        return str(self.data["annex_name"])
+
+    @property
+    def live(self) -> int:
+        return sum(n for state, n in self.data["states"].items() if state in LIVE)
 
     def to_json(self, now: datetime) -> dict[str, Any]:
+        lease_end = lease.from_tag(self.data.get("expiry"))
         return {
             "annex_name": self.annex_name,
-            "instances": sum(self.states.values()),
-            "states": dict(sorted(self.states.items())),
+            "instances": sum(self.data["states"].values()),
+            "states": dict(sorted(self.data["states"].items())),
             "joined_pool": self.joined,
-            "expiry": lease.to_tag(self.lease_end) if self.lease_end else None,
-            "lease_remaining_seconds": max(int((self.lease_end - now).total_seconds()), 0) if self.lease_end else None,
-            "cost_so_far_usd": round(self.cost_so_far, 4),
-            "can_still_cost_usd": round(self.can_still_cost, 4),
+            "expiry": self.data.get("expiry"),
+            "lease_remaining_seconds": max(int((lease_end - now).total_seconds()), 0) if lease_end else None,
+            "cost_so_far_usd": round(self.data["cost_so_far"], 4),
+            "can_still_cost_usd": round(self.data["can_still_cost"], 4),
         }
 
 
 @dataclass
 class StatusReport:
-    rows: list[StatusRow]
+    summaries: list[dict[str, Any]]  # the broker's, one per annex shown
+    rows: list[StatusRow]  # every instance shown, when they were asked for (or the pool answered)
     collector_note: str
     caps: dict[str, float]
     price_source: str
     project: dict[str, Any] = field(default_factory=dict)  # the broker's totals of the whole project
 
     def annexes(self) -> list[AnnexSummary]:
-        found: dict[str, AnnexSummary] = {}
+        joined: dict[str, int | None] = {}
         for row in self.rows:
-            data = row.data
-            summary = found.setdefault(data["annex_name"], AnnexSummary(data["annex_name"]))
-            summary.states[data["state"]] = summary.states.get(data["state"], 0) + 1
-            if row.in_pool is None:
-                summary.joined = None
-            elif summary.joined is not None:
-                summary.joined += int(row.in_pool)
-            ends = lease.from_tag(data.get("expiry"))
-            if ends and data["state"] in LIVE and (summary.lease_end is None or ends > summary.lease_end):
-                summary.lease_end = ends
-            if data.get("cost_so_far") is None:
-                summary.unpriced += 1
-            summary.cost_so_far += data.get("cost_so_far") or 0.0
-            summary.can_still_cost += data.get("can_still_cost") or 0.0
-        return sorted(found.values(), key=lambda s: s.annex_name)
+            name, counted = row.data["annex_name"], joined.get(row.data["annex_name"], 0)
+            joined[name] = None if row.in_pool is None or counted is None else counted + int(row.in_pool)
+        return [AnnexSummary(s, joined.get(s["annex_name"]) if self.rows else None) for s in self.summaries]
 
     def totals(self) -> dict[str, float]:
         """The whole project's figures against its caps, whichever annex the report shows."""
@@ -91,7 +84,11 @@ class StatusReport:
         }
 
 
-def annex_status(ctx: AnnexContext, *, annex_name: str | None, condor_config: str | None) -> StatusReport:
+def annex_status(
+    ctx: AnnexContext, *, annex_name: str | None, condor_config: str | None, instances: bool = False
+) -> StatusReport:
+    """The broker's summary of the project's annexes (or one's); every instance too when asked, or
+    when the pool's collector answers (to count which joined), in the broker's pages."""
     params: dict[str, Any] = {}
     if annex_name:
         params["annex_name"] = validate_annex_name(annex_name)
@@ -99,9 +96,23 @@ def annex_status(ctx: AnnexContext, *, annex_name: str | None, condor_config: st
     joined, note = _ask_collector(condor_config)
     rows = [
         StatusRow(row, None if joined is None else bool(joined.get(row["instance_id"])))
-        for row in answer.get("instances", [])
+        for row in (_instance_rows(ctx, params) if instances or joined is not None else [])
     ]
-    return StatusReport(rows, note, answer.get("caps", {}), answer.get("price_source", ""), answer.get("totals", {}))
+    return StatusReport(answer.get("annexes", []), rows, note, answer.get("caps", {}),
+                        answer.get("price_source", ""), answer.get("totals", {}))
+
+
+def _instance_rows(ctx: AnnexContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every instance row, page after page (each page is one broker answer, well under Lambda's limit)."""
+    rows: list[dict[str, Any]] = []
+    page: str | None = None
+    while True:
+        asked = {**params, "instances": True, **({"page": page} if page else {})}
+        answer = ctx.broker.ask("status", asked, "could not read the project's instances")
+        rows += answer.get("instances", [])
+        page = answer.get("next_page")
+        if not page:
+            return rows
 
 
 def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, str]:

@@ -22,6 +22,7 @@ from annex_cloud.node.config import NodeConfigInputs, render_node_env
 from annex_cloud.prices import shipped_prices
 from annex_cloud.pool_tokens import read_claims
 from annex_cloud.registry import AnnexRecord, NodeRecord, Registry
+from annex_cloud.status_view import annex_summaries, instance_page, project_totals
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT, TAG_STACK
 
 BATCH = 1000  # ids per CreateTags / TerminateInstances call
@@ -474,11 +475,28 @@ def delete_prefix(call: Call, prefix: str) -> int:
 
 
 def status(call: Call) -> dict[str, Any]:
-    """The project's instances (or one annex's), and the whole project's totals: its caps are the
-    project's, so its figures against them never depend on which annex was asked about."""
+    """The project's annexes, one summary each (or one annex's), the whole project's totals (its
+    caps are the project's, so its figures against them never depend on which annex was asked
+    about), and with ``instances`` one page of instance rows (``page``: where the last page ended)."""
     name = call.params.get("annex_name")
     if name is not None:
         name = asks.annex_name(call.params)
+    rows = status_rows(call)
+    shown = [r for r in rows if name is None or r["annex_name"] == name]
+    answer: dict[str, Any] = {
+        "annexes": annex_summaries(shown),
+        "totals": project_totals(rows),
+        "caps": caps_dict(call.caps),
+        "now": format_expiry_tag(call.now),
+        "price_source": price_book(call).source,
+    }
+    if call.params.get("instances") is True:
+        answer["instances"], answer["next_page"] = instance_page(shown, asks.page_key(call.params))
+    return answer
+
+
+def status_rows(call: Call) -> list[dict[str, Any]]:
+    """One row per instance of the project that is live or ending: who, what, where, costs."""
     book = price_book(call)
     remembered = call.registry.annexes(call.project_id)
     rows = []
@@ -503,23 +521,7 @@ def status(call: Call) -> dict[str, Any]:
             # The annex's token id, for the pool administrator to revoke it (never the token).
             "token_id": (record.token_id or None) if record else None,
         })
-    return {
-        "instances": [r for r in rows if name is None or r["annex_name"] == name],
-        "totals": project_totals(rows),
-        "caps": caps_dict(call.caps),
-        "now": format_expiry_tag(call.now),
-        "price_source": book.source,
-    }
-
-
-def project_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Live instances, cost so far and the most they can still cost, over every row of the project."""
-    return {
-        "live_instances": sum(1 for r in rows if r["state"] in LIVE_STATES),
-        "cost_so_far": round(sum(r["cost_so_far"] or 0.0 for r in rows), 6),
-        "can_still_cost": round(sum(r["can_still_cost"] or 0.0 for r in rows), 6),
-        "unpriced": sum(1 for r in rows if r["cost_so_far"] is None),
-    }
+    return rows
 
 
 def _finite(value: float) -> float | None:

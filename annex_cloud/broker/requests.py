@@ -99,6 +99,17 @@ def annex_name(params: Mapping[str, Any]) -> str:
     return name
 
 
+PAGE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\ti-[0-9a-f]{8,17}$")
+
+
+def page_key(params: Mapping[str, Any]) -> str | None:
+    """Where the last page of instances ended (annex name, a tab, instance id); None: the first page."""
+    key = _field(params, "page", str, required=False)
+    if key is not None and not PAGE_KEY_RE.fullmatch(key):
+        raise Refused(f"the request's page {shown(key)} is not one the broker gave", "", "Ask again from the first page.")
+    return key
+
+
 def request_id(params: Mapping[str, Any]) -> str:
     value = _field(params, "request_id", str)
     if not REQUEST_ID_RE.fullmatch(value):

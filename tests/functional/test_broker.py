@@ -303,7 +303,7 @@ def test_an_annexs_token_id_is_shown_by_the_plan_and_status_and_kept_by_extend(w
     assert plan.token_id and plan.token_id in plan.security_description
     result = execute_launch(ctx, plan)
     assert result.answer["token_id"] == plan.token_id
-    rows = annex_status(ctx, annex_name="revocable", condor_config=None).rows
+    rows = annex_status(ctx, annex_name="revocable", condor_config=None, instances=True).rows
     assert {row.data["token_id"] for row in rows} == {plan.token_id}
 
     later = ctx.now + timedelta(hours=10)

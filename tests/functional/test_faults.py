@@ -341,7 +341,7 @@ def test_a_lost_launch_answer_is_retried_and_launches_nothing_twice(clients, tmp
     assert len(everything) == count  # nothing was launched twice, not even briefly
     assert untagged(everything) == []
 
-    rows = annex_status(scientist.context(), annex_name="lost-answer", condor_config=None).rows
+    rows = annex_status(scientist.context(), annex_name="lost-answer", condor_config=None, instances=True).rows
     assert {row.data["instance_id"] for row in rows} == on_server
 
 

@@ -132,7 +132,7 @@ def refused_by_policy(exc: botocore.exceptions.ClientError) -> str:
 def test_her_keys_may_ask_the_broker(world: World) -> None:
     """The first test of the module: nothing of her project runs yet."""
     answer = Broker(world.scientist, world.broker_name, world.bundle.region).ask("status", {}, "could not ask for status")
-    assert answer["instances"] == []
+    assert answer["annexes"] == [] and answer["totals"]["live_instances"] == 0
     assert answer["caps"]["max_instances"] == 32
 
 
@@ -272,8 +272,9 @@ def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) ->
     launched = execute_launch(ctx, plan)
     assert len(launched.instance_ids) == 3 and launched.shortfall == 0
 
-    status = ctx.broker.ask("status", {"annex_name": "enforced"}, "could not ask for status")
+    status = ctx.broker.ask("status", {"annex_name": "enforced", "instances": True}, "could not ask for status")
     rows = status["instances"]
+    assert status["next_page"] is None and [a["states"] for a in status["annexes"]] == [{"running": 3}]
     assert sorted(r["instance_id"] for r in rows) == sorted(launched.instance_ids)
     assert {(r["project_id"], r["owner"], r["state"]) for r in rows} == {
         (world.bundle.project_id, world.bundle.user, "running")}
