@@ -17,6 +17,7 @@ import os
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from annex_cloud.broker import requests as asks
 from annex_cloud.broker.ops import OPERATIONS, Call
 from annex_cloud.broker.settings import BrokerSettings
 from annex_cloud.broker.who import bound_user, require_user
@@ -95,5 +96,5 @@ def _call(
     return op, Call(
         settings=settings, user=user.user, project_id=user.project_id, caps=caps,
         ec2=clients["ec2"], s3=clients["s3"], registry=registry, now=now.replace(microsecond=0), params=params,
-        digest=digest,
+        fingerprint=asks.fingerprint(op, params),
     )

@@ -45,7 +45,7 @@ class Call:
     registry: Registry
     now: datetime
     params: dict[str, Any]
-    digest: str = ""  # the request's SHA-256, which its identity proof signed
+    fingerprint: str = ""  # what names the request in its record (requests.fingerprint)
 
 
 # -- requests that change things: carried out once per request id --------------------------
@@ -56,10 +56,10 @@ def earlier_answer(call: Call, request_id: str, cut_short: Callable[[], dict[str
     first one got, for a request sent again (a retry, or its proof replayed): never acted on twice.
 
     ``cut_short`` answers for a first attempt that neither finished nor was forgotten in time."""
-    earlier = call.registry.begin_request(call.project_id, request_id, call.digest)
+    earlier = call.registry.begin_request(call.project_id, request_id, call.fingerprint)
     if earlier is None:
         return None
-    if earlier.digest != call.digest:
+    if earlier.digest != call.fingerprint:
         raise Refused(
             f"request id {request_id} was already used for another request",
             "a request id names one request: its operation and parameters",

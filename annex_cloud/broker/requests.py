@@ -110,6 +110,18 @@ def page_key(params: Mapping[str, Any]) -> str | None:
     return key
 
 
+def fingerprint(op: str, params: Mapping[str, Any]) -> str:
+    """What names one request in its record: the operation and its parameters without the secret
+    material (a pool token or password), which the client cannot keep on disk. A request sent again
+    (a Ctrl-C and the same command run again) carries fresh material and is still the same request."""
+    from annex_cloud.identity import request_digest
+
+    kept = {k: v for k, v in params.items() if k != "token"}
+    if isinstance(kept.get("pool"), Mapping):
+        kept["pool"] = {k: v for k, v in kept["pool"].items() if k != "material"}
+    return request_digest(op, kept)
+
+
 def request_id(params: Mapping[str, Any]) -> str:
     value = _field(params, "request_id", str)
     if not REQUEST_ID_RE.fullmatch(value):

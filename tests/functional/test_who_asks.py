@@ -231,7 +231,7 @@ def test_every_principal_but_bobs_record_is_refused_and_b_is_untouched(projects,
 
 def test_bobs_own_proof_is_good_for_its_one_request_only(projects):
     """A proof bob made to see his status, taken by someone else who may invoke, cannot end his annex."""
-    status = signed_by(keys_of(projects.b_path), "status", {}, audience=projects.b_bundle.broker_arn)
+    status = signed_by(keys_of(projects.b_path), "status", {"instances": True}, audience=projects.b_bundle.broker_arn)
     op, params = end_b(projects)
     before = b_as_it_was(projects)
     offset = projects.emulator.log_offset()

@@ -204,3 +204,17 @@ def test_an_old_record_tells_the_administrator_to_issue_again():
     with pytest.raises(Refused) as caught:
         bound_user(caller(), UserRecord("bob", "OtherLab"))
     assert "annex-admin issue-credentials" in caught.value.next_step
+
+
+def test_a_requests_record_names_it_without_its_secret_material():
+    """Sent again after a Ctrl-C, a launch carries fresh pool material (never kept on disk): it is
+    the same request. Any other change makes it another request."""
+    from annex_cloud.broker.requests import fingerprint
+
+    launch = {"annex_name": "a", "count": 2, "request_id": "r" * 32,
+              "pool": {"collector_host": "cm:9618", "security": "idtoken", "material": "c2VjcmV0"}}
+    again = {**launch, "pool": {**launch["pool"], "material": "YW5vdGhlcg=="}}
+    assert fingerprint("launch", launch) == fingerprint("launch", again)
+    assert fingerprint("launch", launch) != fingerprint("launch", {**launch, "count": 3})
+    assert fingerprint("extend", {"annex_name": "a", "token": "eA=="}) == fingerprint("extend", {"annex_name": "a", "token": "eQ=="})
+    assert fingerprint("extend", {"annex_name": "a"}) != fingerprint("terminate", {"annex_name": "a"})
