@@ -15,8 +15,12 @@ raise a cap, whatever its code does:
   node#<p>         / node            role, profile, templates (JSON: type -> id, version, source):
                                      the project's node role and its launch template versions
                                      (the administrator's: issue-credentials writes it)
-  project#<p>      / annex#<name>    security, token_id (never the token), expiry, ttl: one live
-                                     annex, so status can show its token's id for revocation
+  pool#<p>         / pool            own_pool, own_key: the project joins its own pool (its
+                                     parameter, annex_cloud.pools) rather than the stack's; its
+                                     scientists may bring their own key (the administrator's)
+  project#<p>      / annex#<name>    security, token_id (never the token), expiry, minted_by,
+                                     pool, ttl: one live annex, so status can show its token's
+                                     id for revocation and the broker re-mints it on extension
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, digest (the request's SHA-256), result (JSON),
                                      created, ttl: one request that changes things (launch,
@@ -85,6 +89,16 @@ class AnnexRecord:
     security: str  # idtoken | password
     token_id: str  # the id (jti) of the annex's IDTOKEN; "" in password mode
     expiry: str  # the lease end, as tagged
+    minted_by: str = ""  # "broker": it mints the token (and re-mints it); "": the scientist's own key
+    pool: str = ""  # the pool parameter the broker minted with (annex_cloud.pools)
+
+
+@dataclass(frozen=True)
+class ProjectPool:
+    """Which pool a project's annexes join, and whether its scientists may bring their own key."""
+
+    own_pool: bool = False  # its own pool parameter rather than the stack's
+    own_key: bool = False  # a scientist may launch with her own pool's key (her personal pool)
 
 
 @dataclass(frozen=True)
@@ -212,6 +226,21 @@ class Registry:
             if item["pk"]["S"].startswith("node#") and item["sk"]["S"] == "node":
                 yield _node(item["pk"]["S"][len("node#"):], item)
 
+    # -- the project's pool -------------------------------------------------------------------
+
+    def project_pool(self, project_id: str) -> ProjectPool:
+        """The administrator's choice for the project; the stack's pool when she made none."""
+        item = self._get(f"pool#{project_id}", "pool") or {}
+        return ProjectPool(item.get("own_pool", {}).get("BOOL") is True, item.get("own_key", {}).get("BOOL") is True)
+
+    def put_project_pool(self, project_id: str, choice: ProjectPool) -> None:
+        """The administrator's write (issue-credentials); the broker's role is refused it."""
+        self.db.put_item(
+            TableName=self.table,
+            Item={**_key(f"pool#{project_id}", "pool"), "own_pool": {"BOOL": choice.own_pool},
+                  "own_key": {"BOOL": choice.own_key}, "updated": _s(_now_text())},
+        )
+
     # -- live annexes ------------------------------------------------------------------------
 
     def put_annex(self, project_id: str, record: AnnexRecord) -> None:
@@ -224,6 +253,8 @@ class Registry:
                 "security": _s(record.security),
                 "token_id": _s(record.token_id),
                 "expiry": _s(record.expiry),
+                "minted_by": _s(record.minted_by),
+                "pool": _s(record.pool),
                 "ttl": _n(int(ends.timestamp()) + REQUEST_TTL_SECONDS),
             },
         )
@@ -421,7 +452,7 @@ def _annex(annex_name: str, item: dict[str, Any]) -> AnnexRecord:
     def text(name: str) -> str:
         return str(item.get(name, {}).get("S", ""))
 
-    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"))
+    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"), text("minted_by"), text("pool"))
 
 
 def _node(project_id: str, item: dict[str, Any]) -> NodeRecord:
