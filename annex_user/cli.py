@@ -95,6 +95,7 @@ def launch(
     spot: Annotated[bool, typer.Option("--spot", help="Use spot capacity (price-capacity-optimized).")] = False,
     idle: Annotated[int, typer.Option("--idle", help="Minutes unclaimed before an instance shuts down.")] = 15,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Ask the broker for the plan; launch, mint and upload nothing.")] = False,
+    own_pool: Annotated[bool, typer.Option("--own-pool", help="Join your own pool (the one CONDOR_CONFIG describes) with a token minted here with its key; only where your administrator allows it.")] = False,
     yes: Yes = False,
     output: Output = OutputFormat.table,
     credentials: Credentials = None,
@@ -111,7 +112,7 @@ def launch(
         now = datetime.now(timezone.utc).replace(microsecond=0)
         lease_end = _lease_end(expiry, duration, now)
         ctx = open_context(_bundle_path(credentials), now=now)
-        with waiting("Planning: the broker checks caps and prices; reading your pool"):
+        with waiting("Planning: the broker checks caps, prices and the pool"):
             plan = core.plan_launch(
                 ctx,
                 core.LaunchRequest(
@@ -122,7 +123,7 @@ def launch(
                     instance_type=instance_type,
                     spot=spot,
                     idle_minutes=idle,
-                    condor_config=os.environ.get("CONDOR_CONFIG"),
+                    own_pool=(os.environ.get("CONDOR_CONFIG") or "") if own_pool else None,
                 ),
             )
         as_json = output is OutputFormat.json

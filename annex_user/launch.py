@@ -33,22 +33,25 @@ class LaunchRequest:
     instance_type: str | None = None
     spot: bool = False
     idle_minutes: int = 15
-    condor_config: str | None = None
+    # Her own pool's CONDOR_CONFIG, only where her project may bring its own key (--own-pool):
+    # condor_annex then reads that pool's key and mints the token. None: the recorded pool, no key.
+    own_pool: str | None = None
     start_owner: str | None = None
 
 
 @dataclass
 class LaunchPlan:
-    """The broker's plan, and what this machine adds: the pool and how the annex will join it."""
+    """The broker's plan, and the pool the annex joins: the one recorded for her project (the
+    broker mints the token), or, with --own-pool, her own (this machine mints it)."""
 
     broker: dict[str, Any]  # the broker's plan_launch answer
     params: dict[str, Any]  # what the launch request will say (no security material yet)
     expiry: datetime
     collector_host: str
     security_description: str
-    token_id: str | None
-    pool: Any = None  # annex_user.pool.PoolInfo
-    source: Any = None  # annex_user.pool.SecuritySource (holds a secret: never shown)
+    token_id: str | None  # her own pool's token id; the broker names the recorded pool's at launch
+    pool: Any = None  # annex_user.pool.PoolInfo, her own pool only
+    source: Any = None  # annex_user.pool.SecuritySource (holds a secret: never shown), her own pool only
 
     def __getattr__(self, name: str) -> Any:
         # The broker's figures read as attributes: plan.count, plan.most_cost, ...
@@ -117,16 +120,12 @@ def validate_idle(minutes: int) -> int:
 
 def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
     """The broker's verdict on the launch, and the pool the annex would join; nothing changes,
-    nothing is minted."""
-    from annex_user.pool import describe_token, read_pool, security_source
-
+    nothing is minted. No pool secret is read unless she brings her own pool (--own-pool)."""
     project = require_project(ctx.bundle, request.project_id)
     count = validate_count(request.count)
     idle = validate_idle(request.idle_minutes)
     name = validate_annex_name(request.annex_name or default_annex_name(project, ctx.now))
     expiry = lease.check_future(request.expiry, now=ctx.now)
-    pool = read_pool(request.condor_config)
-    source = security_source(pool, annex_name=name)
     params: dict[str, Any] = {
         "project_id": project,
         "annex_name": name,
@@ -135,17 +134,34 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest) -> LaunchPlan:
         "idle_minutes": idle,
         "spot": request.spot,
         "instance_types": [request.instance_type] if request.instance_type else None,
+        **({"own_pool": True} if request.own_pool is not None else {}),
     }
     answer = ctx.broker.ask("plan_launch", params, f"could not plan annex {name}")
+    params = {**params, "job_owner": request.start_owner or getpass.getuser()}
+    if request.own_pool is None:
+        recorded = answer.get("pool") or {}
+        return LaunchPlan(
+            broker=answer, params=params, expiry=expiry, collector_host=str(recorded.get("collector_host", "")),
+            security_description=str(recorded.get("description", "")), token_id=None,
+        )
+    return _own_pool_plan(answer, params, expiry, request.own_pool, name)
+
+
+def _own_pool_plan(answer: dict[str, Any], params: dict[str, Any], expiry: datetime, condor_config: str,
+                   name: str) -> LaunchPlan:
+    """Her own pool (where her project may bring its key): its configuration and key, read here."""
+    from annex_user.pool import describe_token, read_pool, security_source
+
+    pool = read_pool(condor_config)
+    source = security_source(pool, annex_name=name)
     token_id = secrets.token_hex(16) if source.kind == "idtoken" else None
     description = (
         describe_token(pool, source, subject=TOKEN_IDENTITY, expires_at=expiry + TOKEN_MARGIN, token_id=token_id)
         if token_id else source.description
     )
     return LaunchPlan(
-        broker=answer, params={**params, "job_owner": request.start_owner or getpass.getuser()},
-        expiry=expiry, collector_host=pool.collector_host, security_description=description,
-        token_id=token_id, pool=pool, source=source,
+        broker=answer, params=params, expiry=expiry, collector_host=pool.collector_host,
+        security_description=description, token_id=token_id, pool=pool, source=source,
     )
 
 
@@ -155,27 +171,10 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
     The request id makes the request safe to send twice: the broker answers a retry with the
     first launch's result and never launches a second annex.
     """
-    import base64
-
-    from annex_user.pool import pool_material
-
-    security = pool_material(
-        plan.pool, plan.source, annex_name=plan.params["annex_name"], subject=TOKEN_IDENTITY,
-        issued_at=ctx.now, expires_at=plan.expiry + TOKEN_MARGIN, token_id=plan.token_id,
-    )
-    params = {
-        **{k: v for k, v in plan.params.items() if k != "job_owner"},
-        "request_id": uuid.uuid4().hex,
-        "pool": {
-            "collector_host": plan.pool.collector_host,
-            "trust_domain": plan.pool.trust_domain,
-            "job_owner": plan.params["job_owner"],
-            "security": security.kind,
-            "material": base64.b64encode(security.payload).decode(),
-            # The broker records the id (never the token) for status and early revocation.
-            **({"token_id": plan.token_id} if security.kind == "idtoken" else {}),
-        },
-    }
+    params = {**plan.params, "request_id": uuid.uuid4().hex}
+    if plan.source is not None:
+        params = {**{k: v for k, v in params.items() if k not in ("job_owner", "own_pool")},
+                  "pool": _own_pool_contact(ctx, plan)}
     answer = ctx.broker.ask("launch", params, f"could not launch annex {plan.params['annex_name']}")
     result = LaunchResult(plan, answer)
     if not result.instance_ids:
@@ -185,6 +184,27 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan) -> LaunchResult:
             "Try again later, with --spot or another --instance-type.",
         )
     return result
+
+
+def _own_pool_contact(ctx: AnnexContext, plan: LaunchPlan) -> dict[str, Any]:
+    """Her own pool's contact and the token minted here with its key (the broker checks it)."""
+    import base64
+
+    from annex_user.pool import pool_material
+
+    security = pool_material(
+        plan.pool, plan.source, annex_name=plan.params["annex_name"], subject=TOKEN_IDENTITY,
+        issued_at=ctx.now, expires_at=plan.expiry + TOKEN_MARGIN, token_id=plan.token_id,
+    )
+    return {
+        "collector_host": plan.pool.collector_host,
+        "trust_domain": plan.pool.trust_domain,
+        "job_owner": plan.params["job_owner"],
+        "security": security.kind,
+        "material": base64.b64encode(security.payload).decode(),
+        # The broker records the id (never the token) for status and early revocation.
+        **({"token_id": plan.token_id} if security.kind == "idtoken" else {}),
+    }
 
 
 def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
@@ -204,7 +224,8 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
         "most_cost_usd": round(plan.most_cost, 4),
         "committed_spend_usd": round(plan.committed_spend, 4),
         "caps": plan.caps,
-        "security": plan.source.kind if plan.source is not None else None,
+        "security": plan.source.kind if plan.source is not None else (plan.broker.get("pool") or {}).get("security"),
+        "pool": "own" if plan.source is not None else (plan.broker.get("pool") or {}).get("source"),
         "token_id": plan.token_id,
         "collector_host": plan.collector_host,
     }
@@ -220,4 +241,5 @@ def launch_summary(result: LaunchResult) -> dict[str, Any]:
         "fleet_errors": result.capacity_errors,
         "stopped_by": result.answer.get("stopped_by") or None,
         "replayed": bool(result.answer.get("replayed")),
+        "token_id": result.answer.get("token_id") or result.plan.token_id,
     }

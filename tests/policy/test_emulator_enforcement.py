@@ -267,7 +267,7 @@ def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) ->
     ctx.broker.ask = lambda op, params, what: (asked.append(op), ask(op, params, what))[1]  # type: ignore[method-assign]
     plan = plan_launch(ctx, LaunchRequest(
         project_id=world.bundle.project_id, expiry=ctx.now + timedelta(hours=5), count=3,
-        annex_name="enforced", condor_config=str(world.pool.condor_config),
+        annex_name="enforced",
     ))
     launched = execute_launch(ctx, plan)
     assert len(launched.instance_ids) == 3 and launched.shortfall == 0
