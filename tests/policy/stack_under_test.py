@@ -77,6 +77,7 @@ class DeployedStack:
     broker: FunctionUnderTest
     enforcer: FunctionUnderTest
     table_arn: str
+    pool_key_policy: dict[str, Any] = dataclasses.field(default_factory=dict)  # the pools' KMS key's own policy
 
     @property
     def bucket(self) -> str:
@@ -210,6 +211,8 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS, w
     from tests.flows import record_pool, stack_pool
 
     record_pool(AwsClients(session), stack_pool("password"))
+    pool_key_policy = json.loads(session.client("kms", region_name=REGION).get_key_policy(
+        KeyId=outputs[contract.OUT_POOL_KEY], PolicyName="default")["Policy"])
     iam = session.client("iam", region_name=REGION)
     policy_arn = outputs[contract.OUT_SCIENTIST_POLICY]
     version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
@@ -233,4 +236,5 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS, w
         broker=_function(session, iam, outputs[contract.OUT_BROKER_FUNCTION]),
         enforcer=_function(session, iam, outputs[contract.OUT_ENFORCER_FUNCTION]),
         table_arn=table["TableArn"],
+        pool_key_policy=pool_key_policy,
     )

@@ -844,6 +844,8 @@ def build_request(case: Case, s: DeployedStack) -> dict[str, Any]:
         "accountId": s.account,
         "context": {**identity, **case.context(s)},
         "policies": policies,
+        # The pools' key: KMS reads the key's own policy too (it delegates to the account's IAM).
+        **({"resourcePolicy": s.pool_key_policy} if case.resource is POOL_KEY else {}),
     }
 
 
