@@ -66,9 +66,12 @@ def stack_pool(security: str = "idtoken") -> PoolSecret:
     return PoolSecret(COLLECTOR, TRUST_DOMAIN, "idtoken", "ANNEX", ANNEX_KEY_FILE)
 
 
-def record_pool(clients: AwsClients, pool: PoolSecret | None = None, *, project_id: str | None = None) -> None:
+def record_pool(
+    clients: AwsClients, pool: PoolSecret | None = None, *, project_id: str | None = None,
+    stack_name: str = contract.DEFAULT_STACK_NAME,
+) -> None:
     """Record the stack's pool (or a project's), as annex-admin pool set writes it."""
-    stack = read_stack(clients, contract.DEFAULT_STACK_NAME)
+    stack = read_stack(clients, stack_name)
     apply_pool(clients, plan_pool(clients, stack, pool or stack_pool(), project_id))
 
 

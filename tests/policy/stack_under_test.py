@@ -210,7 +210,7 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS, w
     # annex has the pool password among its objects for the nodes' cases to ask for.
     from tests.flows import record_pool, stack_pool
 
-    record_pool(AwsClients(session), stack_pool("password"))
+    record_pool(AwsClients(session), stack_pool("password"), stack_name=settings.stack_name)
     pool_key_policy = json.loads(session.client("kms", region_name=REGION).get_key_policy(
         KeyId=outputs[contract.OUT_POOL_KEY], PolicyName="default")["Policy"])
     iam = session.client("iam", region_name=REGION)
