@@ -275,6 +275,13 @@ def issue_credentials(
     max_instances: Annotated[Optional[int], typer.Option("--max-instances", help="Instances alive at once (new projects: 32; else unchanged).")] = None,
     max_lease_hours: Annotated[Optional[float], typer.Option("--max-lease-hours", help="Longest lease, hours (new projects: 168; else unchanged).")] = None,
     max_spend: Annotated[Optional[float], typer.Option("--max-spend", help="Most the project's live annexes may still cost, USD (new projects: 500; else unchanged).")] = None,
+    pool_collector: Annotated[Optional[str], typer.Option("--pool-collector", help="The project joins this pool instead of the stack's: its collector (with --pool-trust-domain and a key or password file).")] = None,
+    pool_trust_domain: Annotated[Optional[str], typer.Option("--pool-trust-domain", help="That pool's TRUST_DOMAIN.")] = None,
+    pool_signing_key_file: Annotated[Optional[Path], typer.Option("--pool-signing-key-file", help="That pool's signing key file (mode 0600).")] = None,
+    pool_password_file: Annotated[Optional[Path], typer.Option("--pool-password-file", help="Or that pool's password file.")] = None,
+    pool_key_name: Annotated[str, typer.Option("--pool-key-name", help="The signing key's name on that pool's central manager.")] = "ANNEX",
+    stack_pool: Annotated[bool, typer.Option("--stack-pool", help="The project joins the stack's pool again (its own is removed).")] = False,
+    own_pool_key: Annotated[Optional[bool], typer.Option("--allow-own-pool-key/--no-own-pool-key", help="May the project's scientists launch into a personal pool with their own key (condor_annex --own-pool)? Default: unchanged; new projects: no.")] = None,
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
@@ -284,14 +291,17 @@ def issue_credentials(
     """Create or update a scientist's IAM user for one project and write her credentials bundle."""
 
     def action() -> None:
-        from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials as issue, validate_issue
+        from annex_admin.credentials import CapsChange, IssueRequest, ProjectPoolChange, issue_credentials as issue, validate_issue
         from annex_common.cli_support import confirmer
 
         change = CapsChange(max_instances, max_lease_hours, max_spend)
         validate_issue(project_id, user, change, output)
+        pool_change = ProjectPoolChange(_project_pool(pool_collector, pool_trust_domain, pool_signing_key_file,
+                                                      pool_password_file, pool_key_name, stack_pool),
+                                        stack_pool, own_pool_key)
         clients = _clients(region, profile)
         result = issue(
-            clients, IssueRequest(stack_name, project_id, user, output, change),
+            clients, IssueRequest(stack_name, project_id, user, output, change, pool_change),
             confirmer(assume_yes=yes),
         )
         verb = "Created" if result.user_created else "Updated"
@@ -302,10 +312,30 @@ def issue_credentials(
             out.print(f"  replaced {len(result.keys_removed)} earlier access key(s)")
         out.print(f"  the project's nodes run as IAM role {result.node.role_arn.rsplit('/', 1)[1]}, which reads only "
                   f"project {project_id}'s annex material")
+        pool_of = "its own pool" if result.pool.own_pool else "the stack's pool (annex-admin pool set)"
+        key_rule = "may bring their own pool key (condor_annex --own-pool)" if result.pool.own_key else "need no pool key"
+        out.print(f"  the project's annexes join {pool_of}; its scientists {key_rule}")
         out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
         out.print(f"  She installs it with: condor_annex import-credentials {result.output.name}")
 
     run_guarded(action, debug=debug)
+
+
+def _project_pool(collector, trust_domain, signing_key_file, password_file, key_name, stack_pool):
+    """The project's own pool from issue-credentials' options, read and checked before any AWS call."""
+    from annex_admin.pool import PoolChoice, pool_from_choice
+    from annex_common.errors import BadInput
+
+    given = [collector, trust_domain, signing_key_file, password_file]
+    if not any(v is not None for v in given):
+        return None
+    if stack_pool:
+        raise BadInput("--stack-pool and --pool-* contradict each other", "a project joins one pool",
+                       "Pass either --stack-pool or the --pool-* options.")
+    if collector is None or trust_domain is None:
+        raise BadInput("a project's own pool needs --pool-collector and --pool-trust-domain",
+                       "and one of --pool-signing-key-file and --pool-password-file", "Pass all of them.")
+    return pool_from_choice(PoolChoice(collector, trust_domain, signing_key_file, password_file, key_name))
 
 
 @app.command("revoke-credentials")
@@ -335,10 +365,97 @@ def revoke_credentials(
     run_guarded(action, debug=debug)
 
 
+pool_app = typer.Typer(
+    name="pool",
+    help="Record the pool annexes join (collector, trust domain, its signing key or password), kept "
+    "encrypted in the stack and read by the broker alone.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(pool_app, name="pool")
+
+Collector = Annotated[str, typer.Option("--collector", help="The pool's collector, HOST[:PORT].")]
+TrustDomain = Annotated[str, typer.Option("--trust-domain", help="The pool's TRUST_DOMAIN (the tokens' issuer).")]
+SigningKeyFile = Annotated[Optional[Path], typer.Option(
+    "--signing-key-file", help="A signing key file as the central manager keeps it (mode 0600), e.g. a copy of "
+    "passwords.d/ANNEX: the broker mints each annex's IDTOKEN with it.")]
+PasswordFile = Annotated[Optional[Path], typer.Option(
+    "--password-file", help="For a pool without tokens: its pool password file (every annex node then holds it).")]
+KeyName = Annotated[str, typer.Option("--key-name", help="The signing key's name on the central manager (the tokens' kid).")]
+
+
+@pool_app.command("set")
+def pool_set(
+    collector: Collector,
+    trust_domain: TrustDomain,
+    signing_key_file: SigningKeyFile = None,
+    password_file: PasswordFile = None,
+    key_name: KeyName = "ANNEX",
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    yes: Yes = False,
+    debug: Debug = False,
+) -> None:
+    """Record the stack's pool: shows what is recorded now and what will be, asks, then stores it."""
+
+    def action() -> None:
+        from annex_admin.pool import PoolChoice, apply_pool, plan_pool, pool_from_choice
+        from annex_admin.stack import read_stack
+        from templates.settings import validate_stack_name
+
+        validate_stack_name(stack_name)
+        pool = pool_from_choice(PoolChoice(collector, trust_domain, signing_key_file, password_file, key_name))
+        clients = _clients(region, profile)
+        plan = plan_pool(clients, read_stack(clients, stack_name), pool)
+        out.print(f"[bold]The pool of stack {stack_name}[/] in {clients.region}")
+        for line in plan.lines():
+            out.print(f"  {line}", markup=False)
+        if plan.unchanged:
+            out.print("[green]No changes:[/] this pool is already recorded.")
+            return
+        require_confirmation(f"Record this pool for stack {stack_name}?", assume_yes=yes)
+        apply_pool(clients, plan)
+        out.print(f"[green]Recorded.[/] Annexes launched from now on join {pool.collector_host}; "
+                  "`annex-admin pool-config` prints what its central manager needs.")
+
+    run_guarded(action, debug=debug)
+
+
+@pool_app.command("show")
+def pool_show(
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    debug: Debug = False,
+) -> None:
+    """Show the pools recorded for the stack and its projects (never their secrets)."""
+
+    def action() -> None:
+        from annex_admin.pool import recorded_parameters, recorded_pool
+        from annex_admin.stack import read_stack
+        from templates.settings import validate_stack_name
+
+        validate_stack_name(stack_name)
+        clients = _clients(region, profile)
+        read_stack(clients, stack_name)
+        names = recorded_parameters(clients, stack_name)
+        if not names:
+            out.print(f"No pool is recorded for stack {stack_name}: run `annex-admin pool set`.")
+        for name in names:
+            pool = recorded_pool(clients, name)
+            out.print(f"{name}: {pool.describe() if pool else 'unreadable: record it again'}", markup=False)
+
+    run_guarded(action, debug=debug)
+
+
 @app.command("pool-config")
 def pool_config(
     revoke: Annotated[Optional[list[str]], typer.Option(
         "--revoke", metavar="JTI", help="Print instead the line that revokes this annex token id early; repeatable.")] = None,
+    key_name: KeyName = "ANNEX",
     debug: Debug = False,
 ) -> None:
     """Print what the pool's central manager needs to accept annex nodes (no AWS calls)."""
@@ -346,7 +463,7 @@ def pool_config(
     def action() -> None:
         from annex_admin.pool_config import pool_config_text, revocation_text
 
-        sys.stdout.write(revocation_text(revoke) if revoke else pool_config_text())
+        sys.stdout.write(revocation_text(revoke) if revoke else pool_config_text(key_name))
 
     run_guarded(action, debug=debug)
 

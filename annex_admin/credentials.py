@@ -20,7 +20,8 @@ from annex_cloud import caps as cap_rules
 from annex_cloud.caps import Caps
 from annex_cloud.identity import function_arn
 from annex_cloud.node.config import PROJECT_ID_PATTERN
-from annex_cloud.registry import NodeRecord, Registry
+from annex_cloud.pools import PoolSecret, pool_parameter
+from annex_cloud.registry import NodeRecord, ProjectPool, Registry
 from annex_admin.nodes import NodeScope, provide_node_access
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.bundle import Bundle, load_bundle, write_bundle
@@ -48,12 +49,27 @@ class CapsChange:
 
 
 @dataclass(frozen=True)
+class ProjectPoolChange:
+    """The project's pool as the command line gives it; None and False keep what is recorded."""
+
+    pool: PoolSecret | None = None  # its own pool instead of the stack's
+    stack_pool: bool = False  # back to the stack's pool
+    own_key: bool | None = None  # may its scientists bring their own pool key?
+
+    def applied_to(self, current: ProjectPool) -> ProjectPool:
+        own_pool = True if self.pool is not None else (False if self.stack_pool else current.own_pool)
+        own_key = current.own_key if self.own_key is None else self.own_key
+        return ProjectPool(own_pool, own_key)
+
+
+@dataclass(frozen=True)
 class IssueRequest:
     stack_name: str
     project_id: str
     user: str
     output: Path
     caps: CapsChange
+    pool: ProjectPoolChange = dataclasses.field(default_factory=lambda: ProjectPoolChange())
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,7 @@ class IssueResult:
     caps: Caps
     previous_caps: Caps | None
     node: NodeRecord  # the role the project's nodes run as, and its launch template versions
+    pool: ProjectPool = ProjectPool()  # which pool the project joins, and whether she may bring her key
 
 
 Confirm = Callable[[str], bool]
@@ -265,6 +282,7 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
             iam.tag_user(UserName=request.user, Tags=_user_tags(request.project_id, caps))
         iam.attach_user_policy(UserName=request.user, PolicyArn=policy_arn)
         registry.put_caps(request.project_id, caps)
+    pool_choice = record_project_pool(clients, stack, registry, request)
     # Before the user's record: the broker launches for a recorded user only with her project's role.
     node = provide_node_access(clients, NodeScope.of(stack.name, clients.region, stack.outputs), registry,
                                request.project_id)
@@ -305,7 +323,24 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
         ) from exc
     with aws_errors(f"could not retire the earlier keys of {request.user}"):
         _delete_keys(iam, request.user, [k for k in old_ids if k not in make_room])
-    return IssueResult(bundle, created, old_ids, request.output, caps, previous, node)
+    return IssueResult(bundle, created, old_ids, request.output, caps, previous, node, pool_choice)
+
+
+def record_project_pool(clients: AwsClients, stack: StackInfo, registry: Registry, request: IssueRequest) -> ProjectPool:
+    """The project's own pool (its secret kept as the stack's is) and whether she may bring her key."""
+    from annex_admin.pool import apply_pool, plan_pool, remove_pool
+
+    change = request.pool
+    with aws_errors(f"could not record the pool of project {request.project_id}"):
+        current = registry.project_pool(request.project_id)
+        choice = change.applied_to(current)
+        if change.pool is not None:
+            apply_pool(clients, plan_pool(clients, stack, change.pool, request.project_id))
+        elif change.stack_pool:
+            remove_pool(clients, pool_parameter(stack.name, request.project_id))
+        if choice != current:
+            registry.put_project_pool(request.project_id, choice)
+    return choice
 
 
 def _delete_keys(iam, user: str, key_ids: list[str]) -> None:

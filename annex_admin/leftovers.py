@@ -33,7 +33,7 @@ GO_WITH_THEIR_PARENT = {
 }
 GONE = {"NoSuchEntity", "ResourceNotFoundException", "NoSuchBucket", "NotFound", "ParameterNotFound",
         "InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException",
-        "InvalidKeyPair.NotFound"}
+        "InvalidKeyPair.NotFound", "NotFoundException"}
 KIND_NAMES = {
     "AWS::Events::Rule": "EventBridge rule",
     "AWS::CloudWatch::Alarm": "CloudWatch alarm",
@@ -47,6 +47,8 @@ KIND_NAMES = {
     "AWS::DynamoDB::Table": "DynamoDB table",
     "AWS::SNS::Topic": "SNS topic",
     "AWS::SSM::Parameter": "SSM parameter",
+    "AWS::KMS::Alias": "KMS alias",
+    "AWS::KMS::Key": "KMS key",
     "AWS::Logs::LogGroup": "log group",
 }
 
@@ -141,6 +143,8 @@ def _removers(clients: AwsClients) -> dict[str, Remover]:
         "AWS::DynamoDB::Table": lambda name: _call(clients.client("dynamodb").delete_table, TableName=name),
         "AWS::SNS::Topic": lambda arn: _remove_topic(clients, arn),
         "AWS::SSM::Parameter": lambda name: _call(clients.ssm.delete_parameter, Name=name),
+        "AWS::KMS::Alias": lambda name: _call(clients.client("kms").delete_alias, AliasName=name),
+        "AWS::KMS::Key": lambda key_id: _remove_kms_key(clients, key_id),
         "AWS::Logs::LogGroup": lambda name: _call(clients.client("logs").delete_log_group, logGroupName=name),
     }
 
@@ -174,6 +178,22 @@ def _remove_alarm(clients: AwsClients, name: str) -> bool:
     if not cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]:
         return False
     cloudwatch.delete_alarms(AlarmNames=[name])
+    return True
+
+
+def _remove_kms_key(clients: AwsClients, key_id: str) -> bool:
+    """A key is never deleted at once: KMS schedules it (7 days, the template's window); one already
+    scheduled counts as gone."""
+    kms = clients.client("kms")
+    try:
+        state = kms.describe_key(KeyId=key_id)["KeyMetadata"].get("KeyState")
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in GONE:
+            return False
+        raise
+    if state in ("PendingDeletion", "PendingReplicaDeletion"):
+        return False
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
     return True
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from annex_cloud.pool_tokens import ANNEX_SCOPES, TOKEN_ID_PATTERN, TOKEN_IDENTITY, TOKEN_MARGIN
+from annex_cloud.pool_tokens import ANNEX_SCOPES, KEY_NAME_PATTERN, POOL_KEY_NAME, TOKEN_ID_PATTERN, TOKEN_IDENTITY, TOKEN_MARGIN
+from annex_cloud.pools import DEFAULT_KEY_NAME
 from annex_common.errors import BadInput
 
 _EXAMPLE_ID = "0123456789abcdef0123456789abcdef"
@@ -43,7 +44,36 @@ def revocation_text(token_ids: Sequence[str]) -> str:
     )
 
 
-def pool_config_text() -> str:
+def validate_key_name(key_name: str) -> str:
+    if re.fullmatch(KEY_NAME_PATTERN, key_name or "") is None:
+        raise BadInput(
+            f"--key-name {key_name!r} is not a key name HTCondor reads",
+            "a signing key is a file of SEC_PASSWORD_DIRECTORY: letters, digits, '.', '_' or '-'",
+            "Pass the name given to annex-admin pool set (ANNEX by default).",
+        )
+    return key_name
+
+
+def _key_lines(key_name: str) -> list[str]:
+    if key_name == POOL_KEY_NAME:
+        return [
+            "# The broker signs annex tokens with this pool's own POOL key (annex-admin pool set",
+            "# --key-name POOL): nothing more to install, and revoking them all means replacing POOL.",
+        ]
+    return [
+        f"# The stack signs every annex's IDTOKEN with the signing key {key_name}, a key of its own",
+        "# beside POOL. Install the file you gave annex-admin pool set --signing-key-file here, owned",
+        "# by root, mode 0600 (for example: install -m 0600 ANNEX-key-file $(SEC_PASSWORD_DIRECTORY)/" + key_name + "):",
+        f"CONDOR_ANNEX_SIGNING_KEY = {key_name}",
+        "CONDOR_ANNEX_SIGNING_KEY_FILE = $(SEC_PASSWORD_DIRECTORY)/$(CONDOR_ANNEX_SIGNING_KEY)",
+        "# To make one: umask 077; head -c 64 /dev/urandom > $(CONDOR_ANNEX_SIGNING_KEY_FILE), then give",
+        "# a copy to annex-admin pool set --signing-key-file. To revoke every annex token at once,",
+        "# delete that file and run condor_reconfig: the pool's own POOL key is untouched.",
+    ]
+
+
+def pool_config_text(key_name: str = DEFAULT_KEY_NAME) -> str:
+    key_name = validate_key_name(key_name)
     scopes = " ".join(scope.removeprefix("condor:/") for scope in ANNEX_SCOPES)
     margin_hours = int(TOKEN_MARGIN.total_seconds() // 3600)
     lines = [
@@ -55,10 +85,12 @@ def pool_config_text() -> str:
         "# broker (CCB), and every connection to them is made in reverse through it.",
         "ENABLE_CCB_SERVER = True",
         f"# A node authenticates as {TOKEN_IDENTITY}@<this pool's TRUST_DOMAIN>: with its annex's own",
-        "# IDTOKEN (HS256, signed with this pool's POOL signing key, issuer TRUST_DOMAIN, scopes",
-        f"# {scopes}, expiring {margin_hours} h after the lease end, one token id per",
-        "# annex), or with the pool password when the scientist could read no signing key. condor_annex",
-        "# takes TRUST_DOMAIN from the scientist's CONDOR_CONFIG: it must be this central manager's.",
+        f"# IDTOKEN, which the stack's broker mints (HS256, key {key_name}, issuer the trust domain",
+        f"# recorded with annex-admin pool set, scopes {scopes},",
+        f"# expiring {margin_hours} h after the lease end and minted again on every extension, one token",
+        "# id per annex), or with the pool password for a pool recorded without a signing key. The",
+        "# recorded trust domain must be this central manager's TRUST_DOMAIN.",
+        *_key_lines(key_name),
         "SEC_DEFAULT_AUTHENTICATION_METHODS = $(SEC_DEFAULT_AUTHENTICATION_METHODS), IDTOKENS, PASSWORD",
         "# That identity may advertise the node's startd and master, besides whatever may already.",
         f"ALLOW_ADVERTISE_STARTD = $(ALLOW_ADVERTISE_STARTD:$(ALLOW_DAEMON)), {TOKEN_IDENTITY}@$(TRUST_DOMAIN)",

@@ -97,6 +97,7 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
         revoked = _revoked_users(clients, outputs.get(contract.OUT_REGISTRY_TABLE), report)
         _remove_scientists(clients, policy, revoked, progress, report)
     _remove_node_roles(clients, stack_name, progress, report)
+    _remove_pools(clients, stack_name, progress, report)
     resources = stack_resources(clients, stack_name) if raw else []
     if policy and not raw:
         resources.append(StackResource("ScientistPolicy", "AWS::IAM::ManagedPolicy", policy))
@@ -221,6 +222,21 @@ def _remove_scientists(
             if error_code(exc) == "NoSuchEntity" and user not in attached:
                 continue  # a revoked user someone has deleted already
             report.not_removed.append((f"IAM user {user}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
+
+
+def _remove_pools(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
+    """The recorded pools (pool set and issue-credentials wrote them outside the stack), found by the
+    stack's pool path; the key that encrypts them goes with the stack."""
+    from annex_admin.pool import recorded_parameters, remove_pool
+    from annex_cloud.pools import pools_path
+
+    progress(f"Removing the recorded pools under {pools_path(stack_name)}")
+    try:
+        for name in recorded_parameters(clients, stack_name):
+            if remove_pool(clients, name):
+                report.removed.append(f"recorded pool {name}")
+    except botocore.exceptions.ClientError as exc:
+        report.not_removed.append((f"recorded pools under {pools_path(stack_name)}", f"{error_code(exc)}: {exc}"))
 
 
 def _remove_node_roles(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:

@@ -15,10 +15,14 @@ raise a cap, whatever its code does:
   node#<p>         / node            role, profile, templates (JSON: type -> id, version, source):
                                      the project's node role and its launch template versions
                                      (the administrator's: issue-credentials writes it)
-  project#<p>      / annex#<name>    security, token_id (never the token), expiry, ended, ttl: one
-                                     annex the broker launched, so status can show its token's
-                                     id for revocation and terminate knows a name it never
-                                     launched from one that is gone (kept a week after it ends)
+  pool#<p>         / pool            own_pool, own_key: the project joins its own pool (its
+                                     parameter, annex_cloud.pools) rather than the stack's; its
+                                     scientists may bring their own key (the administrator's)
+  project#<p>      / annex#<name>    security, token_id (never the token), expiry, ended,
+                                     minted_by, pool, ttl: one annex the broker launched, so
+                                     status can show its token's id for revocation, the broker
+                                     re-mints it on extension, and terminate knows a name it
+                                     never launched from one that is gone (kept a week after it ends)
   project#<p>      / lock            holder, expires (epoch seconds)
   project#<p>      / request#<id>    state, digest (the request's SHA-256), result (JSON),
                                      created, ttl: one request that changes things (launch,
@@ -88,6 +92,16 @@ class AnnexRecord:
     token_id: str  # the id (jti) of the annex's IDTOKEN; "" in password mode
     expiry: str  # the lease end, as tagged
     ended: str = ""  # when terminate ended it (expiry format); "" while it may run
+    minted_by: str = ""  # "broker": it mints the token (and re-mints it); "": the scientist's own key
+    pool: str = ""  # the pool parameter the broker minted with (annex_cloud.pools)
+
+
+@dataclass(frozen=True)
+class ProjectPool:
+    """Which pool a project's annexes join, and whether its scientists may bring their own key."""
+
+    own_pool: bool = False  # its own pool parameter rather than the stack's
+    own_key: bool = False  # a scientist may launch with her own pool's key (her personal pool)
 
 
 @dataclass(frozen=True)
@@ -215,6 +229,21 @@ class Registry:
             if item["pk"]["S"].startswith("node#") and item["sk"]["S"] == "node":
                 yield _node(item["pk"]["S"][len("node#"):], item)
 
+    # -- the project's pool -------------------------------------------------------------------
+
+    def project_pool(self, project_id: str) -> ProjectPool:
+        """The administrator's choice for the project; the stack's pool when she made none."""
+        item = self._get(f"pool#{project_id}", "pool") or {}
+        return ProjectPool(item.get("own_pool", {}).get("BOOL") is True, item.get("own_key", {}).get("BOOL") is True)
+
+    def put_project_pool(self, project_id: str, choice: ProjectPool) -> None:
+        """The administrator's write (issue-credentials); the broker's role is refused it."""
+        self.db.put_item(
+            TableName=self.table,
+            Item={**_key(f"pool#{project_id}", "pool"), "own_pool": {"BOOL": choice.own_pool},
+                  "own_key": {"BOOL": choice.own_key}, "updated": _s(_now_text())},
+        )
+
     # -- live annexes ------------------------------------------------------------------------
 
     def put_annex(self, project_id: str, record: AnnexRecord) -> None:
@@ -229,6 +258,8 @@ class Registry:
                 "token_id": _s(record.token_id),
                 "expiry": _s(record.expiry),
                 **({"ended": _s(record.ended)} if record.ended else {}),
+                "minted_by": _s(record.minted_by),
+                "pool": _s(record.pool),
                 "ttl": _n(int(ends.timestamp()) + REQUEST_TTL_SECONDS),
             },
         )
@@ -426,7 +457,8 @@ def _annex(annex_name: str, item: dict[str, Any]) -> AnnexRecord:
     def text(name: str) -> str:
         return str(item.get(name, {}).get("S", ""))
 
-    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"), text("ended"))
+    return AnnexRecord(annex_name, text("security"), text("token_id"), text("expiry"), ended=text("ended"),
+                       minted_by=text("minted_by"), pool=text("pool"))
 
 
 def _moment(text: str) -> datetime:

@@ -133,7 +133,7 @@ def command_names(app: Any) -> tuple[str, ...]:
     """The command names of a typer app, as its users type them."""
     return tuple(
         command.name or command.callback.__name__.replace("_", "-") for command in app.registered_commands
-    )
+    ) + tuple(group.name for group in getattr(app, "registered_groups", []) if group.name)
 
 
 def reject_unknown_command(program: str, argv: list[str], commands: tuple[str, ...]) -> None:

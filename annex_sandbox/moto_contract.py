@@ -59,6 +59,11 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("moto.iam.access_control", "IAMPolicy.__init__", ("self", "policy")),
     # install_dynamodb_table_resource.
     Internal("moto.dynamodb.responses", "DynamoHandler"),
+    # install_ssm_parameter_resource.
+    Internal("moto.ssm.responses", "SimpleSystemManagerResponse"),
+    # install_kms_key_from_template.
+    Internal("moto.kms.models", "Key.create_from_cloudformation_json",
+             ("resource_name", "cloudformation_json", "account_id", "region_name")),
     # install_per_key_delete_authorization and install_s3_iam_action_names.
     Internal("moto.s3.responses", "S3Response._bucket_response_delete_keys", ("self", "bucket_name", "authenticated")),
     Internal("moto.s3.responses", "S3Response._authenticate_and_authorize_s3_action", ("self", "bucket_name", "key_name")),

@@ -189,6 +189,51 @@ def install_dynamodb_table_resource() -> None:
     DynamoHandler._determine_resource = _determine_resource  # type: ignore[attr-defined]
 
 
+def install_ssm_parameter_resource() -> None:
+    """Judge SSM parameter requests against the parameter they name, as AWS does.
+
+    moto checks every SSM request against resource ``*``, so a policy scoped to the stack's pool
+    parameters (the broker's) would be refused everything under IAM enforcement, and one that
+    grants nothing would be refused too: no test could tell them apart.
+    """
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def _determine_resource(self: Any) -> str:
+        body = getattr(self, "body", None)
+        try:
+            name = (json.loads(body) if isinstance(body, (str, bytes)) and body else {}).get("Name")
+        except ValueError:
+            name = None
+        if not isinstance(name, str) or not name:
+            return "*"
+        if name.startswith("arn:"):
+            return name
+        return f"arn:aws:ssm:{self.region}:{self.current_account}:parameter/{name.lstrip('/')}"
+
+    SimpleSystemManagerResponse._determine_resource = _determine_resource  # type: ignore[attr-defined]
+
+
+def install_kms_key_from_template() -> None:
+    """Let CloudFormation make a KMS key as AWS does: tags given as Key/Value, the key policy as a
+    document. moto reads CloudFormation's tags as KMS's API spells them (TagKey/TagValue) and fails
+    the stack, and keeps the policy as a dict, which every later call on the key fails to read."""
+    from moto.kms.models import Key
+
+    original = Key.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_from_cloudformation_json(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        properties = dict(cloudformation_json.get("Properties", {}))
+        properties["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]} for t in properties.get("Tags", [])]
+        if isinstance(properties.get("KeyPolicy"), dict):
+            properties["KeyPolicy"] = json.dumps(properties["KeyPolicy"])
+        return original(cls, resource_name, {**cloudformation_json, "Properties": properties}, account_id,
+                        region_name, **kwargs)
+
+    Key.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
+
+
 def install_per_key_delete_authorization() -> None:
     """Judge DeleteObjects key by key (s3:DeleteObject on each object's ARN), as AWS does.
 

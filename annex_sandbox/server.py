@@ -61,6 +61,7 @@ from annex_sandbox.patches import (
     install_call_log,
     install_dict_policy_documents,
     install_dynamodb_table_resource,
+    install_kms_key_from_template,
     install_fast_tag_lookup,
     install_invoke_action_name,
     install_json_lambda_refusals,
@@ -69,6 +70,7 @@ from annex_sandbox.patches import (
     install_launch_template_source_version,
     install_per_key_delete_authorization,
     install_s3_iam_action_names,
+    install_ssm_parameter_resource,
 )
 from annex_sandbox.price_list import (
     PRICE_LIST_ENV,
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     install_invoke_action_name()
     install_dict_policy_documents()
     install_dynamodb_table_resource()
+    install_ssm_parameter_resource()
+    install_kms_key_from_template()
     install_s3_iam_action_names()
     install_per_key_delete_authorization()
     install_json_lambda_refusals()

@@ -95,6 +95,7 @@ def launch(
     spot: Annotated[bool, typer.Option("--spot", help="Use spot capacity (price-capacity-optimized).")] = False,
     idle: Annotated[int, typer.Option("--idle", help="Minutes unclaimed before an instance shuts down.")] = 15,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Ask the broker for the plan; launch, mint and upload nothing.")] = False,
+    own_pool: Annotated[bool, typer.Option("--own-pool", help="Join your own pool (the one CONDOR_CONFIG describes) with a token minted here with its key; only where your administrator allows it.")] = False,
     yes: Yes = False,
     output: Output = OutputFormat.table,
     credentials: Credentials = None,
@@ -111,12 +112,13 @@ def launch(
         now = datetime.now(timezone.utc).replace(microsecond=0)
         lease_end = _lease_end(expiry, duration, now)
         ctx = open_context(_bundle_path(credentials), now=now)
-        condor_config = os.environ.get("CONDOR_CONFIG")
+        # Her own pool's configuration is read only with --own-pool (her project must allow it).
+        condor_config = (os.environ.get("CONDOR_CONFIG") or "") if own_pool else None
         as_json = output is OutputFormat.json
         command = core.command_key(ctx, {
             "project_id": project_id, "instances": instances, "expiry": expiry, "duration": duration,
             "annex_name": annex_name, "instance_type": instance_type, "spot": spot, "idle": idle,
-            "condor_config": condor_config,
+            "own_pool": condor_config,
         })
         earlier = None if dry_run else core.unanswered_launch(command)
         if earlier is not None:
@@ -128,7 +130,7 @@ def launch(
                 "answer: asking the broker for it again. It never launches a request twice.", markup=False,
             )
         else:
-            with waiting("Planning: the broker checks caps and prices; reading your pool"):
+            with waiting("Planning: the broker checks caps, prices and the pool"):
                 plan = core.plan_launch(
                     ctx,
                     core.LaunchRequest(
@@ -139,7 +141,7 @@ def launch(
                         instance_type=instance_type,
                         spot=spot,
                         idle_minutes=idle,
-                        condor_config=condor_config,
+                        own_pool=condor_config,
                     ),
                     show_broken=True,
                 )

@@ -11,11 +11,16 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
 
-from annex_cloud.broker.requests import ANNEX_NAME_RE, MAX_COUNT, MAX_IDLE_MINUTES, MIN_IDLE_MINUTES
+from annex_cloud.broker.requests import (
+    ANNEX_NAME_RE,
+    MAX_COUNT,
+    MAX_IDLE_MINUTES,
+    MIN_IDLE_MINUTES,
+)
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_common.errors import AwsFailure, BadInput
 from annex_user import expiry as lease
@@ -23,7 +28,6 @@ from annex_user import pending
 from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext, require_project
 from annex_user.pending import PendingLaunch
-
 
 __all__ = ["ANNEX_NAME_RE", "LaunchRequest", "LaunchPlan", "LaunchResult", "plan_launch", "resume_plan", "execute_launch"]
 
@@ -37,22 +41,25 @@ class LaunchRequest:
     instance_type: str | None = None
     spot: bool = False
     idle_minutes: int = 15
-    condor_config: str | None = None
+    # Her own pool's CONDOR_CONFIG, only where her project may bring its own key (--own-pool):
+    # condor_annex then reads that pool's key and mints the token. None: the recorded pool, no key.
+    own_pool: str | None = None
     start_owner: str | None = None
 
 
 @dataclass
 class LaunchPlan:
-    """The broker's plan, and what this machine adds: the pool and how the annex will join it."""
+    """The broker's plan, and the pool the annex joins: the one recorded for her project (the
+    broker mints the token), or, with --own-pool, her own (this machine mints it)."""
 
     broker: dict[str, Any]  # the broker's plan_launch answer
     params: dict[str, Any]  # what the launch request will say (no security material yet)
     expiry: datetime
     collector_host: str
     security_description: str
-    token_id: str | None
-    pool: Any = None  # annex_user.pool.PoolInfo
-    source: Any = None  # annex_user.pool.SecuritySource (holds a secret: never shown)
+    token_id: str | None  # her own pool's token id; the broker names the recorded pool's at launch
+    pool: Any = None  # annex_user.pool.PoolInfo, her own pool only
+    source: Any = None  # annex_user.pool.SecuritySource (holds a secret: never shown), her own pool only
     # The launch request's id: the broker carries out one id once, and answers it again.
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     resumed: bool = False  # the same command's earlier request, sent again for its answer
@@ -131,17 +138,14 @@ def validate_idle(minutes: int) -> int:
 
 def plan_launch(ctx: AnnexContext, request: LaunchRequest, *, show_broken: bool = False) -> LaunchPlan:
     """The broker's verdict on the launch, and the pool the annex would join; nothing changes,
-    nothing is minted. A plan that breaks a cap is refused (BadInput), or with ``show_broken``
-    returned to be shown, its ``breaks`` naming the caps (``refusal_of``)."""
-    from annex_user.pool import describe_token, read_pool, security_source
-
+    nothing is minted. No pool secret is read unless she brings her own pool (--own-pool). A plan
+    that breaks a cap is refused (BadInput), or with ``show_broken`` returned to be shown, its
+    ``breaks`` naming the caps (``refusal_of``)."""
     project = require_project(ctx.bundle, request.project_id)
     count = validate_count(request.count)
     idle = validate_idle(request.idle_minutes)
     name = validate_annex_name(request.annex_name or default_annex_name(project, ctx.now))
     expiry = lease.check_future(request.expiry, now=ctx.now)
-    pool = read_pool(request.condor_config)
-    source = security_source(pool, annex_name=name)
     params: dict[str, Any] = {
         "project_id": project,
         "annex_name": name,
@@ -150,20 +154,38 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest, *, show_broken: bool 
         "idle_minutes": idle,
         "spot": request.spot,
         "instance_types": [request.instance_type] if request.instance_type else None,
+        **({"own_pool": True} if request.own_pool is not None else {}),
     }
     answer = ctx.broker.ask("plan_launch", params, f"could not plan annex {name}")
     broken = first_broken(answer, f"could not plan annex {name}")
     if broken is not None and not show_broken:
         raise broken
-    token_id = secrets.token_hex(16) if source.kind == "idtoken" else None
+    params = {**params, "job_owner": request.start_owner or getpass.getuser()}
+    if request.own_pool is None:
+        recorded = answer.get("pool") or {}
+        return LaunchPlan(
+            broker=answer, params=params, expiry=expiry, collector_host=str(recorded.get("collector_host", "")),
+            security_description=str(recorded.get("description", "")), token_id=None,
+        )
+    return _own_pool_plan(answer, params, expiry, request.own_pool, name)
+
+
+def _own_pool_plan(answer: dict[str, Any], params: dict[str, Any], expiry: datetime, condor_config: str,
+                   name: str, token_id: str | None = None) -> LaunchPlan:
+    """Her own pool (where her project may bring its key): its configuration and key, read here;
+    the token's id is new, or the earlier request's when it is sent again."""
+    from annex_user.pool import describe_token, read_pool, security_source
+
+    pool = read_pool(condor_config)
+    source = security_source(pool, annex_name=name)
+    token_id = (token_id or secrets.token_hex(16)) if source.kind == "idtoken" else None
     description = (
         describe_token(pool, source, subject=TOKEN_IDENTITY, expires_at=expiry + TOKEN_MARGIN, token_id=token_id)
         if token_id else source.description
     )
     return LaunchPlan(
-        broker=answer, params={**params, "job_owner": request.start_owner or getpass.getuser()},
-        expiry=expiry, collector_host=pool.collector_host, security_description=description,
-        token_id=token_id, pool=pool, source=source,
+        broker=answer, params=params, expiry=expiry, collector_host=pool.collector_host,
+        security_description=description, token_id=token_id, pool=pool, source=source,
     )
 
 
@@ -182,24 +204,22 @@ def unanswered_launch(command: str) -> PendingLaunch | None:
 
 def resume_plan(ctx: AnnexContext, earlier: PendingLaunch, condor_config: str | None) -> LaunchPlan:
     """The plan of a launch this command sent before and got no answer to (annex_user.pending):
-    the same request, id and all, that the scientist said yes to; the pool is read again to
-    mint its material. The broker is not asked for a new plan: it answers the request itself."""
-    from annex_user.pool import describe_token, read_pool, security_source
-
+    the same request, id and all, that the scientist said yes to. The broker is not asked for a
+    new plan: it answers the request itself. Only for her own pool is the pool read again, to
+    mint its material."""
     expiry = lease.from_tag(earlier.params["expiry"])
     assert expiry is not None
-    pool = read_pool(condor_config)
-    source = security_source(pool, annex_name=earlier.params["annex_name"])
-    token_id = earlier.token_id if source.kind == "idtoken" else None
-    description = (
-        describe_token(pool, source, subject=TOKEN_IDENTITY, expires_at=expiry + TOKEN_MARGIN, token_id=token_id)
-        if token_id else source.description
-    )
-    return LaunchPlan(
-        broker=earlier.plan, params=earlier.params, expiry=expiry, collector_host=pool.collector_host,
-        security_description=description, token_id=token_id, pool=pool, source=source,
-        request_id=earlier.request_id, resumed=True,
-    )
+    if not earlier.params.get("own_pool"):
+        recorded = earlier.plan.get("pool") or {}
+        return LaunchPlan(
+            broker=earlier.plan, params=earlier.params, expiry=expiry,
+            collector_host=str(recorded.get("collector_host", "")),
+            security_description=str(recorded.get("description", "")), token_id=None,
+            request_id=earlier.request_id, resumed=True,
+        )
+    plan = _own_pool_plan(earlier.plan, earlier.params, expiry, condor_config or "", earlier.params["annex_name"],
+                          token_id=earlier.token_id)
+    return replace(plan, request_id=earlier.request_id, resumed=True)
 
 
 def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = None) -> LaunchResult:
@@ -210,32 +230,15 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = No
     is kept on this machine under the ``command``'s key (none without one), so the same command
     run again (after Ctrl-C or a lost answer) sends the same request.
     """
-    import base64
-
-    from annex_user.pool import pool_material
-
     if command is not None:
         pending.remember(pending.PendingLaunch(
             command=command, request_id=plan.request_id, params=plan.params, plan=plan.broker,
             token_id=plan.token_id, sent_at=time.time(),
         ))
-    security = pool_material(
-        plan.pool, plan.source, annex_name=plan.params["annex_name"], subject=TOKEN_IDENTITY,
-        issued_at=ctx.now, expires_at=plan.expiry + TOKEN_MARGIN, token_id=plan.token_id,
-    )
-    params = {
-        **{k: v for k, v in plan.params.items() if k != "job_owner"},
-        "request_id": plan.request_id,
-        "pool": {
-            "collector_host": plan.pool.collector_host,
-            "trust_domain": plan.pool.trust_domain,
-            "job_owner": plan.params["job_owner"],
-            "security": security.kind,
-            "material": base64.b64encode(security.payload).decode(),
-            # The broker records the id (never the token) for status and early revocation.
-            **({"token_id": plan.token_id} if security.kind == "idtoken" else {}),
-        },
-    }
+    params = {**plan.params, "request_id": plan.request_id}
+    if plan.source is not None:
+        params = {**{k: v for k, v in params.items() if k not in ("job_owner", "own_pool")},
+                  "pool": _own_pool_contact(ctx, plan)}
     try:
         answer = ctx.broker.ask("launch", params, f"could not launch annex {plan.params['annex_name']}")
     except BadInput:
@@ -262,6 +265,27 @@ def refusal_of(plan: LaunchPlan) -> BadInput | None:
     return first_broken(plan.broker, f"could not plan annex {plan.params['annex_name']}")
 
 
+def _own_pool_contact(ctx: AnnexContext, plan: LaunchPlan) -> dict[str, Any]:
+    """Her own pool's contact and the token minted here with its key (the broker checks it)."""
+    import base64
+
+    from annex_user.pool import pool_material
+
+    security = pool_material(
+        plan.pool, plan.source, annex_name=plan.params["annex_name"], subject=TOKEN_IDENTITY,
+        issued_at=ctx.now, expires_at=plan.expiry + TOKEN_MARGIN, token_id=plan.token_id,
+    )
+    return {
+        "collector_host": plan.pool.collector_host,
+        "trust_domain": plan.pool.trust_domain,
+        "job_owner": plan.params["job_owner"],
+        "security": security.kind,
+        "material": base64.b64encode(security.payload).decode(),
+        # The broker records the id (never the token) for status and early revocation.
+        **({"token_id": plan.token_id} if security.kind == "idtoken" else {}),
+    }
+
+
 def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
     """The plan as a script reads it: what would run, until when, and what it can cost."""
     return {
@@ -279,7 +303,8 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
         "most_cost_usd": round(plan.most_cost, 4),
         "committed_spend_usd": round(plan.committed_spend, 4),
         "caps": plan.caps,
-        "security": plan.source.kind if plan.source is not None else None,
+        "security": plan.source.kind if plan.source is not None else (plan.broker.get("pool") or {}).get("security"),
+        "pool": "own" if plan.source is not None else (plan.broker.get("pool") or {}).get("source"),
         "token_id": plan.token_id,
         "collector_host": plan.collector_host,
         "breaks": list(plan.broker.get("breaks") or []),
@@ -296,4 +321,5 @@ def launch_summary(result: LaunchResult) -> dict[str, Any]:
         "fleet_errors": result.capacity_errors,
         "stopped_by": result.answer.get("stopped_by") or None,
         "replayed": bool(result.answer.get("replayed")),
+        "token_id": result.answer.get("token_id") or result.plan.token_id,
     }

@@ -193,15 +193,18 @@ def extension_refusal(plan: dict[str, Any]) -> BadInput | None:
 
 
 def extend_lease(
-    ctx: AnnexContext, params: dict[str, Any], *, condor_config: str | None, plan: dict[str, Any] | None = None
+    ctx: AnnexContext, params: dict[str, Any], *, condor_config: str | None = None, plan: dict[str, Any] | None = None
 ) -> ExtendResult:
-    """Move the lease end; an IDTOKEN annex gets a new token, with its own id, to the new end.
+    """Move the lease end; an IDTOKEN annex gets a new token, with its own id, to the new end
+    (the broker mints it; only an annex on her own pool's key has it minted here).
 
     ``plan`` is the broker's plan of this extension when the caller already asked for it."""
     new_expiry = lease.from_tag(params["expiry"])
     assert new_expiry is not None
     plan = plan if plan is not None else plan_extension(ctx, params)
-    token = _fresh_token(ctx, params["annex_name"], plan.get("token_id"), new_expiry, condor_config)
+    # The broker mints the new token itself unless the annex runs on her own pool's key.
+    own_key = plan.get("token_from") == "scientist"
+    token = _fresh_token(ctx, params["annex_name"], plan.get("token_id") if own_key else None, new_expiry, condor_config)
     # The request id makes it safe to send twice: the broker answers a retry from its record.
     params = {**params, "request_id": uuid.uuid4().hex}
     if token is not None:

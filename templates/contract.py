@@ -89,6 +89,8 @@ OUT_INSTANCE_TYPES = "InstanceTypes"  # comma-separated
 OUT_LAUNCH_TEMPLATES = "LaunchTemplates"  # "type=lt-id,type=lt-id"
 OUT_ALARM_TOPIC = "AlarmTopicArn"  # the enforcer's alarms notify it
 OUT_ENFORCER_STATE_RULE = "EnforcerStateRuleName"  # hands every starting instance to the enforcer
+OUT_POOL_KEY = "PoolKeyArn"  # the KMS key the recorded pools' secrets are encrypted with
+OUT_POOL_PARAMETERS = "PoolParameterPath"  # the SSM path of the recorded pools (annex_cloud.pools)
 REQUIRED_OUTPUTS = (
     OUT_VPC,
     OUT_SUBNETS,
@@ -108,6 +110,8 @@ REQUIRED_OUTPUTS = (
     OUT_LAUNCH_TEMPLATES,
     OUT_ALARM_TOPIC,
     OUT_ENFORCER_STATE_RULE,
+    OUT_POOL_KEY,
+    OUT_POOL_PARAMETERS,
 )
 
 ENFORCER_SCHEDULE = "rate(5 minutes)"

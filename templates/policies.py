@@ -26,8 +26,10 @@ from awacs import dynamodb as ddb_actions
 from awacs import cloudwatch as cloudwatch_actions
 from awacs import ec2 as ec2_actions
 from awacs import iam as iam_actions
+from awacs import kms as kms_actions
 from awacs import logs as logs_actions
 from awacs import s3 as s3_actions
+from awacs import ssm as ssm_actions
 from troposphere import Join, Ref, Sub
 
 from annex_cloud import metrics
@@ -71,6 +73,8 @@ class PolicyRefs:
     table_arn: Any = None
     node_profile_arns: Any = None  # ARN pattern of their instance profiles
     stack_name: Any = None  # the tag value every fleet the broker makes must carry
+    pool_parameters: Any = None  # ARN pattern of the stack's pool parameters (annex_cloud.pools)
+    pool_key_arn: Any = None  # the stack's KMS key that encrypts them
 
 
 def assume_role_document(service: str) -> awacs_aws.PolicyDocument:
@@ -405,8 +409,52 @@ def broker_role_policy(refs: PolicyRefs) -> awacs_aws.PolicyDocument:
         + _configuration_statements(refs)
         + _registry_statements(refs.table_arn, [ddb_actions.GetItem, ddb_actions.Query])
         + [_broker_registry_writes(refs.table_arn)]
+        + _pool_statements(refs)
         + _launch_guards(refs)
         + [_logs_statement()],
+    )
+
+
+def _pool_statements(refs: PolicyRefs) -> list[awacs_aws.Statement]:
+    """The recorded pools' secrets: the broker reads them (it mints the annexes' tokens), through
+    SSM only; no other role of the stack, no node and no scientist has either grant."""
+    if refs.pool_parameters is None or refs.pool_key_arn is None:
+        return []
+    return [
+        awacs_aws.Statement(
+            Sid="ReadRecordedPools",
+            Effect=awacs_aws.Allow,
+            Action=[ssm_actions.GetParameter],
+            Resource=[refs.pool_parameters],
+        ),
+        # https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-via-service
+        awacs_aws.Statement(
+            Sid="DecryptRecordedPools",
+            Effect=awacs_aws.Allow,
+            Action=[kms_actions.Decrypt],
+            Resource=[refs.pool_key_arn],
+            Condition=awacs_aws.Condition(
+                awacs_aws.StringEquals("kms:ViaService", Sub("ssm.${AWS::Region}.amazonaws.com"))
+            ),
+        ),
+    ]
+
+
+def pool_key_policy() -> awacs_aws.PolicyDocument:
+    """The pools' key: the account's IAM policies decide who may use it (AWS's default key
+    policy), so only principals granted kms:Decrypt on it (the broker's role, the administrator)
+    can read a pool's secret."""
+    return awacs_aws.PolicyDocument(
+        Version="2012-10-17",
+        Statement=[
+            awacs_aws.Statement(
+                Sid="AccountPoliciesDecide",
+                Effect=awacs_aws.Allow,
+                Principal=awacs_aws.Principal("AWS", [Sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")]),
+                Action=[awacs_aws.Action("kms", "*")],
+                Resource=["*"],
+            )
+        ],
     )
 
 

@@ -17,9 +17,10 @@ from troposphere import (
     Tags,
     Template,
 )
-from troposphere import awslambda, cloudwatch, dynamodb, ec2, events, iam, s3, sns
+from troposphere import awslambda, cloudwatch, dynamodb, ec2, events, iam, kms, s3, sns
 
 from annex_cloud import metrics
+from annex_cloud.pools import pools_path
 from annex_cloud.nodes import node_role_path
 from annex_cloud.enforcer import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
 from templates import contract, node_bootstrap, policies
@@ -36,6 +37,10 @@ def logical_id(prefix: str, instance_type: str) -> str:
 
 def launch_template_name(stack_name: str, instance_type: str) -> str:
     return f"{stack_name}-{instance_type.replace('.', '-')}"
+
+
+def pool_key_alias(stack_name: str) -> str:
+    return f"alias/condor-annex/{stack_name}/pools"
 
 
 def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
@@ -233,6 +238,20 @@ def build_template(settings: StackSettings) -> Template:
             Tags=tags,
         )
     )
+    # The recorded pools' secrets (annex_cloud.pools): SSM SecureStrings the administrator writes
+    # with this key; of the stack's roles, only the broker's may read them.
+    pool_key = t.add_resource(
+        kms.Key(
+            "PoolKey",
+            Description=f"condor-annex {settings.stack_name}: encrypts the recorded pools' signing keys and passwords",
+            EnableKeyRotation=True,
+            PendingWindowInDays=7,
+            KeyPolicy=policies.pool_key_policy(),
+            Tags=tags,
+        )
+    )
+    t.add_resource(kms.Alias("PoolKeyAlias", AliasName=pool_key_alias(settings.stack_name), TargetKeyId=Ref(pool_key)))
+    pool_path = pools_path(settings.stack_name)
     code = awslambda.Code(S3Bucket=code_bucket, S3Key=settings.code_key)
     node_path = node_role_path(settings.stack_name, settings.region)
     policy_refs = policies.PolicyRefs(
@@ -244,6 +263,8 @@ def build_template(settings: StackSettings) -> Template:
         subnet_ids=[Ref(s) for s in subnets],
         table_arn=GetAtt(registry, "Arn"),
         stack_name=settings.stack_name,
+        pool_parameters=Sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + pool_path + "*"),
+        pool_key_arn=GetAtt(pool_key, "Arn"),
     )
     broker_role = t.add_resource(
         iam.Role(
@@ -363,6 +384,9 @@ def build_template(settings: StackSettings) -> Template:
         contract.OUT_LAUNCH_TEMPLATES: Join(
             ",", [Join("=", [itype, Ref(lt)]) for itype, lt in launch_templates.items()]
         ),
+        contract.OUT_POOL_KEY: GetAtt(pool_key, "Arn"),
+        # A literal: the path follows from the stack's name (annex_cloud.pools).
+        contract.OUT_POOL_PARAMETERS: pool_path,
     }
     for name, value in outputs.items():
         t.add_output(Output(name, Value=value))

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials
 from annex_admin.deploy import deploy, resolve_settings
+from annex_admin.pool import apply_pool, plan_pool
+from annex_admin.stack import read_stack
+from annex_cloud.pools import PoolSecret
 from annex_common.aws import AwsClients
 from annex_cloud.caps import Caps
 from annex_common.bundle import Bundle
@@ -40,9 +43,36 @@ def console_script(name: str) -> str:
     return str(path)
 
 
-def deploy_stack(clients: AwsClients, instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES):
+def deploy_stack(
+    clients: AwsClients, instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES, *, pool: bool = True
+):
+    """The region stack, set up; with ``pool``, its pool recorded as annex-admin pool set does."""
     settings, _ = resolve_settings(clients, StackSettings(region=clients.region, instance_types=instance_types))
-    return deploy(clients, settings, lambda _line: None)
+    result = deploy(clients, settings, lambda _line: None)
+    if pool:
+        record_pool(clients)
+    return result
+
+
+# The test pool's own signing key for annexes, as its central manager keeps it (passwords.d/ANNEX).
+ANNEX_KEY_FILE = bytes(range(7, 71))
+COLLECTOR = "cm.pool.example:9618"
+TRUST_DOMAIN = "pool.example"
+
+
+def stack_pool(security: str = "idtoken") -> PoolSecret:
+    if security == "password":
+        return PoolSecret(COLLECTOR, TRUST_DOMAIN, "password", "", scramble(POOL_PASSWORD))
+    return PoolSecret(COLLECTOR, TRUST_DOMAIN, "idtoken", "ANNEX", ANNEX_KEY_FILE)
+
+
+def record_pool(
+    clients: AwsClients, pool: PoolSecret | None = None, *, project_id: str | None = None,
+    stack_name: str = contract.DEFAULT_STACK_NAME,
+) -> None:
+    """Record the stack's pool (or a project's), as annex-admin pool set writes it."""
+    stack = read_stack(clients, stack_name)
+    apply_pool(clients, plan_pool(clients, stack, pool or stack_pool(), project_id))
 
 
 def issue_bundle(

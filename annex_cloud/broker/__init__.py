@@ -96,5 +96,5 @@ def _call(
     return op, Call(
         settings=settings, user=user.user, project_id=user.project_id, caps=caps,
         ec2=clients["ec2"], s3=clients["s3"], registry=registry, now=now.replace(microsecond=0), params=params,
-        fingerprint=asks.fingerprint(op, params),
+        fingerprint=asks.fingerprint(op, params), ssm=clients["ssm"],
     )

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from annex_cloud import cost
+from annex_cloud.broker import pool as pools
 from annex_cloud.broker import requests as asks
 from annex_cloud.broker.settings import BrokerSettings
 from annex_cloud.caps import LEASE_CAP_SLACK_SECONDS, MIN_LEASE_SECONDS, SPEND_EPSILON, Caps
@@ -46,6 +47,7 @@ class Call:
     now: datetime
     params: dict[str, Any]
     fingerprint: str = ""  # what names the request in its record (requests.fingerprint)
+    ssm: Any = None  # reads the recorded pools (annex_cloud.pools)
 
 
 # -- requests that change things: carried out once per request id --------------------------
@@ -306,7 +308,8 @@ def _launch_plan(
 
 def plan_launch(call: Call) -> dict[str, Any]:
     ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=False)
-    return _launch_plan(call, ask, counted_instances(call), project_node(call, ask.instance_types))
+    plan = _launch_plan(call, ask, counted_instances(call), project_node(call, ask.instance_types))
+    return {**plan, "pool": pools.plan(call, ask)}
 
 
 def launch(call: Call) -> dict[str, Any]:
@@ -344,11 +347,11 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
     node = project_node(call, ask.instance_types)
     plan = _launch_plan(call, ask, counted_instances(call), node)
     refuse_broken(plan)
+    annex_pool = pools.for_launch(call, ask)
     prefix = annex_prefix(call.project_id, ask.annex_name)
-    for name, body in node_objects(call, ask).items():
+    for name, body in node_objects(call, ask, annex_pool.contact).items():
         call.s3.put_object(Bucket=call.settings.bucket, Key=prefix + name, Body=body, ServerSideEncryption="AES256")
-    assert ask.pool is not None
-    call.registry.put_annex(call.project_id, AnnexRecord(ask.annex_name, ask.pool.security, ask.pool.token_id, plan["expiry"]))
+    call.registry.put_annex(call.project_id, annex_pool.record(ask.annex_name, plan["expiry"]))
     create_fleet = RetryNoticingCreateFleet(call.ec2)
 
     def remember(new: list[str]) -> None:
@@ -384,8 +387,11 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         "rounds": fleet.rounds,
         "stopped_by": fleet.stopped_by,
         "duplicates_ended": len(duplicates),
-        "security": ask.pool.security,
-        "token_id": ask.pool.token_id or None,
+        "security": annex_pool.contact.security,
+        "token_id": annex_pool.contact.token_id or None,
+        "token_minted_by": annex_pool.minted_by or "you",
+        "collector_host": annex_pool.contact.collector_host,
+        "trust_domain": annex_pool.contact.trust_domain,
     }
 
 
@@ -405,23 +411,22 @@ def instance_tags(call: Call, ask: asks.LaunchAsk) -> dict[str, str]:
     }
 
 
-def node_objects(call: Call, ask: asks.LaunchAsk) -> dict[str, bytes]:
+def node_objects(call: Call, ask: asks.LaunchAsk, contact: asks.PoolContact) -> dict[str, bytes]:
     """The annex's typed values (the node renders its configuration from them) and its security
     material. No configuration text: the node's template is fixed and ships with its bootstrap."""
-    assert ask.pool is not None
     inputs = NodeConfigInputs(
         annex_name=ask.annex_name,
         project_id=call.project_id,
-        owner=ask.pool.job_owner,
-        collector_host=ask.pool.collector_host,
-        trust_domain=ask.pool.trust_domain,
+        owner=contact.job_owner,
+        collector_host=contact.collector_host,
+        trust_domain=contact.trust_domain,
         idle_seconds=ask.idle_minutes * 60,
-        security=ask.pool.security,  # type: ignore[arg-type]
+        security=contact.security,  # type: ignore[arg-type]
     )
-    material_object = TOKEN_OBJECT if ask.pool.security == "idtoken" else PASSWORD_OBJECT
+    material_object = TOKEN_OBJECT if contact.security == "idtoken" else PASSWORD_OBJECT
     return {
         NODE_ENV_OBJECT: render_node_env(inputs).encode(),
-        material_object: ask.pool.material,
+        material_object: contact.material,
     }
 
 
@@ -574,6 +579,7 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
         {"instance_type": i.instance_type, "expiry": i.expiry_tag or ""} for i in project if i.annex_name != ask.annex_name
     ]
     committed_others = committed_spend(others, book, call.now)
+    record = _annex_record(call, ask.annex_name)
     annex_cost = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), ask.expiry, call.now) for i in annex)
     breaks = broken([
         lease_cap_problem(call, hours, ask.expiry, "extended lease"),
@@ -599,9 +605,19 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
         "shortens": latest is not None and ask.expiry < latest,
         "breaks": breaks,
         # An extension's new token keeps the annex's id, so one revocation covers the annex.
-        "token_id": _annex_record(call, ask.annex_name).token_id or None,
+        "token_id": record.token_id or None,
+        # Who mints the new token: the broker, the scientist (her own key), or nobody (a password).
+        "token_from": token_source(record),
     }
     return plan, annex
+
+
+def token_source(record: AnnexRecord) -> str | None:
+    """"broker" when it mints the annex's tokens, "scientist" when she does with her own key,
+    None when the annex runs on no token."""
+    if record.security != "idtoken":
+        return None
+    return "broker" if record.minted_by == pools.MINTED_BY_BROKER else "scientist"
 
 
 def _annex_record(call: Call, name: str) -> AnnexRecord:
@@ -633,20 +649,45 @@ def extend(call: Call) -> dict[str, Any]:
         refuse_broken(plan)
         prefix = annex_prefix(call.project_id, ask.annex_name)
         record = _annex_record(call, ask.annex_name)
-        if ask.token is not None:
-            token_id = record.token_id or token_id_of(ask.token)
-            asks.check_token(ask.token, token_id, ask.expiry)
+        token = _extension_token(call, ask, record)
+        if token is not None:
             call.s3.put_object(
-                Bucket=call.settings.bucket, Key=prefix + TOKEN_OBJECT, Body=ask.token, ServerSideEncryption="AES256"
+                Bucket=call.settings.bucket, Key=prefix + TOKEN_OBJECT, Body=token, ServerSideEncryption="AES256"
             )
-            record = AnnexRecord(ask.annex_name, "idtoken", token_id, record.expiry)
+            record = dataclasses.replace(record, security="idtoken", token_id=record.token_id or token_id_of(token))
         call.registry.put_annex(call.project_id, dataclasses.replace(record, expiry=plan["expiry"]))
         ids = [i.instance_id for i in annex]
         for start in range(0, len(ids), BATCH):
             call.ec2.create_tags(Resources=ids[start : start + BATCH], Tags=[{"Key": TAG_EXPIRY, "Value": plan["expiry"]}])
-        return {**plan, "token_replaced": ask.token is not None, "token_id": record.token_id or None}
+        return {**plan, "token_replaced": token is not None, "token_id": record.token_id or None}
 
     return once(call, lambda: locked(call, work))
+
+
+def _extension_token(call: Call, ask: asks.ExtendAsk, record: AnnexRecord) -> bytes | None:
+    """The annex's new token, lasting to the new lease end plus the margin: the broker mints it
+    for an annex it minted for; one on her own key must come with the request. None: no token."""
+    source = token_source(record)
+    if source == "broker":
+        if ask.token is not None:
+            raise Refused(
+                "the request carries a pool token, and the broker mints this annex's tokens itself",
+                "the pool's key is kept by the stack; a token she sends is never used",
+                "Use condor_annex extend, which sends none.",
+            )
+        return pools.remint(call, record, ask.expiry)
+    if source == "scientist":
+        if ask.token is None:
+            raise Refused(
+                f"annex {ask.annex_name} runs on a token minted with your own pool key, and the request has none",
+                "its nodes would drop out of the pool when their token expires, while still billed",
+                "Run condor_annex extend with CONDOR_CONFIG naming your pool (it mints the token with your key).",
+            )
+        asks.check_token(ask.token, record.token_id or token_id_of(ask.token), ask.expiry)
+        return ask.token
+    if ask.token is not None:  # an annex remembered without a token (launched before the broker kept one)
+        asks.check_token(ask.token, token_id_of(ask.token), ask.expiry)
+    return ask.token
 
 
 # -- terminate ------------------------------------------------------------------------------

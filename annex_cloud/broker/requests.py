@@ -1,8 +1,9 @@
 """What the broker accepts from a request: each field checked, nothing else read.
 
 The request may choose only: annex name, count, instance types (from the stack's list), spot
-or on-demand, lease end, idle minutes, and the annex's pool contact and security material.
-Project, owner, caps, prices, image and every other launch parameter come from elsewhere.
+or on-demand, lease end, idle minutes, whose jobs the nodes start, and (only for a project the
+administrator lets bring its own pool key) its own pool contact and token. Project, owner, caps,
+prices, the pool and its key, image and every other launch parameter come from elsewhere.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class LaunchAsk:
     spot: bool
     expiry: datetime
     idle_minutes: int
-    pool: PoolContact | None  # None when only planning
+    pool: PoolContact | None  # her own pool (where allowed); None: the recorded pool, or planning
+    job_owner: str = ""  # whose jobs the nodes start ("" when only planning)
+    own_pool: bool = False  # she brings her own pool and key
 
 
 @dataclass(frozen=True)
@@ -176,9 +179,14 @@ def launch_ask(params: Mapping[str, Any], offered: tuple[str, ...], *, with_pool
     if not isinstance(spot, bool):
         raise Refused("the request's spot flag is not true or false", f"got {shown(spot)}", "Use condor_annex.")
     lease_end = expiry(params)
-    pool = pool_contact(params.get("pool")) if with_pool else None
+    own_pool = params.get("own_pool", False)
+    if not isinstance(own_pool, bool):
+        raise Refused("the request's own-pool flag is not true or false", f"got {shown(own_pool)}", "Use condor_annex.")
+    own_pool = own_pool or params.get("pool") is not None
+    pool = pool_contact(params.get("pool")) if with_pool and own_pool else None
     if pool is not None and pool.security == "idtoken":
         check_token(pool.material, pool.token_id, lease_end)
+    owner = pool.job_owner if pool is not None else (job_owner(params) if with_pool else "")
     return LaunchAsk(
         annex_name=annex_name(params),
         count=count,
@@ -187,7 +195,13 @@ def launch_ask(params: Mapping[str, Any], offered: tuple[str, ...], *, with_pool
         expiry=lease_end,
         idle_minutes=idle,
         pool=pool,
+        job_owner=owner,
+        own_pool=own_pool,
     )
+
+
+def job_owner(params: Mapping[str, Any]) -> str:
+    return _pool_value("job owner", _field(params, "job_owner", str), OWNER_PATTERN, "letters, digits, . _ @ + = , -")
 
 
 def check_token(token: bytes, token_id: str, lease_end: datetime) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows import assert_speaks_plainly, console_script, write_pool
+from tests.flows import ANNEX_KEY_FILE, COLLECTOR, TRUST_DOMAIN, assert_speaks_plainly, console_script, write_pool, write_private
 
 
 @dataclass
@@ -31,12 +31,13 @@ class UserShell:
     home: Path
 
     def run(
-        self, program: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
+        self, program: str, *args: str, env: dict[str, str | None] | None = None, timeout: float = 120,
         answer: str | None = None,
     ) -> Run:
         """Run a console script; with ``answer``, its stdin is a terminal that types that line."""
         merged = dict(self.env)
         merged.update(env or {})
+        merged = {k: v for k, v in merged.items() if v is not None}  # None: not set at all
         if answer is None:
             result = subprocess.run(
                 [console_script(program), *args],
@@ -54,6 +55,22 @@ class UserShell:
             # Messages and errors are on stderr (stdout may be a template holding Python source).
             assert_speaks_plainly(result.stderr)
         return Run(result.returncode, result.stdout, result.stderr)
+
+
+    def setup_region(self, *setup_args: str) -> Run:
+        """`annex-admin setup --yes`, then the administrator records the pool (`pool set --yes`) with
+        a copy of its ANNEX signing key kept in the administrator's home (never the scientist's)."""
+        result = self.run("annex-admin", "setup", "--yes", *setup_args)
+        if result.returncode != 0:
+            return result
+        key_file = self.home / "admin" / "ANNEX"
+        key_file.parent.mkdir(exist_ok=True)
+        write_private(key_file, ANNEX_KEY_FILE)
+        recorded = self.run("annex-admin", "pool", "set", "--collector", COLLECTOR, "--trust-domain", TRUST_DOMAIN,
+                            "--signing-key-file", str(key_file), "--yes")
+        assert recorded.returncode == 0, recorded.output
+        key_file.unlink()
+        return result
 
 
 def _run_with_terminal_input(

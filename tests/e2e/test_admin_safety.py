@@ -18,7 +18,7 @@ def keys_of(user: str) -> list[str]:
 
 
 def test_reissuing_keeps_the_caps_and_never_moves_her_to_another_project(shell):
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     first = issue(shell, "--project-id", PROJECT, "--max-instances", "8", "--max-spend", "250")
     assert first.returncode == 0, first.output
     again = issue(shell, "--project-id", PROJECT, "--yes")
@@ -31,7 +31,7 @@ def test_reissuing_keeps_the_caps_and_never_moves_her_to_another_project(shell):
 
 
 def test_a_user_issue_credentials_did_not_make_is_refused(shell):
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     iam = make_clients(region="us-east-1").iam
     iam.create_user(UserName="ops-robot")
     key = iam.create_access_key(UserName="ops-robot")["AccessKey"]["AccessKeyId"]
@@ -42,7 +42,7 @@ def test_a_user_issue_credentials_did_not_make_is_refused(shell):
 
 
 def test_lowering_a_cap_below_what_runs_says_what_would_end_and_asks(shell):
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     assert issue(shell, "--project-id", PROJECT).returncode == 0
     env = {"CONDOR_ANNEX_CREDENTIALS": str(shell.home / "b.toml")}
     launched = shell.run("condor_annex", "--project-id", PROJECT, "--duration", "5", "--instances", "6",

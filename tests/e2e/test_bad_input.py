@@ -14,7 +14,17 @@ import pytest
 
 from annex_common.aws import make_clients
 from tests import emulator as emu
-from tests.flows import PROJECT, USER, assert_speaks_plainly, console_script, write_pool
+from tests.flows import (
+    ANNEX_KEY_FILE,
+    COLLECTOR,
+    PROJECT,
+    TRUST_DOMAIN,
+    USER,
+    assert_speaks_plainly,
+    console_script,
+    write_pool,
+    write_private,
+)
 
 SEED_EXPIRY = "2015-01-01 10:00"  # the seed's own date, long past
 
@@ -43,8 +53,13 @@ def world(emulator, tmp_path_factory) -> World:
         assert result.returncode == 0, result.stdout + result.stderr
 
     run(console_script("annex-admin"), "setup", "--yes")
+    key_file = home / "ANNEX"
+    write_private(key_file, ANNEX_KEY_FILE)
+    run(console_script("annex-admin"), "pool", "set", "--collector", COLLECTOR, "--trust-domain", TRUST_DOMAIN,
+        "--signing-key-file", str(key_file), "--yes")
+    key_file.unlink()
     run(console_script("annex-admin"), "issue-credentials", "--project-id", PROJECT, "--user", USER,
-        "--output", str(bundle), "--max-instances", "8", "--max-lease-hours", "72")
+        "--output", str(bundle), "--max-instances", "8", "--max-lease-hours", "72", "--allow-own-pool-key")
     env["CONDOR_ANNEX_CREDENTIALS"] = str(bundle)
     run(console_script("condor_annex"), "--project-id", PROJECT, "--duration", "2", "--instances", "2",
         "--annex-name", "existing", "--yes")
@@ -139,10 +154,11 @@ CASES = {
     "bundle-missing-keys": Case(launch(), "missing", prepare=bundle_copy(0o600, 'region = "us-east-1"\n')),
     "bundle-world-readable": Case(launch(), "readable by others", prepare=bundle_copy(0o644)),
     "bundle-group-readable": Case(launch(), "readable by others", prepare=bundle_copy(0o640)),
-    "condor-config-unset": Case(launch(), "CONDOR_CONFIG", env={"CONDOR_CONFIG": None}),
-    "condor-config-missing": Case(launch(), "CONDOR_CONFIG", env={"CONDOR_CONFIG": "/nonexistent/condor_config"}),
-    "condor-config-unparseable": Case(launch(), "", prepare=broken_pool("COLLECTOR_HOST = (\nif version >\n")),
-    "no-pool-security-readable": Case(launch(), "", prepare=pool_without_security),
+    # Her own pool (--own-pool, which her project may use here): its configuration and key are read.
+    "condor-config-unset": Case(launch("--own-pool"), "CONDOR_CONFIG", env={"CONDOR_CONFIG": None}),
+    "condor-config-missing": Case(launch("--own-pool"), "CONDOR_CONFIG", env={"CONDOR_CONFIG": "/nonexistent/condor_config"}),
+    "condor-config-unparseable": Case(launch("--own-pool"), "", prepare=broken_pool("COLLECTOR_HOST = (\nif version >\n")),
+    "no-pool-security-readable": Case(launch("--own-pool"), "", prepare=pool_without_security),
     "instance-type-not-offered": Case(launch("--instance-type", "p5.48xlarge"), "not offered"),
     "annex-name-in-use": Case(launch("--annex-name", "existing"), "already in use"),
     "annex-name-malformed": Case(launch("--annex-name", "bad name/../x"), "not allowed"),

@@ -17,7 +17,8 @@ KEPT = "00000000000000000000000000000000"
 _READER = """
 import json, sys, htcondor2 as htcondor, classad2
 names = ["ENABLE_CCB_SERVER", "SEC_DEFAULT_AUTHENTICATION_METHODS", "ALLOW_ADVERTISE_STARTD",
-         "ALLOW_ADVERTISE_MASTER", "SEC_TOKEN_REVOCATION_EXPR"]
+         "ALLOW_ADVERTISE_MASTER", "SEC_TOKEN_REVOCATION_EXPR", "CONDOR_ANNEX_SIGNING_KEY",
+         "CONDOR_ANNEX_SIGNING_KEY_FILE", "SEC_PASSWORD_DIRECTORY"]
 values = {name: htcondor.param.get(name) for name in names}
 revoked = {}
 if values["SEC_TOKEN_REVOCATION_EXPR"]:
@@ -59,6 +60,10 @@ def test_the_snippet_parses_and_lets_annex_identities_advertise(shell, central_m
         # The annexes' identity is added; the pool's own daemons keep their right.
         assert [s.strip() for s in values[knob].split(",")] == ["condor@pool.example", "condor_pool@pool.example"]
     assert values["SEC_TOKEN_REVOCATION_EXPR"] == "None"  # nothing revoked yet
+    # The key the broker signs with, by name, and the file the central manager must hold.
+    assert values["CONDOR_ANNEX_SIGNING_KEY"] == "ANNEX"
+    assert values["CONDOR_ANNEX_SIGNING_KEY_FILE"] == values["SEC_PASSWORD_DIRECTORY"] + "/ANNEX"
+    assert "delete that file" in result.stdout
     assert "pool-config --revoke" in result.stdout and "SEC_TOKEN_REVOCATION_EXPR" in result.stdout
 
 
@@ -78,3 +83,12 @@ def test_a_revocation_of_something_not_a_token_id_is_bad_input(shell, token_id):
     result = shell.run("annex-admin", "pool-config", "--revoke", token_id)
     assert result.returncode == 2
     assert "is not an annex token id" in result.output and "SEC_TOKEN_REVOCATION_EXPR" not in result.stdout
+
+
+def test_another_key_name_is_named_and_a_bad_one_is_bad_input(shell, central_manager):
+    result = shell.run("annex-admin", "pool-config", "--key-name", "LABANNEX")
+    assert result.returncode == 0, result.output
+    central_manager.write_text(central_manager.read_text() + result.stdout)
+    assert read_back(central_manager)["values"]["CONDOR_ANNEX_SIGNING_KEY"] == "LABANNEX"
+    bad = shell.run("annex-admin", "pool-config", "--key-name", "../POOL")
+    assert bad.returncode == 2 and "not a key name" in bad.output

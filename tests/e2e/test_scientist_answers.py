@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def region_and_bundle(shell, *caps: str) -> dict[str, str]:
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     bundle = shell.home / "b.toml"
     issued = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
                        "--output", str(bundle), *caps)
@@ -99,7 +99,7 @@ def test_the_readme_example_works_with_the_caps_its_issue_line_gives(shell):
     example is of 2026-12-01, and the caps must hold the lease it implies from then)."""
     (issue,) = [line for line in _readme_lines("annex-admin issue-credentials --project-id") if "TheNeeds" in line]
     (headline,) = {line for line in _readme_lines("condor_annex --project-id 'TheNeeds-MooreLab' --expiry")}
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     issue_args = shlex.split(issue)[1:]
     output = issue_args[issue_args.index("--output") + 1]
     issue_args[issue_args.index("--output") + 1] = str(shell.home / output)

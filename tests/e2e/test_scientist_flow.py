@@ -13,7 +13,7 @@ from tests.flows import PROJECT, USER
 
 
 def setup_region_and_bundle(shell) -> str:
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     bundle = shell.home / "b.toml"
     issued = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER, "--output", str(bundle))
     assert issued.returncode == 0, issued.output
@@ -108,4 +108,59 @@ def test_dry_run_launches_nothing(shell):
                        env={"CONDOR_ANNEX_CREDENTIALS": bundle})
     assert result.returncode == 0, result.output
     assert "Nothing was launched" in result.stdout
+    assert live_instances() == []
+
+
+def test_the_bundle_is_enough_no_condor_config_and_no_pool_key_on_her_machine(shell, aws):
+    """The README's headline command, then status, extend and terminate, through the console
+    scripts, with IAM enforcement on: no CONDOR_CONFIG, and no pool key or password anywhere on
+    the scientist's machine. The broker mints the annex's token, and again on extension: the
+    stored token outlives the new lease end by exactly one hour."""
+    import jwt
+
+    from annex_cloud.pool_tokens import signing_key
+    from tests.flows import ANNEX_KEY_FILE, POOL_PASSWORD, scramble
+
+    bundle = setup_region_and_bundle(shell)  # the administrator's key copy is gone once recorded
+    secrets = (ANNEX_KEY_FILE, POOL_PASSWORD, scramble(POOL_PASSWORD))
+    for path in shell.home.rglob("*"):
+        if path.is_file():
+            assert not any(secret in path.read_bytes() for secret in secrets), f"a pool secret in {path}"
+    env = {"CONDOR_ANNEX_CREDENTIALS": bundle, "CONDOR_CONFIG": None}
+    aws.enforce_iam(True)
+    expiry = (datetime.now().astimezone() + timedelta(days=3)).replace(second=0, microsecond=0)
+    launched = shell.run("condor_annex", "--project-id", PROJECT, "--expiry", expiry.strftime("%Y-%m-%d %H:%M"),
+                         "--instances", "16", "--yes", env=env)
+    assert launched.returncode == 0, launched.output
+    assert "Launched 16 of 16" in launched.stdout
+    assert "cm.pool.example:9618" in launched.stdout and "the broker signs with the key ANNEX" in launched.stdout
+
+    status = shell.run("condor_annex", "status", "--output", "json", env=env)
+    assert status.returncode == 0, status.output
+    rows = json.loads(status.stdout)
+    assert len(rows) == 16 and {r["in_pool"] for r in rows} == {None}  # no CONDOR_CONFIG: EC2's view
+    annex_name, token_id = rows[0]["annex_name"], rows[0]["token_id"]
+    assert len(token_id) == 32
+
+    later = expiry + timedelta(days=1)
+    extended = shell.run("condor_annex", "extend", "--annex-name", annex_name, "--expiry",
+                         later.strftime("%Y-%m-%d %H:%M"), "--yes", env=env)
+    assert extended.returncode == 0, extended.output
+    assert "new pool token" in extended.stdout
+
+    aws.enforce_iam(False)
+    clients = make_clients(region="us-east-1")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in
+               clients.cloudformation.describe_stacks(StackName=contract.DEFAULT_STACK_NAME)["Stacks"][0]["Outputs"]}
+    key = contract.annex_prefix(PROJECT, annex_name) + contract.TOKEN_OBJECT
+    token = clients.s3.get_object(Bucket=outputs[contract.OUT_BUCKET], Key=key)["Body"].read().decode().strip()
+    claims = jwt.decode(token, signing_key(ANNEX_KEY_FILE, "ANNEX"), algorithms=["HS256"],
+                        options={"verify_exp": False, "verify_iat": False})
+    assert claims["jti"] == token_id
+    assert claims["exp"] == int(later.timestamp()) + 3600
+    aws.enforce_iam(True)
+
+    ended = shell.run("condor_annex", "terminate", "--annex-name", annex_name, "--yes", env=env)
+    assert ended.returncode == 0, ended.output
+    aws.enforce_iam(False)
     assert live_instances() == []

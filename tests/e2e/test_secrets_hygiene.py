@@ -51,7 +51,7 @@ def test_no_secret_in_output_logs_user_data_or_unexpected_objects(shell):
             assert result.returncode == 0, result.output
         return result
 
-    run("annex-admin", "setup", "--yes")
+    printed.append(shell.setup_region().output)
     bundle_path = shell.home / "b.toml"
     run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER, "--output", str(bundle_path))
     env = {"CONDOR_ANNEX_CREDENTIALS": str(bundle_path)}

@@ -102,4 +102,4 @@ def test_teardown_after_a_stack_deleted_behind_its_back_removes_the_policy_it_le
     assert result.returncode == 0, result.output
     assert "managed policy" in result.stdout
     assert inventory()["managed policies"] == [] and inventory()["iam users"] == []
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0

@@ -79,7 +79,7 @@ def proof_for(bundle_path: Path, op: str, params: dict, audience: str | None = N
 
 def request(name: str, pool, *, count: int, hours: float = 24, spot: bool = False) -> LaunchRequest:
     return LaunchRequest(PROJECT, datetime.now(timezone.utc) + timedelta(hours=hours), count, annex_name=name,
-                         spot=spot, condor_config=str(pool.condor_config))
+                         spot=spot)
 
 
 # --- who asks -----------------------------------------------------------------------------------
@@ -188,12 +188,7 @@ def test_a_retried_launch_request_returns_the_first_answer_and_launches_nothing_
     bundle_path, pool = world
     ctx = open_context(bundle_path)
     plan = plan_launch(ctx, request("once", pool, count=3))
-    params = {k: v for k, v in plan.params.items() if k != "job_owner"}
-    params.update(
-        request_id=uuid.uuid4().hex,
-        pool={"collector_host": pool.collector_host, "trust_domain": pool.trust_domain, "job_owner": "alice",
-              "security": "password", "material": base64.b64encode(b"scrambled").decode()},
-    )
+    params = {**plan.params, "request_id": uuid.uuid4().hex}
     first = ctx.broker.ask("launch", params, "first")
     second = ctx.broker.ask("launch", params, "retry")
     assert len(first["instance_ids"]) == 3
@@ -292,33 +287,55 @@ def test_hostile_values_are_refused_by_the_broker_and_named(world, aws, clients)
 # --- the annex's token: its id is recorded and shown, never the token ---------------------------------
 
 
-def test_an_annexs_token_id_is_shown_by_the_plan_and_status_and_kept_by_extend(world, aws, clients):
-    from annex_cloud.pool_tokens import read_claims
+def test_the_broker_mints_the_annexs_token_and_mints_it_again_to_outlive_each_new_lease_end_by_an_hour(world, aws, clients):
+    """The scientist reads no pool secret: the broker signs with the recorded key (ANNEX), names the
+    token's id in its answer and in status, and on extension stores a new token with the same id
+    that expires exactly one hour after the new lease end."""
+    import jwt
+
+    from annex_cloud.pool_tokens import signing_key
     from annex_cloud.registry import Registry
     from annex_user.manage import annex_status, extend_lease, extend_params, terminate_annex
+    from tests.flows import ANNEX_KEY_FILE
+
+    def stored_token() -> dict:
+        token = clients.s3.get_object(Bucket=outputs[contract.OUT_BUCKET], Key=key)["Body"].read().decode().strip()
+        assert jwt.get_unverified_header(token) == {"alg": "HS256", "kid": "ANNEX"}
+        return jwt.decode(token, signing_key(ANNEX_KEY_FILE, "ANNEX"), algorithms=["HS256"],
+                          options={"verify_exp": False, "verify_iat": False})
 
     bundle_path, pool = world
     ctx = open_context(bundle_path)
     plan = plan_launch(ctx, request("revocable", pool, count=2, hours=5))
-    assert plan.token_id and plan.token_id in plan.security_description
+    assert plan.token_id is None and "the broker signs with the key ANNEX" in plan.security_description
+    assert plan.collector_host == "cm.pool.example:9618"
     result = execute_launch(ctx, plan)
-    assert result.answer["token_id"] == plan.token_id
+    token_id = result.answer["token_id"]
+    assert len(token_id) == 32 and result.answer["token_minted_by"] == "broker"
     rows = annex_status(ctx, annex_name="revocable", condor_config=None, instances=True).rows
-    assert {row.data["token_id"] for row in rows} == {plan.token_id}
+    assert {row.data["token_id"] for row in rows} == {token_id}
 
-    later = ctx.now + timedelta(hours=10)
-    extended = extend_lease(ctx, extend_params(ctx, "revocable", later, False), condor_config=str(pool.condor_config))
-    assert extended.token_reminted and extended.answer["token_id"] == plan.token_id
     aws.enforce_iam(False)
     stack = clients.cloudformation.describe_stacks(StackName=contract.DEFAULT_STACK_NAME)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     key = contract.annex_prefix(PROJECT, "revocable") + contract.TOKEN_OBJECT
-    claims = read_claims(clients.s3.get_object(Bucket=outputs[contract.OUT_BUCKET], Key=key)["Body"].read())
-    assert claims.token_id == plan.token_id  # the new token, the annex's id
-    assert claims.expires <= int(later.timestamp()) + 3600
+    first = stored_token()
+    assert first["jti"] == token_id and first["sub"] == "condor_pool@pool.example" and first["iss"] == "pool.example"
+    assert first["exp"] == int(plan.expiry.timestamp()) + 3600
+    aws.enforce_iam(True)
+
+    later = ctx.now + timedelta(hours=10)
+    extended = extend_lease(ctx, extend_params(ctx, "revocable", later, False))
+    assert extended.token_reminted and extended.answer["token_id"] == token_id
+    aws.enforce_iam(False)
+    claims = stored_token()
+    assert claims["jti"] == token_id  # the new token, the annex's id
+    assert claims["exp"] == int(later.timestamp()) + 3600  # outlives the new lease end by exactly 1 h
+    assert claims["scope"] == "condor:/ADVERTISE_STARTD condor:/ADVERTISE_MASTER condor:/READ"
     registry = Registry(clients.client("dynamodb"), outputs[contract.OUT_REGISTRY_TABLE])
     record = registry.annex(PROJECT, "revocable")
-    assert record.token_id == plan.token_id and record.expiry == later.strftime(contract.EXPIRY_FORMAT)
+    assert record.token_id == token_id and record.expiry == later.strftime(contract.EXPIRY_FORMAT)
+    assert record.minted_by == "broker"
     aws.enforce_iam(True)
     terminate_annex(ctx, "revocable")
     aws.enforce_iam(False)

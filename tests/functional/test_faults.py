@@ -96,7 +96,7 @@ class Scientist:
         ctx = self.context(*handlers)
         plan = plan_launch(
             ctx,
-            LaunchRequest(PROJECT, self.now + LEASE, count, annex_name=annex_name, condor_config=self.condor_config),
+            LaunchRequest(PROJECT, self.now + LEASE, count, annex_name=annex_name),
         )
         return execute_launch(ctx, plan)
 

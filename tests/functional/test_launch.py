@@ -42,7 +42,7 @@ def scientist(tmp_path, caps=Caps(32, 168, 500.0)):
 
 def request(pool, name: str, count: int, hours: float = 5, **extra) -> LaunchRequest:
     return LaunchRequest(PROJECT, datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=hours), count,
-                         annex_name=name, condor_config=str(pool.condor_config), **extra)
+                         annex_name=name, **extra)
 
 
 def annex_instances(annex: str) -> list[dict]:
@@ -121,7 +121,7 @@ def test_spend_cap_refuses_launch_and_extension_naming_the_cap(aws, tmp_path):
     assert plan.most_cost <= 10.0
     execute_launch(ctx, plan)
     with pytest.raises(BadInput) as caught:
-        extend_lease(ctx, extend_params(ctx, "cheap", ctx.now + timedelta(hours=72), False), condor_config=str(pool.condor_config))
+        extend_lease(ctx, extend_params(ctx, "cheap", ctx.now + timedelta(hours=72), False))
     assert "spend cap of $10.00" in caught.value.what
     expiries = {t["Value"] for i in annex_instances("cheap") for t in i["Tags"] if t["Key"] == contract.TAG_EXPIRY}
     assert expiries == {plan.expiry.strftime(contract.EXPIRY_FORMAT)}
@@ -132,9 +132,9 @@ def test_extend_never_shortens_unless_asked(aws, tmp_path):
     plan = plan_launch(ctx, request(pool, "long", 2, hours=72))
     execute_launch(ctx, plan)
     with pytest.raises(BadInput) as caught:
-        extend_lease(ctx, extend_params(ctx, "long", ctx.now + timedelta(hours=48), False), condor_config=str(pool.condor_config))
+        extend_lease(ctx, extend_params(ctx, "long", ctx.now + timedelta(hours=48), False))
     assert "earlier than today's" in caught.value.what and "--shorten" in caught.value.next_step
-    shorter = extend_lease(ctx, extend_params(ctx, "long", ctx.now + timedelta(hours=48), True), condor_config=str(pool.condor_config))
+    shorter = extend_lease(ctx, extend_params(ctx, "long", ctx.now + timedelta(hours=48), True))
     assert shorter.answer["shortens"] is True
 
 
@@ -187,17 +187,14 @@ def broker_call(clients, outputs: dict[str, str], bundle_path, params: dict) -> 
         subnets=tuple(outputs[contract.OUT_SUBNETS].split(",")),
     )
     return Call(settings, bundle.user, bundle.project_id, registry.caps(bundle.project_id), clients.ec2, clients.s3,
-                registry, datetime.now(timezone.utc).replace(microsecond=0), params)
+                registry, datetime.now(timezone.utc).replace(microsecond=0), params, ssm=clients.client("ssm"))
 
 
 def launch_params(name: str, count: int, request_id: str) -> dict:
-    import base64
-
     return {
         "annex_name": name, "count": count, "idle_minutes": 15, "spot": False, "request_id": request_id,
         "expiry": (datetime.now(timezone.utc) + timedelta(hours=5)).strftime(contract.EXPIRY_FORMAT),
-        "pool": {"collector_host": "cm.pool.example:9618", "trust_domain": "pool.example", "job_owner": "alice",
-                 "security": "password", "material": base64.b64encode(b"x").decode()},
+        "job_owner": "alice",
     }
 
 

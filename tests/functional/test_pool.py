@@ -412,3 +412,34 @@ def test_collector_query_with_a_broken_configuration_is_none(tmp_path: Path) -> 
     Path(pool.condor_config).write_text("not configuration at all\n")
     assert query_collector(pool, timeout=5) is None
 
+
+
+@pytest.mark.parametrize("key_name", ["ANNEX", "POOL"])
+def test_the_brokers_token_is_byte_for_byte_htcondors_own(tmp_path: Path, key_name: str) -> None:
+    """HTCondor's generate_token (the installed library, in a child process) signs with the key
+    file of this name; the broker's standard-library minting, given the same claims and the same
+    file, makes exactly the same token."""
+    import base64
+    import json
+
+    from annex_cloud.pool_tokens import ANNEX_SCOPES as SCOPES, TokenClaimsToMint, mint_token
+
+    key_dir = tmp_path / "passwords.d"
+    key_bytes = write_secret(key_dir / key_name, bytes([0x41, 0x42, 0xBE]) + os.urandom(45))  # a NUL in the file
+    assert b"\0" in key_bytes
+    config = write_config(tmp_path, f"COLLECTOR_HOST = cm\nTRUST_DOMAIN = cm.example.org\nSEC_PASSWORD_DIRECTORY = {key_dir}\n")
+    minted = subprocess.run(
+        [sys.executable, str(MINT_HELPER), "condor_pool@cm.example.org", "7200",
+         *(s.removeprefix("condor:/") for s in SCOPES)],
+        env={**os.environ, "CONDOR_CONFIG": config, "ANNEX_MINT_KEY_ID": key_name},
+        capture_output=True, text=True, timeout=60,
+    )
+    if minted.returncode == 3:
+        pytest.skip("this htcondor release does not export generate_token with the known signature")
+    assert minted.returncode == 0, minted.stderr
+    theirs = minted.stdout.strip()
+    claims = json.loads(base64.urlsafe_b64decode(theirs.split(".")[1] + "=="))
+    ours = mint_token(key_bytes, key_name, TokenClaimsToMint(
+        claims["iss"], claims["sub"], datetime.fromtimestamp(claims["iat"], timezone.utc),
+        datetime.fromtimestamp(claims["exp"], timezone.utc), claims["jti"], tuple(claims["scope"].split())))
+    assert ours == theirs

@@ -16,7 +16,7 @@ from tests.flows import PROJECT, deploy_stack, issue_bundle, write_pool
 def launch(bundle_path, pool, count=3, name="t1"):
     ctx = open_context(bundle_path)
     plan = plan_launch(ctx, LaunchRequest(project_id=PROJECT, expiry=ctx.now + timedelta(hours=5), count=count,
-                                          annex_name=name, condor_config=str(pool.condor_config)))
+                                          annex_name=name))
     return execute_launch(ctx, plan)
 
 

@@ -66,8 +66,7 @@ class Projects:
 
 def launch_b(projects_path: Path, pool, name: str = B_ANNEX) -> list[str]:
     ctx = open_context(projects_path)
-    plan = plan_launch(ctx, LaunchRequest(B_PROJECT, ctx.now + timedelta(hours=5), 2, annex_name=name,
-                                          condor_config=str(pool.condor_config)))
+    plan = plan_launch(ctx, LaunchRequest(B_PROJECT, ctx.now + timedelta(hours=5), 2, annex_name=name))
     return execute_launch(ctx, plan).instance_ids
 
 

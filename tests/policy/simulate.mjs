@@ -1,5 +1,5 @@
 // Evaluates a batch of IAM requests offline with @cloud-copilot/iam-simulate.
-// stdin: {"requests": [{id, principal, action, resource, accountId, context, policies: [{name, policy}]}]}
+// stdin: {"requests": [{id, principal, action, resource, accountId, context, policies: [{name, policy}], resourcePolicy?}]}
 // stdout: {"results": [{id, decision, ignoredContextKeys, allowedBy, deniedBy, errors}]}
 // One process for the whole batch keeps the suite fast; a malformed request is reported, not thrown.
 import { runSimulation } from '@cloud-copilot/iam-simulate'
@@ -23,6 +23,8 @@ async function evaluate(request) {
       contextVariables: request.context || {}
     },
     identityPolicies: request.policies,
+    // A resource's own policy where AWS reads one too (a KMS key's: without it, no grant counts).
+    ...(request.resourcePolicy ? { resourcePolicy: request.resourcePolicy } : {}),
     serviceControlPolicies: [],
     resourceControlPolicies: []
   }

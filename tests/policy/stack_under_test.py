@@ -77,6 +77,7 @@ class DeployedStack:
     broker: FunctionUnderTest
     enforcer: FunctionUnderTest
     table_arn: str
+    pool_key_policy: dict[str, Any] = dataclasses.field(default_factory=dict)  # the pools' KMS key's own policy
 
     @property
     def bucket(self) -> str:
@@ -143,7 +144,6 @@ PROJECTS = {"ProjA": "needsmoore", "ProjB": "labmate"}
 def _launch_one_annex(outputs: dict[str, str], bundle_path: Path) -> None:
     """One annex of the project, launched as condor_annex does it: an Invoke of the broker signed with
     the project's bundle, the broker acting as its own role."""
-    import base64
     import uuid
     from datetime import datetime, timedelta, timezone
 
@@ -158,8 +158,7 @@ def _launch_one_annex(outputs: dict[str, str], bundle_path: Path) -> None:
     params = {
         "annex_name": f"{bundle.project_id.lower()}-annex-1", "count": 1, "idle_minutes": 15, "spot": False,
         "request_id": uuid.uuid4().hex, "expiry": (now + timedelta(hours=5)).strftime(contract.EXPIRY_FORMAT),
-        "pool": {"collector_host": "cm.pool.example:9618", "trust_domain": "pool.example", "job_owner": bundle.user,
-                 "security": "password", "material": base64.b64encode(b"scrambled pool password").decode()},
+        "job_owner": bundle.user,
     }
     broker = Broker(scientist, outputs[contract.OUT_BROKER_FUNCTION], REGION, bundle.broker_arn)
     answer = broker.ask("launch", params, "could not launch")
@@ -207,6 +206,13 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS, w
     )
     stack = cfn.describe_stacks(StackName=settings.stack_name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    # The stack's pool, as annex-admin pool set records it: a password pool, so that each project's
+    # annex has the pool password among its objects for the nodes' cases to ask for.
+    from tests.flows import record_pool, stack_pool
+
+    record_pool(AwsClients(session), stack_pool("password"), stack_name=settings.stack_name)
+    pool_key_policy = json.loads(session.client("kms", region_name=REGION).get_key_policy(
+        KeyId=outputs[contract.OUT_POOL_KEY], PolicyName="default")["Policy"])
     iam = session.client("iam", region_name=REGION)
     policy_arn = outputs[contract.OUT_SCIENTIST_POLICY]
     version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
@@ -230,4 +236,5 @@ def deploy(session: boto3.session.Session, settings: StackSettings = SETTINGS, w
         broker=_function(session, iam, outputs[contract.OUT_BROKER_FUNCTION]),
         enforcer=_function(session, iam, outputs[contract.OUT_ENFORCER_FUNCTION]),
         table_arn=table["TableArn"],
+        pool_key_policy=pool_key_policy,
     )

@@ -38,6 +38,7 @@ from annex_user.broker_client import Broker
 from annex_user.context import open_context
 from annex_user.launch import LaunchRequest, execute_launch, plan_launch
 from annex_user.manage import extend_lease, extend_params, terminate_annex
+from annex_cloud.pools import parse_pool, pool_parameter, pools_path
 from annex_cloud.registry import Registry
 from templates import contract
 from tests import emulator as emu
@@ -221,6 +222,13 @@ REFUSED: dict[str, Call] = {
     "cloudformation-delete-stack": lambda w, i: w.client("cloudformation").delete_stack(StackName=w.bundle.stack_name),
     "events-disable-enforcer-schedule": lambda w, i: w.client("events").disable_rule(
         Name=w.outputs[contract.OUT_ENFORCER_RULE]),
+    # the pool's secret: kept by the stack for the broker alone
+    "ssm-read-the-stacks-pool": lambda w, i: w.client("ssm").get_parameter(
+        Name=pool_parameter(w.bundle.stack_name), WithDecryption=True),
+    "ssm-list-the-pools": lambda w, i: w.client("ssm").get_parameters_by_path(
+        Path=pools_path(w.bundle.stack_name), Recursive=True, WithDecryption=True),
+    "kms-decrypt-with-the-pool-key": lambda w, i: w.client("kms").decrypt(
+        KeyId=w.outputs[contract.OUT_POOL_KEY], CiphertextBlob=b"\x01" * 64),
 }
 
 
@@ -254,6 +262,42 @@ def test_refused_calls_changed_nothing(world: World, her_instance: str) -> None:
     assert not broker["Environment"]["Variables"]["ANNEX_LAUNCH_TEMPLATES"].startswith("p5")
 
 
+# --- the pool's secret: the broker's role reads it, no other role of the stack ---------------------
+
+def _session_of(admin: AwsClients, role_arn: str, name: str) -> AwsClients:
+    """A session of the role, as its trusted service (Lambda, EC2) would get one."""
+    import boto3
+
+    credentials = admin.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
+    return AwsClients(boto3.session.Session(
+        aws_access_key_id=credentials["AccessKeyId"], aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"], region_name=REGION))
+
+
+def test_only_the_brokers_role_reads_the_recorded_pool(world: World) -> None:
+    """Her keys are refused above; here a node of her project and the enforcer are refused the
+    stack's pool, the broker's role reads it, and is refused a parameter outside the pools' path.
+    (The emulator does not decrypt through KMS: that the pool key serves only principals IAM
+    grants kms:Decrypt, the broker's role alone, is the simulator's to prove.)"""
+    name = pool_parameter(world.bundle.stack_name)
+    with world.as_administrator() as admin:
+        enforcer_role = admin.awslambda.get_function(
+            FunctionName=world.outputs[contract.OUT_ENFORCER_FUNCTION])["Configuration"]["Role"]
+        node = Registry(admin.client("dynamodb"), world.outputs[contract.OUT_REGISTRY_TABLE]).node(world.bundle.project_id)
+        assert node is not None
+        sessions = {who: _session_of(admin, arn, f"i-{who}") for who, arn in
+                    (("broker", world.broker_role_arn), ("enforcer", enforcer_role), ("node", node.role_arn))}
+    for who in ("enforcer", "node"):
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            sessions[who].client("ssm").get_parameter(Name=name, WithDecryption=True)
+        refused_by_policy(caught.value)
+    recorded = parse_pool(sessions["broker"].client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    assert recorded.key_name == "ANNEX" and recorded.secret == flows.ANNEX_KEY_FILE
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sessions["broker"].client("ssm").get_parameter(Name="/payroll/database-password", WithDecryption=True)
+    refused_by_policy(caught.value)
+
+
 # --- the broker, as its role, has what the whole flow needs ----------------------------------------
 
 def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) -> None:
@@ -267,7 +311,7 @@ def test_the_broker_launches_extends_and_ends_under_enforcement(world: World) ->
     ctx.broker.ask = lambda op, params, what: (asked.append(op), ask(op, params, what))[1]  # type: ignore[method-assign]
     plan = plan_launch(ctx, LaunchRequest(
         project_id=world.bundle.project_id, expiry=ctx.now + timedelta(hours=5), count=3,
-        annex_name="enforced", condor_config=str(world.pool.condor_config),
+        annex_name="enforced",
     ))
     launched = execute_launch(ctx, plan)
     assert len(launched.instance_ids) == 3 and launched.shortfall == 0

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import pytest
 
+from annex_cloud.pools import pool_parameter
 from templates import contract
 from templates.node_bootstrap import bootstrap_artifact
 from tests.policy.simulator import simulate
@@ -221,6 +222,13 @@ IMAGE: Resource = lambda s: f"arn:aws:ec2:{REGION}::image/ami-0123456789abcdef0"
 SG: Resource = lambda s: s.ec2_arn("security-group/" + s.outputs[contract.OUT_SECURITY_GROUP])  # noqa: E731
 SPOT_REQUEST: Resource = lambda s: s.ec2_arn("spot-instances-request/sir-0123456789abcdef")  # noqa: E731
 VOLUME: Resource = lambda s: s.ec2_arn("volume/vol-0123456789abcdef0")  # noqa: E731
+POOL_PARAMETER: Resource = lambda s: (  # noqa: E731
+    f"arn:aws:ssm:{REGION}:{s.account}:parameter" + pool_parameter(contract.DEFAULT_STACK_NAME))
+PROJECT_POOL_PARAMETER: Resource = lambda s: (  # noqa: E731
+    f"arn:aws:ssm:{REGION}:{s.account}:parameter" + pool_parameter(contract.DEFAULT_STACK_NAME, PROJECT))
+OTHER_PARAMETER: Resource = lambda s: f"arn:aws:ssm:{REGION}:{s.account}:parameter/payroll/db-password"  # noqa: E731
+POOL_KEY: Resource = lambda s: s.outputs[contract.OUT_POOL_KEY]  # noqa: E731
+VIA_SSM: Callable[[DeployedStack], Context] = lambda s: {"kms:ViaService": f"ssm.{REGION}.amazonaws.com"}  # noqa: E731
 CAPS = f"caps#{PROJECT}"
 WORK = f"project#{PROJECT}"  # the broker's working items: lock, requests, launches
 ANYWHERE: Resource = lambda s: "*"  # noqa: E731
@@ -234,6 +242,13 @@ def protect(s: DeployedStack) -> Context:
 # --- the scientist: her keys may only ask ----------------------------------------------------------
 
 SCIENTIST_CASES = [
+    scientist("scientist-reads-the-stacks-pool", "ssm:GetParameter", POOL_PARAMETER, DENY,
+              "the pool's key is the stack's: she holds no pool secret"),
+    scientist("scientist-reads-her-projects-pool", "ssm:GetParameter", PROJECT_POOL_PARAMETER, DENY,
+              "her project's own pool is kept the same way"),
+    scientist("scientist-decrypts-with-the-pool-key", "kms:Decrypt", POOL_KEY, DENY,
+              "no grant on the pools' key", VIA_SSM),
+
     scientist("ask-the-broker", "lambda:InvokeFunction", BROKER_FN, ALLOW,
               "every condor_annex command is one Invoke of the stack's broker"),
     scientist("ask-a-published-broker-version", "lambda:InvokeFunction", lambda s: s.broker.arn + ":1", DENY,
@@ -369,6 +384,18 @@ SCIENTIST_CASES = [
 # --- the broker: acts within the stack's templates, types and subnets ------------------------------
 
 BROKER_CASES = [
+    broker("broker-reads-the-stacks-pool", "ssm:GetParameter", POOL_PARAMETER, ALLOW,
+           "it mints each annex's token with the recorded key"),
+    broker("broker-reads-a-projects-pool", "ssm:GetParameter", PROJECT_POOL_PARAMETER, ALLOW,
+           "a project may join its own pool"),
+    broker("broker-decrypts-the-pool-through-ssm", "kms:Decrypt", POOL_KEY, ALLOW,
+           "SecureString values are decrypted by SSM with the caller's rights", VIA_SSM),
+    broker("broker-decrypts-with-the-pool-key-directly", "kms:Decrypt", POOL_KEY, DENY,
+           "the key serves SSM's parameters only"),
+    broker("broker-reads-another-parameter", "ssm:GetParameter", OTHER_PARAMETER, DENY, "the pools' path only"),
+    broker("broker-records-a-pool", "ssm:PutParameter", POOL_PARAMETER, DENY, "the pool is the administrator's record"),
+    broker("broker-deletes-the-pool", "ssm:DeleteParameter", POOL_PARAMETER, DENY, "the administrator's record"),
+
     broker("broker-describes-instances", "ec2:DescribeInstances", ANYWHERE, ALLOW,
            "caps count the project's live instances", region),
     # The launch the broker makes: one CreateFleet; an instant fleet authorizes as the caller, and
@@ -619,6 +646,11 @@ BROKER_CASES = [
 # --- the enforcer: reads the record, ends what is out of bounds, nothing else -----------------------
 
 ENFORCER_CASES = [
+    enforcer("enforcer-reads-the-stacks-pool", "ssm:GetParameter", POOL_PARAMETER, DENY,
+             "it never needs a pool secret"),
+    enforcer("enforcer-decrypts-with-the-pool-key", "kms:Decrypt", POOL_KEY, DENY, "no grant on the pools' key",
+             VIA_SSM),
+
     enforcer("enforcer-describes-instances", "ec2:DescribeInstances", ANYWHERE, ALLOW, "its sweep", region),
     enforcer("enforcer-terminates-an-annex-instance", "ec2:TerminateInstances", instance, ALLOW,
              "expired or over a cap, any project", lambda s: existing_instance(OTHER_PROJECT)),
@@ -666,6 +698,13 @@ ENFORCER_CASES = [
 # The cases are asked as a node of ProjA; test_a_projects_nodes_read_nothing_of_another_project below
 # asks, as each project's node, for every object and record the other project has.
 INSTANCE_ROLE_CASES = [
+    instance_role("instance-reads-the-stacks-pool", "ssm:GetParameter", POOL_PARAMETER, DENY,
+                  "root on a node must not get the key that signs every annex's token"),
+    instance_role("instance-reads-its-projects-pool", "ssm:GetParameter", PROJECT_POOL_PARAMETER, DENY,
+                  "its project's own pool neither"),
+    instance_role("instance-decrypts-with-the-pool-key", "kms:Decrypt", POOL_KEY, DENY,
+                  "no grant on the pools' key", VIA_SSM),
+
     instance_role("instance-reads-annex-env", "s3:GetObject", obj(OWN + contract.NODE_ENV_OBJECT), ALLOW,
                   "the bootstrap fetches its settings"),
     instance_role("instance-reads-annex-token", "s3:GetObject", obj(OWN + contract.TOKEN_OBJECT), ALLOW,
@@ -805,6 +844,8 @@ def build_request(case: Case, s: DeployedStack) -> dict[str, Any]:
         "accountId": s.account,
         "context": {**identity, **case.context(s)},
         "policies": policies,
+        # The pools' key: KMS reads the key's own policy too (it delegates to the account's IAM).
+        **({"resourcePolicy": s.pool_key_policy} if case.resource is POOL_KEY else {}),
     }
 
 

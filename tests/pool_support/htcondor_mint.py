@@ -7,12 +7,14 @@ rather than the suite.
 
     CONDOR_CONFIG=/pool/condor_config python htcondor_mint.py SUBJECT LIFETIME [AUTHZ ...]
 
-prints the token. Exit 3 means this library has no generate_token of the known signature.
+prints the token, signed with the key POOL, or with the key $ANNEX_MINT_KEY_ID names (the file
+of that name in SEC_PASSWORD_DIRECTORY). Exit 3 means this library has no generate_token of the known signature.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> int:
                                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     ident, key_id, token = _StdString(), _StdString(), _StdString()
     _fill(ident, subject)
-    _fill(key_id, b"POOL")
+    _fill(key_id, os.environ.get("ANNEX_MINT_KEY_ID", "POOL").encode())
     _fill(token, b"")
     items = (_StdString * max(1, len(authz)))()
     for slot, value in zip(items, authz):

@@ -13,7 +13,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annex_cloud.pool_tokens import TOKEN_MARGIN, read_claims, token_problem
+from annex_cloud.pool_tokens import (
+    TOKEN_MARGIN,
+    TokenClaimsToMint,
+    annex_identity,
+    mint_token,
+    read_claims,
+    signing_key,
+    token_problem,
+)
 from annex_user.tokens import ANNEX_SCOPES, derive_signing_key, mint_idtoken, unscramble
 
 # Fixed instants in the past, so no test depends on the clock except the expiry check.
@@ -245,3 +253,53 @@ def test_the_annex_token_condor_annex_mints_is_accepted_and_its_claims_read():
 def test_a_token_that_says_more_than_an_annex_needs_is_refused(case, token, token_id, problem):
     found = token_problem(token().encode(), token_id, LEASE_END)
     assert found is not None and problem in found, (case, found)
+
+
+# --- the broker's minting (standard library only): byte for byte HTCondor's -------------------------
+
+def _claims_of(token: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+
+
+def _same_claims(token: str) -> TokenClaimsToMint:
+    claims = _claims_of(token)
+    return TokenClaimsToMint(
+        trust_domain=claims["iss"], subject=claims["sub"],
+        issued_at=datetime.fromtimestamp(claims["iat"], timezone.utc),
+        expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc),
+        token_id=claims["jti"], scopes=tuple(claims["scope"].split()),
+    )
+
+
+@pytest.mark.parametrize(("key_file", "htcondors"), [(KAT_PLAIN_FILE, KAT_PLAIN_TOKEN), (KAT_NUL_FILE, KAT_NUL_TOKEN)])
+def test_the_brokers_token_is_byte_for_byte_htcondors_for_the_same_claims_and_key(key_file, htcondors) -> None:
+    assert mint_token(key_file, "POOL", _same_claims(htcondors)) == htcondors
+
+
+def test_a_key_of_another_name_is_used_whole_and_named_in_the_header() -> None:
+    what = _same_claims(KAT_PLAIN_TOKEN)
+    token = mint_token(KAT_PLAIN_FILE, "ANNEX", what)
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "kid": "ANNEX"}
+    # Not doubled: HKDF over the unscrambled key itself.
+    decode(token, HKDF(algorithm=hashes.SHA256(), length=32, salt=b"htcondor", info=b"master jwt")
+           .derive(unscramble(KAT_PLAIN_FILE)))
+    with pytest.raises(jwt.InvalidSignatureError):
+        decode(token, derive_signing_key(KAT_PLAIN_FILE))
+
+
+@settings(deadline=None)
+@given(st.binary(min_size=1, max_size=96))
+def test_the_standard_library_derivation_is_the_reference_one(key_file: bytes) -> None:
+    assert signing_key(key_file, "POOL") == derive_signing_key(key_file)
+
+
+@pytest.mark.parametrize("name", ["", "../POOL", "two words", "A" * 65])
+def test_a_key_name_htcondor_would_not_read_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="key name"):
+        mint_token(KAT_PLAIN_FILE, name, _same_claims(KAT_PLAIN_TOKEN))
+
+
+def test_the_brokers_token_passes_the_brokers_own_rule() -> None:
+    what = TokenClaimsToMint("pool.example", annex_identity("pool.example"), ISSUED, LEASE_END + TOKEN_MARGIN, TOKEN_ID)
+    assert token_problem(mint_token(KAT_PLAIN_FILE, "ANNEX", what).encode(), TOKEN_ID, LEASE_END) is None
+    assert _claims_of(mint_token(KAT_PLAIN_FILE, "ANNEX", what))["sub"] == "condor_pool@pool.example"
