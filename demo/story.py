@@ -49,22 +49,14 @@ def run(env: dict[str, str], *args: str, check: bool = True, head: int | None = 
     return result
 
 
-def write_pool(folder: Path) -> Path:
+def write_annex_key(folder: Path) -> Path:
+    """The pool's signing key for annexes, as its central manager keeps it (passwords.d/ANNEX)."""
     folder.mkdir(parents=True)
-    password = folder / "pool_password"
-    scrambled = bytes(b ^ (0xDE, 0xAD, 0xBE, 0xEF)[i % 4] for i, b in enumerate(b"demo-pool-password"))
-    fd = os.open(password, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, scrambled)
+    key = folder / "ANNEX"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, os.urandom(64))
     os.close(fd)
-    config = folder / "condor_config"
-    config.write_text(
-        "# A throwaway pool: its central manager does not exist, which the tools notice and say.\n"
-        "COLLECTOR_HOST = cm.needs-moore-lab.example:9618\n"
-        "TRUST_DOMAIN = needs-moore-lab.example\n"
-        f"SEC_PASSWORD_FILE = {password}\n"
-        "QUERY_TIMEOUT = 2\n"
-    )
-    return config
+    return key
 
 
 def expire_annex(env: dict[str, str], annex: str) -> None:
@@ -98,7 +90,7 @@ def main() -> None:
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONDOR_"))}
         env.update(box.environment())
-        env.update(HOME=str(work), COLUMNS="110", CONDOR_CONFIG=str(write_pool(work / "pool")))
+        env.update(HOME=str(work), COLUMNS="110")
         bundle = work / "needs-moore.toml"
 
         banner("The pool administrator sets up the region (once)",
@@ -106,6 +98,13 @@ def main() -> None:
                "the registry, the broker the scientists ask, and a lease enforcer that runs every 5 minutes.")
         run(env, "annex-admin", "setup", "--yes")
         run(env, "annex-admin", "check-setup")
+
+        banner("The administrator records the pool annexes join (once per region)",
+               "Its collector, trust domain and a signing key of its own name (ANNEX), kept encrypted in the stack:\n"
+               "the broker mints each annex's token with it; no scientist ever reads it.")
+        run(env, "annex-admin", "pool", "set", "--collector", "cm.needs-moore-lab.example:9618",
+            "--trust-domain", "needs-moore-lab.example", "--signing-key-file", str(write_annex_key(work / "cm")),
+            "--key-name", "ANNEX", "--yes")
 
         banner("The administrator issues Dr. Needs-Moore's credentials (once per scientist)",
                "An IAM user whose keys may only ask the broker; her project and caps are the administrator's record.")
@@ -116,11 +115,12 @@ def main() -> None:
         banner("The administrator lets annex nodes into the pool (once per pool)",
                "What the central manager needs: CCB, and the annex tokens' identity may advertise a startd.\n"
                "Her project's nodes run as their own IAM role, which reads only her project's material.")
-        run(env, "annex-admin", "pool-config")
+        run(env, "annex-admin", "pool-config", "--key-name", "ANNEX")
 
         expiry = (datetime.now().astimezone() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M")
         banner("Dr. Needs-Moore expands her pool for her deadline",
-               "The seed's command line. She sees the price and the most it can cost before anything starts.")
+               "With nothing but her bundle: no pool configuration, no key. She sees the price and the most it\n"
+               "can cost before anything starts.")
         run(env, "condor_annex", "--project-id", PROJECT, "--expiry", expiry, "--instances", "16", "--yes",
             "--annex-name", "deadline")
 
