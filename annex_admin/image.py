@@ -423,7 +423,7 @@ def execute_build(
     made = _Made()
     step = "launching the builder"
     try:
-        made.builder = _launch_builder(clients, plan, progress)
+        made.builder = launch_builder(clients, plan, progress)
         step = "building on the builder"
         report = _wait_for_build(clients, plan, made.builder, progress, timing)
         version = report.get("htcondor_version", "")
@@ -453,7 +453,7 @@ def execute_build(
         raise AwsFailure(f"build-image failed while {step}: {what}", why, next_step) from exc
 
 
-def _launch_builder(clients: AwsClients, plan: BuildPlan, progress: Progress) -> str:
+def launch_builder(clients: AwsClients, plan: BuildPlan, progress: Progress) -> str:
     presign = clients.client("s3", config=PRESIGN_CONFIG)
     seconds = int(BUILD_LEASE.total_seconds())
     user_data = builder_user_data(
