@@ -470,7 +470,7 @@ def launch_builder(clients: AwsClients, plan: BuildPlan, progress: Progress) -> 
                    {"Key": contract.TAG_IMAGE_BUILD, "Value": plan.build_id}]
     last: botocore.exceptions.ClientError | None = None
     for subnet in plan.subnet_ids:
-        progress(f"Launching a {plan.instance_type} builder from {plan.base_image} in subnet {subnet}")
+        progress(f"Launching the builder ({plan.instance_type}, image {plan.base_image}) in subnet {subnet}")
         try:
             answer = clients.ec2.run_instances(
                 LaunchTemplate={"LaunchTemplateId": plan.launch_template_id, "Version": "$Default"},

@@ -40,7 +40,7 @@ def test_build_image_leaves_one_tagged_image_as_the_default_and_a_launch_uses_it
     assert built.returncode == 0, built.output
     assert "is the default of stack HTCondorAnnex" in built.stdout and f"HTCondor {VERSION}" in built.stdout
     # Progress with the elapsed time, step by step, on stderr.
-    for words in ("Launching a", "installing HTCondor 24.0", "has reported", "is available", "Terminating the builder",
+    for words in ("Launching the builder", "installing HTCondor 24.0", "has reported", "is available", "Terminating the builder",
                   "UPDATE_COMPLETE"):
         assert any(words in line and " s  " in line for line in built.stderr.splitlines()), words
 

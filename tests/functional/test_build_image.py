@@ -160,7 +160,7 @@ def test_build_image_leaves_one_tagged_image_as_the_stacks_default_and_nothing_r
     assert listed.get("KeyCount", 0) == 0
     # Progress said what happened, step by step.
     text = "\n".join(lines)
-    for words in ("Launching a", "is stopped, and has reported", f"Built: HTCondor {VERSION}",
+    for words in ("Launching the builder", "is stopped, and has reported", f"Built: HTCondor {VERSION}",
                   f"Image {result.image_id} is available", "Terminating the builder", "UPDATE_COMPLETE"):
         assert words in text, words
 
