@@ -443,7 +443,11 @@ def execute_build(
     except BaseException as exc:
         left = _undo(clients, plan, made, progress, timing)
         if isinstance(exc, KeyboardInterrupt):
-            raise
+            if not left:
+                progress("Interrupted: the builder was ended and nothing of this build is left")
+                raise
+            raise AwsFailure(f"build-image was interrupted while {step}", "Ctrl-C",
+                             "Still there, to remove by hand: " + "; ".join(left) + ".") from None
         why = exc.why if isinstance(exc, AwsFailure) else str(exc)
         what = exc.what if isinstance(exc, AwsFailure) else f"{type(exc).__name__}"
         if left:
