@@ -657,7 +657,7 @@ build() {
   "${SYSTEMCTL[@]}" disable condor
   write_image_record "$version" "$series"
   # Nothing of this instance goes into the image: no state, no package cache.
-  rm -rf "${ROOT:?}$STATE" "$ROOT/var/cache/dnf"
+  rm -rf "$ROOT$STATE" "$ROOT/var/cache/dnf"
   report_build ok "htcondor_version=$version" "htcondor_series=$series"
   log "build complete: HTCondor $version"
   power_off "build complete; annex-admin makes the image once the builder has stopped"

@@ -90,3 +90,8 @@ def test_the_node_and_build_image_agree_on_htcondor_series():
     assert readonly("SERIES_RE") == SERIES_PATTERN
     assert SCRIPT.read_text().count(SERIES_PATTERN) == 1
     assert readonly("HTCONDOR_SERIES") == HTCONDOR_SERIES_DEFAULT
+
+
+def test_no_path_needs_a_root_prefix_to_exist():
+    """ANNEX_ROOT is empty on an instance: a "${ROOT:?}" there would stop the script."""
+    assert "${ROOT:?" not in SCRIPT.read_text()
