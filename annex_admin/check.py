@@ -12,7 +12,7 @@ from annex_cloud import metrics
 from annex_cloud.guardrails import SWEEP_STALE_AFTER_SECONDS
 from annex_admin.concurrency import UNRESERVED_MINIMUM, account_concurrency, reserved_of
 from annex_common.aws import AwsClients, error_code
-from annex_common.errors import AwsFailure
+from annex_common.errors import AnnexError, AwsFailure
 from annex_admin.stack import HEALTHY_STATES, describe_stack, recovery_advice
 from templates import contract
 from templates.node_bootstrap import bootstrap_artifact
@@ -85,6 +85,7 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
                f"{outputs[contract.OUT_AZS]}"),
         _probe("security group", lambda: ec2.describe_security_groups(
             GroupIds=[outputs[contract.OUT_SECURITY_GROUP]])["SecurityGroups"][0]["GroupId"]),
+        _image_item(clients, stack_name, outputs, now),
         _probe("launch templates", lambda: ", ".join(
             f"{lt['LaunchTemplateName']}" for lt in ec2.describe_launch_templates(
                 LaunchTemplateIds=list(launch_templates.values()))["LaunchTemplates"])),
@@ -128,6 +129,21 @@ def _concurrency_item(clients: AwsClients, outputs: dict[str, str]) -> CheckItem
         "to raise the account's Lambda concurrency, then run `annex-admin setup`.",
         warning=True,
     )
+
+
+def _image_item(clients: AwsClients, stack_name: str, outputs: dict[str, str], now: datetime) -> CheckItem:
+    """The image the stack's launch templates name (as its template records it): built by
+    build-image or given, its age and HTCondor version; a warning once it is old."""
+    from annex_admin.image import describe_image, image_summary
+    from annex_admin.remembered import current_choices
+
+    try:
+        choices = current_choices(clients, stack_name)
+        image_id = (choices.image_id if choices else None) or outputs[contract.OUT_IMAGE]
+        usable, stale, words = image_summary(describe_image(clients, image_id), image_id, now)
+    except (botocore.exceptions.BotoCoreError, AnnexError) as exc:
+        return CheckItem("image", False, getattr(exc, "what", str(exc)))
+    return CheckItem("image", usable, words, warning=stale)
 
 
 def _node_roles_detail(clients: AwsClients, stack_name: str, outputs: dict[str, str]) -> str:

@@ -267,6 +267,64 @@ def check_setup(
     run_guarded(action, debug=debug)
 
 
+@app.command("build-image")
+def build_image(
+    htcondor_series: Annotated[Optional[str], typer.Option(
+        "--htcondor-series", metavar="S", help="HTCondor series to install: 24.0 (long-term support, the default) or e.g. 24.x (feature releases).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and the most it can cost; change nothing.")] = False,
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    yes: Yes = False,
+    debug: Debug = False,
+) -> None:
+    """Build an image with HTCondor and the node files installed, and make it the stack's default."""
+
+    def action() -> None:
+        from annex_admin import image
+        from templates.settings import validate_stack_name
+
+        validate_stack_name(stack_name)
+        series = image.validate_series(htcondor_series)
+        clients = _clients(region, profile)
+        with waiting("Reading the stack"):
+            plan = image.plan_build(clients, stack_name, series)
+        _print_build_plan(plan)
+        if dry_run:
+            out.print("Dry run: nothing was launched or changed.")
+            return
+        require_confirmation(
+            f"Build an image for stack {stack_name} in {clients.region} (at most ${plan.most_cost_usd:.2f})?",
+            assume_yes=yes)
+        with waiting("Building the image") as wait:
+            result = image.execute_build(clients, plan, wait)
+        out.print(f"[green]Image {result.image_id}[/] (HTCondor {result.htcondor_version}) is the default of "
+                  f"stack {stack_name} in {clients.region}, built in {seconds(wait.elapsed())}; "
+                  "the builder is terminated.")
+        if result.projects_followed:
+            out.print(f"  launch template versions brought up to date for project(s) {', '.join(result.projects_followed)}")
+        out.print("  New annex nodes boot from it without installing anything; "
+                  "`annex-admin check-setup` shows its age.")
+
+    run_guarded(action, debug=debug)
+
+
+def _print_build_plan(plan) -> None:
+    out.print(f"[bold]Build an image[/] for stack {plan.stack_name} in {plan.region} (build {plan.build_id}):")
+    for number, step in enumerate(plan.steps(), 1):
+        out.print(f"  {number}. {step}")
+    hours = _image_lease_hours()
+    out.print(f"The most it can cost: 1 x {plan.instance_type} at ${plan.hourly_usd:.4f}/h x {hours:g} h lease "
+              f"= ${plan.most_cost_usd:.2f} (prices: {plan.price_source}), plus the image's snapshot storage "
+              "(EBS snapshot pricing, per GB-month) until it is deregistered.")
+
+
+def _image_lease_hours() -> float:
+    from annex_admin.image import BUILD_LEASE
+
+    return BUILD_LEASE.total_seconds() / 3600
+
+
 @app.command("issue-credentials")
 def issue_credentials(
     project_id: Annotated[str, typer.Option("--project-id", help="The scientist's project.")],
@@ -506,6 +564,7 @@ def enforce(
 def teardown(
     yes: Yes = False,
     force: Annotated[bool, typer.Option("--force", help="Terminate live annex instances first.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed (the stack, live annexes, the images build-image made); change nothing.")] = False,
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
@@ -516,10 +575,20 @@ def teardown(
 
     def action() -> None:
         from annex_admin.teardown import instances_alive, live_annex_instances, teardown as run_teardown
+        from annex_admin.teardown import teardown_preview
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
+        if dry_run:
+            lines = teardown_preview(clients, stack_name)
+            if output is OutputFormat.json:
+                print_json({"stack_name": stack_name, "region": clients.region, "dry_run": True, "would_remove": lines})
+                return
+            for line in lines:
+                out.print(f"would remove {line}", markup=False)
+            out.print("Dry run: nothing was removed." if lines else f"Nothing to remove: no stack {stack_name} in {clients.region}.")
+            return
         live = live_annex_instances(clients, stack_name)
         if live and not force:
             raise instances_alive(len(live), stack_name)

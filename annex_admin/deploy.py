@@ -218,9 +218,43 @@ def deploy(
         publish_code(clients, settings, progress)
 
     result = _deploy_stack(clients, settings, progress, approve_then_publish)
+    promote_template_versions(clients, settings.stack_name, progress)
     result.prices = store_prices(clients, settings, result.outputs, progress)
     result.projects_followed = follow_node_templates(clients, settings, result.outputs, progress)
     return result
+
+
+def promote_template_versions(clients: AwsClients, stack_name: str, progress: Progress) -> list[str]:
+    """Make the stack's newest version of each of its launch templates the default.
+
+    CloudFormation updates an ``AWS::EC2::LaunchTemplate`` by making a new version, and leaves
+    the template's default version where it was (the resource cannot set it), so without this a
+    new image or bootstrap would reach neither ``$Default`` nor, through it, the projects'
+    versions. The stack's versions are those that name no instance profile: each project's
+    version (``annex_admin.nodes``) names its own. The templates are the stack's resources as
+    CloudFormation lists them now (its outputs may lag a change set). Returns the templates whose
+    default moved."""
+    from annex_admin.leftovers import stack_resources
+
+    moved = []
+    templates = [r.physical_id for r in stack_resources(clients, stack_name) if r.resource_type == "AWS::EC2::LaunchTemplate"]
+    with aws_errors("could not make the stack's new launch template versions the default"):
+        for template_id in templates:
+            default, newest = 0, 0
+            for page in clients.ec2.get_paginator("describe_launch_template_versions").paginate(
+                LaunchTemplateId=template_id
+            ):
+                for version in page["LaunchTemplateVersions"]:
+                    number = int(version["VersionNumber"])
+                    if version.get("DefaultVersion"):
+                        default = number
+                    if "IamInstanceProfile" not in version.get("LaunchTemplateData", {}):
+                        newest = max(newest, number)
+            if newest > default:
+                clients.ec2.modify_launch_template(LaunchTemplateId=template_id, DefaultVersion=str(newest))
+                progress(f"Launch template {template_id}: version {newest} (the stack's newest) is now the default")
+                moved.append(template_id)
+    return moved
 
 
 def follow_node_templates(

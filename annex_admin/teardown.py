@@ -14,7 +14,7 @@ from annex_cloud import leftovers
 from annex_cloud.leftovers import StackScope
 from annex_admin.leftovers import StackResource, orphan_scientist_policy, remove_leftovers, stack_resources
 from annex_common.aws import AwsClients, aws_errors, error_code
-from annex_common.errors import NotReady
+from annex_common.errors import AnnexError, NotReady
 from annex_admin.stack import describe_stack
 from templates import contract
 
@@ -98,6 +98,7 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
         _remove_scientists(clients, policy, revoked, progress, report)
     _remove_node_roles(clients, stack_name, progress, report)
     _remove_pools(clients, stack_name, progress, report)
+    _remove_built_images(clients, stack_name, progress, report)
     resources = stack_resources(clients, stack_name) if raw else []
     if policy and not raw:
         resources.append(StackResource("ScientistPolicy", "AWS::IAM::ManagedPolicy", policy))
@@ -108,6 +109,61 @@ def teardown(clients: AwsClients, stack_name: str, *, force: bool, progress: Pro
     _remove_code_bucket(clients, stack_name, progress, report)
     _remove_leftovers(clients, stack_name, progress, report)
     return report
+
+
+def _remove_built_images(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
+    """The images and snapshots `annex-admin build-image` made for this stack, by their tags (never
+    an image it did not make, such as one given with setup --image-id): images first, since a
+    snapshot of a registered image cannot be deleted."""
+    from annex_admin.image import built_images
+
+    try:
+        images, snapshots = built_images(clients, stack_name)
+    except AnnexError as exc:
+        report.not_removed.append(("images build-image made", exc.why or exc.what))
+        return
+    for item in images:
+        progress(f"Deregistering image {item.image_id}")
+        try:
+            clients.ec2.deregister_image(ImageId=item.image_id)
+            report.removed.append(f"image {item.image_id} ({item.name}, made by build-image)")
+        except botocore.exceptions.ClientError as exc:
+            report.not_removed.append((f"image {item.image_id}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
+    for snapshot in snapshots:
+        try:
+            clients.ec2.delete_snapshot(SnapshotId=snapshot)
+            report.removed.append(f"snapshot {snapshot} (of an image build-image made)")
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "InvalidSnapshot.NotFound":
+                report.not_removed.append((f"snapshot {snapshot}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
+
+
+def teardown_preview(clients: AwsClients, stack_name: str) -> list[str]:
+    """What teardown would remove, in outline, changing nothing: the stack, its live annex
+    instances, the images and snapshots build-image made, the code bucket."""
+    from annex_admin.deploy import account_id
+    from annex_admin.image import built_images
+
+    lines: list[str] = []
+    raw = describe_stack(clients, stack_name)
+    if raw is not None:
+        lines.append(f"stack {stack_name} ({raw['StackStatus']}) and every resource it holds, with its bucket emptied")
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in raw.get("Outputs", [])}
+        live = annex_instances(clients, outputs.get(contract.OUT_VPC))
+        if live:
+            lines.append(f"{len(live)} live annex instance(s), with --force only: {', '.join(live)}")
+    images, snapshots = built_images(clients, stack_name)
+    lines += [f"image {i.image_id} ({i.name}, made by build-image)" for i in images]
+    lines += [f"snapshot {s} (of an image build-image made)" for s in snapshots]
+    bucket = contract.artifact_bucket_name(stack_name, account_id(clients), clients.region)
+    try:
+        clients.s3.head_bucket(Bucket=bucket)
+        lines.append(f"code bucket {bucket}")
+    except botocore.exceptions.ClientError:
+        pass
+    if raw is not None:
+        lines.append("the scientists' IAM users and the projects' node roles of the stack")
+    return lines
 
 
 def _remove_code_bucket(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:

@@ -37,6 +37,15 @@ def scientist_policy_name(stack_name: str, region: str) -> str:
     return f"{stack_name}-scientist-{region}"
 
 
+# Images made by `annex-admin build-image`: the builder instance, the image and its snapshots
+# carry the stack's tag and the build's id (teardown removes exactly those); the image also says
+# which HTCondor it holds, when it was built, and from which image.
+TAG_IMAGE_BUILD = "htcondor:annex:image-build"
+TAG_HTCONDOR_VERSION = "htcondor:annex:htcondor-version"
+TAG_HTCONDOR_SERIES = "htcondor:annex:htcondor-series"
+TAG_BUILT_AT = "htcondor:annex:built-at"
+TAG_BASE_IMAGE = "htcondor:annex:base-image"
+
 DEFAULT_STACK_NAME = "HTCondorAnnex"
 DEFAULT_INSTANCE_TYPES = ("m7i.large", "m6i.large", "m5.large")
 DEFAULT_IMAGE_PARAMETER = (

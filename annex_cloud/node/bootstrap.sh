@@ -11,6 +11,14 @@
 #   deadman         every minute until joined: power off if the startd is not in the pool within
 #                   ANNEX_DEADMAN_SECONDS of boot (kept between DEADMAN_MIN and DEADMAN_MAX).
 #   poweroff REASON log and power off (HTCondor's master runs this when it exits).
+#   build           on the builder `annex-admin build-image` launches (its user data, never a
+#                   node's, asks for this mode): install HTCondor of ANNEX_HTCONDOR_SERIES and the
+#                   node files (this script, the watchdog and dead-man units, enabled for the next
+#                   boot), configure no pool, record the image (IMAGE_RECORD), report the result
+#                   with a PUT to ANNEX_BUILD_RESULT_URL (a presigned S3 URL) and power off, which
+#                   stops the builder (its launch asks for stop, not terminate).
+# On an image build-image made, boot finds HTCondor installed and runs no package manager; a node
+# whose HTCondor is older than the series this script asks for installs that series first.
 # Environment (instance and tests): ANNEX_ROOT prefixes every path written; ANNEX_IMDS_URL,
 # ANNEX_POWEROFF_CMD, ANNEX_SYSTEMCTL, ANNEX_CONDOR_STATUS replace the service and commands;
 # ANNEX_NOW (epoch seconds) replaces the clock for the watchdog and dead-man decisions.
@@ -45,6 +53,9 @@ readonly STATE=/var/lib/condor-annex
 readonly ENV_COPY=$STATE/annex.env
 readonly LOG_DIR=/var/log/condor-annex
 readonly UNIT_DIR=/etc/systemd/system
+readonly OS_RELEASE=/etc/os-release
+# Written by build mode into the image: when, with which HTCondor, by which bootstrap.
+readonly IMAGE_RECORD=/etc/condor-annex/image.env
 
 # As templates/contract.py names them.
 readonly TAG_ANNEX_NAME=htcondor:AnnexName
@@ -81,8 +92,15 @@ readonly DEADMAN_MIN=300
 readonly DEADMAN_MAX=14400
 
 readonly HTCONDOR_SERIES=24.0 # long-term-support series, installed when none is present
+# As annex_admin/image.py's SERIES_PATTERN (a test keeps them equal): N.0 is a long-term-support
+# series, N.x the feature releases of N (N.1 on).
+readonly SERIES_RE='^[0-9]{1,3}[.](0|x)$'
+readonly VERSION_RE='^([0-9]+)[.]([0-9]+)[.][0-9]+$'
+# Where build mode reports (a presigned S3 URL: no quote, space or backslash).
+readonly RESULT_URL_RE='^https?://[A-Za-z0-9._~:/?#@!&+,;=%-]+$'
 
 MODE=boot
+LOG_FILE=bootstrap.log
 declare -A SETTING=() # annex.env, once read_settings has checked it
 IMDS_TOKEN=""
 IMDS_BODY=""
@@ -94,7 +112,7 @@ log() {
   # stderr reaches the console even from inside a command substitution.
   printf '%s\n' "$line" >&2
   if mkdir -p "$ROOT$LOG_DIR" 2>/dev/null; then
-    printf '%s\n' "$line" >>"$ROOT$LOG_DIR/bootstrap.log" || true
+    printf '%s\n' "$line" >>"$ROOT$LOG_DIR/$LOG_FILE" || true
   fi
 }
 
@@ -245,6 +263,12 @@ EOF
 # Before the slow steps, so a node stuck installing or configuring is still bounded.
 install_guardrails() {
   log "installing the lease watchdog and the dead-man"
+  install_node_files
+  "${SYSTEMCTL[@]}" enable --now condor-annex-watchdog.timer condor-annex-deadman.timer
+}
+
+# This script, HTCondor's master shutdown script and the two timers' units.
+install_node_files() {
   install -d -m 0755 "$ROOT$LIBEXEC" "$ROOT$UNIT_DIR"
   if [[ ! "${BASH_SOURCE[0]}" -ef "$ROOT$SCRIPT_PATH" ]]; then
     install -m 0755 "${BASH_SOURCE[0]}" "$ROOT$SCRIPT_PATH"
@@ -258,7 +282,6 @@ EOF
   write_timer condor-annex-watchdog "lease watchdog" watchdog
   write_timer condor-annex-deadman "dead-man (join the pool or power off)" deadman
   "${SYSTEMCTL[@]}" daemon-reload
-  "${SYSTEMCTL[@]}" enable --now condor-annex-watchdog.timer condor-annex-deadman.timer
 }
 
 # Jobs run as their owner, never as root: only root (HTCondor's daemons, this script) may reach
@@ -281,29 +304,93 @@ restrict_metadata_to_root() {
   log "instance metadata restricted to root"
 }
 
-# HTCondor's own repository, through its release RPM; images that carry HTCondor skip this.
-install_htcondor() {
-  if command -v condor_master >/dev/null 2>&1; then
-    log "HTCondor is already installed"
-    return 0
+# The installed HTCondor's version (like 24.0.3), or nothing when none can be read.
+htcondor_version() {
+  local out
+  command -v condor_version >/dev/null 2>&1 || return 0
+  out="$(condor_version 2>/dev/null | sed -n 's/^[$]CondorVersion: \([0-9][0-9.]*\) .*$/\1/p' | head -n 1)" || true
+  [[ "$out" =~ $VERSION_RE ]] && printf '%s\n' "$out"
+  return 0
+}
+
+# The first version of SERIES: N.0.0 for N.0, N.1.0 for N.x.
+series_floor() {
+  if [[ "$1" == *.x ]]; then
+    printf '%s.1.0\n' "${1%%.*}"
+  else
+    printf '%s.0\n' "$1"
   fi
-  local id version platform
-  id="$(sed -n 's/^ID="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)"
-  version="$(sed -n 's/^VERSION_ID="\{0,1\}\([0-9]*\).*$/\1/p' /etc/os-release)"
+}
+
+# VERSION SERIES: is the version at least what the series asks (N.0: N.0.0 on; N.x: N.1.0 on)?
+version_meets_series() {
+  local major minor want_major want_minor=0
+  [[ "$1" =~ $VERSION_RE ]] || return 1
+  major=$((10#${BASH_REMATCH[1]}))
+  minor=$((10#${BASH_REMATCH[2]}))
+  [[ "$2" =~ $SERIES_RE ]] || return 1
+  want_major=$((10#${2%%.*}))
+  [[ "$2" == *.x ]] && want_minor=1
+  ((major > want_major || (major == want_major && minor >= want_minor)))
+}
+
+# HTCondor's own repository, through its release RPM, for SERIES. An installed HTCondor of that
+# series or newer (an image build-image made) is used as it is: no package manager runs. An older
+# one is upgraded from the series' repository, and must then meet it.
+install_htcondor() {
+  local series="$1" installed="" id version platform
+  if command -v condor_master >/dev/null 2>&1; then
+    installed="$(htcondor_version)"
+    if [[ -z "$installed" ]]; then
+      log "HTCondor is already installed (its version could not be read); using it"
+      return 0
+    elif version_meets_series "$installed" "$series"; then
+      log "HTCondor $installed is already installed (series $series or newer): nothing to install"
+      return 0
+    fi
+    log "HTCondor $installed on this image is older than series $series, which this bootstrap asks" \
+      "for: upgrading from the $series repository (rebuild the image with annex-admin build-image)"
+  fi
+  id="$(sed -n 's/^ID="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT$OS_RELEASE")"
+  version="$(sed -n 's/^VERSION_ID="\{0,1\}\([0-9]*\).*$/\1/p' "$ROOT$OS_RELEASE")"
   case "$id:$version" in
     amzn:2023) platform=amzn2023 ;;
     rhel:[89] | rocky:[89] | almalinux:[89] | centos:9) platform="el$version" ;;
     *) fail "no HTCondor install recipe for $(printable "$id $version")" ;;
   esac
-  log "installing HTCondor $HTCONDOR_SERIES for $platform"
+  log "installing HTCondor $series for $platform"
   if [[ "$platform" == el* ]]; then # EPEL and CRB carry some dependencies
     dnf install -y epel-release ||
       dnf install -y "https://dl.fedoraproject.org/pub/epel/epel-release-latest-$version.noarch.rpm"
     dnf config-manager --set-enabled crb || dnf config-manager --set-enabled powertools || true
   fi
-  dnf install -y "https://research.cs.wisc.edu/htcondor/repo/$HTCONDOR_SERIES/htcondor-release-current.$platform.noarch.rpm"
-  dnf install -y condor
+  dnf install -y "https://research.cs.wisc.edu/htcondor/repo/$series/htcondor-release-current.$platform.noarch.rpm"
+  if [[ -n "$installed" ]]; then
+    dnf upgrade -y condor
+  else
+    dnf install -y condor
+  fi
   command -v condor_master >/dev/null 2>&1 || fail "condor_master missing after the install"
+  installed="$(htcondor_version)"
+  [[ -n "$installed" ]] || fail "could not read the version of the HTCondor just installed"
+  version_meets_series "$installed" "$series" ||
+    fail "HTCondor $installed is still older than series $series after the install"
+  log "installed HTCondor $installed"
+}
+
+# Which image this node runs, and whether annex-admin build-image made it (its record).
+log_image() {
+  local ami="unknown" rc=0 built version
+  imds_get meta-data/ami-id || rc=$?
+  if ((rc == 0)) && [[ "$IMDS_BODY" =~ ^ami-[0-9a-f]{8,17}$ ]]; then
+    ami="$IMDS_BODY"
+  fi
+  if built="$(env_value BUILT_AT "$ROOT$IMAGE_RECORD")"; then
+    version="$(env_value HTCONDOR_VERSION "$ROOT$IMAGE_RECORD")" || version=unknown
+    log "image $ami: built by annex-admin build-image at $(printable "$built") with HTCondor $(printable "$version")"
+  else
+    log "image $ami: not built by annex-admin build-image (HTCondor is installed at boot if missing)"
+  fi
 }
 
 # Is $1 one of annex.env's keys?
@@ -490,7 +577,9 @@ boot() {
   read_identity
   install_guardrails
   fetch_settings
-  install_htcondor
+  log_image
+  install_htcondor "$HTCONDOR_SERIES"
+  log "running HTCondor $(htcondor_version | grep . || echo "of unknown version")"
   fetch_material
   write_node_config
   restrict_metadata_to_root
@@ -499,6 +588,84 @@ boot() {
   # restart: an image may have started HTCondor before this configuration existed.
   "${SYSTEMCTL[@]}" restart condor
   log "boot complete: waiting to join the pool"
+}
+
+# --- build (the builder of annex-admin build-image)
+
+BUILD_RESULT="" # the last line logged before a failure, for the report
+
+# STATUS LINE...: PUT "status=STATUS" and the lines to the presigned result URL (never logged:
+# it is a capability). A report that cannot be sent is logged; annex-admin then waits for the
+# builder's stop and says no result came.
+report_build() {
+  local file
+  file="$(mktemp)"
+  printf 'status=%s\n' "$1" >"$file"
+  shift
+  (($# == 0)) || printf '%s\n' "$@" >>"$file"
+  if ! curl -sS --fail --max-time 30 "${CURL_RETRY[@]}" -T "$file" "$ANNEX_BUILD_RESULT_URL" >/dev/null; then
+    log "could not report the build's result"
+  fi
+  rm -f "$file"
+}
+
+write_image_record() { # VERSION SERIES
+  local dir file
+  dir="$ROOT$(dirname "$IMAGE_RECORD")"
+  file="$ROOT$IMAGE_RECORD"
+  install -d -m 0755 "$dir"
+  printf 'BUILT_AT=%s\nHTCONDOR_VERSION=%s\nHTCONDOR_SERIES=%s\nBOOTSTRAP_SHA256=%s\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" "$(sha256sum "${BASH_SOURCE[0]}" | cut -d ' ' -f 1)" >"$file"
+  chmod 0644 "$file"
+  log "recorded the image: HTCondor $1 (series $2) in $IMAGE_RECORD"
+}
+
+build_exit() {
+  local status=$?
+  if ((status != 0)); then
+    log "build failed (exit status $status)"
+    if [[ "${ANNEX_BUILD_RESULT_URL:-}" =~ $RESULT_URL_RE ]]; then
+      report_build failed "exit_status=$status" "reason=$(printable "$BUILD_RESULT")"
+    fi
+    power_off "build failed"
+  fi
+}
+
+build() {
+  local series version
+  LOG_FILE=build.log
+  trap build_exit EXIT
+  CURL_RETRY=(--retry 10 --retry-delay 2 --retry-connrefused)
+  series="${ANNEX_HTCONDOR_SERIES:-$HTCONDOR_SERIES}"
+  build_step "building an image (bucket ${ANNEX_BUCKET:-unset}, region ${ANNEX_REGION:-unset}, series $(printable "$series"))"
+  [[ "${ANNEX_BUILD_RESULT_URL:-}" =~ $RESULT_URL_RE ]] || fail "ANNEX_BUILD_RESULT_URL unset or not a URL"
+  [[ "${ANNEX_BUCKET:-}" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || fail "ANNEX_BUCKET unset"
+  [[ "${ANNEX_REGION:-}" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]+$ ]] || fail "ANNEX_REGION unset"
+  [[ "$series" =~ $SERIES_RE ]] || fail "HTCondor series $(printable "$series") is not like 24.0 or 24.x"
+  version_meets_series "$(series_floor "$series")" "$HTCONDOR_SERIES" ||
+    fail "series $series is older than $HTCONDOR_SERIES, which nodes ask for"
+  build_step "installing HTCondor $series"
+  install_htcondor "$series"
+  version="$(htcondor_version)"
+  [[ -n "$version" ]] || fail "could not read the installed HTCondor's version"
+  build_step "installing the node files (no pool is configured)"
+  install_node_files
+  # Enabled for the next boot, not started: on a node they run from the first minute, even
+  # before the user data; on this builder they would stop it before the build ends.
+  "${SYSTEMCTL[@]}" enable condor-annex-watchdog.timer condor-annex-deadman.timer
+  # HTCondor starts only once a node's bootstrap has written its configuration.
+  "${SYSTEMCTL[@]}" disable condor
+  write_image_record "$version" "$series"
+  # Nothing of this instance goes into the image: no state, no package cache.
+  rm -rf "$ROOT$STATE" "$ROOT/var/cache/dnf"
+  report_build ok "htcondor_version=$version" "htcondor_series=$series"
+  log "build complete: HTCondor $version"
+  power_off "build complete; annex-admin makes the image once the builder has stopped"
+}
+
+build_step() {
+  BUILD_RESULT="$*"
+  log "$*"
 }
 
 # --- watchdog
@@ -626,12 +793,13 @@ main() {
     boot) boot ;;
     watchdog) watchdog ;;
     deadman) deadman ;;
+    build) build ;;
     poweroff)
       shift
       power_off "${*:-requested}"
       ;;
     *)
-      printf 'usage: %s [boot|watchdog|deadman|poweroff REASON]\n' "$0" >&2
+      printf 'usage: %s [boot|watchdog|deadman|build|poweroff REASON]\n' "$0" >&2
       exit 2
       ;;
   esac

@@ -3,7 +3,7 @@
 It stands in for EC2's instance metadata service, which cannot run here. It behaves like IMDSv2
 with metadata tags enabled, as far as the bootstrap uses it: ``PUT /latest/api/token`` with a TTL
 header issues a session token; every ``GET`` must carry a token it issued (401 otherwise); it
-serves ``meta-data/instance-id`` and ``meta-data/tags/instance/<key>``, and 404 for the rest.
+serves ``meta-data/instance-id``, ``meta-data/ami-id`` (when given) and ``meta-data/tags/instance/<key>``, and 404 for the rest.
 Tags can be changed while it runs, as ``condor_annex extend`` changes the expiry tag, and tag reads
 can be made to fail (HTTP 500) as a metadata service in trouble answers.
 """
@@ -18,11 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 TOKEN_PATH = "/latest/api/token"
 TAGS_PREFIX = "/latest/meta-data/tags/instance/"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
+AMI_ID_PATH = "/latest/meta-data/ami-id"
 
 
 class FakeImds:
-    def __init__(self, instance_id: str, tags: dict[str, str]) -> None:
+    def __init__(self, instance_id: str, tags: dict[str, str], ami_id: str | None = None) -> None:
         self.instance_id = instance_id
+        self.ami_id = ami_id  # meta-data/ami-id; None: 404
         self.tags = dict(tags)
         self.issued: set[str] = set()
         self.refused_gets = 0  # GETs without a valid session token (IMDSv1 style)
@@ -49,6 +51,8 @@ class FakeImds:
         with self._lock:
             if path == INSTANCE_ID_PATH:
                 return self.instance_id
+            if path == AMI_ID_PATH:
+                return self.ami_id
             if path.startswith(TAGS_PREFIX):
                 return self.tags.get(urllib.parse.unquote(path[len(TAGS_PREFIX):]))
             return None

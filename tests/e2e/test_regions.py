@@ -17,6 +17,7 @@ ADMIN_COMMANDS = {
     "revoke-credentials": ["revoke-credentials", "--user", USER],
     "enforce": ["enforce", "--dry-run"],
     "teardown": ["teardown", "--yes", "--force"],
+    "build-image": ["build-image", "--yes"],
     "template": ["template"],
 }
 

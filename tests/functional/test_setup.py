@@ -246,3 +246,44 @@ def test_an_account_that_cannot_reserve_gets_a_stack_without_reservations_and_a_
     assert _reserved(clients, outputs[contract.OUT_ENFORCER_FUNCTION]) is None
     item = {i.name: i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items}["concurrency"]
     assert item.ok and item.warning and "no reserved executions" in item.detail and "AWS Support" in item.detail
+
+
+def test_a_new_image_reaches_the_default_versions_and_every_projects_versions(clients, tmp_path):
+    """CloudFormation (on AWS as in the emulator) updates a launch template by making a new
+    version and leaves the default where it was; setup makes the stack's new version the default,
+    so the projects' versions, made from the default, take the new image too."""
+    import dataclasses
+
+    from annex_cloud.registry import Registry
+    from tests.flows import PROJECT, issue_bundle
+
+    deploy_stack(clients)
+    issue_bundle(clients, tmp_path / "b.toml")
+    settings, _ = resolve_settings(clients, StackSettings(region="us-east-1"))
+    lines: list[str] = []
+    result = deploy(clients, dataclasses.replace(settings, image_id="ami-0fedcba9876543210"), lines.append)
+    assert result.action == "updated" and result.projects_followed == [PROJECT]
+    stack = read_stack(clients, contract.DEFAULT_STACK_NAME)
+    ec2 = clients.ec2
+    defaults = {}
+    for template_id in stack.launch_templates.values():
+        default = ec2.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=["$Default"])
+        data = default["LaunchTemplateVersions"][0]
+        # Version 1 was the stack's, 2 the project's (issue-credentials), 3 the change set's.
+        assert data["VersionNumber"] == 3 and data["LaunchTemplateData"]["ImageId"] == "ami-0fedcba9876543210"
+        assert "IamInstanceProfile" not in data["LaunchTemplateData"]  # never a project's version
+        defaults[template_id] = data["VersionNumber"]
+    record = Registry(clients.client("dynamodb"), stack.output(contract.OUT_REGISTRY_TABLE)).node(PROJECT)
+    for version in record.templates.values():
+        data = ec2.describe_launch_template_versions(
+            LaunchTemplateId=version.template_id, Versions=[str(version.version)])["LaunchTemplateVersions"][0]
+        assert version.source_version == defaults[version.template_id]
+        assert data["LaunchTemplateData"]["ImageId"] == "ami-0fedcba9876543210"
+        assert data["LaunchTemplateData"]["IamInstanceProfile"]["Arn"] == record.profile_arn
+    assert sum("is now the default" in line for line in lines) == len(stack.launch_templates)
+    # A setup that changes nothing moves no default (a project's newer version never becomes one).
+    again = deploy(clients, dataclasses.replace(settings, image_id="ami-0fedcba9876543210"), lines.append)
+    assert again.action == "unchanged"
+    for template_id in stack.launch_templates.values():
+        described = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0]
+        assert described["DefaultVersionNumber"] == 3 and described["LatestVersionNumber"] == 4

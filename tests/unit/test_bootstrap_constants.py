@@ -81,3 +81,17 @@ def test_the_node_knows_exactly_the_keys_the_broker_writes():
     text = SCRIPT.read_text()
     for key in node_config.ENV_KEYS:
         assert f"SETTING[{key}]" in text or f"check_seconds {key} " in text, key
+
+
+def test_the_node_and_build_image_agree_on_htcondor_series():
+    from annex_admin.image import SERIES_PATTERN
+    from templates.node_bootstrap import HTCONDOR_SERIES_DEFAULT
+
+    assert readonly("SERIES_RE") == SERIES_PATTERN
+    assert SCRIPT.read_text().count(SERIES_PATTERN) == 1
+    assert readonly("HTCONDOR_SERIES") == HTCONDOR_SERIES_DEFAULT
+
+
+def test_no_path_needs_a_root_prefix_to_exist():
+    """ANNEX_ROOT is empty on an instance: a "${ROOT:?}" there would stop the script."""
+    assert "${ROOT:?" not in SCRIPT.read_text()
