@@ -16,7 +16,6 @@ in the emulator: one request fails once, or Ctrl-C is raised as it is about to l
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from datetime import timedelta
 from typing import Any
