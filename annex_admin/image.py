@@ -220,7 +220,7 @@ def plan_build(clients: AwsClients, stack_name: str, series: str, now: datetime 
         region=clients.region, stack_name=stack_name, image_id=choices.image_id or "",
         instance_types=choices.instance_types or contract.DEFAULT_INSTANCE_TYPES, ssh_cidr=choices.ssh_cidr or None,
     )
-    settings = deploy.resolve_settings(clients, request)
+    settings, _ = deploy.resolve_settings(clients, request)
     _require_current(clients, stack_name, settings)
     code_bucket = stack.output(contract.OUT_CODE_BUCKET)
     artifact = bootstrap_artifact()

@@ -15,7 +15,7 @@ from annex_admin.remembered import current_choices
 from annex_common.aws import make_clients
 from templates import contract
 from tests import emulator as emu
-from tests.flows import PROJECT, USER
+from tests.flows import PROJECT, USER, record_pool
 from tests.image_support.builder import FakeBuilder, VERSION, live_builders
 
 STACK = contract.DEFAULT_STACK_NAME
@@ -23,6 +23,7 @@ STACK = contract.DEFAULT_STACK_NAME
 
 def test_build_image_leaves_one_tagged_image_as_the_default_and_a_launch_uses_it(shell, aws):
     assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    record_pool(make_clients(region=emu.REGION))  # as `annex-admin pool set` records it
     bundle = shell.home / "b.toml"
     assert shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
                      "--output", str(bundle)).returncode == 0

@@ -201,13 +201,11 @@ def test_a_launch_after_the_build_uses_the_built_image(clients, stack, tmp_path)
     from annex_user.context import open_context
     from annex_user.launch import LaunchRequest, execute_launch, plan_launch
     from datetime import datetime, timezone
-    from tests.flows import write_pool
 
     result = run_build().result
-    pool = write_pool(tmp_path / "pool")
     ctx = open_context(tmp_path / "bundle.toml")
     request = LaunchRequest(PROJECT, datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=3), 3,
-                            annex_name="after-build", condor_config=str(pool.condor_config))
+                            annex_name="after-build")
     launched = execute_launch(ctx, plan_launch(ctx, request))
     described = clients.ec2.describe_instances(InstanceIds=launched.instance_ids)
     assert {i["ImageId"] for r in described["Reservations"] for i in r["Instances"]} == {result.image_id}
