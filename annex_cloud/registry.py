@@ -42,6 +42,7 @@ from typing import Any, Iterator
 from annex_cloud.caps import Caps, caps_from_mapping
 from annex_cloud.cost import PriceBook
 from annex_cloud.errors import Busy
+from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 
 LOCK_SECONDS = 120  # longer than any one request holds it; a crashed holder frees it then
 LOCK_WAIT_SECONDS = 60
@@ -430,7 +431,10 @@ def _annex(annex_name: str, item: dict[str, Any]) -> AnnexRecord:
 
 
 def _moment(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    moment = parse_expiry_tag(text)
+    if moment is None:
+        raise ValueError(f"{text!r} is not a lease end")
+    return moment
 
 
 def _node(project_id: str, item: dict[str, Any]) -> NodeRecord:
@@ -466,4 +470,4 @@ def _user(user: str, item: dict[str, Any]) -> UserRecord:
 
 
 def _now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_expiry_tag(datetime.now(timezone.utc))

@@ -439,13 +439,14 @@ def terminate(
     """Terminate every instance of an annex and remove its configuration (already gone: says so)."""
 
     def action() -> None:
+        from annex_cloud.tags import LIVE_STATES
         from annex_user.context import open_context
         from annex_user.manage import annex_status, terminate_annex
 
         ctx = open_context(_bundle_path(credentials))
         if not yes:
             report = annex_status(ctx, annex_name=annex_name, condor_config=None)
-            live = [r for r in report.rows if r.data["state"] in ("pending", "running", "stopping", "stopped")]
+            live = [r for r in report.rows if r.data["state"] in LIVE_STATES]
             if live:
                 require_confirmation(f"Terminate {len(live)} instance(s) of {annex_name}?", assume_yes=False)
         with waiting(f"Terminating annex {annex_name}"):

@@ -13,9 +13,9 @@ from annex_user import expiry as lease
 from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
+from annex_cloud.tags import LIVE_STATES
 from annex_user.launch import validate_annex_name
 
-LIVE = ("pending", "running", "stopping", "stopped")
 
 
 @dataclass
@@ -73,7 +73,7 @@ class StatusReport:
             elif summary.joined is not None:
                 summary.joined += int(row.in_pool)
             ends = lease.from_tag(data.get("expiry"))
-            if ends and data["state"] in LIVE and (summary.lease_end is None or ends > summary.lease_end):
+            if ends and data["state"] in LIVE_STATES and (summary.lease_end is None or ends > summary.lease_end):
                 summary.lease_end = ends
             if data.get("cost_so_far") is None:
                 summary.unpriced += 1
