@@ -92,6 +92,18 @@ class AnnexRecord:
 
 
 @dataclass(frozen=True)
+class LaunchedInstance:
+    """One instance as the launch record of its fleet round names it."""
+
+    instance_id: str
+    instance_type: str
+    annex_name: str
+    expiry: str  # the lease end it was tagged with
+    launched_at: float  # epoch seconds of the record
+    request_id: str
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     request_id: str
     state: str  # started | done
@@ -364,17 +376,17 @@ class Registry:
         """A request that changed nothing is forgotten, so the same id may be tried again."""
         self.db.delete_item(TableName=self.table, Key=_key(f"project#{project_id}", f"request#{request_id}"))
 
-    def recent_launches(self, project_id: str, *, now: float | None = None) -> list[dict[str, str]]:
+    def recent_launches(self, project_id: str, *, now: float | None = None) -> list[LaunchedInstance]:
         """Instances launched by this project's requests of the last few minutes (one key range)."""
         since = int((now or time.time()) - RECENT_SECONDS)
         return self._launches(project_id, since=since)
 
-    def launched_by(self, project_id: str, request_id: str) -> list[dict[str, str]]:
+    def launched_by(self, project_id: str, request_id: str) -> list[LaunchedInstance]:
         """Every instance one request launched (a rare question: a request cut short)."""
         return self._launches(project_id, since=0, request_id=request_id)
 
-    def _launches(self, project_id: str, *, since: int, request_id: str | None = None) -> list[dict[str, str]]:
-        found: list[dict[str, str]] = []
+    def _launches(self, project_id: str, *, since: int, request_id: str | None = None) -> list[LaunchedInstance]:
+        found: list[LaunchedInstance] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :p AND sk BETWEEN :from AND :to",
@@ -385,12 +397,15 @@ class Registry:
         while True:
             page = self.db.query(**kwargs)
             for item in page.get("Items", []):
-                if request_id is not None and item["sk"]["S"].split("#")[2] != request_id:
+                launched_by = item["sk"]["S"].split("#")[2]
+                if request_id is not None and launched_by != request_id:
                     continue
                 for pair in filter(None, item.get("instances", {}).get("S", "").split(",")):
                     instance_id, _, instance_type = pair.partition(":")
-                    found.append({"instance_id": instance_id, "instance_type": instance_type,
-                                  "expiry": item["expiry"]["S"], "annex_name": item["annex"]["S"]})
+                    found.append(LaunchedInstance(
+                        instance_id, instance_type, item["annex"]["S"], item["expiry"]["S"],
+                        float(item.get("created", {}).get("N", "0")), launched_by,
+                    ))
             if "LastEvaluatedKey" not in page:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
