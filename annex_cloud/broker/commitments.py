@@ -1,9 +1,18 @@
-"""What a project has committed: EC2's list of its instances, and the instances the broker's
-launch records name that EC2 does not list yet."""
+"""What a project has committed, counted one way by every request that changes it, and the turn
+each such request takes.
+
+Launch, extend and terminate each run whole in the project's turn (its lock:
+``Registry.acquire`` says why a lock, and why its lease outlives the function), and each counts
+the project's instances with ``counted_instances``: EC2's list, and the instances the broker's
+launch records name that EC2 does not list yet. So an extension right after a launch counts it as
+a second launch would, and a terminate or extension of an annex reaches every instance the
+registry knows of it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 from annex_cloud.calls import error_code
 from annex_cloud.instances import AnnexInstance, from_launch_record, project_instances
@@ -11,6 +20,32 @@ from annex_cloud.registry import Registry
 from annex_cloud.tags import LIVE_STATES
 
 DESCRIBE_BATCH = 1000  # ids per DescribeInstances
+Done = TypeVar("Done")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The project's lock, held by one request."""
+
+    registry: Registry
+    project_id: str
+    holder: str
+
+    def lost(self) -> str | None:
+        """Why the request must stop changing the project now (another request took its lock),
+        or None, having renewed the lease. Checked before each further fleet round."""
+        if self.registry.renew(self.project_id, self.holder):
+            return None
+        return "the project's lock passed to another request before the launch was done"
+
+
+def in_turn(registry: Registry, project_id: str, work: Callable[[Turn], Done]) -> Done:
+    """Run ``work`` holding the project's lock: the project's changing requests take turns."""
+    turn = Turn(registry, project_id, registry.acquire(project_id))
+    try:
+        return work(turn)
+    finally:
+        registry.release(project_id, turn.holder)
 
 
 def counted_instances(ec2: Any, registry: Registry, project_id: str) -> list[AnnexInstance]:

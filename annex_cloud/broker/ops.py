@@ -11,9 +11,10 @@ from typing import Any, Callable
 
 from annex_cloud import cost
 from annex_cloud.broker import requests as asks
-from annex_cloud.broker.commitments import counted_instances
+from annex_cloud.broker.commitments import Turn, counted_instances, in_turn
 from annex_cloud.broker.settings import BrokerSettings
 from annex_cloud.caps import MIN_LEASE_SECONDS, Caps
+from annex_cloud.calls import error_code
 from annex_cloud.errors import Busy, Refused
 from annex_cloud.expiry import format_expiry_tag
 from annex_cloud.fleet import FleetResult, FleetSpec, run_fleet
@@ -27,6 +28,8 @@ from annex_cloud.tags import LIVE_STATES, STATUS_STATES, TAG_ANNEX_NAME, TAG_EXP
 from annex_cloud.termination import Ending, end_instances
 
 TAG_BATCH = 1000  # ids per CreateTags call
+# CreateTags refuses an id EC2 does not list yet (a launch of seconds ago): asked again after these.
+TAG_WAITS = (1.0, 2.0, 4.0, 8.0)
 # Longer than the function's timeout (300 s) and the project lock's lease: a request still
 # "started" after this was cut short.
 ABANDONED_AFTER_SECONDS = 900
@@ -116,7 +119,8 @@ def require_prices(book: cost.PriceBook, types: tuple[str, ...] | list[str]) -> 
 
 
 def live_instances(call: Call) -> list[AnnexInstance]:
-    return project_instances(call.ec2, call.project_id)
+    """The project's live instances, as every request that changes the project counts them."""
+    return counted_instances(call.ec2, call.registry, call.project_id)
 
 
 def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
@@ -182,13 +186,9 @@ def caps_dict(caps: Caps) -> dict[str, float]:
     return {"max_instances": caps.max_instances, "max_lease_hours": caps.max_lease_hours, "max_spend_usd": caps.max_spend_usd}
 
 
-def locked(call: Call, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work`` holding the project's lock: concurrent requests of one project take turns."""
-    holder = call.registry.acquire(call.project_id)
-    try:
-        return work()
-    finally:
-        call.registry.release(call.project_id, holder)
+def locked(call: Call, work: Callable[[Turn], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work`` in the project's turn: its launches, extensions and terminations take turns."""
+    return in_turn(call.registry, call.project_id, work)
 
 
 # -- plan and launch ------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def _launch_plan(
 
 def plan_launch(call: Call) -> dict[str, Any]:
     ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=False)
-    return _launch_plan(call, ask, counted_instances(call.ec2, call.registry, call.project_id), project_node(call, ask.instance_types))
+    return _launch_plan(call, ask, live_instances(call), project_node(call, ask.instance_types))
 
 
 def launch(call: Call) -> dict[str, Any]:
@@ -283,7 +283,7 @@ def launch(call: Call) -> dict[str, Any]:
         return earlier
     fleet = FleetResult()
     try:
-        result = locked(call, lambda: _launch_locked(call, ask, request_id, fleet))
+        result = locked(call, lambda turn: _launch_locked(call, ask, request_id, fleet, turn))
     except BaseException as exc:
         if fleet.instances:
             # Something runs: remember it under this id, so a retry reports it and never relaunches.
@@ -298,9 +298,11 @@ def launch(call: Call) -> dict[str, Any]:
     return result
 
 
-def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult) -> dict[str, Any]:
+def _launch_locked(
+    call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult, turn: Turn
+) -> dict[str, Any]:
     node = project_node(call, ask.instance_types)
-    plan = _launch_plan(call, ask, counted_instances(call.ec2, call.registry, call.project_id), node)
+    plan = _launch_plan(call, ask, live_instances(call), node)
     refuse_broken(plan)
     prefix = annex_prefix(call.project_id, ask.annex_name)
     for name, body in node_objects(call, ask).items():
@@ -326,7 +328,8 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         fleet_tags=fleet_tags(call, ask),
     )
     try:
-        run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet)
+        run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet,
+                  before_round=turn.lost)
     finally:
         if not fleet.instances:  # nothing runs: nothing is left half-done
             delete_prefix(call, prefix)
@@ -402,6 +405,20 @@ def end_duplicates(ec2: Any, project_id: str, annex_name: str, known: set[str]) 
     present = project_instances(ec2, project_id, annex_name=annex_name)
     extra = [i.instance_id for i in present if i.instance_id not in known]
     return end_instances(ec2, extra).ended
+
+
+def retag_expiry(ec2: Any, ids: list[str], expiry: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Move the lease tag of ``ids``, asking again while EC2 does not list one of them yet."""
+    for start in range(0, len(ids), TAG_BATCH):
+        batch = ids[start : start + TAG_BATCH]
+        for pause in (0.0, *TAG_WAITS):
+            sleep(pause)
+            try:
+                ec2.create_tags(Resources=batch, Tags=[{"Key": TAG_EXPIRY, "Value": expiry}])
+                break
+            except Exception as exc:
+                if error_code(exc) != "InvalidInstanceID.NotFound" or pause == TAG_WAITS[-1]:
+                    raise
 
 
 def delete_prefix(call: Call, prefix: str) -> int:
@@ -590,12 +607,10 @@ def extend(call: Call) -> dict[str, Any]:
             )
             record = AnnexRecord(ask.annex_name, "idtoken", token_id, record.expiry)
         call.registry.put_annex(call.project_id, dataclasses.replace(record, expiry=plan["expiry"]))
-        ids = [i.instance_id for i in annex]
-        for start in range(0, len(ids), TAG_BATCH):
-            call.ec2.create_tags(Resources=ids[start : start + TAG_BATCH], Tags=[{"Key": TAG_EXPIRY, "Value": plan["expiry"]}])
+        retag_expiry(call.ec2, [i.instance_id for i in annex], plan["expiry"])
         return {**plan, "token_replaced": ask.token is not None, "token_id": record.token_id or None}
 
-    return once(call, lambda: locked(call, work))
+    return once(call, lambda: locked(call, lambda _turn: work()))
 
 
 # -- terminate ------------------------------------------------------------------------------
@@ -610,13 +625,14 @@ def end_annex(call: Call) -> dict[str, Any]:
     name = asks.annex_name(call.params)
 
     def work() -> dict[str, Any]:
-        annex = project_instances(call.ec2, call.project_id, annex_name=name)
+        project = live_instances(call)
+        annex = [i for i in project if i.annex_name == name]
         record = call.registry.annex(call.project_id, name)
         if not annex and record is None and not _seen_in_ec2(call, name):
             raise Refused(
                 f"project {call.project_id} has no annex named {name}",
                 "the broker never launched an annex of that name, or it ended more than a week ago",
-                closest_annex_hint(name, live_instances(call)),
+                closest_annex_hint(name, project),
             )
         ending = end_instances(call.ec2, [i.instance_id for i in annex])
         removed = delete_prefix(call, annex_prefix(call.project_id, name))
@@ -625,7 +641,7 @@ def end_annex(call: Call) -> dict[str, Any]:
         return {"annex_name": name, "instance_ids": ending.ended, "objects_removed": removed, "already_gone": not annex,
                 **_not_ended(ending)}
 
-    return once(call, work)
+    return once(call, lambda: locked(call, lambda _turn: work()))
 
 
 def _not_ended(ending: Ending) -> dict[str, Any]:
