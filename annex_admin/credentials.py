@@ -231,12 +231,12 @@ def instances_ended_by(clients: AwsClients, registry: Registry, project_id: str,
     from datetime import datetime, timezone
 
     from annex_cloud import enforcer
+    from annex_cloud.prices import stack_price_book
 
     with aws_errors(f"could not list project {project_id}'s instances"):
-        instances = [i for i in enforcer.list_annex_instances(clients.ec2) if i.project == project_id]
-        prices = enforcer.stack_prices(registry, clients.region)
-    rule_caps = enforcer.Caps(caps.max_instances, caps.max_lease_hours, caps.max_spend_usd)
-    plan = enforcer.plan_terminations(instances, lambda _p: rule_caps, prices, datetime.now(timezone.utc))
+        instances = [i for i in enforcer.list_annex_instances(clients.ec2) if i.project_id == project_id]
+        prices = stack_price_book(registry.prices(), clients.region)
+    plan = enforcer.plan_terminations(instances, lambda _p: caps, prices, datetime.now(timezone.utc))
     return [f"{t.instance.instance_id} ({t.reason})" for t in plan.terminations]
 
 

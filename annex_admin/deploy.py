@@ -171,7 +171,7 @@ def publish_code(clients: AwsClients, settings: StackSettings, progress: Progres
                 },
             )
             s3.put_bucket_tagging(
-                Bucket=bucket, Tagging={"TagSet": [{"Key": "htcondor:annex:stack", "Value": settings.stack_name}]}
+                Bucket=bucket, Tagging={"TagSet": [{"Key": contract.TAG_STACK, "Value": settings.stack_name}]}
             )
         bootstrap = bootstrap_artifact()
         for key, body, what in (
@@ -297,7 +297,7 @@ def _create(clients: AwsClients, name: str, body: str, progress: Progress) -> De
             TemplateBody=body,
             Capabilities=CAPABILITIES,
             OnFailure="ROLLBACK",
-            Tags=[{"Key": "htcondor:annex:stack", "Value": name}],
+            Tags=[{"Key": contract.TAG_STACK, "Value": name}],
         )
     return _finish(clients, name, "created", progress, earlier=set())
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import botocore.config
 import botocore.exceptions
 
 from annex_cloud.cost import PriceBook
-from annex_cloud.prices import shipped_prices
+from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
+from annex_cloud.prices import SHIPPED_SOURCE, shipped_prices
 from annex_cloud.registry import Registry
 from annex_common.aws import AwsClients
 
@@ -28,7 +29,6 @@ PRICING_CONFIG = botocore.config.Config(
 )
 REFRESH_AFTER = timedelta(days=1)
 PRICE_LIST_SOURCE = "AWS Price List API"
-SHIPPED_SOURCE = "the table shipped with condor-annex"
 
 
 def price_filters(region: str, instance_type: str) -> list[dict[str, str]]:
@@ -85,9 +85,8 @@ def fetch_price_list(clients: AwsClients, region: str, types: list[str]) -> Fetc
 def is_fresh(book: PriceBook | None, types: list[str], now: datetime) -> bool:
     if book is None or book.source != PRICE_LIST_SOURCE or not book.fetched_at:
         return False
-    try:
-        fetched = datetime.strptime(book.fetched_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
+    fetched = parse_expiry_tag(book.fetched_at)
+    if fetched is None:
         return False
     return now - fetched < REFRESH_AFTER and all(book.price(t) is not None for t in types)
 
@@ -104,7 +103,7 @@ def refresh_prices(clients: AwsClients, registry: Registry, region: str, types: 
         # The API cannot be reached now, but priced every type before: those prices are better than
         # the table. They stay stored with their own date, so the next setup asks the API again.
         return stored
-    book = combine_prices(fetched, shipped_prices(region), types, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    book = combine_prices(fetched, shipped_prices(region), types, format_expiry_tag(now))
     registry.put_prices(book)
     return book
 

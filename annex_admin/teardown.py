@@ -12,6 +12,8 @@ import botocore.exceptions
 from annex_admin.enforce import scope_from_outputs
 from annex_cloud import leftovers
 from annex_cloud.leftovers import StackScope
+from annex_cloud.tags import STATUS_STATES
+from annex_cloud.termination import end_instances
 from annex_admin.leftovers import StackResource, orphan_scientist_policy, remove_leftovers, stack_resources
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.errors import AnnexError, NotReady
@@ -19,8 +21,7 @@ from annex_admin.stack import describe_stack
 from templates import contract
 
 Progress = Callable[[str], None]
-LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
-STACK_TAG = "htcondor:annex:stack"
+WAIT_BATCH = 500  # instance ids per waiter call
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TeardownReport:
 def annex_instances(clients: AwsClients, vpc_id: str | None) -> list[str]:
     filters = [
         {"Name": "tag-key", "Values": [contract.TAG_ANNEX_NAME]},
-        {"Name": "instance-state-name", "Values": LIVE_STATES},
+        {"Name": "instance-state-name", "Values": list(STATUS_STATES)},
     ]
     if vpc_id:
         filters.append({"Name": "vpc-id", "Values": [vpc_id]})
@@ -184,14 +185,17 @@ def _remove_code_bucket(clients: AwsClients, stack_name: str, progress: Progress
 
 
 def _terminate_and_wait(clients: AwsClients, ids: list[str], progress: Progress, report: TeardownReport) -> None:
+    """Terminate (annex_cloud.termination: protection cleared, one refusal keeps no other alive)
+    and wait for what ended; what could not be ended is reported, with why."""
     progress(f"Terminating {len(ids)} annex instance(s)")
-    with aws_errors("could not terminate the annex instances"):
-        for start in range(0, len(ids), 500):
-            clients.ec2.terminate_instances(InstanceIds=ids[start : start + 500])
+    ending = end_instances(clients.ec2, ids, progress)
+    report.not_removed += [(f"annex instance {i}", why) for i, why in sorted(ending.could_not_end.items())]
+    with aws_errors("could not wait for the annex instances to terminate"):
         waiter = clients.ec2.get_waiter("instance_terminated")
-        for start in range(0, len(ids), 500):
-            waiter.wait(InstanceIds=ids[start : start + 500], WaiterConfig={"Delay": 5, "MaxAttempts": 120})
-    report.removed.append(f"{len(ids)} annex instance(s) (terminated)")
+        for start in range(0, len(ending.ended), WAIT_BATCH):
+            waiter.wait(InstanceIds=ending.ended[start : start + WAIT_BATCH], WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    if ending.ended:
+        report.removed.append(f"{len(ending.ended)} annex instance(s) (terminated)")
 
 
 def _remove_annex_leftovers(
@@ -340,7 +344,7 @@ def _delete_stack(clients: AwsClients, stack_name: str, progress: Progress, repo
 def _remove_leftovers(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
     """Network pieces tagged with the stack's name that outlived the stack, in dependency order."""
     ec2 = clients.ec2
-    tag_filter = [{"Name": f"tag:{STACK_TAG}", "Values": [stack_name]}]
+    tag_filter = [{"Name": f"tag:{contract.TAG_STACK}", "Values": [stack_name]}]
     try:
         vpcs = [v["VpcId"] for v in ec2.describe_vpcs(Filters=tag_filter)["Vpcs"]]
     except botocore.exceptions.ClientError as exc:

@@ -12,6 +12,10 @@ DEFAULT_MAX_SPEND_USD = 500.0
 MAX_CAP_LEASE_HOURS = 24 * 366  # the bucket keeps annex configuration 400 days
 # Float sums of prices must not refuse or terminate over a rounding error.
 SPEND_EPSILON = 1e-6
+# A client's clock may run a little ahead of AWS's: a lease of exactly the cap, computed from her
+# "now", measures slightly longer here. Both the broker and the enforcer forgive this much.
+LEASE_CAP_SLACK_SECONDS = 300
+MIN_LEASE_SECONDS = 600  # instances need minutes to boot and join the pool
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,20 @@ class Caps:
     max_instances: int = DEFAULT_MAX_INSTANCES
     max_lease_hours: float = DEFAULT_MAX_LEASE_HOURS
     max_spend_usd: float = DEFAULT_MAX_SPEND_USD
+
+    # The three rules, each in one place: the broker admits against them, the enforcer ends what
+    # breaks them anyway.
+
+    def allows_instances(self, live: int) -> bool:
+        return live <= self.max_instances
+
+    def allows_lease(self, seconds: float) -> bool:
+        """A lease (from launch to its end) within the cap, forgiving a client's clock running a
+        little ahead of AWS's (LEASE_CAP_SLACK_SECONDS)."""
+        return seconds <= self.max_lease_hours * 3600 + LEASE_CAP_SLACK_SECONDS
+
+    def allows_spend(self, committed_usd: float) -> bool:
+        return committed_usd <= self.max_spend_usd + SPEND_EPSILON
 
     def describe(self) -> str:
         """The caps in the user's terms."""
@@ -65,8 +83,3 @@ def caps_from_mapping(document: Mapping[str, Any]) -> Caps:
     if problem:
         raise ValueError(problem)
     return caps
-
-# A client's clock may run a little ahead of AWS's: a lease of exactly the cap, computed from her
-# "now", measures slightly longer here. Both the broker and the enforcer forgive this much.
-LEASE_CAP_SLACK_SECONDS = 300
-MIN_LEASE_SECONDS = 600  # instances need minutes to boot and join the pool

@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from annex_cloud.instances import AnnexInstance
 
 HOUR = 3600.0
 
@@ -61,6 +64,17 @@ def remaining_cost(hourly: float, expiry: datetime | None, now: datetime) -> flo
     if expiry is None or expiry <= now:
         return 0.0
     return hourly * hours_between(now, expiry)
+
+
+def commitment(instance: AnnexInstance, book: PriceBook, now: datetime) -> float:
+    """What one live instance can still cost (unbounded when its type has no price)."""
+    return remaining_cost(book.hourly_or_unbounded(instance.instance_type), instance.expiry, now)
+
+
+def committed_spend(instances: Iterable[AnnexInstance], book: PriceBook, now: datetime) -> float:
+    """What a project has committed: the most its live instances can still cost, summed. The
+    broker admits against it and the enforcer ends the newest while it is over the cap."""
+    return sum(commitment(i, book, now) for i in instances)
 
 
 def most_cost(count: int, hourly_by_type: Mapping[str, float], hours: float) -> float:

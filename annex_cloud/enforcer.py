@@ -28,6 +28,7 @@ instance, as soon as EC2 reports it starting (the stack's state-change rule).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,25 +37,21 @@ from typing import Any, Callable, Iterable, Mapping
 
 from annex_cloud import leftovers, metrics
 from annex_cloud.calls import error_code, error_text as _error_text, function_clients
-from annex_cloud.caps import SPEND_EPSILON
-from annex_cloud.caps import Caps as ProjectCaps
-from annex_cloud.cost import PriceBook
-from annex_cloud.prices import shipped_prices
-from annex_cloud.registry import Registry
-from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
+from annex_cloud.caps import Caps
+from annex_cloud.cost import PriceBook, commitment, committed_spend
+from annex_cloud.expiry import format_expiry_tag
 from annex_cloud.guardrails import LEFTOVER_GRACE_SECONDS
+from annex_cloud.instances import AnnexInstance, as_utc, describe, from_description
 from annex_cloud.layout import ANNEX_PREFIX
 from annex_cloud.leftovers import Leftover, StackScope
 from annex_cloud.nodes import profile_name_of
-from annex_cloud.tags import LIVE_STATES, REQUIRED_INSTANCE_TAGS, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_PROJECT
+from annex_cloud.prices import stack_price_book
+from annex_cloud.registry import Registry
+from annex_cloud.tags import LIVE_STATES, REQUIRED_INSTANCE_TAGS, TAG_ANNEX_NAME, TAG_PROJECT, tag_dict
+from annex_cloud.termination import end_instances
 
-# TerminateInstances takes at most 1,000 ids; half that keeps one failed batch small.
-TERMINATE_BATCH = 500
 # DeleteObjects takes at most 1,000 keys.
 DELETE_BATCH = 1000
-# A scientist's clock may run a little ahead of AWS's: an expiry computed as "her now + the cap"
-# then measures slightly longer than the cap from the instance's launch time. Forgive that much.
-LEASE_CAP_SLACK = timedelta(minutes=5)
 # EC2 tags every instance launched from a launch template with the template's id under this key
 # (an "aws:" key: nobody can set or change it).
 TAG_LAUNCH_TEMPLATE_ID = "aws:ec2launchtemplate:id"
@@ -63,34 +60,6 @@ TAG_LAUNCH_TEMPLATE_ID = "aws:ec2launchtemplate:id"
 # ---------------------------------------------------------------------------------------------
 # Pure rule logic (no AWS calls): instances in, decisions out.
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AnnexInstance:
-    instance_id: str
-    annex_name: str
-    project: str  # "" when the instance carries no project tag
-    state: str
-    instance_type: str
-    launch_time: datetime | None
-    expiry_raw: str | None  # the tag's value, None when the tag is absent
-    tag_problem: str | None = None  # why its tags give it no valid lease whatever their values
-
-    @property
-    def expiry(self) -> datetime | None:
-        return parse_expiry(self.expiry_raw)
-
-    @property
-    def age_key(self) -> tuple[datetime, str]:
-        """Sort key, oldest first; instances launched in the same second are ordered by id."""
-        return (self.launch_time or datetime.min.replace(tzinfo=timezone.utc), self.instance_id)
-
-
-@dataclass(frozen=True)
-class Caps:
-    max_instances: int | None = None
-    max_lease_hours: float | None = None
-    max_spend_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,25 +72,6 @@ class Termination:
 class Plan:
     terminations: list[Termination] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # informational log lines, not actions
-
-
-def parse_expiry(value: str | None) -> datetime | None:
-    return parse_expiry_tag(value)
-
-
-def format_time(moment: datetime) -> str:
-    return format_expiry_tag(moment)
-
-
-def _as_utc(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, str):
-        try:
-            return _as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            return None
-    return None
 
 
 def tag_key_problem(tags: Mapping[str, str]) -> str | None:
@@ -161,25 +111,15 @@ def annex_instance(
     This re-checks, client side, what the server-side filters asked for, so that a filter the
     service ignored can never widen what the enforcer touches.
     """
-    tags = {t.get("Key"): t.get("Value", "") for t in description.get("Tags") or []}
+    tags = tag_dict(description.get("Tags"))
     state = (description.get("State") or {}).get("Name", "")
     from_stack = tags.get(TAG_LAUNCH_TEMPLATE_ID) in set(launch_template_ids)
     if (TAG_ANNEX_NAME not in tags and not from_stack) or state not in LIVE_STATES:
         return None
-    instance_id = description.get("InstanceId")
-    if not instance_id:
+    if not description.get("InstanceId"):
         return None
-    return AnnexInstance(
-        instance_id=instance_id,
-        annex_name=tags.get(TAG_ANNEX_NAME) or "",
-        project=tags.get(TAG_PROJECT) or "",
-        state=state,
-        instance_type=description.get("InstanceType", ""),
-        launch_time=_as_utc(description.get("LaunchTime")),
-        expiry_raw=tags.get(TAG_EXPIRY),
-        tag_problem=tag_key_problem(tags) or _unnamed(tags)
-        or profile_problem(description, tags.get(TAG_PROJECT) or "", node_profile),
-    )
+    problem = tag_key_problem(tags) or _unnamed(tags) or profile_problem(description, tags.get(TAG_PROJECT) or "", node_profile)
+    return dataclasses.replace(from_description(description), tag_problem=problem)
 
 
 def _unnamed(tags: Mapping[str, str]) -> str | None:
@@ -192,40 +132,29 @@ def lease_violation(instance: AnnexInstance, caps: Caps | None, now: datetime) -
     """Why the instance's lease alone condemns it, or None."""
     if instance.tag_problem:
         return instance.tag_problem
-    if instance.expiry_raw is None:
+    if instance.expiry_tag is None:
         return "no expiry tag"
     expiry = instance.expiry
     if expiry is None:
-        return f"unparsable expiry tag {printable(instance.expiry_raw)}"
+        return f"unparsable expiry tag {printable(instance.expiry_tag)}"
     if expiry <= now:
-        return f"lease expired at {format_time(expiry)}"
-    if caps is not None and caps.max_lease_hours is not None and instance.launch_time is not None:
-        lease = expiry - instance.launch_time
-        if lease > timedelta(hours=caps.max_lease_hours) + LEASE_CAP_SLACK:
-            hours = lease.total_seconds() / 3600
-            return f"lease of {hours:.2f} h exceeds the project's cap of {caps.max_lease_hours:g} h"
+        return f"lease expired at {format_expiry_tag(expiry)}"
+    if caps is not None and instance.launch_time is not None:
+        lease = (expiry - instance.launch_time).total_seconds()
+        if not caps.allows_lease(lease):
+            return f"lease of {lease / 3600:.2f} h exceeds the project's cap of {caps.max_lease_hours:g} h"
     return None
-
-
-def committed_cost(instance: AnnexInstance, prices: Mapping[str, float], now: datetime) -> float:
-    """What the instance may still cost: hourly price x hours left on its lease (priced types only)."""
-    expiry = instance.expiry
-    if expiry is None or expiry <= now:
-        return 0.0
-    return float(prices[instance.instance_type]) * (expiry - now).total_seconds() / 3600
 
 
 def newest_first(instances: Iterable[AnnexInstance]) -> list[AnnexInstance]:
     return sorted(instances, key=lambda i: i.age_key, reverse=True)
 
 
-def cap_violations(
-    instances: list[AnnexInstance], caps: Caps, prices: Mapping[str, float], now: datetime
-) -> list[Termination]:
+def cap_violations(instances: list[AnnexInstance], caps: Caps, prices: PriceBook, now: datetime) -> list[Termination]:
     """One project's surplus, newest first: beyond the instance cap, then while spend is over its cap."""
     survivors = sorted(instances, key=lambda i: i.age_key)  # oldest first
     condemned: list[Termination] = []
-    if caps.max_instances is not None and len(survivors) > caps.max_instances:
+    if not caps.allows_instances(len(survivors)):
         live = len(survivors)
         surplus = survivors[caps.max_instances :]
         survivors = survivors[: caps.max_instances]
@@ -233,43 +162,39 @@ def cap_violations(
             Termination(i, f"project has {live} live instances, cap is {caps.max_instances}")
             for i in reversed(surplus)
         ]
-    if caps.max_spend_usd is not None:
-        # What cannot be priced could cost anything: under a spend cap it never lives on.
-        unpriced = [i for i in survivors if i.instance_type not in prices]
-        survivors = [i for i in survivors if i.instance_type in prices]
-        condemned += [
-            Termination(i, f"no price is known for instance type {printable(i.instance_type)} under a spend cap")
-            for i in reversed(unpriced)
-        ]
-        spend = sum(committed_cost(i, prices, now) for i in survivors)
-        while survivors and spend > caps.max_spend_usd + SPEND_EPSILON:
-            newest = survivors.pop()
-            condemned.append(
-                Termination(
-                    newest,
-                    f"project's committed spend ${spend:.2f} exceeds its cap of ${caps.max_spend_usd:.2f}",
-                )
-            )
-            spend -= committed_cost(newest, prices, now)
+    # What cannot be priced could cost anything: under a spend cap it never lives on.
+    unpriced = [i for i in survivors if prices.price(i.instance_type) is None]
+    survivors = [i for i in survivors if prices.price(i.instance_type) is not None]
+    condemned += [
+        Termination(i, f"no price is known for instance type {printable(i.instance_type)} under a spend cap")
+        for i in reversed(unpriced)
+    ]
+    spend = committed_spend(survivors, prices, now)
+    while survivors and not caps.allows_spend(spend):
+        newest = survivors.pop()
+        condemned.append(
+            Termination(newest, f"project's committed spend ${spend:.2f} exceeds its cap of ${caps.max_spend_usd:.2f}")
+        )
+        spend -= commitment(newest, prices, now)
     return condemned
 
 
 def plan_terminations(
     instances: Iterable[AnnexInstance],
     caps_for: Callable[[str], Caps | None],
-    prices: Mapping[str, float],
+    prices: PriceBook,
     now: datetime,
 ) -> Plan:
     """Every termination one sweep makes, lease breakers first; they do not count towards caps."""
     plan = Plan()
     by_project: dict[str, list[AnnexInstance]] = {}
-    for instance in sorted(instances, key=lambda i: (i.project, i.age_key)):
-        caps = caps_for(instance.project) if instance.project else None
+    for instance in sorted(instances, key=lambda i: (i.project_id, i.age_key)):
+        caps = caps_for(instance.project_id) if instance.project_id else None
         reason = lease_violation(instance, caps, now)
         if reason:
             plan.terminations.append(Termination(instance, reason))
         else:
-            by_project.setdefault(instance.project, []).append(instance)
+            by_project.setdefault(instance.project_id, []).append(instance)
     for project, group in sorted(by_project.items()):
         caps = caps_for(project) if project else None
         if caps is not None:
@@ -299,7 +224,7 @@ def orphan_keys(
     for annex, members in sorted(groups.items()):
         if annex in live_annexes:
             continue
-        if all(_as_utc(modified) is not None and _as_utc(modified) <= cutoff for _, modified in members):
+        if all((moment := as_utc(modified)) is not None and moment <= cutoff for _, modified in members):
             doomed += sorted(key for key, _ in members)
     return doomed
 
@@ -358,16 +283,6 @@ class SweepReport:
         }
 
 
-def _describe(ec2: Any, filters: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-    return [
-        description
-        for page in pages
-        for reservation in page.get("Reservations", [])
-        for description in reservation.get("Instances", [])
-    ]
-
-
 def list_annex_instances(
     ec2: Any, launch_template_ids: Iterable[str] = (), node_profile: NodeProfile | None = None
 ) -> list[AnnexInstance]:
@@ -380,14 +295,14 @@ def list_annex_instances(
         queries.append([{"Name": f"tag:{TAG_LAUNCH_TEMPLATE_ID}", "Values": template_ids}, live])
     found: dict[str, AnnexInstance] = {}
     for filters in queries:
-        for description in _describe(ec2, filters):
+        for description in describe(ec2, filters):
             instance = annex_instance(description, template_ids, node_profile)
             if instance is not None:
                 found[instance.instance_id] = instance
     return list(found.values())
 
 
-CapsReader = Callable[[str], "ProjectCaps | None"]
+CapsReader = Callable[[str], Caps | None]
 
 
 class CapsCache:
@@ -418,7 +333,7 @@ class CapsCache:
         if recorded is None:
             self._log(f"project {printable(project)} has no record: none of its instances may run")
             return Caps(max_instances=0)
-        return Caps(recorded.max_instances, recorded.max_lease_hours, recorded.max_spend_usd)
+        return recorded
 
     def _error(self, message: str) -> None:
         self._errors.append(message)
@@ -426,69 +341,29 @@ class CapsCache:
 
 
 def _where(instance: AnnexInstance) -> str:
-    return f"annex {printable(instance.annex_name)}, project {printable(instance.project)}"
-
-
-def end_instance(ec2: Any, instance_id: str, log: Callable[[str], None]) -> str | None:
-    """Terminates one instance, clearing its termination protection when that is what refuses it.
-    Returns None once it is ending, else why it could not be ended."""
-    try:
-        ec2.terminate_instances(InstanceIds=[instance_id])
-        return None
-    except Exception as exc:
-        if error_code(exc) != "OperationNotPermitted":
-            return _error_text(exc)
-    try:
-        ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": False})
-        log(f"cleared the termination protection of {instance_id}")
-        ec2.terminate_instances(InstanceIds=[instance_id])
-    except Exception as exc:
-        return _error_text(exc)
-    return None
-
-
-def _end_batch(
-    ec2: Any, batch: list[Termination], report: SweepReport, log: Callable[[str], None]
-) -> list[Termination]:
-    """The batch's terminations that took effect.
-
-    EC2 refuses a whole TerminateInstances call for one protected instance (on AWS, for every
-    listed instance in that instance's zone), so a refused batch is retried one instance at a
-    time: one instance that cannot be ended never keeps the others alive.
-    """
-    if len(batch) > 1:
-        try:
-            ec2.terminate_instances(InstanceIds=[t.instance.instance_id for t in batch])
-            return list(batch)
-        except Exception as exc:
-            log(f"terminating {len(batch)} instances in one call failed ({_error_text(exc)}); ending each on its own")
-    ended: list[Termination] = []
-    for t in batch:
-        problem = end_instance(ec2, t.instance.instance_id, log)
-        if problem is None:
-            ended.append(t)
-            continue
-        i = t.instance
-        message = f"could not terminate {i.instance_id} ({_where(i)}; {t.reason}): {problem}"
-        report.errors.append(message)
-        report.could_not_end.append((i.instance_id, i.annex_name, i.project, problem))
-        log(f"error: {message}")
-    return ended
+    return f"annex {printable(instance.annex_name)}, project {printable(instance.project_id)}"
 
 
 def _terminate(
     ec2: Any, terminations: list[Termination], dry_run: bool, report: SweepReport, log: Callable[[str], None]
 ) -> set[str]:
-    """Terminate in batches; returns the ids that are gone (or would be, in a dry run)."""
+    """Terminate (annex_cloud.termination); returns the ids that are gone (or would be, in a dry run)."""
+    ids = [t.instance.instance_id for t in terminations]
+    could_not_end = {} if dry_run else end_instances(ec2, ids, log).could_not_end
     done: set[str] = set()
     verb = "would terminate" if dry_run else "terminated"
-    for start in range(0, len(terminations), TERMINATE_BATCH):
-        batch = terminations[start : start + TERMINATE_BATCH]
-        for t in batch if dry_run else _end_batch(ec2, batch, report, log):
-            i = t.instance
-            done.add(i.instance_id)
-            report.terminated.append((i.instance_id, i.annex_name, i.project, t.reason))
-            log(f"{verb} {i.instance_id} ({_where(i)}): {t.reason}")
+    for t in terminations:
+        i = t.instance
+        problem = could_not_end.get(i.instance_id)
+        if problem is not None:
+            message = f"could not terminate {i.instance_id} ({_where(i)}; {t.reason}): {problem}"
+            report.errors.append(message)
+            report.could_not_end.append((i.instance_id, i.annex_name, i.project_id, problem))
+            log(f"error: {message}")
+            continue
+        done.add(i.instance_id)
+        report.terminated.append((i.instance_id, i.annex_name, i.project_id, t.reason))
+        log(f"{verb} {i.instance_id} ({_where(i)}): {t.reason}")
     return done
 
 
@@ -581,7 +456,7 @@ def sweep(
     s3: Any,
     *,
     bucket: str,
-    prices: dict[str, float],
+    prices: PriceBook,
     caps: CapsReader,
     now: datetime,
     dry_run: bool = False,
@@ -597,7 +472,7 @@ def sweep(
     and mark its fleets. With ``cloudwatch`` as well, a real sweep publishes its heartbeat and
     counts (a sweep that raises publishes one error).
     """
-    now = _as_utc(now) or datetime.now(timezone.utc)
+    now = as_utc(now) or datetime.now(timezone.utc)
     try:
         report = _sweep(
             ec2, s3, bucket, prices, caps, now, dry_run, log, config_grace_seconds, stack, leftover_grace_seconds
@@ -615,7 +490,7 @@ def _sweep(
     ec2: Any,
     s3: Any,
     bucket: str,
-    prices: dict[str, float],
+    prices: PriceBook,
     caps: CapsReader,
     now: datetime,
     dry_run: bool,
@@ -640,10 +515,10 @@ def _sweep(
     report.kept = len(survivors)
     # Volumes of instances ended just now become available later: the next sweep removes them.
     _remove_leftovers(ec2, (leftovers.VOLUME,), stack, now, leftover_grace_seconds, dry_run, report, log)
-    live_annexes = {(i.project, i.annex_name) for i in survivors}
+    live_annexes = {(i.project_id, i.annex_name) for i in survivors}
     _delete_orphans(s3, bucket, live_annexes, now, config_grace_seconds, dry_run, report, log)
     log(
-        f"enforcer{' (dry run)' if dry_run else ''} at {format_time(now)}: "
+        f"enforcer{' (dry run)' if dry_run else ''} at {format_expiry_tag(now)}: "
         f"{len(report.terminated)} instances {'to terminate' if dry_run else 'terminated'}, "
         f"{report.kept} kept, {len(report.could_not_end)} could not be ended, "
         f"{len(report.leftovers)} leftovers {'to remove' if dry_run else 'removed'}, "
@@ -679,7 +554,7 @@ def check_instance(
     instance_id: str,
     *,
     bucket: str,
-    prices: dict[str, float],
+    prices: PriceBook,
     caps: CapsReader,
     now: datetime,
     dry_run: bool = False,
@@ -694,7 +569,7 @@ def check_instance(
     alone); how many instances its project runs, and what they commit together, is the sweep's.
     Its counts are published without a heartbeat: the heartbeat stands for the schedule.
     """
-    now = _as_utc(now) or datetime.now(timezone.utc)
+    now = as_utc(now) or datetime.now(timezone.utc)
     report = SweepReport(dry_run=dry_run)
     try:
         description = describe_instance(ec2, instance_id)
@@ -711,7 +586,7 @@ def check_instance(
         gone = _terminate(ec2, plan.terminations, dry_run, report, log)
         report.kept = 0 if gone else 1
         if not plan.terminations:
-            log(f"{instance_id} ({_where(instance)}) keeps its lease until {printable(instance.expiry_raw)}")
+            log(f"{instance_id} ({_where(instance)}) keeps its lease until {printable(instance.expiry_tag)}")
     if not dry_run:
         _publish(cloudwatch, stack, report.metric_counts(), now, log, report.errors)
     return report
@@ -785,7 +660,7 @@ def handler(event: Any, context: Any, environ: Mapping[str, str] | None = None) 
     ec2, s3 = clients["ec2"], clients["s3"]
     cloudwatch = clients["cloudwatch"] if stack else None
     registry = Registry(clients["dynamodb"], table)
-    prices, caps = stack_prices(registry, region), registry.caps
+    prices, caps = stack_price_book(registry.prices(), region), registry.caps
     now = datetime.now(timezone.utc)
     if instance_id is not None:
         report = check_instance(
@@ -799,9 +674,3 @@ def handler(event: Any, context: Any, environ: Mapping[str, str] | None = None) 
         )
     return report.to_dict()
 
-
-def stack_prices(registry: Registry, region: str) -> dict[str, float]:
-    """The prices setup stored with the stack; the shipped table only when none were stored."""
-    stored = registry.prices()
-    book = stored if stored is not None and stored.hourly else PriceBook(shipped_prices(region), "shipped")
-    return {itype: price for itype in book.hourly if (price := book.price(itype)) is not None}

@@ -197,17 +197,23 @@ def run_fleet(
     on_launched: Callable[[list[str]], None] = lambda ids: None,
     result: FleetResult | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    before_round: Callable[[], str | None] = lambda: None,
 ) -> FleetResult:
     """Fleet until the count is met, every pool has run dry, or AWS refuses for another reason.
 
     Each round's client token is derived from the request id, so a retried round is the same
     request to EC2. ``on_launched`` hears of instances as soon as an answer names them, and
-    ``result`` (when given) holds them even if a later round raises.
+    ``result`` (when given) holds them even if a later round raises. ``before_round`` is asked
+    before each round after the first, and stops the rounds when it gives a reason (the launch
+    lost its project's lock).
     """
     result = result if result is not None else FleetResult()
     pools = list(spec.pools)
     max_rounds = max_fleet_rounds(spec.count)
     while len(result.instances) < spec.count and pools and result.rounds < max_rounds:
+        if result.rounds and (reason := before_round()):
+            result.stopped_by = reason
+            break
         result.rounds += 1
         asked = min(spec.count - len(result.instances), FLEET_CHUNK)
         token = f"{token_prefix}-{result.rounds}"[:64] if token_prefix else uuid.uuid4().hex

@@ -8,6 +8,9 @@ keeping an instance that never joined the pool for longer than ``DEADMAN_MAX_SEC
 
 from __future__ import annotations
 
+# The broker's and the enforcer's Lambda timeout (templates/stack.py): no invocation outlives it.
+FUNCTION_TIMEOUT_SECONDS = 300
+
 # Dead-man: an instance that has not joined the pool this long after boot powers off.
 DEADMAN_DEFAULT_SECONDS = 30 * 60
 DEADMAN_MIN_SECONDS = 5 * 60  # installing HTCondor and starting it takes minutes

@@ -1,32 +1,39 @@
-"""A project's annex instances as EC2 describes them (the broker's view; tags re-checked here)."""
+"""The one model of an annex instance, for the broker, the enforcer, teardown and status.
+
+An instance is known from EC2's description (``from_description``), or, for the minutes before
+DescribeInstances lists it, from the broker's record of the launch that made it
+(``from_launch_record``). Tags are re-checked here, whatever filter found the instance, because
+this list decides what is counted against caps, extended or ended.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from annex_cloud.expiry import parse_expiry_tag
+from annex_cloud.registry import LaunchedInstance
 from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT, tag_dict
 
-# What status shows: live instances and those on their way out.
-STATUS_STATES = (*LIVE_STATES, "shutting-down")
 PAGE_SIZE = 1000
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
 class AnnexInstance:
     instance_id: str
-    annex_name: str
-    project_id: str
-    owner: str
+    annex_name: str  # "" when the instance carries no annex name tag
+    project_id: str  # "" when the instance carries no project tag
     state: str
     instance_type: str
-    zone: str
-    launch_time: datetime
-    expiry_tag: str | None
-    idle_tag: str | None
-    lifecycle: str  # on-demand | spot
+    launch_time: datetime | None
+    expiry_tag: str | None  # the tag's value, None when the tag is absent
+    owner: str = ""
+    zone: str = ""
+    idle_tag: str | None = None
+    lifecycle: str = "on-demand"  # on-demand | spot
+    tag_problem: str | None = None  # why its tags give it no valid lease whatever their values
 
     @property
     def expiry(self) -> datetime | None:
@@ -36,34 +43,69 @@ class AnnexInstance:
     def live(self) -> bool:
         return self.state in LIVE_STATES
 
+    @property
+    def age_key(self) -> tuple[datetime, str]:
+        """Sort key, oldest first; instances launched in the same second are ordered by id."""
+        return (self.launch_time or _EARLIEST, self.instance_id)
 
-def from_description(raw: dict[str, Any]) -> AnnexInstance:
+
+def as_utc(value: Any) -> datetime | None:
+    """An aware UTC datetime from a datetime (naive ones are UTC) or ISO 8601 text; else None."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, str):
+        try:
+            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+def from_description(raw: Mapping[str, Any]) -> AnnexInstance:
+    """The instance as one entry of DescribeInstances' ``Reservations[].Instances[]`` shows it."""
     tags = tag_dict(raw.get("Tags"))
-    launched = raw.get("LaunchTime")
-    if isinstance(launched, datetime):
-        launched = launched if launched.tzinfo else launched.replace(tzinfo=timezone.utc)
-    else:
-        launched = datetime.now(timezone.utc)
     return AnnexInstance(
-        instance_id=raw["InstanceId"],
+        instance_id=str(raw["InstanceId"]),
         annex_name=tags.get(TAG_ANNEX_NAME, ""),
         project_id=tags.get(TAG_PROJECT, ""),
-        owner=tags.get(TAG_OWNER, ""),
-        state=raw.get("State", {}).get("Name", ""),
+        state=(raw.get("State") or {}).get("Name", ""),
         instance_type=raw.get("InstanceType", ""),
-        zone=raw.get("Placement", {}).get("AvailabilityZone", ""),
-        launch_time=launched,
+        launch_time=as_utc(raw.get("LaunchTime")),
         expiry_tag=tags.get(TAG_EXPIRY),
+        owner=tags.get(TAG_OWNER, ""),
+        zone=(raw.get("Placement") or {}).get("AvailabilityZone", ""),
         idle_tag=tags.get(TAG_IDLE),
         lifecycle=raw.get("InstanceLifecycle") or "on-demand",
     )
 
 
+def from_launch_record(project_id: str, record: LaunchedInstance) -> AnnexInstance:
+    """An instance the broker launched that DescribeInstances may not list yet (it is eventually
+    consistent): as its launch recorded it, pending since the launch."""
+    return AnnexInstance(
+        instance_id=record.instance_id,
+        annex_name=record.annex_name,
+        project_id=project_id,
+        state="pending",
+        instance_type=record.instance_type,
+        launch_time=datetime.fromtimestamp(record.launched_at, timezone.utc),
+        expiry_tag=record.expiry,
+    )
+
+
+def describe(ec2: Any, filters: list[dict[str, Any]]) -> Iterable[Mapping[str, Any]]:
+    """Every instance DescribeInstances lists for ``filters``, page by page."""
+    for page in ec2.get_paginator("describe_instances").paginate(
+        Filters=filters, PaginationConfig={"PageSize": PAGE_SIZE}
+    ):
+        for reservation in page.get("Reservations", []):
+            yield from reservation.get("Instances", [])
+
+
 def project_instances(
     ec2: Any, project_id: str, *, annex_name: str | None = None, states: Iterable[str] = LIVE_STATES
 ) -> list[AnnexInstance]:
-    """The project's instances in ``states``; filters are re-checked on our side, because this
-    list decides what is counted against caps, extended or ended."""
+    """The project's instances in ``states`` (of one annex, when named), as EC2 lists them."""
     wanted = tuple(states)
     filters = [
         {"Name": f"tag:{TAG_PROJECT}", "Values": [project_id]},
@@ -72,16 +114,13 @@ def project_instances(
     if annex_name:
         filters.append({"Name": f"tag:{TAG_ANNEX_NAME}", "Values": [annex_name]})
     found: dict[str, AnnexInstance] = {}
-    for page in ec2.get_paginator("describe_instances").paginate(
-        Filters=filters, PaginationConfig={"PageSize": PAGE_SIZE}
-    ):
-        for reservation in page.get("Reservations", []):
-            for raw in reservation.get("Instances", []):
-                instance = from_description(raw)
-                if (
-                    instance.project_id == project_id
-                    and instance.state in wanted
-                    and (annex_name is None or instance.annex_name == annex_name)
-                ):
-                    found[instance.instance_id] = instance
-    return sorted(found.values(), key=lambda i: (i.annex_name, i.launch_time, i.instance_id))
+    for raw in describe(ec2, filters):
+        instance = from_description(raw)
+        if (
+            instance.project_id == project_id
+            and instance.state in wanted
+            and (annex_name is None or instance.annex_name == annex_name)
+        ):
+            found[instance.instance_id] = instance
+    return sorted(found.values(), key=lambda i: (i.annex_name, i.age_key))
+

@@ -41,13 +41,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from annex_cloud.calls import error_code
 from annex_cloud.caps import Caps, caps_from_mapping
 from annex_cloud.cost import PriceBook
 from annex_cloud.errors import Busy
+from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
+from annex_cloud.guardrails import FUNCTION_TIMEOUT_SECONDS
 
-LOCK_SECONDS = 120  # longer than any one request holds it; a crashed holder frees it then
+# The project lock's lease outlives any invocation that can hold it (a Lambda function is stopped
+# at its timeout), so it never lapses under a live request; a holder stopped mid-request frees it
+# at most this long after it started. See ``Registry.acquire``.
+LOCK_SECONDS = FUNCTION_TIMEOUT_SECONDS + 60
 LOCK_WAIT_SECONDS = 60
 REQUEST_TTL_SECONDS = 7 * 24 * 3600
 RECENT_SECONDS = 15 * 60  # launches this recent count even if DescribeInstances lags
@@ -105,6 +111,18 @@ class ProjectPool:
 
 
 @dataclass(frozen=True)
+class LaunchedInstance:
+    """One instance as the launch record of its fleet round names it."""
+
+    instance_id: str
+    instance_type: str
+    annex_name: str
+    expiry: str  # the lease end it was tagged with
+    launched_at: float  # epoch seconds of the record
+    request_id: str
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     request_id: str
     state: str  # started | done
@@ -125,8 +143,15 @@ def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"pk": _s(pk), "sk": _s(sk)}
 
 
-def _code(exc: Exception) -> str:
-    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+def _written(write: Callable[[], object]) -> bool:
+    """Make a conditional write: False when DynamoDB refused it for its condition."""
+    try:
+        write()
+        return True
+    except Exception as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        return False
 
 
 class Registry:
@@ -158,19 +183,13 @@ class Registry:
     def revoke_user(self, user: str) -> bool:
         """Mark the user's record revoked (the broker refuses her from then on); False when
         there is no record."""
-        try:
-            self.db.update_item(
-                TableName=self.table,
-                Key=_key(f"user#{user}", "user"),
-                UpdateExpression="SET revoked = :at, updated = :at",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":at": _s(_now_text())},
-            )
-            return True
-        except Exception as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
-            return False
+        return _written(lambda: self.db.update_item(
+            TableName=self.table,
+            Key=_key(f"user#{user}", "user"),
+            UpdateExpression="SET revoked = :at, updated = :at",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":at": _s(_now_text())},
+        ))
 
     def delete_user(self, user: str) -> None:
         self.db.delete_item(TableName=self.table, Key=_key(f"user#{user}", "user"))
@@ -305,61 +324,74 @@ class Registry:
     # -- the per-project lock ----------------------------------------------------------------
 
     def acquire(self, project_id: str, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> str:
-        """Take the project's lock (a conditional write); Busy when it stays held."""
+        """Take the project's lock (a conditional write); Busy when it stays held.
+
+        Every request that changes what a project has committed (launch, extend, terminate) runs
+        whole under this lock, so what one was admitted for is in EC2 or in the launch records
+        before the next one counts. Its lease is longer than the function's timeout, so a live
+        holder never loses it; a holder that works in rounds (a launch's fleet rounds) still
+        checks it before each further round (``renew``), and stops if another has taken it.
+
+        That was chosen over a reservation of count and cost beside a short lock: one rule, the
+        lock, covers all three requests (a terminate or an extension of an annex being launched
+        waits for the launch rather than missing its later rounds), and what the lock protects is
+        exactly what EC2 and the launch records already count. The price is that a project's
+        changing requests take turns: one that waits longer than ``wait_seconds`` is Busy.
+        """
         holder = uuid.uuid4().hex
         deadline = time.monotonic() + wait_seconds
         pause = 0.05
         while True:
             now = time.time()
-            try:
-                self.db.put_item(
-                    TableName=self.table,
-                    Item={**_key(f"project#{project_id}", "lock"), "holder": _s(holder), "expires": _n(now + LOCK_SECONDS)},
-                    ConditionExpression="attribute_not_exists(pk) OR expires < :now",
-                    ExpressionAttributeValues={":now": _n(now)},
-                )
+            if _written(lambda: self.db.put_item(
+                TableName=self.table,
+                Item={**_key(f"project#{project_id}", "lock"), "holder": _s(holder), "expires": _n(now + LOCK_SECONDS)},
+                ConditionExpression="attribute_not_exists(pk) OR expires < :now",
+                ExpressionAttributeValues={":now": _n(now)},
+            )):
                 return holder
-            except Exception as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
             if time.monotonic() > deadline:
                 raise Busy(f"another request of project {project_id} has held its lock for over {wait_seconds:g} s")
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
+    def renew(self, project_id: str, holder: str) -> bool:
+        """Extend the lease of a lock ``holder`` still holds; False when another took it (the
+        lease lapsed), and the holder must stop changing the project's commitments."""
+        return _written(lambda: self.db.update_item(
+            TableName=self.table,
+            Key=_key(f"project#{project_id}", "lock"),
+            UpdateExpression="SET expires = :later",
+            ConditionExpression="holder = :me",
+            ExpressionAttributeValues={":me": _s(holder), ":later": _n(time.time() + LOCK_SECONDS)},
+        ))
+
     def release(self, project_id: str, holder: str) -> None:
-        try:
-            self.db.delete_item(
-                TableName=self.table,
-                Key=_key(f"project#{project_id}", "lock"),
-                ConditionExpression="holder = :me",
-                ExpressionAttributeValues={":me": _s(holder)},
-            )
-        except Exception as exc:
-            if _code(exc) != "ConditionalCheckFailedException":  # expired and taken by another
-                raise
+        # Refused only when the lease lapsed and another request holds the lock now.
+        _written(lambda: self.db.delete_item(
+            TableName=self.table,
+            Key=_key(f"project#{project_id}", "lock"),
+            ConditionExpression="holder = :me",
+            ExpressionAttributeValues={":me": _s(holder)},
+        ))
 
     # -- requests, remembered by id ----------------------------------------------------------
 
     def begin_request(self, project_id: str, request_id: str, digest: str = "") -> RequestRecord | None:
         """Record a new request; None if it is new, else the earlier record of the same id."""
         now = time.time()
-        try:
-            self.db.put_item(
-                TableName=self.table,
-                Item={
-                    **_key(f"project#{project_id}", f"request#{request_id}"),
-                    "state": _s("started"),
-                    "digest": _s(digest),
-                    "created": _n(now),
-                    "ttl": _n(int(now + REQUEST_TTL_SECONDS)),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+        if _written(lambda: self.db.put_item(
+            TableName=self.table,
+            Item={
+                **_key(f"project#{project_id}", f"request#{request_id}"),
+                "state": _s("started"),
+                "digest": _s(digest),
+                "created": _n(now),
+                "ttl": _n(int(now + REQUEST_TTL_SECONDS)),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )):
             return None
-        except Exception as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
         item = self._get(f"project#{project_id}", f"request#{request_id}") or {}
         return _request(request_id, item)
 
@@ -394,17 +426,17 @@ class Registry:
         """A request that changed nothing is forgotten, so the same id may be tried again."""
         self.db.delete_item(TableName=self.table, Key=_key(f"project#{project_id}", f"request#{request_id}"))
 
-    def recent_launches(self, project_id: str, *, now: float | None = None) -> list[dict[str, str]]:
+    def recent_launches(self, project_id: str, *, now: float | None = None) -> list[LaunchedInstance]:
         """Instances launched by this project's requests of the last few minutes (one key range)."""
         since = int((now or time.time()) - RECENT_SECONDS)
         return self._launches(project_id, since=since)
 
-    def launched_by(self, project_id: str, request_id: str) -> list[dict[str, str]]:
+    def launched_by(self, project_id: str, request_id: str) -> list[LaunchedInstance]:
         """Every instance one request launched (a rare question: a request cut short)."""
         return self._launches(project_id, since=0, request_id=request_id)
 
-    def _launches(self, project_id: str, *, since: int, request_id: str | None = None) -> list[dict[str, str]]:
-        found: list[dict[str, str]] = []
+    def _launches(self, project_id: str, *, since: int, request_id: str | None = None) -> list[LaunchedInstance]:
+        found: list[LaunchedInstance] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :p AND sk BETWEEN :from AND :to",
@@ -415,12 +447,15 @@ class Registry:
         while True:
             page = self.db.query(**kwargs)
             for item in page.get("Items", []):
-                if request_id is not None and item["sk"]["S"].split("#")[2] != request_id:
+                launched_by = item["sk"]["S"].split("#")[2]
+                if request_id is not None and launched_by != request_id:
                     continue
                 for pair in filter(None, item.get("instances", {}).get("S", "").split(",")):
                     instance_id, _, instance_type = pair.partition(":")
-                    found.append({"instance_id": instance_id, "instance_type": instance_type,
-                                  "expiry": item["expiry"]["S"], "annex_name": item["annex"]["S"]})
+                    found.append(LaunchedInstance(
+                        instance_id, instance_type, item["annex"]["S"], item["expiry"]["S"],
+                        float(item.get("created", {}).get("N", "0")), launched_by,
+                    ))
             if "LastEvaluatedKey" not in page:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -462,7 +497,10 @@ def _annex(annex_name: str, item: dict[str, Any]) -> AnnexRecord:
 
 
 def _moment(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    moment = parse_expiry_tag(text)
+    if moment is None:
+        raise ValueError(f"{text!r} is not a lease end")
+    return moment
 
 
 def _node(project_id: str, item: dict[str, Any]) -> NodeRecord:
@@ -498,4 +536,4 @@ def _user(user: str, item: dict[str, Any]) -> UserRecord:
 
 
 def _now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_expiry_tag(datetime.now(timezone.utc))

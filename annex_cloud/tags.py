@@ -16,6 +16,8 @@ TAG_STACK = "htcondor:annex:stack"
 
 # States in which an instance can still cost money and count against a project's caps.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# Live, or on its way out: what status shows, and what teardown waits for.
+STATUS_STATES = (*LIVE_STATES, "shutting-down")
 
 
 def tag_dict(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:

@@ -7,10 +7,11 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from annex_common.errors import BadInput
+from annex_cloud.caps import MIN_LEASE_SECONDS
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 
 ACCEPTED = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
-MIN_LEASE = timedelta(minutes=10)
+MIN_LEASE = timedelta(seconds=MIN_LEASE_SECONDS)
 
 
 def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) -> datetime:

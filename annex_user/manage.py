@@ -13,9 +13,9 @@ from annex_user import expiry as lease
 from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
+from annex_cloud.tags import LIVE_STATES
 from annex_user.launch import validate_annex_name
 
-LIVE = ("pending", "running", "stopping", "stopped")
 
 
 @dataclass
@@ -42,7 +42,7 @@ class AnnexSummary:
 
     @property
     def live(self) -> int:
-        return sum(n for state, n in self.data["states"].items() if state in LIVE)
+        return sum(n for state, n in self.data["states"].items() if state in LIVE_STATES)
 
     def to_json(self, now: datetime) -> dict[str, Any]:
         lease_end = lease.from_tag(self.data.get("expiry"))

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from annex_admin.stack import StackInfo, read_stack
+from annex_cloud.tags import LIVE_STATES
 from annex_common.bundle import Bundle, load_bundle
 from bench.emulator import BenchEmulator, PinnedClients
 from templates import contract
@@ -19,7 +20,6 @@ from templates import contract
 PROJECT = "TheNeeds-MooreLab"
 USER = "needs-moore"
 FLEET_CHUNK = 1000
-LIVE = ["pending", "running", "stopping", "stopped"]
 
 
 # Caps with room for every case: the broker and the enforcer read them from the administrator's
@@ -134,7 +134,7 @@ def live_ids(clients: PinnedClients, filters: list[dict] | None = None) -> list[
     ids: list[str] = []
     paginator = clients.ec2.get_paginator("describe_instances")
     for page in paginator.paginate(
-        Filters=[{"Name": "instance-state-name", "Values": LIVE}, *(filters or [])],
+        Filters=[{"Name": "instance-state-name", "Values": list(LIVE_STATES)}, *(filters or [])],
         PaginationConfig={"PageSize": 1000},
     ):
         ids += [i["InstanceId"] for r in page["Reservations"] for i in r["Instances"]]

@@ -20,6 +20,7 @@ from troposphere import (
 from troposphere import awslambda, cloudwatch, dynamodb, ec2, events, iam, kms, s3, sns
 
 from annex_cloud import metrics
+from annex_cloud.guardrails import FUNCTION_TIMEOUT_SECONDS
 from annex_cloud.pools import pools_path
 from annex_cloud.nodes import node_role_path
 from annex_cloud.enforcer import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
@@ -63,7 +64,7 @@ def build_template(settings: StackSettings) -> Template:
     )
     # What it was built with, so that the next setup changes only what its options change.
     t.set_metadata({METADATA_KEY: settings_record(settings)})
-    tags = Tags({"htcondor:annex:stack": settings.stack_name})
+    tags = Tags({contract.TAG_STACK: settings.stack_name})
 
     vpc = t.add_resource(
         ec2.VPC(
@@ -282,7 +283,7 @@ def build_template(settings: StackSettings) -> Template:
             Runtime=FUNCTION_RUNTIME,
             Handler=BROKER_HANDLER,
             Role=GetAtt(broker_role, "Arn"),
-            Timeout=300,
+            Timeout=FUNCTION_TIMEOUT_SECONDS,
             MemorySize=512,
             **_reserved(settings.broker_concurrency),
             Code=code,
@@ -330,7 +331,7 @@ def build_template(settings: StackSettings) -> Template:
             Runtime=FUNCTION_RUNTIME,
             Handler=ENFORCER_HANDLER,
             Role=GetAtt(enforcer_role, "Arn"),
-            Timeout=300,
+            Timeout=FUNCTION_TIMEOUT_SECONDS,
             MemorySize=256,
             **_reserved(settings.enforcer_concurrency),
             Code=code,

@@ -12,21 +12,26 @@ from typing import Any, Callable
 from annex_cloud import cost
 from annex_cloud.broker import pool as pools
 from annex_cloud.broker import requests as asks
+from annex_cloud.broker.commitments import Turn, counted_instances, in_turn
 from annex_cloud.broker.settings import BrokerSettings
-from annex_cloud.caps import LEASE_CAP_SLACK_SECONDS, MIN_LEASE_SECONDS, SPEND_EPSILON, Caps
+from annex_cloud.caps import MIN_LEASE_SECONDS, Caps
+from annex_cloud.calls import error_code
 from annex_cloud.errors import Busy, Refused
-from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
+from annex_cloud.expiry import format_expiry_tag
 from annex_cloud.fleet import FleetResult, FleetSpec, run_fleet
-from annex_cloud.instances import STATUS_STATES, AnnexInstance, project_instances
+from annex_cloud.instances import AnnexInstance, project_instances
 from annex_cloud.layout import NODE_ENV_OBJECT, PASSWORD_OBJECT, TOKEN_OBJECT, annex_prefix
 from annex_cloud.node.config import NodeConfigInputs, render_node_env
-from annex_cloud.prices import shipped_prices
+from annex_cloud.prices import stack_price_book
 from annex_cloud.pool_tokens import read_claims
 from annex_cloud.registry import AnnexRecord, NodeRecord, Registry
 from annex_cloud.status_view import annex_summaries, instance_page, project_totals
-from annex_cloud.tags import LIVE_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT, TAG_STACK
+from annex_cloud.tags import STATUS_STATES, TAG_ANNEX_NAME, TAG_EXPIRY, TAG_IDLE, TAG_OWNER, TAG_PROJECT, TAG_STACK
+from annex_cloud.termination import Ending, end_instances
 
-BATCH = 1000  # ids per CreateTags / TerminateInstances call
+TAG_BATCH = 1000  # ids per CreateTags call
+# CreateTags refuses an id EC2 does not list yet (a launch of seconds ago): asked again after these.
+TAG_WAITS = (1.0, 2.0, 4.0, 8.0)
 # Longer than the function's timeout (300 s) and the project lock's lease: a request still
 # "started" after this was cut short.
 ABANDONED_AFTER_SECONDS = 900
@@ -102,11 +107,7 @@ def once(call: Call, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def price_book(call: Call) -> cost.PriceBook:
-    """The prices setup stored with the stack; the shipped table only when none were stored."""
-    stored = call.registry.prices()
-    if stored is not None and stored.hourly:
-        return stored
-    return cost.PriceBook(shipped_prices(call.settings.region), "the table shipped with condor-annex")
+    return stack_price_book(call.registry.prices(), call.settings.region)
 
 
 def require_prices(book: cost.PriceBook, types: tuple[str, ...] | list[str]) -> dict[str, float]:
@@ -121,46 +122,8 @@ def require_prices(book: cost.PriceBook, types: tuple[str, ...] | list[str]) -> 
 
 
 def live_instances(call: Call) -> list[AnnexInstance]:
-    return project_instances(call.ec2, call.project_id)
-
-
-def counted_instances(call: Call) -> list[dict[str, str]]:
-    """The project's live instances for caps: EC2's list, plus launches of the last minutes that
-    DescribeInstances may not show yet (it is eventually consistent)."""
-    counted = {
-        i.instance_id: {"instance_id": i.instance_id, "instance_type": i.instance_type,
-                        "expiry": i.expiry_tag or "", "annex_name": i.annex_name}
-        for i in live_instances(call)
-    }
-    unseen = [r for r in call.registry.recent_launches(call.project_id) if r["instance_id"] not in counted]
-    gone = _ended_ids(call.ec2, [r["instance_id"] for r in unseen])
-    for record in unseen:
-        if record["instance_id"] not in gone:
-            counted[record["instance_id"]] = record
-    return list(counted.values())
-
-
-def _ended_ids(ec2: Any, ids: list[str]) -> set[str]:
-    ended: set[str] = set()
-    for start in range(0, len(ids), BATCH):
-        try:
-            pages = ec2.get_paginator("describe_instances").paginate(InstanceIds=ids[start : start + BATCH])
-            for page in pages:
-                for reservation in page.get("Reservations", []):
-                    for raw in reservation.get("Instances", []):
-                        if raw.get("State", {}).get("Name") not in LIVE_STATES:
-                            ended.add(raw["InstanceId"])
-        except Exception as exc:  # not visible yet: count them, as the safe side
-            if "InvalidInstanceID" not in str(exc):
-                raise
-    return ended
-
-
-def committed_spend(records: list[dict[str, str]], book: cost.PriceBook, now: datetime) -> float:
-    return sum(
-        cost.remaining_cost(book.hourly_or_unbounded(r["instance_type"]), parse_expiry_tag(r.get("expiry")), now)
-        for r in records
-    )
+    """The project's live instances, as every request that changes the project counts them."""
+    return counted_instances(call.ec2, call.registry, call.project_id)
 
 
 def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
@@ -180,7 +143,7 @@ def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
 
 def lease_cap_problem(call: Call, hours: float, expiry: datetime, what: str = "lease") -> Refused | None:
     cap = call.caps.max_lease_hours
-    if hours * 3600 <= cap * 3600 + LEASE_CAP_SLACK_SECONDS:
+    if call.caps.allows_lease(hours * 3600):
         return None
     return Refused(
         f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
@@ -191,7 +154,7 @@ def lease_cap_problem(call: Call, hours: float, expiry: datetime, what: str = "l
 
 def instance_cap_problem(call: Call, live: int, adding: int) -> Refused | None:
     cap = call.caps.max_instances
-    if live + adding <= cap:
+    if call.caps.allows_instances(live + adding):
         return None
     return Refused(
         f"{adding} more instances would break the project's instance cap of {cap}",
@@ -202,7 +165,7 @@ def instance_cap_problem(call: Call, live: int, adding: int) -> Refused | None:
 
 def spend_problem(call: Call, committed_before: float, adding: float, what: str) -> Refused | None:
     cap = call.caps.max_spend_usd
-    if committed_before + adding <= cap + SPEND_EPSILON:
+    if call.caps.allows_spend(committed_before + adding):
         return None
     return Refused(
         f"{what} could cost up to ${adding:,.2f}, which would break the project's spend cap of ${cap:,.2f}",
@@ -226,13 +189,9 @@ def caps_dict(caps: Caps) -> dict[str, float]:
     return {"max_instances": caps.max_instances, "max_lease_hours": caps.max_lease_hours, "max_spend_usd": caps.max_spend_usd}
 
 
-def locked(call: Call, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work`` holding the project's lock: concurrent requests of one project take turns."""
-    holder = call.registry.acquire(call.project_id)
-    try:
-        return work()
-    finally:
-        call.registry.release(call.project_id, holder)
+def locked(call: Call, work: Callable[[Turn], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work`` in the project's turn: its launches, extensions and terminations take turns."""
+    return in_turn(call.registry, call.project_id, work)
 
 
 # -- plan and launch ------------------------------------------------------------------------
@@ -262,13 +221,13 @@ def project_node(call: Call, instance_types: tuple[str, ...]) -> NodeRecord:
 
 
 def _launch_plan(
-    call: Call, ask: asks.LaunchAsk, counted: list[dict[str, str]], node: NodeRecord
+    call: Call, ask: asks.LaunchAsk, counted: list[AnnexInstance], node: NodeRecord
 ) -> dict[str, Any]:
     """Every check of a launch, reading only; Refused names the rule it would break."""
     book = price_book(call)
     prices = require_prices(book, ask.instance_types)
     hours = lease_hours(call, ask.expiry, call.now)
-    in_use = sorted(r["instance_id"] for r in counted if r.get("annex_name") == ask.annex_name)
+    in_use = sorted(i.instance_id for i in counted if i.annex_name == ask.annex_name)
     if in_use:
         named = ", ".join(in_use[:NAMED_IN_REFUSAL])
         more = f" and {len(in_use) - NAMED_IN_REFUSAL} more" if len(in_use) > NAMED_IN_REFUSAL else ""
@@ -277,7 +236,7 @@ def _launch_plan(
             f"it has {len(in_use)} live instance(s): {named}{more}",
             "See `condor_annex status`; extend or terminate it, or pick another --annex-name.",
         )
-    committed = committed_spend(counted, book, call.now)
+    committed = cost.committed_spend(counted, book, call.now)
     most = cost.most_cost(ask.count, prices, hours)
     breaks = broken([
         lease_cap_problem(call, hours, ask.expiry),
@@ -308,7 +267,7 @@ def _launch_plan(
 
 def plan_launch(call: Call) -> dict[str, Any]:
     ask = asks.launch_ask(call.params, call.settings.instance_types, with_pool=False)
-    plan = _launch_plan(call, ask, counted_instances(call), project_node(call, ask.instance_types))
+    plan = _launch_plan(call, ask, live_instances(call), project_node(call, ask.instance_types))
     return {**plan, "pool": pools.plan(call, ask)}
 
 
@@ -320,7 +279,7 @@ def launch(call: Call) -> dict[str, Any]:
     def cut_short() -> dict[str, Any]:
         # Its broker died mid-launch (a timeout): report what it launched, never launch again.
         launched = call.registry.launched_by(call.project_id, request_id)
-        return {"instance_ids": sorted(r["instance_id"] for r in launched), "replayed": True,
+        return {"instance_ids": sorted(r.instance_id for r in launched), "replayed": True,
                 "stopped_by": "the first attempt at this request was cut short"}
 
     earlier = earlier_answer(call, request_id, cut_short)
@@ -328,7 +287,7 @@ def launch(call: Call) -> dict[str, Any]:
         return earlier
     fleet = FleetResult()
     try:
-        result = locked(call, lambda: _launch_locked(call, ask, request_id, fleet))
+        result = locked(call, lambda turn: _launch_locked(call, ask, request_id, fleet, turn))
     except BaseException as exc:
         if fleet.instances:
             # Something runs: remember it under this id, so a retry reports it and never relaunches.
@@ -343,9 +302,11 @@ def launch(call: Call) -> dict[str, Any]:
     return result
 
 
-def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult) -> dict[str, Any]:
+def _launch_locked(
+    call: Call, ask: asks.LaunchAsk, request_id: str, fleet: FleetResult, turn: Turn
+) -> dict[str, Any]:
     node = project_node(call, ask.instance_types)
-    plan = _launch_plan(call, ask, counted_instances(call), node)
+    plan = _launch_plan(call, ask, live_instances(call), node)
     refuse_broken(plan)
     annex_pool = pools.for_launch(call, ask)
     prefix = annex_prefix(call.project_id, ask.annex_name)
@@ -371,7 +332,8 @@ def _launch_locked(call: Call, ask: asks.LaunchAsk, request_id: str, fleet: Flee
         fleet_tags=fleet_tags(call, ask),
     )
     try:
-        run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet)
+        run_fleet(create_fleet, spec, token_prefix=request_id, on_launched=remember, result=fleet,
+                  before_round=turn.lost)
     finally:
         if not fleet.instances:  # nothing runs: nothing is left half-done
             delete_prefix(call, prefix)
@@ -448,13 +410,21 @@ def end_duplicates(ec2: Any, project_id: str, annex_name: str, known: set[str]) 
     that did not honour the client token launched them twice."""
     present = project_instances(ec2, project_id, annex_name=annex_name)
     extra = [i.instance_id for i in present if i.instance_id not in known]
-    terminate(ec2, extra)
-    return extra
+    return end_instances(ec2, extra).ended
 
 
-def terminate(ec2: Any, ids: list[str]) -> None:
-    for start in range(0, len(ids), BATCH):
-        ec2.terminate_instances(InstanceIds=ids[start : start + BATCH])
+def retag_expiry(ec2: Any, ids: list[str], expiry: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Move the lease tag of ``ids``, asking again while EC2 does not list one of them yet."""
+    for start in range(0, len(ids), TAG_BATCH):
+        batch = ids[start : start + TAG_BATCH]
+        for pause in (0.0, *TAG_WAITS):
+            sleep(pause)
+            try:
+                ec2.create_tags(Resources=batch, Tags=[{"Key": TAG_EXPIRY, "Value": expiry}])
+                break
+            except Exception as exc:
+                if error_code(exc) != "InvalidInstanceID.NotFound" or pause == TAG_WAITS[-1]:
+                    raise
 
 
 def delete_prefix(call: Call, prefix: str) -> int:
@@ -509,6 +479,7 @@ def status_rows(call: Call) -> list[dict[str, Any]]:
         record = remembered.get(i.annex_name)
         hourly = book.hourly_or_unbounded(i.instance_type)
         expiry = i.expiry
+        launched = i.launch_time or call.now
         rows.append({
             "instance_id": i.instance_id,
             "annex_name": i.annex_name,
@@ -518,10 +489,10 @@ def status_rows(call: Call) -> list[dict[str, Any]]:
             "instance_type": i.instance_type,
             "availability_zone": i.zone,
             "lifecycle": i.lifecycle,
-            "launch_time": format_expiry_tag(i.launch_time),
+            "launch_time": format_expiry_tag(launched),
             "expiry": format_expiry_tag(expiry) if expiry else None,
             "hourly_price": None if hourly == float("inf") else hourly,
-            "cost_so_far": _finite(cost.spent_so_far(hourly, i.launch_time, call.now)),
+            "cost_so_far": _finite(cost.spent_so_far(hourly, launched, call.now)),
             "can_still_cost": _finite(cost.remaining_cost(hourly, expiry, call.now)) if i.live else 0.0,
             # The annex's token id, for the pool administrator to revoke it (never the token).
             "token_id": (record.token_id or None) if record else None,
@@ -572,13 +543,10 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
             "extend never shortens a lease unless asked to",
             "Pass a later end, or add --shorten to end the lease earlier.",
         )
-    hours = lease_hours(call, ask.expiry, min(i.launch_time for i in annex))
+    hours = lease_hours(call, ask.expiry, min(i.launch_time or call.now for i in annex))
     book = price_book(call)
     require_prices(book, sorted({i.instance_type for i in annex}))
-    others = [
-        {"instance_type": i.instance_type, "expiry": i.expiry_tag or ""} for i in project if i.annex_name != ask.annex_name
-    ]
-    committed_others = committed_spend(others, book, call.now)
+    committed_others = cost.committed_spend([i for i in project if i.annex_name != ask.annex_name], book, call.now)
     record = _annex_record(call, ask.annex_name)
     annex_cost = sum(cost.remaining_cost(book.hourly_or_unbounded(i.instance_type), ask.expiry, call.now) for i in annex)
     breaks = broken([
@@ -656,12 +624,10 @@ def extend(call: Call) -> dict[str, Any]:
             )
             record = dataclasses.replace(record, security="idtoken", token_id=record.token_id or token_id_of(token))
         call.registry.put_annex(call.project_id, dataclasses.replace(record, expiry=plan["expiry"]))
-        ids = [i.instance_id for i in annex]
-        for start in range(0, len(ids), BATCH):
-            call.ec2.create_tags(Resources=ids[start : start + BATCH], Tags=[{"Key": TAG_EXPIRY, "Value": plan["expiry"]}])
+        retag_expiry(call.ec2, [i.instance_id for i in annex], plan["expiry"])
         return {**plan, "token_replaced": token is not None, "token_id": record.token_id or None}
 
-    return once(call, lambda: locked(call, work))
+    return once(call, lambda: locked(call, lambda _turn: work()))
 
 
 def _extension_token(call: Call, ask: asks.ExtendAsk, record: AnnexRecord) -> bytes | None:
@@ -702,22 +668,31 @@ def end_annex(call: Call) -> dict[str, Any]:
     name = asks.annex_name(call.params)
 
     def work() -> dict[str, Any]:
-        annex = project_instances(call.ec2, call.project_id, annex_name=name)
+        project = live_instances(call)
+        annex = [i for i in project if i.annex_name == name]
         record = call.registry.annex(call.project_id, name)
         if not annex and record is None and not _seen_in_ec2(call, name):
             raise Refused(
                 f"project {call.project_id} has no annex named {name}",
                 "the broker never launched an annex of that name, or it ended more than a week ago",
-                closest_annex_hint(name, live_instances(call)),
+                closest_annex_hint(name, project),
             )
-        ids = [i.instance_id for i in annex]
-        terminate(call.ec2, ids)
+        ending = end_instances(call.ec2, [i.instance_id for i in annex])
         removed = delete_prefix(call, annex_prefix(call.project_id, name))
         ended = record or AnnexRecord(name, "", "", format_expiry_tag(call.now))
         call.registry.put_annex(call.project_id, dataclasses.replace(ended, ended=format_expiry_tag(call.now)))
-        return {"annex_name": name, "instance_ids": ids, "objects_removed": removed, "already_gone": not ids}
+        return {"annex_name": name, "instance_ids": ending.ended, "objects_removed": removed, "already_gone": not annex,
+                **_not_ended(ending)}
 
-    return once(call, work)
+    return once(call, lambda: locked(call, lambda _turn: work()))
+
+
+def _not_ended(ending: Ending) -> dict[str, Any]:
+    """What terminate could not end (a protected instance: the broker may not clear that, the
+    enforcer's next sweep does), named in the answer; nothing when all ended."""
+    if not ending.could_not_end:
+        return {}
+    return {"could_not_end": ending.could_not_end}
 
 
 def _seen_in_ec2(call: Call, name: str) -> bool:

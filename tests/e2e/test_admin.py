@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from annex_admin.enforce import stack_scope
+from annex_cloud.cost import PriceBook
 from annex_cloud import enforcer
 from annex_common.aws import make_clients
 from annex_admin.stack import read_stack
@@ -165,7 +166,7 @@ def test_check_setup_exits_1_after_a_sweep_that_left_an_instance_alive(shell):
         params["InstanceId"] = "i-00000000000000000"
 
     clients.ec2.meta.events.register("provide-client-params.ec2.ModifyInstanceAttribute", refuse)
-    report = enforcer.sweep(clients.ec2, clients.s3, bucket=stack.bucket, prices={}, caps=lambda _p: None,
+    report = enforcer.sweep(clients.ec2, clients.s3, bucket=stack.bucket, prices=PriceBook({}), caps=lambda _p: None,
                             now=datetime.now(timezone.utc),
                             log=lambda _l: None, stack=stack_scope(stack), cloudwatch=clients.client("cloudwatch"))
     assert [c[0] for c in report.could_not_end] == [stuck]

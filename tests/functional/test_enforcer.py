@@ -22,10 +22,11 @@ import pytest
 
 from annex_admin.enforce import stack_scope
 from annex_admin.stack import read_stack
+from annex_cloud.cost import PriceBook
 from annex_common.errors import AwsFailure
 from templates import contract
 from annex_cloud import enforcer as enf
-from annex_cloud import metrics
+from annex_cloud import instances, metrics, termination
 from annex_cloud.caps import Caps as ProjectCaps
 from annex_cloud.leftovers import StackScope
 from tests import emulator as emu
@@ -33,7 +34,7 @@ from tests.flows import deploy_stack
 
 BUCKET = "annex-config-enforcer-test"
 IMAGE = "ami-12c6146b"
-PRICES = {"m5.large": 0.1, "c5.large": 0.05, "m5.xlarge": 0.2}
+PRICES = PriceBook({"m5.large": 0.1, "c5.large": 0.05, "m5.xlarge": 0.2})
 LIVE = ("pending", "running", "stopping", "stopped")
 
 
@@ -314,7 +315,7 @@ def test_one_instance_that_cannot_be_ended_keeps_no_other_alive(clients, bucket,
     TerminateInstances call naming one of the instances is refused by the emulator (the call also
     names an instance that does not exist): its batch is retried instance by instance, the others
     end in this sweep, and it is reported as not ended until the refusals stop."""
-    monkeypatch.setattr(enf, "TERMINATE_BATCH", 3)
+    monkeypatch.setattr(termination, "TERMINATE_BATCH", 3)
     base = utcnow()
     # One call: one launch time, so the sweep orders them by id and batches them in that order.
     doomed = sorted(launch(clients.ec2, 7, annex="run", project="lab", expiry=stamp(base - timedelta(hours=1))))
@@ -459,11 +460,13 @@ def test_unreadable_caps_are_reported_and_only_lease_rules_apply(clients, bucket
 
 
 @pytest.mark.slow
-def test_scale_over_a_thousand_instances_across_pages_and_batches(clients, bucket):
+def test_scale_over_a_thousand_instances_across_pages_and_batches(clients, bucket, monkeypatch):
     """1,170 instances; the 990 annex ones in 105 reservations, so more than one describe page even
-    after the server-side filter (the emulator filters before it pages); 600 to terminate, so two
+    after the server-side filter (the emulator filters before it pages, and pages by reservation:
+    pages of 1,000 would hold them all, so they are made 50 here); 600 to terminate, so two
     TerminateInstances batches. The emulator's describe cost grows with instances x tags, which is
     why this is not larger and why the instances to terminate carry a single tag."""
+    monkeypatch.setattr(instances, "PAGE_SIZE", 50)
     ec2 = clients.ec2
     base = utcnow()
     later = stamp(base + timedelta(hours=10))

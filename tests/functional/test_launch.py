@@ -106,9 +106,10 @@ def test_launch_cost_is_constant_plus_one_fleet_call_per_thousand(aws, tmp_path)
     start = aws.log_offset()
     execute_launch(ctx, small)
     _, broker_small = split_calls(aws.calls_since(start), ctx.bundle.aws_access_key_id)
-    # The same calls but for the second thousand's round: its CreateFleet, and the record of what
-    # it launched (kept at once, so a concurrent request counts it even before EC2 lists it).
-    assert broker - broker_small == Counter({"CreateFleet": 1, "PutItem": 1})
+    # The same calls but for the second thousand's round: the renewal of the project's lock that
+    # comes before it, its CreateFleet, and the record of what it launched (kept at once, so a
+    # concurrent request counts it even before EC2 lists it).
+    assert broker - broker_small == Counter({"UpdateItem": 1, "CreateFleet": 1, "PutItem": 1})
 
 
 def test_spend_cap_refuses_launch_and_extension_naming_the_cap(aws, tmp_path):

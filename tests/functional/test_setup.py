@@ -11,6 +11,7 @@ import pytest
 from annex_admin.check import check_setup
 from annex_admin.deploy import current_notify_email, deploy, resolve_settings
 from annex_admin.enforce import stack_scope
+from annex_cloud.cost import PriceBook
 from annex_cloud import enforcer
 from annex_common.errors import BadInput, NotReady
 from annex_admin.stack import read_stack
@@ -105,7 +106,7 @@ def sweep_item(report):
 
 def sweep_now(clients, stack, moment, **extra):
     return enforcer.sweep(
-        clients.ec2, clients.s3, bucket=stack.bucket, prices={}, caps=lambda _project: None, now=moment, log=lambda _l: None,
+        clients.ec2, clients.s3, bucket=stack.bucket, prices=PriceBook({}), caps=lambda _project: None, now=moment, log=lambda _l: None,
         stack=stack_scope(stack), cloudwatch=clients.client("cloudwatch"), **extra,
     )
 

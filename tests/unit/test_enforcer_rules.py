@@ -14,10 +14,12 @@ from templates import contract
 from annex_cloud import enforcer as enf
 from annex_cloud import guardrails, leftovers, metrics
 from annex_cloud.leftovers import Leftover, StackScope
-from annex_cloud.caps import Caps as ProjectCaps
+from annex_cloud.caps import Caps
+from annex_cloud.cost import PriceBook, commitment
+from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
-PRICES = {"m5.large": 0.1, "c5.large": 0.05, "m5.xlarge": 0.2}
+PRICES = PriceBook({"m5.large": 0.1, "c5.large": 0.05, "m5.xlarge": 0.2})
 
 
 def stamp(moment: datetime) -> str:
@@ -61,7 +63,7 @@ def instance(instance_id: str, **kwargs) -> enf.AnnexInstance:
     return found
 
 
-def plan(instances, caps: dict[str, enf.Caps | None], prices=PRICES, now=NOW) -> enf.Plan:
+def plan(instances, caps: dict[str, Caps | None], prices=PRICES, now=NOW) -> enf.Plan:
     return enf.plan_terminations(instances, lambda project: caps.get(project), prices, now)
 
 
@@ -100,7 +102,7 @@ def test_cloud_package_imports_only_stdlib_boto3_and_itself():
     ],
 )
 def test_parse_expiry_accepts_utc_z(text, expected):
-    parsed = enf.parse_expiry(text)
+    parsed = parse_expiry_tag(text)
     assert parsed == expected
     assert parsed.utcoffset() == timedelta(0)
 
@@ -128,11 +130,11 @@ def test_parse_expiry_accepts_utc_z(text, expected):
     ],
 )
 def test_parse_expiry_rejects_anything_else(text):
-    assert enf.parse_expiry(text) is None
+    assert parse_expiry_tag(text) is None
 
 
 def test_a_z_expiry_round_trips_through_format_time():
-    assert enf.format_time(enf.parse_expiry("2027-01-02T03:04:05Z")) == "2027-01-02T03:04:05Z"
+    assert format_expiry_tag(parse_expiry_tag("2027-01-02T03:04:05Z")) == "2027-01-02T03:04:05Z"
 
 
 # --- which instances are the enforcer's at all -----------------------------------------------
@@ -155,11 +157,11 @@ def test_annex_instance_reads_tags_and_times():
     found = enf.annex_instance(
         described("i-1", annex="run7", project="lab", expiry="2026-12-02T00:00:00Z", launched=launched)
     )
-    assert (found.annex_name, found.project, found.instance_type) == ("run7", "lab", "m5.large")
+    assert (found.annex_name, found.project_id, found.instance_type) == ("run7", "lab", "m5.large")
     assert found.launch_time == launched
     assert found.expiry == datetime(2026, 12, 2, tzinfo=timezone.utc)
     missing_project = enf.annex_instance(described("i-2", project=None, expiry="x"))
-    assert missing_project.project == "" and missing_project.expiry is None
+    assert missing_project.project_id == "" and missing_project.expiry is None
 
 
 STACK_TEMPLATE = "lt-0123456789abcdef0"
@@ -231,7 +233,7 @@ def test_lease_rules_condemn_expired_missing_and_garbage_expiry():
 
 def test_lease_longer_than_the_cap_is_condemned_and_slack_is_forgiven():
     launched = NOW - timedelta(hours=2)
-    cap = enf.Caps(max_lease_hours=24)
+    cap = Caps(max_lease_hours=24)
     fleet = [
         instance("i-long", launched=launched, expiry=stamp(launched + timedelta(hours=25))),
         instance("i-exact", launched=launched, expiry=stamp(launched + timedelta(hours=24))),
@@ -261,7 +263,7 @@ def test_instance_cap_condemns_the_newest_and_ignores_lease_breakers():
         instance("i-third", launched=base + timedelta(hours=2)),
         instance("i-newest", launched=base + timedelta(hours=3)),
     ]
-    result = plan(fleet, {"p1": enf.Caps(max_instances=2)})
+    result = plan(fleet, {"p1": Caps(max_instances=2)})
     # Lease breakers first; they do not count, so two of the four valid ones survive.
     assert condemned(result) == ["i-expired", "i-newest", "i-third"]
     assert all("cap is 2" in t.reason for t in result.terminations[1:])
@@ -272,7 +274,7 @@ def test_ties_in_launch_time_are_broken_by_instance_id_deterministically():
     ids = ["i-0c", "i-0a", "i-0d", "i-0b"]
     for order in (ids, list(reversed(ids)), sorted(ids)):
         fleet = [instance(i, launched=same) for i in order]
-        result = plan(fleet, {"p1": enf.Caps(max_instances=2)})
+        result = plan(fleet, {"p1": Caps(max_instances=2)})
         assert condemned(result) == ["i-0d", "i-0c"]
     assert [i.instance_id for i in enf.newest_first(instance(i, launched=same) for i in ids)] == [
         "i-0d",
@@ -287,12 +289,12 @@ def test_launch_time_outranks_instance_id():
         instance("i-zzz", launched=NOW - timedelta(hours=3)),
         instance("i-aaa", launched=NOW - timedelta(hours=1)),
     ]
-    assert condemned(plan(fleet, {"p1": enf.Caps(max_instances=1)})) == ["i-aaa"]
+    assert condemned(plan(fleet, {"p1": Caps(max_instances=1)})) == ["i-aaa"]
 
 
 def test_zero_instance_cap_condemns_every_instance_of_the_project():
     fleet = [instance(f"i-{n}", launched=NOW - timedelta(minutes=n)) for n in range(3)]
-    assert sorted(condemned(plan(fleet, {"p1": enf.Caps(max_instances=0)}))) == ["i-0", "i-1", "i-2"]
+    assert sorted(condemned(plan(fleet, {"p1": Caps(max_instances=0)}))) == ["i-0", "i-1", "i-2"]
 
 
 # --- committed spend --------------------------------------------------------------------------
@@ -300,9 +302,9 @@ def test_zero_instance_cap_condemns_every_instance_of_the_project():
 
 def test_committed_cost_is_price_times_remaining_hours():
     one = instance("i-1", instance_type="m5.large", expiry=stamp(NOW + timedelta(hours=10)))
-    assert enf.committed_cost(one, PRICES, NOW) == pytest.approx(0.1 * 10)
+    assert commitment(one, PRICES, NOW) == pytest.approx(0.1 * 10)
     half = instance("i-2", instance_type="c5.large", expiry=stamp(NOW + timedelta(minutes=90)))
-    assert enf.committed_cost(half, PRICES, NOW) == pytest.approx(0.05 * 1.5)
+    assert commitment(half, PRICES, NOW) == pytest.approx(0.05 * 1.5)
 
 
 def test_spend_cap_condemns_newest_until_under_and_never_counts_an_unknown_type_as_free():
@@ -314,14 +316,14 @@ def test_spend_cap_condemns_newest_until_under_and_never_counts_an_unknown_type_
         instance("i-r3", launched=base + timedelta(hours=2), expiry=ten_hours),  # 1.0
         instance("i-r4", launched=base + timedelta(hours=3), expiry=ten_hours),  # 1.0
     ]
-    result = plan(fleet, {"p1": enf.Caps(max_spend_usd=2.5)})
+    result = plan(fleet, {"p1": Caps(max_spend_usd=2.5)})
     # x9.huge has no price: it could cost anything, so under a spend cap it goes first. The
     # priced rest commit 3.0 > 2.5: drop the newest (r4), leaving 2.0.
     assert condemned(result) == ["i-r2", "i-r4"]
     assert "no price is known for instance type 'x9.huge'" in result.terminations[0].reason
     assert "$3.00 exceeds its cap of $2.50" in result.terminations[1].reason
-    # Without a spend cap the price does not matter.
-    assert condemned(plan(fleet, {"p1": enf.Caps(max_instances=10)})) == []
+    # Every project has a spend cap: however high, a type without a price never survives it.
+    assert condemned(plan(fleet, {"p1": Caps(max_instances=10, max_spend_usd=1e6)})) == ["i-r2"]
 
 
 def test_no_prices_at_all_is_not_zero_spend():
@@ -329,7 +331,7 @@ def test_no_prices_at_all_is_not_zero_spend():
     used to live on (counted at $0). Now nothing unpriced survives a spend cap."""
     week = stamp(NOW + timedelta(days=7))
     fleet = [instance(f"i-{n}", launched=NOW - timedelta(minutes=n), expiry=week) for n in range(5)]
-    result = enf.plan_terminations(fleet, lambda project: enf.Caps(max_spend_usd=1.0), {}, NOW)
+    result = enf.plan_terminations(fleet, lambda project: Caps(max_spend_usd=1.0), PriceBook({}), NOW)
     assert sorted(t.instance.instance_id for t in result.terminations) == [f"i-{n}" for n in range(5)]
 
 
@@ -339,16 +341,16 @@ def test_spend_exactly_at_the_cap_is_allowed():
         instance(f"i-{n}", launched=NOW - timedelta(hours=n), expiry=one_hour, instance_type="c5.large")
         for n in range(1, 4)
     ]
-    total = sum(enf.committed_cost(i, PRICES, NOW) for i in fleet)
+    total = sum(commitment(i, PRICES, NOW) for i in fleet)
     assert total > 0.15  # 3 x 0.05 x 1 h in floats: 0.15000000000000002
-    assert condemned(plan(fleet, {"p1": enf.Caps(max_spend_usd=0.15)})) == []
-    assert condemned(plan(fleet, {"p1": enf.Caps(max_spend_usd=0.14)})) == ["i-1"]
+    assert condemned(plan(fleet, {"p1": Caps(max_spend_usd=0.15)})) == []
+    assert condemned(plan(fleet, {"p1": Caps(max_spend_usd=0.14)})) == ["i-1"]
 
 
 def test_instance_cap_applies_before_spend_cap():
     ten = stamp(NOW + timedelta(hours=10))
     fleet = [instance(f"i-{n}", launched=NOW - timedelta(hours=10 - n), expiry=ten) for n in range(5)]
-    result = plan(fleet, {"p1": enf.Caps(max_instances=3, max_spend_usd=2.0)})
+    result = plan(fleet, {"p1": Caps(max_instances=3, max_spend_usd=2.0)})
     # Cap of 3 drops i-4, i-3; the three left commit 3.0 > 2.0, so i-2 goes too.
     assert condemned(result) == ["i-4", "i-3", "i-2"]
     assert "cap is 3" in result.terminations[0].reason and "spend" in result.terminations[2].reason
@@ -358,7 +360,7 @@ def test_projects_are_capped_independently():
     fleet = [instance(f"i-a{n}", project="a", launched=NOW - timedelta(hours=n)) for n in range(3)]
     fleet += [instance(f"i-b{n}", project="b", launched=NOW - timedelta(hours=n)) for n in range(3)]
     fleet += [instance(f"i-c{n}", project="c", launched=NOW - timedelta(hours=n)) for n in range(3)]
-    result = plan(fleet, {"a": enf.Caps(max_instances=1), "b": None})
+    result = plan(fleet, {"a": Caps(max_instances=1), "b": None})
     assert condemned(result) == ["i-a0", "i-a1"]
 
 
@@ -368,7 +370,7 @@ def test_projects_are_capped_independently():
 def test_a_project_without_a_record_may_run_nothing_and_unreadable_caps_leave_lease_rules():
     errors: list[str] = []
     lines: list[str] = []
-    records = {"known": ProjectCaps(4, 48.0, 100.0)}
+    records = {"known": Caps(4, 48.0, 100.0)}
 
     def read(project: str):
         if project == "corrupt":
@@ -376,8 +378,8 @@ def test_a_project_without_a_record_may_run_nothing_and_unreadable_caps_leave_le
         return records.get(project)
 
     cache = enf.CapsCache(read, lines.append, errors)
-    assert cache("known") == enf.Caps(4, 48.0, 100.0)
-    assert cache("stranger") == enf.Caps(max_instances=0)
+    assert cache("known") == Caps(4, 48.0, 100.0)
+    assert cache("stranger") == Caps(max_instances=0)
     assert cache("corrupt") is None
     assert len(errors) == 1 and "corrupt" in errors[0]
 
@@ -510,7 +512,7 @@ def test_an_annex_instance_running_with_another_projects_node_profile_has_no_lea
     assert own.tag_problem is None and none.tag_problem is None
     assert "not the node profile of project 'p1'" in other.tag_problem
     assert "'AdministratorAccess'" in foreign.tag_problem
-    plan = enf.plan_terminations([own, other, foreign, none], lambda _p: None, {}, NOW)
+    plan = enf.plan_terminations([own, other, foreign, none], lambda _p: None, PriceBook({}), NOW)
     assert sorted(t.instance.instance_id for t in plan.terminations) == ["i-admin", "i-other"]
     # Without the stack's region the rule cannot name the profile, and does not guess.
     assert enf.annex_instance(with_profile(described("i-x", expiry=later), "anything"), ()).tag_problem is None
