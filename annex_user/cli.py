@@ -338,6 +338,14 @@ def _left(seconds: int | None) -> str:
     return "none (ending)" if not seconds else f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+def _lease_cell(tag: str | None, seconds: int | None) -> str:
+    """'2026-12-18 23:59 CET (469h53m left)': when the lease ends, local, and how long that is."""
+    from annex_user.expiry import format_local_short, from_tag
+
+    end = from_tag(tag)
+    return f"{format_local_short(end)} ({_left(seconds)} left)" if end else "no valid lease"
+
+
 def _usd(value: float | None) -> str:
     return "unpriced" if value is None else f"${value:,.2f}"
 
@@ -345,12 +353,12 @@ def _usd(value: float | None) -> str:
 def _print_annexes(report, now) -> None:
     from rich.table import Table
 
-    table = Table("Annex", "Instances", "In pool", "Lease left", "Cost so far", "Can still cost")
+    table = Table("Annex", "Instances", "In pool", "Lease ends", "Cost so far", "Can still cost")
     for annex in report.annexes():
         data = annex.to_json(now)
         states = ", ".join(f"{n} {state}" for state, n in data["states"].items())
         joined = "?" if data["joined_pool"] is None else f"{data['joined_pool']}/{data['instances']}"
-        table.add_row(annex.annex_name, states, joined, _left(data["lease_remaining_seconds"]),
+        table.add_row(annex.annex_name, states, joined, _lease_cell(data["expiry"], data["lease_remaining_seconds"]),
                       _usd(data["cost_so_far_usd"]), _usd(data["can_still_cost_usd"]))
     print_table(out, table)
 
@@ -358,12 +366,12 @@ def _print_annexes(report, now) -> None:
 def _print_instances(report, now) -> None:
     from rich.table import Table
 
-    table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease left", "In pool", "Cost so far")
+    table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease ends", "In pool", "Cost so far")
     for row in report.rows:
         data = row.to_json(now)
         pool = {True: "yes", False: "no", None: "?"}[row.in_pool]
         table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
-                      data["availability_zone"], _left(data["lease_remaining_seconds"]), pool,
+                      data["availability_zone"], _lease_cell(data.get("expiry"), data["lease_remaining_seconds"]), pool,
                       _usd(data.get("cost_so_far")))
     print_table(out, table)
 
