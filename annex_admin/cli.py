@@ -15,10 +15,9 @@ from annex_common.cli_support import (
     OutputFormat,
     print_json,
     print_table,
-    command_names,
     err_console,
     print_version,
-    reject_unknown_command,
+    route,
     seconds,
     require_confirmation,
     run_guarded,
@@ -459,9 +458,7 @@ def sandbox(
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    reject_unknown_command("annex-admin", argv, command_names(app))
-    app(args=argv, prog_name="annex-admin")
+    app(args=route("annex-admin", app, sys.argv[1:]), prog_name="annex-admin")
 
 
 if __name__ == "__main__":

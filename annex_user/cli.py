@@ -16,15 +16,13 @@ from typing_extensions import Annotated
 
 from annex_common.cli_support import (
     HELP_OPTIONS,
-    PROGRAM_OPTIONS,
     LazyConsole,
     OutputFormat,
-    command_names,
     err_console,
     print_json,
     print_table,
     print_version,
-    reject_unknown_command,
+    route,
     require_confirmation,
     run_guarded,
     waiting,
@@ -496,13 +494,8 @@ def import_credentials(
 
 
 def main() -> None:
-    """Launch is the default: insert it when the first word is an option of launch."""
-    argv = sys.argv[1:]
-    commands = command_names(app)
-    reject_unknown_command("condor_annex", argv, commands)
-    if argv and argv[0] not in commands and argv[0] not in PROGRAM_OPTIONS:
-        argv = ["launch", *argv]
-    app(args=argv, prog_name="condor_annex")
+    """Launch is the default command: without one, the words are launch's options."""
+    app(args=route("condor_annex", app, sys.argv[1:], default_command="launch"), prog_name="condor_annex")
 
 
 if __name__ == "__main__":
