@@ -17,7 +17,7 @@ from annex_common.cli_support import (
     print_table,
     err_console,
     print_version,
-    route,
+    run_app,
     seconds,
     require_confirmation,
     run_guarded,
@@ -463,7 +463,7 @@ def sandbox(
 
 
 def main() -> None:
-    app(args=route("annex-admin", app, sys.argv[1:]), prog_name="annex-admin")
+    run_app("annex-admin", app, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Iterator, TypeVar
 
+from typer.core import TyperCommand
+
 from annex_common.errors import AnnexError
 
 T = TypeVar("T")
@@ -167,6 +169,15 @@ def _refuse(error: Exception) -> None:
     run_guarded(refuse, debug=False)
 
 
+class PlainUsage(TyperCommand):
+    """A command whose usage line names a required argument as people write it (``FILE``, not
+    typer's ``{FILE}``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
 COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
 # One dash and a word: an HTCondor habit (condor_status -annex), or a cluster of short flags (-hy).
 _SINGLE_DASH_WORD = re.compile(r"-[A-Za-z][A-Za-z0-9-]+")
@@ -243,6 +254,71 @@ def route(program: str, app: Any, argv: list[str], default_command: str | None =
     if argv[first] not in table.commands:
         _refuse(_unknown_command(program, argv[first], table.commands))
     return [argv[first], *argv[:first], *argv[first + 1:]]
+
+
+def run_app(program: str, app: Any, argv: list[str], default_command: str | None = None) -> None:
+    """Run the typer app on the words (``route``); a usage error is one message in the project's
+    words and exit 2, never the parsing library's text."""
+    import typer.main
+    from typer._click import exceptions as click_errors
+    from typer.exceptions import Abort
+
+    words = route(program, app, argv, default_command)
+    try:
+        code = typer.main.get_command(app).main(args=words, prog_name=program, standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # the program's help, as --help shows it (exit 2: no command was given)
+        raise SystemExit(exc.exit_code) from None
+    except click_errors.UsageError as exc:
+        _refuse(_usage_error(program, exc, words))
+    except Abort:
+        err_console.print("Interrupted: nothing further was started.", markup=False)
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+# What the parsing library says of a value it cannot read, in words.
+_LIBRARY_PHRASES = (
+    (re.compile(r"^Value error, "), ""),
+    (re.compile(r"Input should be a valid integer.*"), "is not a whole number"),
+    (re.compile(r"Input should be a valid number.*"), "is not a number"),
+    (re.compile(r"Input should be (.*)"), r"should be \1"),
+)
+
+
+def _usage_error(program: str, exc: Any, words: list[str]) -> Exception:
+    from annex_common.errors import BadInput
+
+    command = " ".join(exc.ctx.command_path.split()[1:]) if exc.ctx is not None else ""
+    see = f"See `{program}{' ' + command if command else ''} --help`."
+    param = getattr(exc, "param", None)
+    if exc.__class__.__name__ == "BadParameter" or (param is not None and exc.__class__.__name__ != "MissingParameter"):
+        names = list(getattr(param, "opts", []) or [])
+        label = names[0] if names else (getattr(param, "human_readable_name", "") or "a value")
+        message = exc.message
+        for pattern, words_for in _LIBRARY_PHRASES:
+            message = pattern.sub(words_for, message)
+        value = _given_value(words, names)
+        if value is not None and not message.startswith(repr(value)):
+            message = f"{value!r} {message}"
+        return BadInput(f"{label} {message.rstrip('.')}", "", see)
+    if exc.__class__.__name__ == "MissingParameter" and param is not None:
+        names = list(getattr(param, "opts", []) or [])
+        label = names[0] if getattr(param, "param_type_name", "") == "option" else (param.metavar or param.name).upper()
+        return BadInput(f"{label} is missing", f"`{program}{' ' + command if command else ''}` needs it", see)
+    return BadInput(exc.format_message().rstrip("."), "", see)
+
+
+def _given_value(words: list[str], names: list[str]) -> str | None:
+    """The last value given to one of these options on the command line, or None."""
+    found = None
+    for index, word in enumerate(words):
+        for name in names:
+            if word == name and index + 1 < len(words):
+                found = words[index + 1]
+            elif word.startswith(name + "="):
+                found = word[len(name) + 1:]
+    return found
 
 
 def _one_dash(program: str, word: str, table: OptionTable) -> Exception:

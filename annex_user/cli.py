@@ -18,11 +18,12 @@ from annex_common.cli_support import (
     HELP_OPTIONS,
     LazyConsole,
     OutputFormat,
+    PlainUsage,
     err_console,
     print_json,
     print_table,
     print_version,
-    route,
+    run_app,
     require_confirmation,
     run_guarded,
     waiting,
@@ -64,9 +65,13 @@ def program_options(
 
 
 def _bundle_path(credentials: str | None) -> Path:
-    from annex_common.bundle import locate_bundle
+    from annex_common.bundle import check_named_bundle, locate_bundle
 
-    return locate_bundle(credentials, os.environ.get("CONDOR_ANNEX_CREDENTIALS"), Path.home())
+    variable = os.environ.get("CONDOR_ANNEX_CREDENTIALS")
+    path = locate_bundle(credentials, variable, Path.home())
+    if credentials or variable:
+        return check_named_bundle(path, "--credentials" if credentials else "$CONDOR_ANNEX_CREDENTIALS")
+    return path
 
 
 def _lease_end(expiry: str | None, duration: float | None, now):
@@ -469,9 +474,9 @@ def terminate(
     run_guarded(action, debug=debug)
 
 
-@app.command("import-credentials")
+@app.command("import-credentials", cls=PlainUsage)
 def import_credentials(
-    file: Annotated[str, typer.Argument(help="The bundle your pool administrator gave you.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="The bundle your pool administrator gave you.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", "--force", help="Replace an installed bundle without asking.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -495,7 +500,7 @@ def import_credentials(
 
 def main() -> None:
     """Launch is the default command: without one, the words are launch's options."""
-    app(args=route("condor_annex", app, sys.argv[1:], default_command="launch"), prog_name="condor_annex")
+    run_app("condor_annex", app, sys.argv[1:], default_command="launch")
 
 
 if __name__ == "__main__":

@@ -123,3 +123,17 @@ def test_an_unknown_shell_is_bad_input(shell):
     result = shell.run("condor_annex", "--show-completion", "tcsh")
     assert result.returncode == 2
     assert "does not know the shell 'tcsh'" in result.stderr and "zsh" in result.stderr
+
+
+def test_a_required_argument_reads_as_people_write_it(shell):
+    result = shell.run("condor_annex", "import-credentials", "-h")
+    assert result.returncode == 0 and result.stdout.startswith("Usage: condor_annex import-credentials [OPTIONS] FILE\n")
+
+
+def test_admin_usage_errors_are_in_words(shell, aws):
+    before = aws.aws_requests()
+    result = shell.run("annex-admin", "check-setup", "--output", "yaml")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: --output 'yaml' is not one of 'table', 'json'\n")
+    assert "Value error" not in result.output and "See `annex-admin check-setup --help`." in result.stderr
+    assert aws.aws_requests() == before
