@@ -13,6 +13,7 @@ from annex_cloud.guardrails import SWEEP_STALE_AFTER_SECONDS
 from annex_admin.concurrency import UNRESERVED_MINIMUM, account_concurrency, reserved_of
 from annex_common.aws import AwsClients, error_code
 from annex_common.errors import AnnexError, AwsFailure
+from annex_common.times import format_local_short, parse_utc_stamp
 from annex_admin.stack import HEALTHY_STATES, describe_stack, recovery_advice
 from templates import contract
 from templates.node_bootstrap import bootstrap_artifact
@@ -47,12 +48,23 @@ class CheckReport:
         }
 
 
+class Notice(Exception):
+    """A check's detail for something that works but that the administrator should know."""
+
+
 def _probe(name: str, call: Callable[[], str]) -> CheckItem:
+    """One check: its detail, or what failed in words (never a Python value)."""
     try:
         return CheckItem(name, True, call())
+    except Notice as exc:
+        return CheckItem(name, True, str(exc), warning=True)
     except botocore.exceptions.ClientError as exc:
         return CheckItem(name, False, f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}")
-    except (botocore.exceptions.BotoCoreError, KeyError, ValueError) as exc:
+    except AnnexError as exc:
+        return CheckItem(name, False, exc.what + (f" ({exc.why})" if exc.why else ""))
+    except KeyError as exc:
+        return CheckItem(name, False, f"AWS's answer lacks {exc.args[0] if exc.args else 'a field'}")
+    except (botocore.exceptions.BotoCoreError, ValueError) as exc:
         return CheckItem(name, False, str(exc))
 
 
@@ -83,12 +95,9 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
     report.items += [
         _probe("network", lambda: f"{len(ec2.describe_subnets(SubnetIds=subnets)['Subnets'])} subnets in "
                f"{outputs[contract.OUT_AZS]}"),
-        _probe("security group", lambda: ec2.describe_security_groups(
-            GroupIds=[outputs[contract.OUT_SECURITY_GROUP]])["SecurityGroups"][0]["GroupId"]),
+        _probe("security group", lambda: _security_group_detail(clients, outputs[contract.OUT_SECURITY_GROUP])),
         _image_item(clients, stack_name, outputs, now),
-        _probe("launch templates", lambda: ", ".join(
-            f"{lt['LaunchTemplateName']}" for lt in ec2.describe_launch_templates(
-                LaunchTemplateIds=list(launch_templates.values()))["LaunchTemplates"])),
+        _probe("launch templates", lambda: _launch_templates_detail(clients, launch_templates)),
         _probe("bucket", lambda: (clients.s3.head_bucket(Bucket=outputs[contract.OUT_BUCKET]),
                                   outputs[contract.OUT_BUCKET])[1]),
         _probe("node bootstrap", lambda: _bootstrap_detail(clients, outputs[contract.OUT_CODE_BUCKET])),
@@ -105,9 +114,33 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
         _probe("state-change rule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_STATE_RULE])),
         _probe("alarm topic", lambda: _topic_detail(clients, outputs[contract.OUT_ALARM_TOPIC])),
-        _sweep_item(clients, stack_name, now, _last_change(raw)),
+        _sweep_item(clients, raw, now),
     ]
     return report
+
+
+def _security_group_detail(clients: AwsClients, group_id: str) -> str:
+    try:
+        groups = clients.ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) != "InvalidGroup.NotFound":
+            raise
+        groups = []
+    if not groups:
+        raise ValueError(f"{group_id}, named by the stack's outputs, does not exist: run `annex-admin setup`")
+    ssh = sorted(r["CidrIp"] for p in groups[0].get("IpPermissions", []) if p.get("FromPort") == 22
+                 for r in p.get("IpRanges", []))
+    return f"{group_id} (" + (f"SSH from {', '.join(ssh)}" if ssh else "no inbound access") + ")"
+
+
+def _launch_templates_detail(clients: AwsClients, launch_templates: dict[str, str]) -> str:
+    from annex_admin.nodes import existing_templates, missing_templates
+
+    found = existing_templates(clients.ec2, list(launch_templates.values()))
+    missing = missing_templates(launch_templates, found)
+    if missing:
+        raise ValueError(f"named by the stack's outputs but missing in EC2: {', '.join(missing)}; run `annex-admin setup`")
+    return ", ".join(found[tid]["LaunchTemplateName"] for _, tid in sorted(launch_templates.items()))
 
 
 def _concurrency_item(clients: AwsClients, outputs: dict[str, str]) -> CheckItem:
@@ -184,10 +217,14 @@ def _topic_detail(clients: AwsClients, topic_arn: str) -> str:
     attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
     confirmed = int(attributes.get("SubscriptionsConfirmed", 0))
     pending = int(attributes.get("SubscriptionsPending", 0))
-    if confirmed + pending == 0:
-        return f"{topic_arn.rsplit(':', 1)[-1]}: nobody subscribed (annex-admin setup --notify-email ADDRESS)"
+    name = topic_arn.rsplit(':', 1)[-1]
+    if confirmed == 0:
+        who = f"{pending} subscription(s) awaiting confirmation, none confirmed" if pending else "nobody is subscribed"
+        raise Notice(f"{name}: {who}, so the enforcer's alarms (a failing sweep, an instance it could not end, "
+                     "no heartbeat) reach no one. Subscribe with `annex-admin setup --notify-email ADDRESS` "
+                     "and confirm SNS's email")
     waiting = f", {pending} awaiting confirmation" if pending else ""
-    return f"{topic_arn.rsplit(':', 1)[-1]}: {confirmed} subscription(s){waiting}"
+    return f"{name}: {confirmed} subscription(s){waiting}"
 
 
 # --- the enforcer's last sweep, from its metrics ---------------------------------------------
@@ -200,10 +237,15 @@ class SweepRecord:
 
 
 def sweep_record(
-    heartbeats: Sequence[tuple[datetime, float]], could_not_end: Sequence[tuple[datetime, float]]
+    heartbeats: Sequence[tuple[datetime, float]], could_not_end: Sequence[tuple[datetime, float]],
+    since: datetime | None = None,
 ) -> SweepRecord:
-    """The last sweep and what was left unended since, from per-minute sums of the two metrics."""
-    beats = [moment for moment, value in heartbeats if value > 0]
+    """The last sweep and what was left unended since, from per-minute sums of the two metrics.
+
+    Only sweeps from ``since`` on count (the stack's creation): the metrics are per stack name,
+    and an earlier stack of the same name, torn down, left its own."""
+    start = since.replace(second=0, microsecond=0) if since is not None else None
+    beats = [moment for moment, value in heartbeats if value > 0 and (start is None or moment >= start)]
     if not beats:
         return SweepRecord(None, 0.0)
     last = max(beats)
@@ -219,7 +261,7 @@ def judge_sweeps(record: SweepRecord, now: datetime, stack_changed: datetime | N
         hours = SWEEP_LOOKBACK.total_seconds() / 3600
         return CheckItem("enforcer sweeps", False, f"no sweep in the last {hours:g} h: leases are not being "
                          "enforced; see the enforcer function's log")
-    when = f"last sweep {record.last_sweep.strftime('%Y-%m-%d %H:%M:%SZ')}, {_ago(now - record.last_sweep)}"
+    when = f"last sweep {format_local_short(record.last_sweep)}, {_ago(now - record.last_sweep)}"
     if now - record.last_sweep > stale:
         return CheckItem("enforcer sweeps", False, f"{when}: over {SWEEP_STALE_AFTER_SECONDS // 60} minutes, "
                          "leases are not being enforced; see the enforcer function's log")
@@ -253,7 +295,9 @@ def read_sweep_metrics(
         for name in (metrics.HEARTBEAT, metrics.COULD_NOT_END)
     ]
     series: dict[str, list[tuple[datetime, float]]] = {q["Id"]: [] for q in queries}
-    request: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": now - SWEEP_LOOKBACK,
+    # Whole minutes, so that each sum's time is the minute it covers (compared with the stack's creation).
+    start = (now - SWEEP_LOOKBACK).replace(second=0, microsecond=0)
+    request: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start,
                                "EndTime": now + timedelta(minutes=1)}
     while True:
         response = cloudwatch.get_metric_data(**request)
@@ -266,20 +310,25 @@ def read_sweep_metrics(
 
 
 def _last_change(stack: dict[str, Any]) -> datetime | None:
-    moment = stack.get("LastUpdatedTime") or stack.get("CreationTime")
+    return _moment(stack.get("LastUpdatedTime") or stack.get("CreationTime"))
+
+
+def _moment(moment: Any) -> datetime | None:
     if not isinstance(moment, datetime):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _sweep_item(clients: AwsClients, stack_name: str, now: datetime, stack_changed: datetime | None) -> CheckItem:
+def _sweep_item(clients: AwsClients, stack: dict[str, Any], now: datetime) -> CheckItem:
+    stack_name = stack["StackName"]
     try:
         heartbeats, unended = read_sweep_metrics(clients.client("cloudwatch"), stack_name, now)
     except botocore.exceptions.ClientError as exc:
         return CheckItem("enforcer sweeps", False, f"could not read the enforcer's metrics: {error_code(exc)}")
     except botocore.exceptions.BotoCoreError as exc:
         return CheckItem("enforcer sweeps", False, f"could not read the enforcer's metrics: {exc}")
-    return judge_sweeps(sweep_record(heartbeats, unended), now, stack_changed)
+    return judge_sweeps(sweep_record(heartbeats, unended, since=_moment(stack.get("CreationTime"))), now,
+                        _last_change(stack))
 
 
 def _scientists_detail(clients: AwsClients, table: str) -> str:
@@ -305,4 +354,5 @@ def _registry_detail(clients: AwsClients, table: str) -> str:
     book = Registry(clients.client("dynamodb"), table).prices()
     if book is None or not book.hourly:
         raise ValueError(f"{table} holds no prices: run `annex-admin setup` again")
-    return f"{table} (prices from {book.source}, {book.fetched_at})"
+    fetched = parse_utc_stamp(book.fetched_at)
+    return f"{table} (prices from {book.source}, {format_local_short(fetched) if fetched else book.fetched_at})"

@@ -15,10 +15,9 @@ from annex_common.cli_support import (
     OutputFormat,
     print_json,
     print_table,
-    command_names,
     err_console,
     print_version,
-    reject_unknown_command,
+    run_app,
     seconds,
     require_confirmation,
     run_guarded,
@@ -154,7 +153,7 @@ def setup(
     def action() -> None:
         from annex_admin import deploy
         from annex_admin.remembered import current_choices
-        from templates.settings import merge_choices, validate_stack_name
+        from templates.settings import merge_choices, ssh_exposure, validate_stack_name
 
         from templates.settings import validate_notify_email
 
@@ -167,13 +166,18 @@ def setup(
             request = _setup_request(clients.region, stack_name, merged.choices, notify_email)
             settings, concurrency = deploy.resolve_settings(clients, request)
         _print_settings(settings, merged.kept, concurrency.note)
+        exposure = ssh_exposure(settings.ssh_cidr)
+        if exposure:
+            out.print(f"[yellow]Warning:[/] {exposure}: every annex node accepts SSH connections from there. "
+                      "Give --ssh-cidr your own network (e.g. 203.0.113.0/24), or 'none'.", markup=True)
         with waiting("Deploying") as wait:
 
             def show_and_ask(plan: ChangePlan) -> None:
                 with wait.paused():
                     _print_changes(plan, settings.stack_name)
                     verb = "Create" if plan.creating else "Apply these changes to"
-                    require_confirmation(f"{verb} stack {settings.stack_name} in {settings.region}?", assume_yes=yes)
+                    risk = f", with {exposure}" if exposure else ""
+                    require_confirmation(f"{verb} stack {settings.stack_name} in {settings.region}{risk}?", assume_yes=yes)
 
             result = deploy.deploy(clients, settings, wait, approve=show_and_ask)
         if result.action == "unchanged":
@@ -645,9 +649,7 @@ def sandbox(
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    reject_unknown_command("annex-admin", argv, command_names(app))
-    app(args=argv, prog_name="annex-admin")
+    run_app("annex-admin", app, sys.argv[1:])
 
 
 if __name__ == "__main__":

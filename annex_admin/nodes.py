@@ -123,10 +123,41 @@ def ensure_role(iam: Any, scope: NodeScope, project_id: str) -> tuple[str, str]:
     return role["Role"]["Arn"], profile["InstanceProfile"]["Arn"]
 
 
-def default_versions(ec2: Any, template_ids: list[str]) -> dict[str, int]:
-    """Each template's default version number."""
-    answer = ec2.describe_launch_templates(LaunchTemplateIds=template_ids)
-    return {lt["LaunchTemplateId"]: int(lt["DefaultVersionNumber"]) for lt in answer["LaunchTemplates"]}
+def existing_templates(ec2: Any, template_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The launch templates EC2 has among these ids, by id; a missing one is simply absent.
+
+    EC2 refuses the whole request when one id is unknown, so the ids are then asked one by one."""
+    if not template_ids:
+        return {}
+    try:
+        answer = ec2.describe_launch_templates(LaunchTemplateIds=template_ids)["LaunchTemplates"]
+    except botocore.exceptions.ClientError as exc:
+        if not error_code(exc).startswith("InvalidLaunchTemplate"):
+            raise
+        if len(template_ids) == 1:
+            return {}
+        return {tid: lt for one in template_ids for tid, lt in existing_templates(ec2, [one]).items()}
+    return {lt["LaunchTemplateId"]: lt for lt in answer}
+
+
+def missing_templates(launch_templates: Mapping[str, str], found: Mapping[str, Any]) -> list[str]:
+    """'m5.large (lt-0abc…)' for each of the stack's templates EC2 does not have."""
+    return [f"{itype} ({tid})" for itype, tid in sorted(launch_templates.items()) if tid not in found]
+
+
+def default_versions(ec2: Any, launch_templates: Mapping[str, str], stack_name: str) -> dict[str, int]:
+    """Each of the stack's templates' default version number, by template id; NotReady naming
+    the ones EC2 does not have (deleted outside CloudFormation)."""
+    found = existing_templates(ec2, list(launch_templates.values()))
+    missing = missing_templates(launch_templates, found)
+    if missing:
+        raise NotReady(
+            f"stack {stack_name} names launch templates that EC2 does not have: {', '.join(missing)}",
+            "they were deleted outside CloudFormation, or the stack's outputs are out of date",
+            "`annex-admin check-setup` lists what else is missing; `annex-admin teardown` then "
+            "`annex-admin setup` rebuilds the stack.",
+        )
+    return {tid: int(lt["DefaultVersionNumber"]) for tid, lt in found.items()}
 
 
 def ensure_versions(
@@ -134,7 +165,7 @@ def ensure_versions(
 ) -> dict[str, NodeTemplate]:
     """The project's version of each of the stack's templates: the recorded one while it still
     copies the template's default with the same profile, else a new one made from the default."""
-    defaults = default_versions(ec2, list(scope.launch_templates.values()))
+    defaults = default_versions(ec2, scope.launch_templates, scope.stack_name)
     kept = current.templates if current is not None and current.profile_arn == profile_arn else {}
     versions: dict[str, NodeTemplate] = {}
     for itype, template_id in sorted(scope.launch_templates.items()):
@@ -181,7 +212,7 @@ def follow_templates(clients: AwsClients, scope: NodeScope, registry: Registry) 
 def node_problems(clients: AwsClients, scope: NodeScope, registry: Registry) -> tuple[list[str], list[str]]:
     """(projects whose nodes are in order, what is wrong) for every project with a scientist."""
     projects = sorted({user.project_id for user in registry.users()})
-    defaults = default_versions(clients.ec2, list(scope.launch_templates.values())) if projects else {}
+    defaults = default_versions(clients.ec2, scope.launch_templates, scope.stack_name) if projects else {}
     fine, problems = [], []
     for project_id in projects:
         found = _project_problems(clients, scope, registry, project_id, defaults)

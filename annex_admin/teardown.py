@@ -324,9 +324,10 @@ def _delete_stack(clients: AwsClients, stack_name: str, progress: Progress, repo
     try:
         cfn.delete_stack(StackName=stack_name)
     except botocore.exceptions.ClientError as exc:
-        # The local emulator drops the stack but answers DependencyViolation for the VPC's route
-        # tables; what it leaves is found from the stack's resource list and by tag.
-        progress(f"  the stack deletion reported {error_code(exc)}; cleaning up what remains")
+        # CloudFormation stopped at a resource still in use (the local emulator always does, at
+        # the VPC): what it left is found from the stack's resource list and by tag, and removed;
+        # only what then remains is reported, with its own reason.
+        progress(f"  some of the stack's resources outlived its deletion ({_plain(exc)}); removing them")
         clean = False
     deadline = time.monotonic() + 3600
     while True:
@@ -379,3 +380,8 @@ def _remove_leftovers(clients: AwsClients, stack_name: str, progress: Progress, 
             except botocore.exceptions.ClientError as exc:
                 report.not_removed.append((what, f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
     progress("Checked for leftovers")
+
+
+def _plain(exc: botocore.exceptions.ClientError) -> str:
+    """CloudFormation's reason in words, without its error code."""
+    return exc.response.get("Error", {}).get("Message", "").rstrip(".") or "no reason given"

@@ -62,6 +62,20 @@ def locate_bundle(cli_path: str | None, env_value: str | None, home: Path) -> Pa
     return home / ".condor" / "annex-credentials.toml"
 
 
+def check_named_bundle(path: Path, named_by: str) -> Path:
+    """A bundle named by --credentials or $CONDOR_ANNEX_CREDENTIALS must exist: the error names
+    what named it (she may not remember setting the variable)."""
+    if path.exists():
+        return path
+    raise BadInput(
+        f"cannot use the credentials bundle {path}",
+        f"{named_by} names it, and there is no such file",
+        f"Unset CONDOR_ANNEX_CREDENTIALS (the installed bundle, ~/.condor/annex-credentials.toml, is then used) "
+        f"or set it to your bundle's path." if named_by.startswith("$") else
+        "Give --credentials the path of your bundle, or leave it out to use the installed one.",
+    )
+
+
 def _fail(path: Path, why: str, next_step: str = "") -> BadInput:
     return BadInput(
         f"cannot use the credentials bundle {path}",

@@ -6,11 +6,15 @@ Kept free of boto3 so `--help` stays fast; botocore is imported only when an err
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Iterator, TypeVar
+
+from typer.core import TyperCommand
 
 from annex_common.errors import AnnexError
 
@@ -140,20 +144,218 @@ def reject_unknown_command(program: str, argv: list[str], commands: tuple[str, .
     """A first word that is no command is a mistyped command: say so, with the closest match."""
     if not argv or argv[0].startswith("-") or argv[0] in commands:
         return
+    _refuse(_unknown_command(program, argv[0], commands))
+
+
+def _unknown_command(program: str, word: str, commands: tuple[str, ...]) -> Exception:
+    import difflib
+
+    from annex_common.errors import BadInput
+
+    close = difflib.get_close_matches(word, commands, n=1, cutoff=0.6)
+    return BadInput(
+        f"{program} has no command {word!r}",
+        f"its commands are {', '.join(commands)}",
+        (f"Did you mean `{program} {close[0]}`? " if close else "") + f"See `{program} --help`.",
+    )
+
+
+def _refuse(error: Exception) -> None:
+    """Print a usage error as every error is printed, and exit 2."""
 
     def refuse() -> None:
-        import difflib
-
-        from annex_common.errors import BadInput
-
-        close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.6)
-        raise BadInput(
-            f"{program} has no command {argv[0]!r}",
-            f"its commands are {', '.join(commands)}",
-            (f"Did you mean `{program} {close[0]}`? " if close else "") + f"See `{program} --help`.",
-        )
+        raise error
 
     run_guarded(refuse, debug=False)
+
+
+class PlainUsage(TyperCommand):
+    """A command whose usage line names a required argument as people write it (``FILE``, not
+    typer's ``{FILE}``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
+COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
+# One dash and a word: an HTCondor habit (condor_status -annex), or a cluster of short flags (-hy).
+_SINGLE_DASH_WORD = re.compile(r"-[A-Za-z][A-Za-z0-9-]+")
+
+
+@dataclass(frozen=True)
+class OptionTable:
+    """The option names of a typer app's program and commands, from its click command."""
+
+    commands: tuple[str, ...]
+    long_options: frozenset[str]  # every --name, of the program and of any command
+    short_flags: frozenset[str]  # every -x
+    taking_values: frozenset[str]  # options whose next word is their value
+
+    @classmethod
+    def of(cls, app: Any) -> "OptionTable":
+        import typer.main
+
+        group = typer.main.get_command(app)
+        params = list(group.params)
+        for command in group.commands.values():
+            params += command.get_params(group.make_context(command.name, [], resilient_parsing=True))
+        names: set[str] = set()
+        values: set[str] = set()
+        for param in params:
+            if getattr(param, "param_type_name", "") != "option":
+                continue
+            opts = [*param.opts, *param.secondary_opts]
+            names.update(opts)
+            if not param.is_flag and not param.count:
+                values.update(opts)
+        return cls(
+            commands=tuple(group.commands),
+            long_options=frozenset(n for n in names if n.startswith("--")),
+            short_flags=frozenset(n for n in names if len(n) == 2 and n[0] == "-" and n[1] != "-"),
+            taking_values=frozenset(values),
+        )
+
+
+def route(program: str, app: Any, argv: list[str], default_command: str | None = None) -> list[str]:
+    """The words as the typer app should get them, or one usage error (exit 2) that says what was meant.
+
+    - ``--show-completion SHELL`` / ``--install-completion SHELL`` use the shell named, not the one
+      detected;
+    - a one-dash word (``-help``, ``-annex-name``) is refused naming its two-dash form;
+    - options before the command never hide it: its first word that is neither an option nor an
+      option's value is the command (moved first), or a mistyped one, named with the closest;
+    - with no command, ``default_command`` (condor_annex's launch) is the command.
+    """
+    if not argv:
+        return argv
+    if argv[0] in COMPLETION_OPTIONS and len(argv) > 1 and not argv[1].startswith("-"):
+        _completion(program, app, argv[0], argv[1])
+    if argv[0] in PROGRAM_OPTIONS:
+        return argv
+    needs_table = argv[0].startswith("-") or any(_SINGLE_DASH_WORD.fullmatch(word) for word in argv)
+    if not needs_table:
+        reject_unknown_command(program, argv, command_names(app))
+        return argv
+    table = OptionTable.of(app)
+    first: int | None = None
+    words = iter(enumerate(argv))
+    for index, word in words:
+        if word == "--":
+            break
+        if _SINGLE_DASH_WORD.fullmatch(word) and not set(f"-{c}" for c in word[1:]) <= table.short_flags:
+            _refuse(_one_dash(program, word, table))
+        if word in table.taking_values:
+            next(words, None)  # its value, whatever it looks like
+        elif not word.startswith("-") and first is None:
+            first = index
+    if first is None:
+        return [default_command, *argv] if default_command else argv
+    if argv[first] not in table.commands:
+        _refuse(_unknown_command(program, argv[first], table.commands))
+    return [argv[first], *argv[:first], *argv[first + 1:]]
+
+
+def run_app(program: str, app: Any, argv: list[str], default_command: str | None = None) -> None:
+    """Run the typer app on the words (``route``); a usage error is one message in the project's
+    words and exit 2, never the parsing library's text."""
+    import typer.main
+    from typer._click import exceptions as click_errors
+    from typer.exceptions import Abort
+
+    words = route(program, app, argv, default_command)
+    try:
+        code = typer.main.get_command(app).main(args=words, prog_name=program, standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # the program's help, as --help shows it (exit 2: no command was given)
+        raise SystemExit(exc.exit_code) from None
+    except click_errors.UsageError as exc:
+        _refuse(_usage_error(program, exc, words))
+    except Abort:
+        err_console.print("Interrupted: nothing further was started.", markup=False)
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+# What the parsing library says of a value it cannot read, in words.
+_LIBRARY_PHRASES = (
+    (re.compile(r"^Value error, "), ""),
+    (re.compile(r"Input should be a valid integer.*"), "is not a whole number"),
+    (re.compile(r"Input should be a valid number.*"), "is not a number"),
+    (re.compile(r"Input should be (.*)"), r"should be \1"),
+)
+
+
+def _usage_error(program: str, exc: Any, words: list[str]) -> Exception:
+    from annex_common.errors import BadInput
+
+    command = " ".join(exc.ctx.command_path.split()[1:]) if exc.ctx is not None else ""
+    see = f"See `{program}{' ' + command if command else ''} --help`."
+    param = getattr(exc, "param", None)
+    if exc.__class__.__name__ == "BadParameter" or (param is not None and exc.__class__.__name__ != "MissingParameter"):
+        names = list(getattr(param, "opts", []) or [])
+        label = names[0] if names else (getattr(param, "human_readable_name", "") or "a value")
+        message = exc.message
+        for pattern, words_for in _LIBRARY_PHRASES:
+            message = pattern.sub(words_for, message)
+        value = _given_value(words, names)
+        if value is not None and not message.startswith(repr(value)):
+            message = f"{value!r} {message}"
+        return BadInput(f"{label} {message.rstrip('.')}", "", see)
+    if exc.__class__.__name__ == "MissingParameter" and param is not None:
+        names = list(getattr(param, "opts", []) or [])
+        label = names[0] if getattr(param, "param_type_name", "") == "option" else (param.metavar or param.name).upper()
+        return BadInput(f"{label} is missing", f"`{program}{' ' + command if command else ''}` needs it", see)
+    return BadInput(exc.format_message().rstrip("."), "", see)
+
+
+def _given_value(words: list[str], names: list[str]) -> str | None:
+    """The last value given to one of these options on the command line, or None."""
+    found = None
+    for index, word in enumerate(words):
+        for name in names:
+            if word == name and index + 1 < len(words):
+                found = words[index + 1]
+            elif word.startswith(name + "="):
+                found = word[len(name) + 1:]
+    return found
+
+
+def _one_dash(program: str, word: str, table: OptionTable) -> Exception:
+    import difflib
+
+    from annex_common.errors import BadInput
+
+    meant = f"-{word}"
+    if meant not in table.long_options:
+        close = difflib.get_close_matches(meant, sorted(table.long_options), n=1, cutoff=0.6)
+        meant = close[0] if close else ""
+    return BadInput(
+        f"{program} has no option {word}",
+        "its options take two dashes (HTCondor's own tools take one)",
+        (f"Did you mean {meant}? " if meant else "") + f"See `{program} --help`.",
+    )
+
+
+def _completion(program: str, app: Any, option: str, shell: str) -> None:
+    """Show or install the completion script of the shell named; an unknown shell is bad input."""
+    from typer._completion_classes import completion_init
+    from typer._completion_shared import Shells, get_completion_script, install
+
+    from annex_common.errors import BadInput
+
+    completion_init()
+    shells = [s.value for s in Shells]
+    if shell not in shells:
+        _refuse(BadInput(f"{option} does not know the shell {shell!r}", f"it knows {', '.join(shells)}",
+                         f"Run `{program} {option} {shells[0]}` (or another of them)."))
+    complete_var = "_{}_COMPLETE".format(program.replace("-", "_").upper())
+    if option == "--show-completion":
+        print(get_completion_script(prog_name=program, complete_var=complete_var, shell=shell))
+    else:
+        installed, path = install(shell=shell, prog_name=program, complete_var=complete_var)
+        print(f"{installed} completion installed in {path}\nCompletion will take effect once you restart the terminal")
+    raise SystemExit(0)
 
 
 def print_version(program: str) -> None:

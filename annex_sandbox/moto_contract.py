@@ -55,6 +55,18 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("moto.ec2.responses.launch_templates", "LaunchTemplates.create_launch_template_version", ("self",)),
     Internal("moto.ec2.models.launch_templates", "LaunchTemplate.create_version", ("self", "data", "description")),
     Internal("moto.ec2.models.launch_templates", "LaunchTemplate.get_version", ("self", "num")),
+    # install_change_set_outputs: a change set refreshes the stack's template and outputs.
+    Internal("moto.cloudformation.models", "ChangeSet.apply", ("self",)),
+    Internal("moto.cloudformation.models", "Stack._create_output_map", ("self",)),
+    # install_forget_removed_resources.
+    Internal("moto.cloudformation.parsing", "ResourceMap.update", ("self", "template", "parameters")),
+    # install_security_group_update_in_place.
+    Internal("moto.ec2.models.security_groups", "SecurityGroup.update_from_cloudformation_json",
+             ("original_resource", "new_resource_name", "cloudformation_json", "account_id", "region_name")),
+    Internal("moto.ec2.models.security_groups", "SecurityGroupBackend.authorize_security_group_ingress",
+             ("self", "group_name_or_id", "ip_protocol", "from_port", "to_port", "ip_ranges")),
+    Internal("moto.ec2.models.tags", "TagBackend.delete_tags", ("self", "resource_ids", "tags")),
+    Internal("moto.ec2.models", "ec2_backends"),
     # install_dict_policy_documents.
     Internal("moto.iam.access_control", "IAMPolicy.__init__", ("self", "policy")),
     # install_dynamodb_table_resource.

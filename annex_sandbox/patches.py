@@ -437,3 +437,93 @@ def install_lambda_account_settings(concurrency_limit: int) -> None:
         return [body]
 
     DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
+
+
+def install_change_set_outputs() -> None:
+    """Refresh a stack's template and outputs when a change set is executed, as AWS does.
+
+    moto applies the change set to the resources and keeps the stack's template dictionary and
+    outputs of before (it refreshes them after UpdateStack only), so every output naming a
+    replaced, added or removed resource (a security group, a launch template of a type no longer
+    allowed) went on naming the old one.
+    """
+    from moto.cloudformation.models import ChangeSet
+
+    apply = ChangeSet.apply
+
+    def apply_and_refresh(self: Any) -> None:
+        apply(self)
+        self.stack.template_dict = self.template_dict
+        self.stack.output_map = self.stack._create_output_map()
+
+    ChangeSet.apply = apply_and_refresh  # type: ignore[method-assign]
+
+
+def install_forget_removed_resources() -> None:
+    """A resource a stack update removed is forgotten, so that adding it back creates it anew.
+
+    moto's update deletes a removed resource but keeps it among the stack's parsed resources; when
+    a later update adds the same logical id again (an instance type dropped, then allowed again),
+    moto takes the deleted object for the new resource and creates nothing: the stack then names a
+    launch template EC2 no longer has. AWS creates the resource again.
+    """
+    from moto.cloudformation.parsing import ResourceMap
+
+    update = ResourceMap.update
+
+    def update_and_forget(self: Any, template: dict[str, Any], parameters: dict[str, Any] | None = None) -> None:
+        removed = [name for name in self._resource_json_map if name not in template.get("Resources", {})]
+        update(self, template, parameters)
+        for name in removed:
+            self._parsed_resources.pop(name, None)
+
+    ResourceMap.update = update_and_forget  # type: ignore[method-assign]
+
+
+# What AWS::EC2::SecurityGroup cannot change without a new group (the CloudFormation reference).
+SECURITY_GROUP_REPLACED_BY = ("GroupName", "GroupDescription", "VpcId")
+
+
+def install_security_group_update_in_place() -> None:
+    """Update a CloudFormation security group in place when only its rules or tags change.
+
+    AWS changes ``SecurityGroupIngress``, ``SecurityGroupEgress`` and ``Tags`` without interruption
+    (same group id); moto deletes the group and makes a new one for any change, so the launch
+    templates and the stack's outputs went on naming a group that no longer exists. A change of
+    the group's name, description or VPC still replaces it, as on AWS.
+    """
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.security_groups import SecurityGroup
+
+    replace = SecurityGroup.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def update_from_cloudformation_json(
+        cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+        account_id: str, region_name: str,
+    ) -> Any:
+        properties = cloudformation_json.get("Properties", {})
+        kept = {"GroupName": original_resource.name, "GroupDescription": original_resource.description,
+                "VpcId": original_resource.vpc_id}
+        if any(key in properties and properties[key] != kept[key] for key in SECURITY_GROUP_REPLACED_BY):
+            return replace(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name)
+        backend = ec2_backends[account_id][region_name]
+        group = original_resource
+        group.ingress_rules = []
+        for rule in properties.get("SecurityGroupIngress", []):
+            source = {key: rule[value] for key, value in (("GroupId", "SourceSecurityGroupId"),
+                                                          ("GroupName", "SourceSecurityGroupName")) if rule.get(value)}
+            backend.authorize_security_group_ingress(
+                group_name_or_id=group.id, ip_protocol=rule["IpProtocol"], from_port=rule.get("FromPort"),
+                to_port=rule.get("ToPort"), ip_ranges=rule.get("CidrIp", []),
+                source_groups=[source] if source else [], vpc_id=group.vpc_id,
+            )
+        tags = {tag["Key"]: tag["Value"] for tag in properties.get("Tags", [])}
+        stale = {tag["key"]: None for tag in group.get_tags()
+                 if tag["key"] not in tags and not tag["key"].startswith("aws:")}
+        if stale:
+            backend.delete_tags([group.id], stale)
+        for key, value in tags.items():
+            group.add_tag(key, value)
+        return group
+
+    SecurityGroup.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[assignment]

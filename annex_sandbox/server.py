@@ -41,6 +41,11 @@ does it:
    for HeadObject), as moto did until 5.2.5 (``install_s3_iam_action_names``).
 7. Lambda's GetAccountSettings answers (moto has none): the account's concurrency limit (1,000, or
    ``ANNEX_EMULATOR_LAMBDA_CONCURRENCY``) and what the functions leave unreserved.
+8. A stack updated through a change set has its new template and outputs, as on AWS (moto kept
+   the outputs of before: a removed launch template stayed named), and a security group whose
+   rules or tags change is updated in place, keeping its id, as AWS does (moto made a new group,
+   which nothing named); a resource an update removed is created again when a later update adds
+   it back (moto kept the deleted object and created nothing).
 """
 
 from __future__ import annotations
@@ -59,10 +64,12 @@ from annex_sandbox.moto_contract import MotoMismatch, check_moto
 from annex_sandbox.patches import (
     LAMBDA_CONCURRENCY_ENV,
     install_call_log,
+    install_change_set_outputs,
     install_dict_policy_documents,
     install_dynamodb_table_resource,
     install_kms_key_from_template,
     install_fast_tag_lookup,
+    install_forget_removed_resources,
     install_invoke_action_name,
     install_json_lambda_refusals,
     install_lambda_account_settings,
@@ -71,6 +78,7 @@ from annex_sandbox.patches import (
     install_per_key_delete_authorization,
     install_s3_iam_action_names,
     install_ssm_parameter_resource,
+    install_security_group_update_in_place,
 )
 from annex_sandbox.price_list import (
     PRICE_LIST_ENV,
@@ -123,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
 
     install_fast_tag_lookup()
     install_launch_template_source_version()
+    install_change_set_outputs()
+    install_forget_removed_resources()
+    install_security_group_update_in_place()
     install_invoke_action_name()
     install_dict_policy_documents()
     install_dynamodb_table_resource()

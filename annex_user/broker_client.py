@@ -11,6 +11,7 @@ import botocore.exceptions
 from annex_cloud.identity import function_arn, request_digest, sign_identity_proof, sts_endpoint
 from annex_common.aws import AwsClients, aws_errors, error_code, invoke_function
 from annex_common.errors import AwsFailure, BadInput
+from annex_common.times import local_times_in
 
 
 @dataclass
@@ -66,8 +67,10 @@ class Broker:
 
 
 def refusal(refused: dict[str, Any], what: str) -> BadInput:
-    """The broker's refusal (what, why, next), as the one message the scientist reads."""
-    return BadInput(str(refused.get("what", what)), str(refused.get("why", "")), str(refused.get("next", "")))
+    """The broker's refusal (what, why, next), as the one message the scientist reads: the broker
+    writes moments in UTC (it knows no one's zone); she reads them in her local time."""
+    return BadInput(*(local_times_in(str(refused.get(key, default))) for key, default in
+                      (("what", what), ("why", ""), ("next", ""))))
 
 
 def first_broken(plan: dict[str, Any], what: str) -> BadInput | None:
@@ -78,6 +81,6 @@ def first_broken(plan: dict[str, Any], what: str) -> BadInput | None:
         return None
     error = refusal(breaks[0], what)
     if len(breaks) > 1:
-        also = "; ".join(str(b.get("what", "")) for b in breaks[1:])
+        also = "; ".join(local_times_in(str(b.get("what", ""))) for b in breaks[1:])
         error.why = f"{error.why}; it would also break a cap: {also}" if error.why else f"it would also break a cap: {also}"
     return error

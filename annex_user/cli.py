@@ -16,15 +16,14 @@ from typing_extensions import Annotated
 
 from annex_common.cli_support import (
     HELP_OPTIONS,
-    PROGRAM_OPTIONS,
     LazyConsole,
     OutputFormat,
-    command_names,
+    PlainUsage,
     err_console,
     print_json,
     print_table,
     print_version,
-    reject_unknown_command,
+    run_app,
     require_confirmation,
     run_guarded,
     waiting,
@@ -66,9 +65,13 @@ def program_options(
 
 
 def _bundle_path(credentials: str | None) -> Path:
-    from annex_common.bundle import locate_bundle
+    from annex_common.bundle import check_named_bundle, locate_bundle
 
-    return locate_bundle(credentials, os.environ.get("CONDOR_ANNEX_CREDENTIALS"), Path.home())
+    variable = os.environ.get("CONDOR_ANNEX_CREDENTIALS")
+    path = locate_bundle(credentials, variable, Path.home())
+    if credentials or variable:
+        return check_named_bundle(path, "--credentials" if credentials else "$CONDOR_ANNEX_CREDENTIALS")
+    return path
 
 
 def _lease_end(expiry: str | None, duration: float | None, now):
@@ -341,6 +344,14 @@ def _left(seconds: int | None) -> str:
     return "none (ending)" if not seconds else f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+def _lease_cell(tag: str | None, seconds: int | None) -> str:
+    """'2026-12-18 23:59 CET (469h53m left)': when the lease ends, local, and how long that is."""
+    from annex_user.expiry import format_local_short, from_tag
+
+    end = from_tag(tag)
+    return f"{format_local_short(end)} ({_left(seconds)} left)" if end else "no valid lease"
+
+
 def _usd(value: float | None) -> str:
     return "unpriced" if value is None else f"${value:,.2f}"
 
@@ -348,12 +359,12 @@ def _usd(value: float | None) -> str:
 def _print_annexes(report, now) -> None:
     from rich.table import Table
 
-    table = Table("Annex", "Instances", "In pool", "Lease left", "Cost so far", "Can still cost")
+    table = Table("Annex", "Instances", "In pool", "Lease ends", "Cost so far", "Can still cost")
     for annex in report.annexes():
         data = annex.to_json(now)
         states = ", ".join(f"{n} {state}" for state, n in data["states"].items())
         joined = "?" if data["joined_pool"] is None else f"{data['joined_pool']}/{data['instances']}"
-        table.add_row(annex.annex_name, states, joined, _left(data["lease_remaining_seconds"]),
+        table.add_row(annex.annex_name, states, joined, _lease_cell(data["expiry"], data["lease_remaining_seconds"]),
                       _usd(data["cost_so_far_usd"]), _usd(data["can_still_cost_usd"]))
     print_table(out, table)
 
@@ -361,12 +372,12 @@ def _print_annexes(report, now) -> None:
 def _print_instances(report, now) -> None:
     from rich.table import Table
 
-    table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease left", "In pool", "Cost so far")
+    table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease ends", "In pool", "Cost so far")
     for row in report.rows:
         data = row.to_json(now)
         pool = {True: "yes", False: "no", None: "?"}[row.in_pool]
         table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
-                      data["availability_zone"], _left(data["lease_remaining_seconds"]), pool,
+                      data["availability_zone"], _lease_cell(data.get("expiry"), data["lease_remaining_seconds"]), pool,
                       _usd(data.get("cost_so_far")))
     print_table(out, table)
 
@@ -466,9 +477,9 @@ def terminate(
     run_guarded(action, debug=debug)
 
 
-@app.command("import-credentials")
+@app.command("import-credentials", cls=PlainUsage)
 def import_credentials(
-    file: Annotated[str, typer.Argument(help="The bundle your pool administrator gave you.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="The bundle your pool administrator gave you.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", "--force", help="Replace an installed bundle without asking.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -491,13 +502,8 @@ def import_credentials(
 
 
 def main() -> None:
-    """Launch is the default: insert it when the first word is an option of launch."""
-    argv = sys.argv[1:]
-    commands = command_names(app)
-    reject_unknown_command("condor_annex", argv, commands)
-    if argv and argv[0] not in commands and argv[0] not in PROGRAM_OPTIONS:
-        argv = ["launch", *argv]
-    app(args=argv, prog_name="condor_annex")
+    """Launch is the default command: without one, the words are launch's options."""
+    run_app("condor_annex", app, sys.argv[1:], default_command="launch")
 
 
 if __name__ == "__main__":

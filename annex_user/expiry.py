@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 
 from annex_common.errors import BadInput
 from annex_cloud.caps import MIN_LEASE_SECONDS
+from annex_common.times import format_local, format_local_short  # noqa: F401  (the one rule, re-exported)
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 
 ACCEPTED = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
@@ -90,11 +91,3 @@ def to_tag(expiry: datetime) -> str:
 
 def from_tag(value: str | None) -> datetime | None:
     return parse_expiry_tag(value)
-
-
-def format_local(moment: datetime) -> str:
-    local = moment.astimezone()
-    utc = moment.astimezone(timezone.utc)
-    if local.utcoffset() == utc.utcoffset():
-        return f"{utc:%Y-%m-%d %H:%M} UTC"
-    return f"{local:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)"

@@ -19,10 +19,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Literal
 
 from annex_common.errors import BadInput
+from annex_common.times import format_local
 from annex_user import tokens
 from templates import contract
 
@@ -266,10 +267,6 @@ def _token_subject(subject: str, trust_domain: str) -> str:
     return subject if "@" in subject else f"{subject}@{trust_domain}"
 
 
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(contract.EXPIRY_FORMAT)
-
-
 @dataclass(frozen=True, repr=False)
 class SecuritySource:
     """What the annex's security will be made from; read, nothing minted. ``secret`` is never shown."""
@@ -329,7 +326,7 @@ def describe_token(pool: PoolInfo, source: SecuritySource, *, subject: str, expi
     scopes = " ".join(s.removeprefix("condor:/") for s in tokens.ANNEX_SCOPES)
     return (
         f"IDTOKEN signed with the pool key {source.path} for {identity} "
-        f"(issuer {pool.trust_domain}), scopes {scopes}, expires {_utc(expires_at)}, id (jti) {token_id}"
+        f"(issuer {pool.trust_domain}), scopes {scopes}, expires {format_local(expires_at)}, id (jti) {token_id}"
     )
 
 

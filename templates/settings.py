@@ -93,6 +93,22 @@ def validate_ssh_cidr(cidr: str | None) -> str | None:
     return str(network)
 
 
+# Wider than this, SSH to the nodes is open to a large part of the internet (a /8 is 16 million addresses).
+SSH_WIDE_PREFIX = 8
+
+
+def ssh_exposure(cidr: str | None) -> str | None:
+    """Words for an SSH rule open to much of the internet, which setup says and asks about; None otherwise."""
+    if not cidr or cidr == NO_SSH:
+        return None
+    network = ipaddress.ip_network(cidr, strict=False)
+    if network.prefixlen == 0:
+        return f"SSH open to every address on the internet ({cidr})"
+    if network.prefixlen < SSH_WIDE_PREFIX:
+        return f"SSH open to {network.num_addresses:,} addresses ({cidr})"
+    return None
+
+
 def validate_image_id(image_id: str | None) -> str:
     if not image_id:
         return ""

@@ -143,12 +143,15 @@ CASES = {
     "expiry-and-duration": Case(launch("--expiry", "2030-01-01 00:00", duration="5"), "exactly one"),
     "zero-instances": Case(launch(count="0"), "not a positive whole number"),
     "negative-instances": Case(launch(count="-4"), "not a positive whole number"),
-    "non-numeric-instances": Case(launch(count="lots"), "--instances"),
+    "non-numeric-instances": Case(launch(count="lots"), "Error: --instances 'lots' is not a whole number"),
+    "non-numeric-duration": Case(launch(duration="soon"), "Error: --duration 'soon' is not a number"),
     "too-many-instances": Case(launch(count="100000"), "at most 10,000 instances per annex"),
     "over-instance-cap": Case(launch(count="9"), "instance cap"),
     "over-cap-with-live-annex": Case(launch(count="7"), "instance cap"),
     "project-not-covered": Case(["--project-id", "SomeoneElse", "--duration", "5", "--instances", "1", "--yes"], "do not cover project"),
-    "bundle-missing": Case(launch(), "does not exist", env={"CONDOR_ANNEX_CREDENTIALS": "/nonexistent/b.toml"}),
+    "bundle-missing": Case(launch(), "$CONDOR_ANNEX_CREDENTIALS names it, and there is no such file",
+                           env={"CONDOR_ANNEX_CREDENTIALS": "/nonexistent/b.toml"}),
+    "bundle-option-missing": Case(["status", "--credentials", "/nonexistent/c.toml"], "--credentials names it"),
     "bundle-is-a-folder": Case(launch(), "not a regular file", env={"CONDOR_ANNEX_CREDENTIALS": "/tmp"}),
     "bundle-malformed": Case(launch(), "not valid TOML", prepare=bundle_copy(0o600, "region = [unclosed\n")),
     "bundle-missing-keys": Case(launch(), "missing", prepare=bundle_copy(0o600, 'region = "us-east-1"\n')),
@@ -168,7 +171,8 @@ CASES = {
     "terminate-bad-annex-name": Case(["terminate", "--annex-name", "no pe", "--yes"], "not allowed"),
     "terminate-mistyped-annex": Case(["terminate", "--annex-name", "existin", "--yes"], "--annex-name existing"),
     "terminate-unknown-annex": Case(["terminate", "--annex-name", "nope"], "no annex named nope"),
-    "status-bad-output": Case(["status", "--output", "xml"], "Invalid value for '--output'"),
+    "status-bad-output": Case(["status", "--output", "xml"], "Error: --output 'xml' is not one of 'table', 'json'"),
+    "import-without-file": Case(["import-credentials"], "Error: FILE is missing"),
     "date-only-expiry": Case(["--project-id", PROJECT, "--instances", "1", "--expiry", "2026-12-04", "--yes"], "no time of day"),
     "no-stack-in-bundle-region": Case(launch(), "no condor-annex stack", prepare=other_region_bundle),
     "unknown-option": Case(["launch", "--frobnicate"], "No such option"),
@@ -194,6 +198,8 @@ def test_bad_input_exits_2_and_changes_nothing(world, case):
     assert result.returncode == 2, output
     assert_speaks_plainly(output)
     assert case.expect in output, output
+    for library_words in ("Value error", "Input should be", "{file}", "Try '"):
+        assert library_words not in output, output
     assert aws_snapshot(world.bucket) == before
 
 

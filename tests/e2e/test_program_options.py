@@ -57,3 +57,83 @@ def test_shell_completion(shell, program, words, expected):
                                         variable: "complete_bash"})
     assert completed.returncode == 0, completed.output
     assert completed.stdout.split() == [expected]
+
+
+@pytest.mark.parametrize("args, meant", [
+    (["condor_annex", "-help"], "--help"),
+    (["condor_annex", "-version"], "--version"),
+    (["condor_annex", "status", "-annex-name", "x"], "--annex-name"),
+    (["condor_annex", "-project-id", "P", "--instances", "2", "--duration", "1"], "--project-id"),
+    (["annex-admin", "-help"], "--help"),
+    (["annex-admin", "check-setup", "-output", "json"], "--output"),
+])
+def test_an_htcondor_style_one_dash_option_is_named_with_its_two_dash_form(shell, aws, args, meant):
+    before = aws.aws_requests()
+    result = shell.run(*args)
+    assert result.returncode == 2, result.output
+    assert f"has no option -{meant[2:]}" in result.stderr and f"Did you mean {meant}?" in result.stderr
+    assert "No such option" not in result.output
+    assert aws.aws_requests() == before
+
+
+def test_short_flags_together_still_work(shell):
+    result = shell.run("condor_annex", "terminate", "-yh")
+    assert result.returncode == 0 and result.stdout.startswith("Usage: condor_annex terminate")
+
+
+def test_options_before_the_command_do_not_hide_it(shell, aws):
+    before = aws.aws_requests()
+    # The command is status: it names the bundle it could not read, it asks for no project id.
+    status = shell.run("condor_annex", "--credentials", "b.toml", "status")
+    assert status.returncode == 2, status.output
+    assert "b.toml" in status.stderr and "Missing option" not in status.output
+    debug = shell.run("condor_annex", "--debug", "status")
+    assert debug.returncode == 2 and "Missing option" not in debug.output
+    assert "annex-credentials.toml" in debug.stderr and "Traceback" in debug.stderr  # --debug reached status
+    # A mistyped command after options is named as one.
+    typo = shell.run("condor_annex", "--credentials", "b.toml", "statsu")
+    assert typo.returncode == 2, typo.output
+    assert "no command 'statsu'" in typo.stderr and "Did you mean `condor_annex status`?" in typo.stderr
+    # An option's value is never taken for a command.
+    launch = shell.run("condor_annex", "--annex-name", "status", "--project-id", "P", "--instances", "2", "--duration", "1")
+    assert launch.returncode == 2 and "no command" not in launch.stderr and "credentials bundle" in launch.stderr
+    assert aws.aws_requests() == before
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize("shell_name, marker", [
+    ("bash", "COMPREPLY"), ("zsh", "#compdef"), ("fish", "complete --command"),
+    ("powershell", "Register-ArgumentCompleter"),
+])
+def test_each_shell_gets_its_own_completion_script(shell, program, shell_name, marker):
+    result = shell.run(program, "--show-completion", shell_name)
+    assert result.returncode == 0, result.output
+    assert marker in result.stdout and program in result.stdout
+    others = {"bash": "COMPREPLY", "zsh": "#compdef", "fish": "complete --command"}
+    assert not [m for name, m in others.items() if name != shell_name and m in result.stdout]
+
+
+def test_zsh_completion_completes(shell):
+    completed = shell.run("condor_annex", env={"_CONDOR_ANNEX_COMPLETE": "complete_zsh",
+                                               "_TYPER_COMPLETE_ARGS": "condor_annex sta"})
+    assert completed.returncode == 0 and '"status"' in completed.stdout
+
+
+def test_an_unknown_shell_is_bad_input(shell):
+    result = shell.run("condor_annex", "--show-completion", "tcsh")
+    assert result.returncode == 2
+    assert "does not know the shell 'tcsh'" in result.stderr and "zsh" in result.stderr
+
+
+def test_a_required_argument_reads_as_people_write_it(shell):
+    result = shell.run("condor_annex", "import-credentials", "-h")
+    assert result.returncode == 0 and result.stdout.startswith("Usage: condor_annex import-credentials [OPTIONS] FILE\n")
+
+
+def test_admin_usage_errors_are_in_words(shell, aws):
+    before = aws.aws_requests()
+    result = shell.run("annex-admin", "check-setup", "--output", "yaml")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: --output 'yaml' is not one of 'table', 'json'\n")
+    assert "Value error" not in result.output and "See `annex-admin check-setup --help`." in result.stderr
+    assert aws.aws_requests() == before

@@ -128,3 +128,21 @@ def test_the_time_a_question_waits_for_its_answer_is_not_counted(shell):
     assert child.returncode == 0, stdout
     took = float(re.search(rb"created \(CREATE_COMPLETE\) in (\d+(?:\.\d)?) s", stdout).group(1))
     assert took < 3.0, stdout
+
+
+def test_ssh_from_the_whole_internet_is_said_and_asked(shell):
+    unasked = shell.run("annex-admin", "setup", "--ssh-cidr", "0.0.0.0/0")  # no terminal to ask on
+    assert unasked.returncode == 2, unasked.output
+    assert "Warning: SSH open to every address on the internet (0.0.0.0/0)" in unasked.stdout
+    assert stacks() == []
+    declined = shell.run("annex-admin", "setup", "--ssh-cidr", "0.0.0.0/0", answer="n")
+    assert declined.returncode == 2, declined.output
+    assert (f"Create stack {STACK} in {REGION}, with SSH open to every address on the internet (0.0.0.0/0)? [y/N]"
+            in declined.stderr)
+    assert stacks() == []
+    accepted = shell.run("annex-admin", "setup", "--ssh-cidr", "0.0.0.0/0", "--yes")
+    assert accepted.returncode == 0, accepted.output
+    assert "Warning: SSH open to every address" in accepted.stdout and ssh_sources() == {"0.0.0.0/0"}
+    # A narrow network is not warned about.
+    narrow = shell.run("annex-admin", "setup", "--ssh-cidr", "198.51.100.0/24", "--yes")
+    assert narrow.returncode == 0 and "Warning" not in narrow.output and ssh_sources() == {"198.51.100.0/24"}

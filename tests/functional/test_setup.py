@@ -50,9 +50,9 @@ def test_changing_instance_types_updates_the_stack(clients):
     result = deploy_stack(clients, instance_types=("m7i.large", "c6i.large"))
     assert result.action == "updated" and result.status == "UPDATE_COMPLETE"
     names = {lt["LaunchTemplateName"] for lt in clients.ec2.describe_launch_templates()["LaunchTemplates"]}
-    # The emulator applies the change set to the resources but does not refresh the stack's
-    # outputs after a change set (it does after UpdateStack), so the resources are the evidence.
     assert names == {"HTCondorAnnex-m7i-large", "HTCondorAnnex-c6i-large"}
+    # The stack's outputs name the templates it has now (the emulator refreshes them, as AWS does).
+    assert sorted(read_stack(clients, contract.DEFAULT_STACK_NAME).launch_templates) == ["c6i.large", "m7i.large"]
 
 
 def test_check_setup_passes_then_fails_when_the_stack_is_deleted_behind_its_back(clients):
@@ -118,9 +118,10 @@ def test_check_setup_reports_the_last_sweep_and_fails_when_it_left_an_instance_a
     a role without the permission."""
     deploy_stack(clients)
     stack = read_stack(clients, contract.DEFAULT_STACK_NAME)
-    now = datetime.now(timezone.utc)
-    fresh = sweep_item(check_setup(clients, stack.name, now))
+    fresh = sweep_item(check_setup(clients, stack.name, datetime.now(timezone.utc)))
     assert fresh.ok and fresh.detail.startswith("none yet")
+    # Later: every sweep below is after the stack was made (an earlier one would be another stack's).
+    now = datetime.now(timezone.utc) + timedelta(minutes=10)
 
     sweep_now(clients, stack, now - timedelta(minutes=2))
     report = check_setup(clients, stack.name, now)
@@ -157,7 +158,7 @@ def test_check_setup_reports_the_last_sweep_and_fails_when_it_left_an_instance_a
 def test_check_setup_fails_when_the_last_sweep_is_older_than_fifteen_minutes(clients):
     deploy_stack(clients)
     stack = read_stack(clients, contract.DEFAULT_STACK_NAME)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc) + timedelta(minutes=20)
     sweep_now(clients, stack, now - timedelta(minutes=16))
     item = sweep_item(check_setup(clients, stack.name, now))
     assert not item.ok and "16 min ago: over 15 minutes" in item.detail

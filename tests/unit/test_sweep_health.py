@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from annex_common.times import format_local_short
 from annex_admin.check import SweepRecord, judge_sweeps, sweep_record
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -22,7 +23,7 @@ def test_the_record_is_the_newest_heartbeat_and_what_was_left_since():
 
 def test_a_recent_clean_sweep_passes_and_names_its_age():
     item = judge_sweeps(SweepRecord(minutes_ago(4), 0.0), NOW, minutes_ago(600))
-    assert item.ok and item.detail == "last sweep 2026-12-01 11:56:00Z, 4 min ago"
+    assert item.ok and item.detail == f"last sweep {format_local_short(minutes_ago(4))}, 4 min ago"
 
 
 def test_a_sweep_older_than_fifteen_minutes_fails():
