@@ -14,7 +14,7 @@ from tests.flows import PROJECT, USER, assert_speaks_plainly, console_script
 
 
 def region_and_bundle(shell, *caps: str) -> dict[str, str]:
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     bundle = shell.home / "b.toml"
     issued = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
                        "--output", str(bundle), *caps)

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from tests.e2e.test_scientist_flow import setup_region_and_bundle
-from tests.flows import PROJECT
+from tests.flows import PROJECT, USER
 
 
 def pool_config(folder: Path, *lines: str) -> str:
@@ -20,13 +20,23 @@ def pool_config(folder: Path, *lines: str) -> str:
     return str(path)
 
 
+def own_pool_bundle(shell) -> str:
+    """A scientist whose project may launch into her own pool with its key (`--own-pool`): the one
+    case where condor_annex reads a pool's configuration and key on her machine."""
+    bundle = setup_region_and_bundle(shell)
+    allowed = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
+                        "--output", bundle, "--allow-own-pool-key", "--yes")
+    assert allowed.returncode == 0, allowed.output
+    return bundle
+
+
 def launch(shell, bundle: str, condor_config: str):
     return shell.run("condor_annex", "--project-id", PROJECT, "--duration", "2", "--instances", "1", "--yes",
-                     env={"CONDOR_ANNEX_CREDENTIALS": bundle, "CONDOR_CONFIG": condor_config})
+                     "--own-pool", env={"CONDOR_ANNEX_CREDENTIALS": bundle, "CONDOR_CONFIG": condor_config})
 
 
 def test_no_readable_key_names_both_settings_and_what_was_found(shell, tmp_path):
-    bundle = setup_region_and_bundle(shell)
+    bundle = own_pool_bundle(shell)
     config = pool_config(tmp_path / "separate", "COLLECTOR_HOST = cm.pool.example",
                          f"SEC_TOKEN_POOL_SIGNING_KEY_FILE = {tmp_path}/absent-key",
                          f"SEC_PASSWORD_FILE = {tmp_path}")
@@ -39,7 +49,7 @@ def test_no_readable_key_names_both_settings_and_what_was_found(shell, tmp_path)
 
 
 def test_a_shared_key_file_is_named_once(shell, tmp_path):
-    bundle = setup_region_and_bundle(shell)
+    bundle = own_pool_bundle(shell)
     shared = tmp_path / "POOL"
     config = pool_config(tmp_path / "shared", "COLLECTOR_HOST = cm.pool.example",
                          f"SEC_TOKEN_POOL_SIGNING_KEY_FILE = {shared}", f"SEC_PASSWORD_FILE = {shared}")
@@ -94,7 +104,7 @@ def test_a_pool_value_no_node_may_hold_is_refused_with_exit_2_and_named(shell, t
     """The broker refuses a value that would not be a single configuration word on a node."""
     from tests.flows import write_pool
 
-    bundle = setup_region_and_bundle(shell)
+    bundle = own_pool_bundle(shell)
     pool = write_pool(tmp_path / "pool")
     config = Path(pool.condor_config)
     config.write_text(config.read_text().replace("COLLECTOR_HOST = cm.pool.example:9618",

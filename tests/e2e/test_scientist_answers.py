@@ -119,13 +119,14 @@ def test_the_readme_example_works_with_the_caps_its_issue_line_gives(shell):
 
 
 def test_extending_a_password_annex_needs_no_pool_configuration(shell, tmp_path):
-    """Only an annex running on a token gets a new one; a password annex's lease moves without the
-    pool being read, so an unset CONDOR_CONFIG is no obstacle."""
+    """Only an annex running on a token gets a new one; a password annex (here on her own pool,
+    `--own-pool`) has its lease moved without the pool being read, so an unset CONDOR_CONFIG is no
+    obstacle."""
     from tests.flows import write_pool
 
-    env = region_and_bundle(shell)
+    env = region_and_bundle(shell, "--allow-own-pool-key")
     password_pool = write_pool(tmp_path / "password-pool", signing_key=False)
-    launched = launch(shell, {**env, "CONDOR_CONFIG": str(password_pool.condor_config)}, "pw", 2, 5)
+    launched = launch(shell, {**env, "CONDOR_CONFIG": str(password_pool.condor_config)}, "pw", 2, 5, "--own-pool")
     assert launched.returncode == 0 and "pool password file" in launched.output
     moved = shell.run("condor_annex", "extend", "--annex-name", "pw", "--duration", "8", "--yes",
                       env={**env, "CONDOR_CONFIG": ""})
