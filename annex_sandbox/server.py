@@ -41,6 +41,10 @@ does it:
    for HeadObject), as moto did until 5.2.5 (``install_s3_iam_action_names``).
 7. Lambda's GetAccountSettings answers (moto has none): the account's concurrency limit (1,000, or
    ``ANNEX_EMULATOR_LAMBDA_CONCURRENCY``) and what the functions leave unreserved.
+8. An EC2 Fleet fills its subnets in turn: moto puts a fleet's whole count in its first override's
+   subnet and answers a full subnet with HTTP 500; here each override takes at most its subnet's
+   free addresses and the rest goes to the next, as EC2 moves on from a pool without addresses
+   (``install_fleet_spill_over``). A launch larger than one subnet holds (a /20: 4,091) now runs.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from annex_sandbox.patches import (
     install_dict_policy_documents,
     install_dynamodb_table_resource,
     install_fast_tag_lookup,
+    install_fleet_spill_over,
     install_invoke_action_name,
     install_json_lambda_refusals,
     install_lambda_account_settings,
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     from moto.server import main as moto_main
 
     install_fast_tag_lookup()
+    install_fleet_spill_over()
     install_launch_template_source_version()
     install_invoke_action_name()
     install_dict_policy_documents()
