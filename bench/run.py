@@ -579,6 +579,11 @@ def scale_notes(scale: Scale, probe: Probe) -> list[str]:
     per_round = max(rounds - probe.big.function_ops["CreateFleet"], 1)
     plan_run, launch_run = (launch.function_runs + [0.0, 0.0])[:2]
     pace = _pace(launch.function_calls, "CreateFleet")
+    rounds_note = (f"Against the launch of {probe.count:,} it added {_ops(added)}: per fleet round "
+                   f"{_ops(Counter({op: k // per_round for op, k in added.items()}))}. "
+                   if rounds > probe.big.function_ops["CreateFleet"] else "")
+    pace_note = (f"Rounds follow one another {pace:.1f} s apart here (median; CreateFleet of 1,000 in moto and the "
+                 "launch record). " if rounds > 1 else "")
     broker_limit, enforcer_limit = scale.timeouts["broker"], scale.timeouts["enforcer"]
     pages = listing.bytes[1:]
     largest = max(pages, default=0)
@@ -600,9 +605,7 @@ def scale_notes(scale: Scale, probe: Probe) -> list[str]:
         f"Launch of {scale.launched:,}: {launch.wall:.1f} s at the command; the broker's own runs {plan_run:.1f} s "
         f"(plan) and {launch_run:.1f} s (launch) of its {broker_limit:g} s; client {launch.client} + broker "
         f"{launch.function} calls ({_ops(launch.function_ops)}), {rounds} of them CreateFleet, one per round of up "
-        f"to 1,000. Against the launch of {probe.count:,} it added {_ops(added) or 'nothing'}: per fleet round "
-        f"{_ops(Counter({op: k // per_round for op, k in added.items()}))}. Rounds follow one another "
-        f"{pace:.1f} s apart here (median; CreateFleet of 1,000 in moto and the launch record). On AWS the calls "
+        f"to 1,000. {rounds_note}{pace_note}On AWS the calls "
         "are the same (a new project has no live instance to list); a launch into a project that already runs "
         "instances lists them first, one DescribeInstances per 1,000 in plan and in launch.",
         f"Status of {n:,}, default answer: {default.bytes[0]:,} bytes for {default.annexes} annexes (one summary "
@@ -639,11 +642,12 @@ def _extrapolated(n: int, answer: float, sweep: float, largest: int, broker_limi
     """Issue 17's 50,000, from the largest size measured here, by the growth stated above."""
     grow = ISSUE_SCALE / max(n, 1)
     invokes = 1 + -(-ISSUE_SCALE // PAGE_ROWS)
+    full_page = (f"the largest measured, {largest:,} bytes, is a full page whenever N ≥ {PAGE_ROWS:,}" if n >= PAGE_ROWS
+                 else f"a full page would be about {largest / max(n, 1) * PAGE_ROWS:,.0f} bytes at the size a row measured")
     return (
         f"At {ISSUE_SCALE:,} (issue 17's size; not measured in this run, extrapolated from {n:,}): status's "
         "default answer stays one summary per annex; the listing takes "
-        f"{invokes} Invokes, each page at most {PAGE_ROWS:,} rows (the largest measured, {largest:,} bytes, is a "
-        f"full page whenever N ≥ {PAGE_ROWS:,}), and {invokes * _pages(ISSUE_SCALE)} DescribeInstances on AWS "
+        f"{invokes} Invokes, each page at most {PAGE_ROWS:,} rows ({full_page}), and {invokes * _pages(ISSUE_SCALE)} DescribeInstances on AWS "
         f"({_pages(ISSUE_SCALE)} an Invoke); in this emulator each answer would take about {answer * grow:.0f} s of "
         f"the broker's {broker_limit:g} s and the sweep about {sweep * grow:.0f} s of the enforcer's "
         f"{enforcer_limit:g} s, with {2 * _pages(ISSUE_SCALE)} DescribeInstances on AWS."
