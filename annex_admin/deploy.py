@@ -235,9 +235,17 @@ def promote_template_versions(clients: AwsClients, stack_name: str, progress: Pr
     CloudFormation lists them now (its outputs may lag a change set). Returns the templates whose
     default moved."""
     from annex_admin.leftovers import stack_resources
+    from annex_admin.nodes import default_versions
 
     moved = []
-    templates = [r.physical_id for r in stack_resources(clients, stack_name) if r.resource_type == "AWS::EC2::LaunchTemplate"]
+    resources = [r for r in stack_resources(clients, stack_name) if r.resource_type == "AWS::EC2::LaunchTemplate"]
+    templates = [r.physical_id for r in resources]
+    # A template deleted outside CloudFormation is named in words (NotReady), not as EC2's error,
+    # by its instance type where the stack's outputs name it.
+    stack = describe_stack(clients, stack_name) or {}
+    listed = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}.get(contract.OUT_LAUNCH_TEMPLATES, "")
+    types = {tid: itype for itype, tid in (pair.split("=", 1) for pair in listed.split(",") if "=" in pair)}
+    default_versions(clients.ec2, {types.get(r.physical_id, r.logical_id): r.physical_id for r in resources}, stack_name)
     with aws_errors("could not make the stack's new launch template versions the default"):
         for template_id in templates:
             default, newest = 0, 0

@@ -51,6 +51,10 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("moto.ec2.models.core", "TaggedEC2Resource.get_tags", ("self",)),
     Internal("moto.ec2.utils", "EC2_PREFIX_TO_RESOURCE"),
     Internal("moto.ec2.utils", "get_prefix", ("resource_id",)),
+    # install_fleet_spill_over.
+    Internal("moto.ec2.models.fleets", "Fleet.get_launch_spec_counts", ("self", "weight_to_add")),
+    Internal("moto.ec2.models.subnets", "Subnet.available_ip_address_count"),
+    Internal("moto.ec2.models.subnets", "SubnetBackend.get_subnet", ("self", "subnet_id")),
     # install_launch_template_source_version.
     Internal("moto.ec2.responses.launch_templates", "LaunchTemplates.create_launch_template_version", ("self",)),
     Internal("moto.ec2.models.launch_templates", "LaunchTemplate.create_version", ("self", "data", "description")),

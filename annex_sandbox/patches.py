@@ -121,6 +121,38 @@ def install_fast_tag_lookup() -> None:
     TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
 
 
+def fill_in_order(free: list[int], wanted: int) -> list[int]:
+    """How many of ``wanted`` instances go to each pool, in order, none beyond its free addresses."""
+    counts = []
+    for room in free:
+        take = max(min(room, wanted), 0)
+        counts.append(take)
+        wanted -= take
+    return counts
+
+
+def install_fleet_spill_over() -> None:
+    """An on-demand (or lowest-price spot) fleet fills its overrides in moto's order, each up to its
+    subnet's free addresses, as EC2 moves on from a pool that reports InsufficientFreeAddressesInSubnet.
+    moto puts the whole count in its first override, and answers a full subnet with an HTTP 500,
+    so a launch of more than one subnet's addresses (a /20 holds 4,091) failed in the emulator."""
+    from moto.ec2.models.fleets import Fleet
+
+    moto_counts = Fleet.get_launch_spec_counts
+
+    def get_launch_spec_counts(self: Any, weight_to_add: float) -> tuple[dict[Any, int], float]:
+        diversified = self.spot_options and self.spot_options.get("AllocationStrategy") == "diversified"
+        specs = sorted(self.launch_specs, key=lambda spec: float(spec.spot_price or "+inf"))
+        if diversified or any(s.weighted_capacity != 1 or not s.subnet_id for s in specs):
+            return moto_counts(self, weight_to_add)
+        free = [self.ec2_backend.get_subnet(s.subnet_id).available_ip_address_count for s in specs]
+        counts = fill_in_order(free, int(weight_to_add))
+        weight_map = {spec: count for spec, count in zip(specs, counts) if count}
+        return weight_map, float(sum(counts))
+
+    Fleet.get_launch_spec_counts = get_launch_spec_counts  # type: ignore[method-assign]
+
+
 def install_launch_template_source_version() -> None:
     """A new launch template version copies its SourceVersion (see the module's 5.)."""
     import copy

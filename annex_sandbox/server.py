@@ -46,6 +46,10 @@ does it:
    rules or tags change is updated in place, keeping its id, as AWS does (moto made a new group,
    which nothing named); a resource an update removed is created again when a later update adds
    it back (moto kept the deleted object and created nothing).
+9. An EC2 Fleet fills its subnets in turn: moto puts a fleet's whole count in its first override's
+   subnet and answers a full subnet with HTTP 500; here each override takes at most its subnet's
+   free addresses and the rest goes to the next, as EC2 moves on from a pool without addresses
+   (``install_fleet_spill_over``). A launch larger than one subnet holds (a /20: 4,091) now runs.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from annex_sandbox.patches import (
     install_kms_key_from_template,
     install_fast_tag_lookup,
     install_forget_removed_resources,
+    install_fleet_spill_over,
     install_invoke_action_name,
     install_json_lambda_refusals,
     install_lambda_account_settings,
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     from moto.server import main as moto_main
 
     install_fast_tag_lookup()
+    install_fleet_spill_over()
     install_launch_template_source_version()
     install_change_set_outputs()
     install_forget_removed_resources()

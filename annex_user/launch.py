@@ -23,6 +23,7 @@ from annex_cloud.broker.requests import (
 )
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_common.errors import AwsFailure, BadInput
+from annex_common.times import local_times_in
 from annex_user import expiry as lease
 from annex_user import pending
 from annex_user.broker_client import first_broken
@@ -165,7 +166,7 @@ def plan_launch(ctx: AnnexContext, request: LaunchRequest, *, show_broken: bool 
         recorded = answer.get("pool") or {}
         return LaunchPlan(
             broker=answer, params=params, expiry=expiry, collector_host=str(recorded.get("collector_host", "")),
-            security_description=str(recorded.get("description", "")), token_id=None,
+            security_description=local_times_in(str(recorded.get("description", ""))), token_id=None,
         )
     return _own_pool_plan(answer, params, expiry, request.own_pool, name)
 
@@ -214,7 +215,7 @@ def resume_plan(ctx: AnnexContext, earlier: PendingLaunch, condor_config: str | 
         return LaunchPlan(
             broker=earlier.plan, params=earlier.params, expiry=expiry,
             collector_host=str(recorded.get("collector_host", "")),
-            security_description=str(recorded.get("description", "")), token_id=None,
+            security_description=local_times_in(str(recorded.get("description", ""))), token_id=None,
             request_id=earlier.request_id, resumed=True,
         )
     plan = _own_pool_plan(earlier.plan, earlier.params, expiry, condor_config or "", earlier.params["annex_name"],

@@ -183,3 +183,19 @@ def admin_clients(endpoint: str) -> PinnedClients:
         aws_access_key_id=FAKE_KEY_ID, aws_secret_access_key=FAKE_SECRET, region_name=REGION
     )
     return PinnedClients(session=session, config=RETRY_CONFIG, endpoint_url=endpoint)
+
+
+def user_clients(endpoint: str, access_key: str, secret_key: str, config_dir: Path) -> AwsClients:
+    """Plain AwsClients for someone else's keys (a scientist's), as condor_annex makes them, pointed
+    at the emulator by a shared config file of their own (``endpoint_url``), so that every client
+    the session makes, the STS client that names the identity proof's endpoint too, reaches it."""
+    import botocore.session
+
+    config = config_dir / f"aws-config-{access_key}"
+    config.write_text(f"[default]\nendpoint_url = {endpoint}\nregion = {REGION}\n")
+    core = botocore.session.Session()
+    core.set_config_variable("config_file", str(config))
+    core.set_config_variable("credentials_file", str(config_dir / "aws-credentials-absent"))
+    session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                                    region_name=REGION, botocore_session=core)
+    return AwsClients(session=session, config=RETRY_CONFIG)

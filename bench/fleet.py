@@ -6,6 +6,8 @@ would meet in a real region.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -47,7 +49,8 @@ def script(name: str) -> str:
     return str(path)
 
 
-def fresh_region(emu: BenchEmulator, clients: PinnedClients, env: dict[str, str], workdir: Path) -> Region:
+def fresh_region(emu: BenchEmulator, clients: PinnedClients, env: dict[str, str], workdir: Path, *,
+                 max_instances: str = MAX_INSTANCES) -> Region:
     """Reset the emulator, then set the region up and issue a bundle with the real console scripts.
 
     The emulator has no Price List API, so setup stores no fetched prices and the broker and the
@@ -56,16 +59,31 @@ def fresh_region(emu: BenchEmulator, clients: PinnedClients, env: dict[str, str]
     emu.reset()
     clients._cache.clear()
     run([script("annex-admin"), "setup", "--yes"], env)
-    return Region(read_stack(clients, contract.DEFAULT_STACK_NAME), issue_bundle(env, workdir, PROJECT, USER))
+    record_pool(env, workdir)
+    return Region(read_stack(clients, contract.DEFAULT_STACK_NAME),
+                  issue_bundle(env, workdir, PROJECT, USER, max_instances=max_instances))
 
 
-def issue_bundle(env: dict[str, str], workdir: Path, project: str, user: str) -> Path:
+def record_pool(env: dict[str, str], workdir: Path) -> None:
+    """The pool annexes join, recorded as the administrator does (`annex-admin pool set`), with a
+    signing key of its own name in the administrator's folder (mode 0600)."""
+    key = workdir / "admin-ANNEX"
+    key.unlink(missing_ok=True)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, os.urandom(64))
+    os.close(fd)
+    run([script("annex-admin"), "pool", "set", "--collector", "cm.bench.example:9618", "--trust-domain",
+         "bench.example", "--signing-key-file", str(key), "--key-name", "ANNEX", "--yes"], env)
+
+
+def issue_bundle(env: dict[str, str], workdir: Path, project: str, user: str, *,
+                 max_instances: str = MAX_INSTANCES, max_spend: str = MAX_SPEND_USD) -> Path:
     """A scientist of ``project`` (a new IAM user and the administrator's record) and her bundle."""
     bundle = workdir / f"bundle-{user}.toml"
     bundle.unlink(missing_ok=True)
     run(
         [script("annex-admin"), "issue-credentials", "--project-id", project, "--user", user, "--output", str(bundle),
-         "--max-instances", MAX_INSTANCES, "--max-spend", MAX_SPEND_USD, "--yes"],
+         "--max-instances", max_instances, "--max-spend", max_spend, "--yes"],
         env,
     )
     return bundle
@@ -104,13 +122,34 @@ def _roomiest_subnet(clients: PinnedClients, subnets: list[str], wanted: int) ->
     return roomiest["SubnetId"]
 
 
-def create_instances(clients: PinnedClients, stack: StackInfo, count: int, tags: dict[str, str]) -> list[str]:
+def add_subnets(clients: PinnedClients, stack: StackInfo, wanted: int) -> list[str]:
+    """The stack's subnets and, when ``wanted`` instances need more addresses than they have, more
+    /20 subnets in the stack's VPC (the benchmark's own, for instances it creates directly)."""
+    found = clients.ec2.describe_subnets(SubnetIds=stack.subnets)["Subnets"]
+    free = sum(s["AvailableIpAddressCount"] for s in found)
+    vpc = clients.ec2.describe_vpcs(VpcIds=[found[0]["VpcId"]])["Vpcs"][0]
+    taken = {s["CidrBlock"] for s in clients.ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]}
+    subnets = list(stack.subnets)
+    for cidr in ipaddress.ip_network(vpc["CidrBlock"]).subnets(new_prefix=20):
+        if free >= wanted:
+            break
+        if str(cidr) not in taken:
+            made = clients.ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock=str(cidr),
+                                             AvailabilityZone=found[0]["AvailabilityZone"])["Subnet"]
+            subnets.append(made["SubnetId"])
+            free += made["AvailableIpAddressCount"]
+    return subnets
+
+
+def create_instances(clients: PinnedClients, stack: StackInfo, count: int, tags: dict[str, str],
+                     subnets: list[str] | None = None) -> list[str]:
     """Instant fleets of up to 1,000, each in the subnet with the most free addresses."""
     template = stack.launch_templates[stack.instance_types[0]]
     ids: list[str] = []
     while len(ids) < count:
         asked = min(FLEET_CHUNK, count - len(ids))
-        subnet = _roomiest_subnet(clients, stack.subnets, asked)
+        subnet = _roomiest_subnet(clients, subnets or stack.subnets, asked)
         response = clients.ec2.create_fleet(
             Type="instant",
             LaunchTemplateConfigs=[{

@@ -30,6 +30,8 @@ from annex_admin.remembered import current_choices
 from annex_admin.stack import read_stack
 from annex_admin.teardown import teardown, teardown_preview
 from annex_cloud import enforcer as enf
+from annex_cloud.cost import PriceBook
+from annex_cloud.expiry import format_expiry_tag
 from annex_cloud.registry import Registry
 from annex_common.aws import AwsClients, make_clients
 from annex_common.errors import AwsFailure, NotReady
@@ -191,9 +193,9 @@ def test_the_enforcer_keeps_the_builder_during_its_lease_and_ends_it_after(clien
     assert builder not in {t["instance_id"] for t in report["terminated"]}
     # A sweep once the lease has passed (the emulator's clock cannot be moved: in process).
     registry = Registry(clients.client("dynamodb"), stack.output(contract.OUT_REGISTRY_TABLE))
-    late = enf.sweep(clients.ec2, clients.s3, bucket=stack.bucket, prices={}, caps=registry.caps,
+    late = enf.sweep(clients.ec2, clients.s3, bucket=stack.bucket, prices=PriceBook({}), caps=registry.caps,
                      now=plan.lease_end + timedelta(minutes=1), stack=stack_scope(stack), log=lambda _l: None)
-    assert [(t[0], t[3]) for t in late.terminated] == [(builder, f"lease expired at {enf.format_time(plan.lease_end)}")]
+    assert [(t[0], t[3]) for t in late.terminated] == [(builder, f"lease expired at {format_expiry_tag(plan.lease_end)}")]
     assert live_builders(clients) == []
 
 

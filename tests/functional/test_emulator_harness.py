@@ -27,3 +27,30 @@ def test_endpoint_is_loopback(aws):
 
     assert os.environ["AWS_ENDPOINT_URL"] == aws.url
     assert os.environ["AWS_ACCESS_KEY_ID"] == emu.FAKE_KEY_ID
+
+
+def test_a_fleet_moves_on_to_the_next_subnet_when_one_is_full(clients):
+    """EC2 takes a fleet's instances from its next pool when a subnet has no free address; moto
+    put them all in the first override's subnet (an HTTP 500 once it was full)."""
+    ec2 = clients.ec2
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/24")["Vpc"]["VpcId"]
+    small = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.0.{n}/28")["Subnet"]["SubnetId"] for n in (0, 16)]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    template = ec2.create_launch_template(LaunchTemplateName="spill", LaunchTemplateData={"ImageId": image})
+    template_id = template["LaunchTemplate"]["LaunchTemplateId"]
+
+    def fleet(count: int) -> dict:
+        return ec2.create_fleet(
+            Type="instant",
+            LaunchTemplateConfigs=[{
+                "LaunchTemplateSpecification": {"LaunchTemplateId": template_id, "Version": "$Default"},
+                "Overrides": [{"InstanceType": "m5.large", "SubnetId": s, "Priority": float(i)}
+                              for i, s in enumerate(small)],
+            }],
+            TargetCapacitySpecification={"TotalTargetCapacity": count, "DefaultTargetCapacityType": "on-demand"},
+        )
+
+    fleet(15)  # a /28 has 11 free addresses: 11 in the first subnet, 4 in the second
+    placed = [i["SubnetId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert sorted(placed.count(s) for s in small) == [4, 11]
+    assert placed.count(small[0]) == 11

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from annex_sandbox.lambda_host import Credentials, FunctionSpec, LambdaHost
-from annex_sandbox.patches import invoked_function_arn
+from annex_sandbox.patches import fill_in_order, invoked_function_arn
 from annex_sandbox.server import own_endpoint
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:probe"
@@ -60,3 +60,16 @@ def test_the_function_environment_holds_its_variables_and_lambda_s_own_and_nothi
     assert not Path(env["AWS_CONFIG_FILE"]).exists() and not Path(env["AWS_SHARED_CREDENTIALS_FILE"]).exists()
     assert set(env) - {"SETTING", "PATH", "_HANDLER"} <= {name for name in env if name.startswith("AWS_")}
     assert "AWS_RETRY_MODE" not in env  # set in this process (the suite's), not passed on
+
+
+@pytest.mark.parametrize(
+    ("free", "wanted", "counts"),
+    [
+        ([4091, 4091], 1000, [1000, 0]),  # the first pool has room: all of it there, as moto did
+        ([500, 4091, 4091], 1000, [500, 500, 0]),  # a nearly full subnet spills over to the next
+        ([0, 0], 1000, [0, 0]),  # no room anywhere: nothing, not an HTTP 500
+        ([300, 200], 1000, [300, 200]),  # partial: what fits
+    ],
+)
+def test_a_fleet_fills_its_subnets_in_turn(free: list[int], wanted: int, counts: list[int]):
+    assert fill_in_order(free, wanted) == counts
