@@ -10,21 +10,8 @@ import subprocess
 import time
 
 from annex_common.aws import make_clients
+from tests.e2e.test_scientist_answers import launch, region_and_bundle
 from tests.flows import PROJECT, USER, assert_speaks_plainly, console_script
-
-
-def region_and_bundle(shell, *caps: str) -> dict[str, str]:
-    assert shell.setup_region().returncode == 0
-    bundle = shell.home / "b.toml"
-    issued = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
-                       "--output", str(bundle), *caps)
-    assert issued.returncode == 0, issued.output
-    return {"CONDOR_ANNEX_CREDENTIALS": str(bundle)}
-
-
-def launch(shell, env, name: str, count: int, hours: float, *extra: str):
-    return shell.run("condor_annex", "--project-id", PROJECT, "--duration", str(hours), "--instances", str(count),
-                     "--annex-name", name, "--yes", *extra, env=env)
 
 
 def status_rows(shell, env) -> list[dict]:
