@@ -59,6 +59,27 @@ def write_annex_key(folder: Path) -> Path:
     return key
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_line(starting: str) -> list[str]:
+    """The README's own command line that starts so, split as the shell splits it."""
+    import shlex
+
+    (line,) = [line for line in README.read_text().splitlines() if line.startswith(starting)]
+    return shlex.split(line)
+
+
+def headline(now: datetime) -> list[str]:
+    """The README's headline command; once its end date has passed, the same lease length from now."""
+    args = readme_line("condor_annex --project-id 'TheNeeds-MooreLab' --expiry")
+    at = args.index("--expiry") + 1
+    if datetime.strptime(args[at], "%Y-%m-%d %H:%M") <= now + timedelta(hours=1):
+        args[at] = (now + timedelta(days=12)).strftime("%Y-%m-%d %H:%M")
+        print(f"   (the README's end date has passed: the demo asks for {args[at]} instead)")
+    return args
+
+
 def expire_annex(env: dict[str, str], annex: str) -> None:
     """Stand-in for the passage of time: rewrite one annex's lease end to a minute ago."""
     import boto3
@@ -108,8 +129,9 @@ def main() -> None:
 
         banner("The administrator issues Dr. Needs-Moore's credentials (once per scientist)",
                "An IAM user whose keys may only ask the broker; her project and caps are the administrator's record.")
-        run(env, "annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", "needs-moore",
-            "--output", str(bundle), "--max-instances", "32", "--max-lease-hours", "168", "--max-spend", "500")
+        # The README's own line: caps that hold the headline example's lease of about 17 days.
+        issue = readme_line("annex-admin issue-credentials --project-id 'TheNeeds-MooreLab'")
+        run(env, *[str(bundle) if arg == "needs-moore.toml" else arg for arg in issue])
         run(env, "condor_annex", "import-credentials", str(bundle))
 
         banner("The administrator lets annex nodes into the pool (once per pool)",
@@ -117,12 +139,12 @@ def main() -> None:
                "Her project's nodes run as their own IAM role, which reads only her project's material.")
         run(env, "annex-admin", "pool-config", "--key-name", "ANNEX")
 
-        expiry = (datetime.now().astimezone() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M")
         banner("Dr. Needs-Moore expands her pool for her deadline",
-               "With nothing but her bundle: no pool configuration, no key. She sees the price and the most it\n"
-               "can cost before anything starts.")
-        run(env, "condor_annex", "--project-id", PROJECT, "--expiry", expiry, "--instances", "16", "--yes",
-            "--annex-name", "deadline")
+               "The README's headline command, with nothing but her bundle: no pool configuration, no key.\n"
+               "She sees the price and the most it can cost before anything starts (here --yes answers).")
+        command = headline(datetime.now())
+        lease_end = datetime.strptime(command[command.index("--expiry") + 1], "%Y-%m-%d %H:%M")
+        run(env, *command, "--yes", "--annex-name", "deadline")
 
         banner("She watches it", "One line per annex: what it has cost so far and the most it can still cost;\n"
                "EC2's view, merged with the pool's when its collector answers. Scripts ask for JSON.")
@@ -132,7 +154,8 @@ def main() -> None:
         banner("The deadline moves: she extends the lease",
                "The plan shows the old and new end and what it adds against the caps; only the expiry tag\n"
                "changes; instances re-read it, and a fresh pool token is uploaded.")
-        run(env, "condor_annex", "extend", "--annex-name", "deadline", "--duration", "96", "--yes")
+        later = (lease_end + timedelta(days=2)).strftime("%Y-%m-%d %H:%M")
+        run(env, "condor_annex", "extend", "--annex-name", "deadline", "--expiry", later, "--yes")
 
         banner("She tries to spend too much", "The broker checks the caps before anything is launched (exit 2, nothing created).")
         run(env, "condor_annex", "--project-id", PROJECT, "--duration", "24", "--instances", "20", "--yes", check=False)
