@@ -97,7 +97,7 @@ def test_the_readme_example_works_with_the_caps_its_issue_line_gives(shell):
     """The README's issue-credentials line and headline command, run as written. The headline names
     a date: once it has passed, the same lease length is asked for from now (the README says the
     example is of 2026-12-01, and the caps must hold the lease it implies from then)."""
-    (issue,) = [line for line in _readme_lines("annex-admin issue-credentials --project-id") if "TheNeeds" in line]
+    (issue,) = _readme_lines("annex-admin issue-credentials --project-id 'TheNeeds-MooreLab'")
     (headline,) = {line for line in _readme_lines("condor_annex --project-id 'TheNeeds-MooreLab' --expiry")}
     assert shell.setup_region().returncode == 0
     issue_args = shlex.split(issue)[1:]
