@@ -355,4 +355,4 @@ def _registry_detail(clients: AwsClients, table: str) -> str:
     if book is None or not book.hourly:
         raise ValueError(f"{table} holds no prices: run `annex-admin setup` again")
     fetched = parse_utc_stamp(book.fetched_at)
-    return f"{table} (prices from {book.source}, {format_local_short(fetched) if fetched else book.fetched_at})"
+    return f"{table} (prices from {book.explained}, {format_local_short(fetched) if fetched else book.fetched_at})"

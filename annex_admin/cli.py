@@ -14,7 +14,6 @@ from annex_common.cli_support import (
     LazyConsole,
     OutputFormat,
     print_json,
-    print_table,
     err_console,
     print_version,
     run_app,
@@ -37,7 +36,7 @@ app = typer.Typer(
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
     rich_markup_mode=None,
 )
-out = LazyConsole(highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, soft_wrap=True, words_on_terminal=True)
 
 Region = Annotated[Optional[str], typer.Option("--region", help="AWS region (default: from your AWS config).")]
 Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile of the administrator.")]
@@ -211,6 +210,8 @@ def _print_settings(settings: StackSettings, kept: frozenset[str], concurrency_n
 def _print_changes(plan: ChangePlan, stack_name: str) -> None:
     from rich.table import Table
 
+    from annex_common.tables import print_table
+
     if plan.creating:
         out.print(f"Stack {stack_name} does not exist yet; it will be created with {len(plan.changes)} resources:")
         table = Table("Action", "Resource", "Type", box=None)
@@ -227,6 +228,8 @@ def _print_changes(plan: ChangePlan, stack_name: str) -> None:
 
 def _print_outputs(outputs: dict[str, str]) -> None:
     from rich.table import Table
+
+    from annex_common.tables import print_table
 
     table = Table("Output", "Value", box=None)
     for key in sorted(outputs):
@@ -258,11 +261,13 @@ def check_setup(
             return
         from rich.table import Table
 
+        from annex_common.tables import print_table
+
         table = Table("Check", "", "Detail", box=None)
         for item in report.items:
             verdict = "[red]FAIL[/]" if not item.ok else "[yellow]WARN[/]" if item.warning else "[green]ok[/]"
             table.add_row(item.name, verdict, item.detail)
-        print_table(out, table)
+        print_table(out, table, prose={"Detail"})
         if not report.ok:
             out.print(f"[red]Setup of {stack_name} in {clients.region} is not complete.[/]")
             raise SystemExit(1)

@@ -201,7 +201,7 @@ def store_prices(clients: AwsClients, settings: StackSettings, outputs: dict[str
     with aws_errors("could not store the region's prices"):
         book = refresh_prices(clients, registry, settings.region, list(settings.instance_types), datetime.now(timezone.utc))
     missing = missing_prices(book, list(settings.instance_types))
-    progress(f"Prices: {book.source}" + (f"; no price for {', '.join(missing)} (not launchable)" if missing else ""))
+    progress(f"Prices: {book.explained}" + (f"; no price for {', '.join(missing)} (not launchable)" if missing else ""))
     return book
 
 

@@ -291,7 +291,7 @@ def _cheapest_priced(clients: AwsClients, stack: StackInfo) -> tuple[str, float,
             "Run `annex-admin setup` (it stores the region's prices), then build-image again.",
         )
     itype = min(priced, key=lambda t: (priced[t], t))
-    return itype, priced[itype], book.source
+    return itype, priced[itype], book.explained
 
 
 def _base_image(clients: AwsClients, current: str) -> tuple[str, str]:

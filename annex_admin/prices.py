@@ -122,7 +122,7 @@ def combine_prices(fetched: Fetched, shipped: dict[str, float], types: list[str]
             source += f"; {SHIPPED_SOURCE} for {', '.join(sorted(filled))}"
         return PriceBook({**filled, **fetched.prices}, source, stamp)
     why = "had no price for these types" if fetched.reached else "was not reachable"
-    return PriceBook(dict(shipped), f"{SHIPPED_SOURCE} (the Price List API {why})", stamp)
+    return PriceBook(dict(shipped), SHIPPED_SOURCE, stamp, note=f"the Price List API {why}")
 
 
 def missing_prices(book: PriceBook, types: list[str]) -> list[str]:

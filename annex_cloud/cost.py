@@ -30,11 +30,22 @@ class NoPrice(Exception):
 
 @dataclass(frozen=True)
 class PriceBook:
-    """Hourly on-demand USD per instance type, and where the figures came from."""
+    """Hourly on-demand USD per instance type, and where the figures came from.
+
+    ``source`` names where, short enough to stand beside every figure a scientist reads; ``note``
+    says why, when it matters to the administrator (the Price List API was not reachable), and
+    is shown where prices are stored and checked, once.
+    """
 
     hourly: Mapping[str, float] = field(default_factory=dict)
     source: str = "none"
     fetched_at: str | None = None
+    note: str | None = None
+
+    @property
+    def explained(self) -> str:
+        """The source with its note, for the administrator."""
+        return f"{self.source} ({self.note})" if self.note else self.source
 
     def price(self, instance_type: str) -> float | None:
         value = self.hourly.get(instance_type)

@@ -308,7 +308,8 @@ class Registry:
             hourly = {str(k): float(v) for k, v in json.loads(item["hourly"]["S"]).items()}
         except (KeyError, ValueError, TypeError, AttributeError):
             return None
-        return PriceBook(hourly, item.get("source", {}).get("S", "registry"), item.get("fetched_at", {}).get("S"))
+        return PriceBook(hourly, item.get("source", {}).get("S", "registry"), item.get("fetched_at", {}).get("S"),
+                         item.get("note", {}).get("S"))
 
     def put_prices(self, book: PriceBook) -> None:
         self.db.put_item(
@@ -318,6 +319,7 @@ class Registry:
                 "hourly": _s(json.dumps(dict(book.hourly), sort_keys=True)),
                 "source": _s(book.source),
                 "fetched_at": _s(book.fetched_at or _now_text()),
+                **({"note": _s(book.note)} if book.note else {}),
             },
         )
 

@@ -22,10 +22,15 @@ T = TypeVar("T")
 
 
 class LazyConsole:
-    """A rich Console made on first use: `--help` then never imports rich's console machinery."""
+    """A rich Console made on first use: `--help` then never imports rich's console machinery.
 
-    def __init__(self, **options: Any) -> None:
+    With ``words_on_terminal``, long lines wrap between words when it writes to a terminal
+    (the terminal itself would cut them anywhere), and stay whole lines in a pipe, for scripts.
+    """
+
+    def __init__(self, *, words_on_terminal: bool = False, **options: Any) -> None:
         self._options = options
+        self._words_on_terminal = words_on_terminal
         self._console: Any = None
 
     def __getattr__(self, name: str) -> Any:
@@ -33,6 +38,8 @@ class LazyConsole:
             from rich.console import Console
 
             self._console = Console(**self._options)
+            if self._words_on_terminal and self._console.is_terminal:
+                self._console.soft_wrap = False
         return getattr(self._console, name)
 
 
@@ -366,25 +373,6 @@ def print_version(program: str) -> None:
     except PackageNotFoundError:  # running from a source tree that was never installed
         number = "unknown"
     print(f"{program} (condor-annex) {number}")
-
-
-def print_table(console: Any, table: Any) -> None:
-    """Print a rich table without ever cutting a cell.
-
-    Written to a file or a pipe, the table is as wide as its longest rows need (a script reads
-    whole ids, not ``i-00983b…``); on a terminal, cells that do not fit fold onto a second line.
-    """
-    for column in table.columns:
-        column.overflow = "fold"
-    if console.is_terminal:
-        console.print(table)
-        return
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
-    # A console prints no wider than itself: a second one, as wide as the table, on the same file.
-    Console(file=console.file, width=max(natural, console.width), highlight=False).print(table)
 
 
 class OutputFormat(str, Enum):

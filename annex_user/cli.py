@@ -21,7 +21,6 @@ from annex_common.cli_support import (
     PlainUsage,
     err_console,
     print_json,
-    print_table,
     print_version,
     run_app,
     require_confirmation,
@@ -39,7 +38,7 @@ app = typer.Typer(
     # Plain help and usage errors: rendering them with rich costs more than the whole start-up.
     rich_markup_mode=None,
 )
-out = LazyConsole(highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, soft_wrap=True, words_on_terminal=True)
 
 
 Credentials = Annotated[Optional[str], typer.Option("--credentials", help="Credentials bundle (default: $CONDOR_ANNEX_CREDENTIALS, then ~/.condor/annex-credentials.toml).")]
@@ -207,11 +206,10 @@ PlanRows = tuple[str, list[tuple[str, str]]]  # a title and (label, value) rows
 
 
 def _print_plan(plan: PlanRows, console) -> None:
+    from annex_common.tables import print_fields
+
     title, rows = plan
-    console.print(title)
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        console.print(f"  {label:<{width}}  {value}")
+    print_fields(console, title, rows)
 
 
 def _launch_plan_rows(plan) -> PlanRows:
@@ -359,6 +357,8 @@ def _usd(value: float | None) -> str:
 def _print_annexes(report, now) -> None:
     from rich.table import Table
 
+    from annex_common.tables import print_table
+
     table = Table("Annex", "Instances", "In pool", "Lease ends", "Cost so far", "Can still cost")
     for annex in report.annexes():
         data = annex.to_json(now)
@@ -366,11 +366,13 @@ def _print_annexes(report, now) -> None:
         joined = "?" if data["joined_pool"] is None else f"{data['joined_pool']}/{data['instances']}"
         table.add_row(annex.annex_name, states, joined, _lease_cell(data["expiry"], data["lease_remaining_seconds"]),
                       _usd(data["cost_so_far_usd"]), _usd(data["can_still_cost_usd"]))
-    print_table(out, table)
+    print_table(out, table, prose={"Instances", "Lease ends"})
 
 
 def _print_instances(report, now) -> None:
     from rich.table import Table
+
+    from annex_common.tables import print_table
 
     table = Table("Instance", "Annex", "State", "Type", "Zone", "Lease ends", "In pool", "Cost so far")
     for row in report.rows:
@@ -379,7 +381,7 @@ def _print_instances(report, now) -> None:
         table.add_row(data["instance_id"], data["annex_name"], data["state"], data["instance_type"],
                       data["availability_zone"], _lease_cell(data.get("expiry"), data["lease_remaining_seconds"]), pool,
                       _usd(data.get("cost_so_far")))
-    print_table(out, table)
+    print_table(out, table, prose={"Lease ends"})
 
 
 def _print_totals(report, project_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +33,18 @@ class UserShell:
 
     def run(
         self, program: str, *args: str, env: dict[str, str | None] | None = None, timeout: float = 120,
-        answer: str | None = None,
+        answer: str | None = None, columns: int | None = None,
     ) -> Run:
-        """Run a console script; with ``answer``, its stdin is a terminal that types that line."""
+        """Run a console script; with ``answer``, its stdin is a terminal that types that line; with
+        ``columns``, its stdout is a terminal that wide (and COLUMNS is unset, as in a real one)."""
         merged = dict(self.env)
         merged.update(env or {})
+        if columns is not None:
+            merged.pop("COLUMNS", None)
         merged = {k: v for k, v in merged.items() if v is not None}  # None: not set at all
-        if answer is None:
+        if columns is not None:
+            result = _run_on_terminal([console_script(program), *args], merged, self.home, columns, timeout)
+        elif answer is None:
             result = subprocess.run(
                 [console_script(program), *args],
                 capture_output=True,
@@ -86,6 +92,45 @@ def _run_with_terminal_input(
     finally:
         os.close(terminal)
         os.close(controller)
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def _run_on_terminal(argv: list[str], env: dict[str, str], cwd: Path, columns: int, timeout: float) -> subprocess.CompletedProcess:
+    """stdout is a pseudo-terminal ``columns`` wide (set with TIOCSWINSZ, as a terminal window
+    does); what it shows comes back as text without colours, stderr stays a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    shown = bytearray()
+
+    def read_all() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the program closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    try:
+        process = subprocess.run(argv, stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                 env=env, timeout=timeout, cwd=cwd)
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+    text = ANSI_ESCAPE.sub("", shown.decode(errors="replace")).replace("\r\n", "\n")
+    return subprocess.CompletedProcess(argv, process.returncode, text, process.stderr)
 
 
 @pytest.fixture

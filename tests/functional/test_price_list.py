@@ -138,7 +138,7 @@ def test_a_region_the_api_has_no_price_for_falls_back_to_the_shipped_table(aws, 
     book = refresh_prices(clients, registry, "us-east-1", TYPES, NOW)
 
     assert dict(book.hourly) == shipped_prices("us-east-1")
-    assert book.source == "the table shipped with condor-annex (the Price List API had no price for these types)"
+    assert (book.source, book.note) == ("the table shipped with condor-annex", "the Price List API had no price for these types")
     assert missing_prices(book, TYPES) == [] and registry.prices() == book
 
 
@@ -161,7 +161,7 @@ def test_an_unreachable_api_keeps_the_prices_it_gave_before(aws, clients, regist
     assert kept == fetched and registry.prices() == fetched  # not replaced by an empty table
 
     fallback = refresh_prices(make_clients(region=emu.REGION), registry, "us-east-1", ["m5.large", "c9.huge"], later)
-    assert fallback.source == "the table shipped with condor-annex (the Price List API was not reachable)"
+    assert (fallback.source, fallback.note) == ("the table shipped with condor-annex", "the Price List API was not reachable")
 
 
 # -- without a catalogue the emulator is moto: the Price List API cannot be reached ------------
@@ -191,5 +191,5 @@ def test_without_a_catalogue_the_api_fails_as_in_moto_and_setup_uses_the_shipped
 
     book = refresh_prices(make_clients(region=emu.REGION), registry, SYDNEY, TYPES, NOW)
     assert dict(book.hourly) == {} and missing_prices(book, TYPES) == TYPES
-    assert book.source == "the table shipped with condor-annex (the Price List API was not reachable)"
+    assert (book.source, book.note) == ("the table shipped with condor-annex", "the Price List API was not reachable")
     assert "price list" not in plain_emulator.log_path.read_text(errors="replace")

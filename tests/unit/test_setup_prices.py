@@ -25,6 +25,6 @@ def test_a_partial_answer_keeps_what_it_got_and_completes_from_the_shipped_table
 def test_no_price_from_the_api_stores_the_whole_shipped_table_and_says_why():
     empty = combine_prices(Fetched({}, True), SHIPPED, TYPES, "2026-12-01T00:00:00Z")
     assert dict(empty.hourly) == SHIPPED
-    assert empty.source == "the table shipped with condor-annex (the Price List API had no price for these types)"
+    assert (empty.source, empty.note) == ("the table shipped with condor-annex", "the Price List API had no price for these types")
     down = combine_prices(Fetched({}, False), SHIPPED, TYPES, "2026-12-01T00:00:00Z")
-    assert down.source == "the table shipped with condor-annex (the Price List API was not reachable)"
+    assert (down.source, down.note) == ("the table shipped with condor-annex", "the Price List API was not reachable")
