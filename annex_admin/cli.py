@@ -194,17 +194,23 @@ def _print_settings(settings: StackSettings, kept: frozenset[str], concurrency_n
     def mark(field: str) -> str:
         return "  (kept from the stack)" if field in kept else ""
 
-    out.print(f"[bold]Stack[/] {settings.stack_name} in {settings.region}")
-    out.print(f"  zones           {', '.join(settings.availability_zones)}")
-    out.print(f"  image           {settings.image_id}{mark('image_id')}")
-    out.print(f"  instance types  {', '.join(settings.instance_types)}{mark('instance_types')}")
-    out.print(f"  SSH from        {settings.ssh_cidr or 'nowhere (no inbound access)'}{mark('ssh_cidr')}")
-    out.print(f"  alarms to       {settings.notify_email or 'nobody (--notify-email ADDRESS subscribes one)'}")
+    from rich.markup import escape
+
+    from annex_common.tables import print_fields
+
     reserved = [f"{what} {n}" for what, n in (("enforcer", settings.enforcer_concurrency),
                                                  ("broker at most", settings.broker_concurrency)) if n is not None]
-    out.print(f"  concurrency     {', '.join(reserved) or 'none reserved'}", markup=False)
+    rows = [
+        ("zones", ", ".join(settings.availability_zones)),
+        ("image", f"{settings.image_id}{mark('image_id')}"),
+        ("instance types", f"{', '.join(settings.instance_types)}{mark('instance_types')}"),
+        ("SSH from", f"{settings.ssh_cidr or 'nowhere (no inbound access)'}{mark('ssh_cidr')}"),
+        ("alarms to", settings.notify_email or "nobody (--notify-email ADDRESS subscribes one)"),
+        ("concurrency", escape(", ".join(reserved) or "none reserved")),
+    ]
     if concurrency_note:
-        out.print(f"  [yellow]note[/]            {concurrency_note}")
+        rows.append(("[yellow]note[/]", concurrency_note))
+    print_fields(out, f"[bold]Stack[/] {settings.stack_name} in {settings.region}", rows)
 
 
 def _print_changes(plan: ChangePlan, stack_name: str) -> None:

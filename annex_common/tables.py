@@ -53,10 +53,10 @@ def print_fields(console: Any, title: str, rows: Iterable[tuple[str, str]]) -> N
     """
     rows = list(rows)
     console.print(title)
-    label_width = max(len(label) for label, _ in rows)
     if not console.is_terminal:
+        label_width = max(_width(console, label) for label, _ in rows)
         for label, value in rows:
-            console.print(f"  {label:<{label_width}}  {value}")
+            console.print(f"  {label}{' ' * (label_width - _width(console, label))}  {value}")
         return
     _print_labelled(console, rows)
 
@@ -66,7 +66,7 @@ def _print_labelled(console: Any, rows: list[tuple[Any, Any]]) -> None:
     words under themselves; when a value's longest word cannot fit beside them, each label
     with its value under it."""
     labelled = any(label for label, _ in rows)
-    label_width = max(Measurement.get(console, console.options, label).maximum for label, _ in rows)
+    label_width = max(_width(console, label) for label, _ in rows)
     options = console.options.update_width(WIDE)
     longest_word = max(Measurement.get(console, options, value).minimum for _, value in rows)
     if not labelled or 2 + label_width + 2 + longest_word <= console.width:
@@ -77,9 +77,13 @@ def _print_labelled(console: Any, rows: list[tuple[Any, Any]]) -> None:
         console.print(Padding(_field_grid([(label, value)], labelled=False), (0, 0, 0, 4)))
 
 
+def _width(console: Any, renderable: Any) -> int:
+    """How wide ``renderable`` is when nothing wraps (markup counts for nothing)."""
+    return Measurement.get(console, console.options.update_width(WIDE), renderable).maximum
+
+
 def _widest_cell(console: Any, column: Any) -> int:
-    options = console.options.update_width(WIDE)
-    return max(Measurement.get(console, options, cell).maximum for cell in [column.header, *column.cells])
+    return max(_width(console, cell) for cell in [column.header, *column.cells])
 
 
 def _field_grid(rows: Iterable[tuple[Any, Any]], *, labelled: bool) -> Table:
