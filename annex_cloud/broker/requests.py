@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,16 +71,18 @@ class ExtendAsk:
     token: bytes | None
 
 
+# What each kind of field must be, in the words of a message.
+KIND_WORDS: dict[type, str] = {int: "a whole number", str: "text"}
+
+
 def _field(params: Mapping[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
     value = params.get(name)
     if value is None and not required:
         return None
-    if kind is int and isinstance(value, bool):
-        value = None  # True is not a count
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):  # True is not a count
         raise Refused(
-            f"the request's {name.replace('_', ' ')} is missing or not a {kind.__name__}",
-            f"got {shown(value)}",
+            f"the request's {name.replace('_', ' ')} must be {KIND_WORDS[kind]}",
+            "it is missing" if value is None else f"it is {_as_sent(value)}",
             "Use condor_annex, or send the fields it sends.",
         )
     if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
@@ -89,6 +92,12 @@ def _field(params: Mapping[str, Any], name: str, kind: type, *, required: bool =
             "Send a shorter value.",
         )
     return value
+
+
+def _as_sent(value: Any) -> str:
+    """A value as the request's JSON carried it (`"16"`, `true`), at most 60 characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else f"{text[:55]}... ({len(text):,} characters)"
 
 
 def annex_name(params: Mapping[str, Any]) -> str:
