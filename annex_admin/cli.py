@@ -389,7 +389,9 @@ def issue_credentials(
         key_rule = "may bring their own pool key (condor_annex --own-pool)" if result.pool.own_key else "need no pool key"
         out.print(f"  the project's annexes join {pool_of}; its scientists {key_rule}")
         out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
-        out.print(f"  She installs it with: condor_annex import-credentials {result.output.name}")
+        from annex_common.tables import print_command
+
+        print_command(out, "  She installs it with:", f"condor_annex import-credentials {result.output.name}")
 
     run_guarded(action, debug=debug)
 

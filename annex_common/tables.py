@@ -61,6 +61,17 @@ def print_fields(console: Any, title: str, rows: Iterable[tuple[str, str]]) -> N
     _print_labelled(console, rows)
 
 
+def print_command(console: Any, lead: str, command: str) -> None:
+    """``lead`` then a command to copy: never broken between its words. When both do not fit
+    one line, the command gets a line of its own (the terminal wraps it if it must, which copies
+    back as one line)."""
+    if not console.is_terminal or len(lead) + 1 + len(command) <= console.width:
+        console.print(f"{lead} {command}", soft_wrap=True)
+        return
+    console.print(lead)
+    console.print(f"  {command}", soft_wrap=True)
+
+
 def _print_labelled(console: Any, rows: list[tuple[Any, Any]]) -> None:
     """Labels and values, indented, on a terminal: values beside their labels, wrapping between
     words under themselves; when a value's longest word cannot fit beside them, each label

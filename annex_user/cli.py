@@ -293,7 +293,9 @@ def _print_launch(result) -> None:
     if result.answer.get("token_id"):
         out.print(f"Its pool token's id (jti) is {result.answer['token_id']}: your pool administrator can revoke the "
                   "token early by it (annex-admin pool-config --revoke).")
-    out.print(f"Watch it with: condor_annex status --annex-name {result.plan.annex_name}")
+    from annex_common.tables import print_command
+
+    print_command(out, "Watch it with:", f"condor_annex status --annex-name {result.plan.annex_name}")
 
 
 @app.command()

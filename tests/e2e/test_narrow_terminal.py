@@ -77,6 +77,10 @@ def test_the_plan_and_check_setup_on_a_narrow_terminal_cut_no_word(shell):
                            block_titles={"Check", "Detail"})
         titles = [line.rstrip() for line in checked.stdout.splitlines()]
         assert "registry  ok" in titles and "broker function  ok" in titles, checked.stdout
+    # A command to copy is never broken between its words: on a line of its own when it must.
+    launched = shell.run(*plan[:-1], "--yes", env=env, columns=40)
+    assert launched.returncode == 0, launched.output
+    assert "condor_annex status --annex-name second" in [line.strip() for line in launched.stdout.splitlines()]
 
 
 def test_the_price_source_is_brief_for_the_scientist_and_explained_once_to_the_administrator(shell):
