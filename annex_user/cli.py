@@ -224,7 +224,8 @@ def _launch_plan_rows(plan) -> PlanRows:
             _price_row(plan.hourly_low, plan.hourly_high),
             _most_cost_row(plan.most_cost, plan.price_source, "; spot capped at the on-demand price" if plan.spot else ""),
             _caps_row(plan.live_instances + plan.count, plan.committed_spend + plan.most_cost, plan.caps),
-            ("pool", f"{plan.collector_host}; {plan.security_description}"),
+            # A recorded pool's description names its collector; her own pool's does not.
+            ("pool", f"{plan.collector_host}; {plan.security_description}" if plan.source else plan.security_description),
         ],
     )
 

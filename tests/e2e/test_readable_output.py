@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.e2e.test_scientist_flow import live_instances, setup_region_and_bundle
-from tests.flows import PROJECT
+from tests.flows import COLLECTOR, PROJECT
 
 LONG_NAME = "a-rather-long-annex-name-for-the-thesis-deadline-in-december-x"  # 63 characters, the most allowed
 
@@ -16,6 +16,8 @@ def test_the_plan_counts_the_annex_not_each_type(shell):
     assert result.returncode == 0, result.output
     assert "16 instances, from m7i.large / m6i.large / m5.large (on-demand)" in result.stdout
     assert "16 ×" not in result.stdout
+    pool_row = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["pool"])
+    assert pool_row.count(COLLECTOR) == 1, pool_row  # the pool is named once
     one = shell.run("condor_annex", "--project-id", PROJECT, "--duration", "2", "--instances", "1",
                     "--instance-type", "m5.large", "--dry-run", env=env)
     assert "1 instance of m5.large (on-demand)" in one.stdout, one.output
