@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 from typer.core import TyperCommand
 
@@ -55,12 +55,6 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
             traceback.print_exc()
         err_console.print(exc.render(), markup=False)
         raise SystemExit(exc.exit_code) from None
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(0) from None
     except KeyboardInterrupt:
         err_console.print("Interrupted: nothing further was started.", markup=False)
         raise SystemExit(130) from None
@@ -81,6 +75,41 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
             markup=False,
         )
         raise SystemExit(1) from None
+
+
+class ReaderGuard:
+    """The program's stdout: when its reader goes away (`| head`, `| true`), the program stops
+    quietly with exit 0, as Unix tools do.
+
+    The one rule for every writer (rich, click's help, print, completion scripts): it acts at
+    the write itself, before rich (which exits 1) or click (which exits 1) handle the error.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            _reader_gone()
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _reader_gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _reader_gone() -> NoReturn:
+    import os
+
+    # What is still buffered (and the flush at exit) then goes nowhere instead of failing again.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
 
 
 def _translate_aws_error(exc: Exception) -> AnnexError | None:
@@ -266,6 +295,14 @@ def route(program: str, app: Any, argv: list[str], default_command: str | None =
 def run_app(program: str, app: Any, argv: list[str], default_command: str | None = None) -> None:
     """Run the typer app on the words (``route``); a usage error is one message in the project's
     words and exit 2, never the parsing library's text."""
+    sys.stdout = ReaderGuard(sys.stdout)
+    try:
+        _run_app(program, app, argv, default_command)
+    finally:
+        sys.stdout.flush()  # here, not at exit: a reader gone by now is still an exit 0, not a Python message
+
+
+def _run_app(program: str, app: Any, argv: list[str], default_command: str | None) -> None:
     import typer.main
     from typer._click import exceptions as click_errors
     from typer.exceptions import Abort
