@@ -31,7 +31,8 @@ from annex_common.cli_support import (
 app = typer.Typer(
     name="condor_annex",
     help="Expand your HTCondor pool into AWS for a while, within your project's caps.\n\n"
-    "Launch is the default command: condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
+    # \b: click then keeps the paragraph's lines as written, so the command is never cut.
+    "\b\nLaunch is the default command:\n  condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
     no_args_is_help=True,
     context_settings=HELP_OPTIONS,
     pretty_exceptions_enable=False,

@@ -175,3 +175,11 @@ def test_the_version_answers_wherever_it_is_asked(shell, program, words):
     result = shell.run(program, *words)
     assert result.returncode == 0, result.output
     assert result.stdout.strip() == f"{program} (condor-annex) {version('condor-annex')}"
+
+
+def test_the_help_keeps_the_example_command_on_one_line(shell):
+    example = "condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N"
+    for result in (shell.run("condor_annex", "--help", columns=80), shell.run("condor_annex", "--help", env={"COLUMNS": "80"})):
+        assert result.returncode == 0, result.output
+        assert [line for line in result.stdout.splitlines() if line.strip() == example], result.stdout
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80
