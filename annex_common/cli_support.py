@@ -160,8 +160,10 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
     # The question is a message, not a result: stderr, so that stdout stays parseable.
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
+    line = sys.stdin.readline()
+    if not line.endswith("\n"):  # Ctrl-D: the terminal echoed no newline; what follows starts on its own line
+        sys.stderr.write("\n")
+    return line.strip().lower() in ("y", "yes")
 
 
 # Options of the program itself (not of a command): they must reach the top level untouched.
