@@ -55,6 +55,13 @@ class Bundle:
 
 def locate_bundle(cli_path: str | None, env_value: str | None, home: Path) -> Path:
     """--credentials wins, then $CONDOR_ANNEX_CREDENTIALS, then the default place."""
+    if cli_path is not None and not cli_path.strip():
+        # Typically an unset shell variable (--credentials "$BUNDLE"): never silently the installed bundle.
+        raise BadInput(
+            "--credentials is empty",
+            "it names no file",
+            "Give --credentials the path of your bundle, or leave it out to use the installed one.",
+        )
     if cli_path:
         return Path(cli_path).expanduser()
     if env_value:
@@ -103,11 +110,13 @@ def load_bundle(path: Path) -> Bundle:
         raise _fail(path, "it is not a regular file")
     check_private(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # an editor's byte-order mark (Notepad) is no content
     except PermissionError as exc:
         raise _fail(path, "it cannot be read (permission denied)", f"Check the owner of {path}.") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(path, f"it cannot be read ({exc.__class__.__name__})") from exc
+    if not text.strip():
+        raise _fail(path, "the file is empty")
     try:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:

@@ -76,3 +76,11 @@ def test_a_question_not_answered_yes_is_a_notice_on_a_line_of_its_own(shell, ans
     assert declined.stderr.endswith("[y/N] " + ("" if answer == "n" else "\n") + "Not confirmed: nothing was changed.\n"), declined.stderr
     assert "Error" not in declined.stderr and "Next" not in declined.stderr
     assert load_bundle(installed(shell)).project_id == "FirstLab"
+
+
+def test_a_bundle_saved_with_a_byte_order_mark_is_read(shell):
+    source = make_bundle(shell.home / "notepad.toml")
+    source.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())  # as Notepad saves UTF-8
+    result = shell.run("condor_annex", "import-credentials", str(source))
+    assert result.returncode == 0, result.output
+    assert load_bundle(installed(shell)).project_id == PROJECT
