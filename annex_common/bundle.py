@@ -192,6 +192,7 @@ def write_bundle(path: Path, bundle: Bundle) -> None:
 class ImportPlan:
     """A bundle to install, and what is installed in its place now."""
 
+    source: Path
     bundle: Bundle
     destination: Path
     occupied: bool  # a file is there already
@@ -201,11 +202,15 @@ class ImportPlan:
     def unchanged(self) -> bool:
         return self.current == self.bundle
 
-    def describe_current(self) -> str:
-        if self.current is None:
-            return f"the file {self.destination} (not a usable bundle)"
-        return (f"the credentials in {self.destination} (project {self.current.project_id}, user "
-                f"{self.current.user}, region {self.current.region})")
+    def question(self) -> str:
+        """What replacing asks: the installed credentials and the new ones, both named."""
+        current = (f"the file {self.destination} (not a usable bundle)" if self.current is None
+                   else f"the credentials in {self.destination} ({_identity(self.current)})")
+        return f"Replace {current} with those in {self.source} ({_identity(self.bundle)})?"
+
+
+def _identity(bundle: Bundle) -> str:
+    return f"project {bundle.project_id}, user {bundle.user}, region {bundle.region}"
 
 
 def plan_import(source: Path, destination: Path) -> ImportPlan:
@@ -218,7 +223,7 @@ def plan_import(source: Path, destination: Path) -> ImportPlan:
             current = load_bundle(destination)
         except BadInput:
             current = None
-    return ImportPlan(bundle, destination, occupied, current)
+    return ImportPlan(source, bundle, destination, occupied, current)
 
 
 def install_bundle(plan: ImportPlan) -> Bundle:

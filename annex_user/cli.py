@@ -498,7 +498,7 @@ def import_credentials(
             out.print(f"These credentials are already installed in {plan.destination}; nothing to do.")
             return
         if plan.occupied:
-            require_confirmation(f"Replace {plan.describe_current()}?", assume_yes=yes)
+            require_confirmation(plan.question(), assume_yes=yes)
         bundle = install_bundle(plan)
         out.print(f"Installed credentials for project {bundle.project_id} (user {bundle.user}, region "
                   f"{bundle.region}) in {plan.destination} (mode 0600).")

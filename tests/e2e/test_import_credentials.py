@@ -45,6 +45,7 @@ def test_an_installed_bundle_is_not_replaced_without_asking(shell):
     declined = shell.run("condor_annex", "import-credentials", str(second), answer="n")
     assert declined.returncode == 2, declined.output
     assert "Replace the credentials in" in declined.stderr and "(project FirstLab" in declined.stderr
+    assert f"with those in {second} (project SecondLab, user {USER}, region us-east-1)?" in declined.stderr
     assert declined.stdout == ""
     assert load_bundle(installed(shell)).project_id == "FirstLab"
 
