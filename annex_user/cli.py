@@ -46,7 +46,7 @@ Credentials = Annotated[Optional[str], typer.Option("--credentials", help="Crede
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 AnnexName = Annotated[Optional[str], typer.Option("--annex-name", help="Name of the annex.")]
-Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYYY-MM-DD HH:MM' local time (or with an offset).")]
+Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYYY-MM-DD HH:MM' local time (or with UTC, Z, an offset or the local zone as shown).")]
 Duration = Annotated[Optional[float], typer.Option("--duration", help="Lease length in hours from now.")]
 Output = Annotated[OutputFormat, typer.Option("--output", help="table for people, json for scripts (JSON alone on stdout).")]
 
