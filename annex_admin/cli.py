@@ -60,7 +60,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def program_options(
-    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", "-v", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Options of annex-admin itself."""
 

@@ -1,12 +1,14 @@
 """The one place that builds boto3 sessions and clients, and turns botocore errors into ours.
 
-Nothing here reads or writes global AWS state: callers pass a profile, region or explicit keys,
-and boto3 itself honours ``AWS_ENDPOINT_URL`` so every command works against a local emulator.
+Nothing here writes global AWS state: callers pass a profile, region or explicit keys (a session
+with keys reads no profile at all), and boto3 itself honours ``AWS_ENDPOINT_URL`` so every command
+works against a local emulator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -14,6 +16,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.parsers
+import botocore.session
 
 from annex_common.errors import AwsFailure, BadInput
 
@@ -110,21 +113,23 @@ def make_clients(
     Explicit keys (from a scientist's bundle) win over the shell's credential chain, so the
     scientist's tool acts with her scoped keys and nothing else.
     """
-    try:
-        if access_key_id:
-            session = boto3.session.Session(
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                region_name=region,
-            )
-        else:
-            session = boto3.session.Session(profile_name=profile, region_name=region)
-    except botocore.exceptions.ProfileNotFound as exc:
-        raise BadInput(
-            f"AWS profile {profile!r} was not found",
-            str(exc),
-            "Check the profile name in ~/.aws/config, or omit --profile.",
-        ) from exc
+    if access_key_id:
+        # The bundle's keys alone: the shell's AWS_PROFILE / AWS_DEFAULT_PROFILE name the
+        # administrator's (or nobody's) profile and must neither break nor change her session.
+        # AWS_ENDPOINT_URL still applies.
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+            botocore_session=profile_free_session(),
+        )
+    else:
+        core = botocore.session.Session(profile=profile)
+        # Checked here: botocore would find out only at the first request, as a failed request.
+        if core.profile is not None and core.profile not in core.available_profiles:
+            shell = next((f"${name}" for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE") if os.environ.get(name) == core.profile), "")
+            raise _unknown_profile(core.profile, "--profile" if profile else shell or "the AWS configuration")
+        session = boto3.session.Session(botocore_session=core, region_name=region)
     if not session.region_name:
         raise BadInput(
             "no AWS region is set",
@@ -132,6 +137,21 @@ def make_clients(
             "Pass --region (for example --region us-east-1).",
         )
     return AwsClients(session=session, config=config or RETRY_CONFIG)
+
+
+def profile_free_session() -> botocore.session.Session:
+    """A botocore session that reads no profile: neither AWS_PROFILE nor AWS_DEFAULT_PROFILE."""
+    return botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+
+
+def _unknown_profile(name: str, named_by: str) -> BadInput:
+    return BadInput(
+        f"AWS profile {name!r} was not found",
+        f"{named_by} names it, and neither ~/.aws/config nor ~/.aws/credentials has it",
+        "Check the profile name in ~/.aws/config, or omit --profile." if named_by == "--profile" else
+        f"Check the profile name in ~/.aws/config, or unset {named_by.lstrip('$')} (or pass --profile)."
+        if named_by.startswith("$") else "Check the profile name in ~/.aws/config, or pass --profile.",
+    )
 
 
 def error_code(exc: BaseException) -> str:

@@ -55,6 +55,13 @@ class Bundle:
 
 def locate_bundle(cli_path: str | None, env_value: str | None, home: Path) -> Path:
     """--credentials wins, then $CONDOR_ANNEX_CREDENTIALS, then the default place."""
+    if cli_path is not None and not cli_path.strip():
+        # Typically an unset shell variable (--credentials "$BUNDLE"): never silently the installed bundle.
+        raise BadInput(
+            "--credentials is empty",
+            "it names no file",
+            "Give --credentials the path of your bundle, or leave it out to use the installed one.",
+        )
     if cli_path:
         return Path(cli_path).expanduser()
     if env_value:
@@ -103,11 +110,13 @@ def load_bundle(path: Path) -> Bundle:
         raise _fail(path, "it is not a regular file")
     check_private(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # an editor's byte-order mark (Notepad) is no content
     except PermissionError as exc:
         raise _fail(path, "it cannot be read (permission denied)", f"Check the owner of {path}.") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(path, f"it cannot be read ({exc.__class__.__name__})") from exc
+    if not text.strip():
+        raise _fail(path, "the file is empty")
     try:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
@@ -183,6 +192,7 @@ def write_bundle(path: Path, bundle: Bundle) -> None:
 class ImportPlan:
     """A bundle to install, and what is installed in its place now."""
 
+    source: Path
     bundle: Bundle
     destination: Path
     occupied: bool  # a file is there already
@@ -192,11 +202,15 @@ class ImportPlan:
     def unchanged(self) -> bool:
         return self.current == self.bundle
 
-    def describe_current(self) -> str:
-        if self.current is None:
-            return f"the file {self.destination} (not a usable bundle)"
-        return (f"the credentials in {self.destination} (project {self.current.project_id}, user "
-                f"{self.current.user}, region {self.current.region})")
+    def question(self) -> str:
+        """What replacing asks: the installed credentials and the new ones, both named."""
+        current = (f"the file {self.destination} (not a usable bundle)" if self.current is None
+                   else f"the credentials in {self.destination} ({_identity(self.current)})")
+        return f"Replace {current} with those in {self.source} ({_identity(self.bundle)})?"
+
+
+def _identity(bundle: Bundle) -> str:
+    return f"project {bundle.project_id}, user {bundle.user}, region {bundle.region}"
 
 
 def plan_import(source: Path, destination: Path) -> ImportPlan:
@@ -209,7 +223,7 @@ def plan_import(source: Path, destination: Path) -> ImportPlan:
             current = load_bundle(destination)
         except BadInput:
             current = None
-    return ImportPlan(bundle, destination, occupied, current)
+    return ImportPlan(source, bundle, destination, occupied, current)
 
 
 def install_bundle(plan: ImportPlan) -> Bundle:

@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 from typer.core import TyperCommand
 
@@ -55,12 +55,6 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
             traceback.print_exc()
         err_console.print(exc.render(), markup=False)
         raise SystemExit(exc.exit_code) from None
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(0) from None
     except KeyboardInterrupt:
         err_console.print("Interrupted: nothing further was started.", markup=False)
         raise SystemExit(130) from None
@@ -81,6 +75,41 @@ def run_guarded(action: Callable[[], T], *, debug: bool) -> T:
             markup=False,
         )
         raise SystemExit(1) from None
+
+
+class ReaderGuard:
+    """The program's stdout: when its reader goes away (`| head`, `| true`), the program stops
+    quietly with exit 0, as Unix tools do.
+
+    The one rule for every writer (rich, click's help, print, completion scripts): it acts at
+    the write itself, before rich (which exits 1) or click (which exits 1) handle the error.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            _reader_gone()
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _reader_gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _reader_gone() -> NoReturn:
+    import os
+
+    # What is still buffered (and the flush at exit) then goes nowhere instead of failing again.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
 
 
 def _translate_aws_error(exc: Exception) -> AnnexError | None:
@@ -131,12 +160,15 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
     # The question is a message, not a result: stderr, so that stdout stays parseable.
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
+    line = sys.stdin.readline()
+    if not line.endswith("\n"):  # Ctrl-D: the terminal echoed no newline; what follows starts on its own line
+        sys.stderr.write("\n")
+    return line.strip().lower() in ("y", "yes")
 
 
 # Options of the program itself (not of a command): they must reach the top level untouched.
-PROGRAM_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
+VERSION_OPTIONS = ("--version", "-v")
+PROGRAM_OPTIONS = ("--help", "-h", *VERSION_OPTIONS, "--install-completion", "--show-completion")
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 
@@ -188,6 +220,9 @@ class PlainUsage(TyperCommand):
 COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
 # One dash and a word: an HTCondor habit (condor_status -annex), or a cluster of short flags (-hy).
 _SINGLE_DASH_WORD = re.compile(r"-[A-Za-z][A-Za-z0-9-]+")
+# A time of day as a word of its own: the second half of an unquoted date and time.
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(:\d{2})?")
+_ZONE = re.compile(r"[A-Za-z]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -230,8 +265,10 @@ def route(program: str, app: Any, argv: list[str], default_command: str | None =
     - ``--show-completion SHELL`` / ``--install-completion SHELL`` use the shell named, not the one
       detected;
     - a one-dash word (``-help``, ``-annex-name``) is refused naming its two-dash form;
+    - ``--version``/``-v`` anywhere (before ``--``) is the program's version, as ``--help`` is help;
     - options before the command never hide it: its first word that is neither an option nor an
-      option's value is the command (moved first), or a mistyped one, named with the closest;
+      option's value is the command (moved first), or a mistyped one, named with the closest; an
+      unknown option before it is refused as one (its value cannot be told from a command);
     - with no command, ``default_command`` (condor_annex's launch) is the command.
     """
     if not argv:
@@ -240,7 +277,8 @@ def route(program: str, app: Any, argv: list[str], default_command: str | None =
         _completion(program, app, argv[0], argv[1])
     if argv[0] in PROGRAM_OPTIONS:
         return argv
-    needs_table = argv[0].startswith("-") or any(_SINGLE_DASH_WORD.fullmatch(word) for word in argv)
+    needs_table = argv[0].startswith("-") or any(
+        _SINGLE_DASH_WORD.fullmatch(word) or word in VERSION_OPTIONS for word in argv)
     if not needs_table:
         reject_unknown_command(program, argv, command_names(app))
         return argv
@@ -250,8 +288,14 @@ def route(program: str, app: Any, argv: list[str], default_command: str | None =
     for index, word in words:
         if word == "--":
             break
+        if word in VERSION_OPTIONS:
+            return [word]
         if _SINGLE_DASH_WORD.fullmatch(word) and not set(f"-{c}" for c in word[1:]) <= table.short_flags:
             _refuse(_one_dash(program, word, table))
+        name = word.split("=", 1)[0]
+        if first is None and name.startswith("--") and name not in table.long_options:
+            command = next((w for w in argv if w in table.commands), default_command)
+            _refuse(_no_such_option(name, table.long_options, f"See `{program}{' ' + command if command else ''} --help`."))
         if word in table.taking_values:
             next(words, None)  # its value, whatever it looks like
         elif not word.startswith("-") and first is None:
@@ -259,13 +303,21 @@ def route(program: str, app: Any, argv: list[str], default_command: str | None =
     if first is None:
         return [default_command, *argv] if default_command else argv
     if argv[first] not in table.commands:
-        _refuse(_unknown_command(program, argv[first], table.commands))
+        _refuse(_unquoted_value(argv, first) or _unknown_command(program, argv[first], table.commands))
     return [argv[first], *argv[:first], *argv[first + 1:]]
 
 
 def run_app(program: str, app: Any, argv: list[str], default_command: str | None = None) -> None:
     """Run the typer app on the words (``route``); a usage error is one message in the project's
     words and exit 2, never the parsing library's text."""
+    sys.stdout = ReaderGuard(sys.stdout)
+    try:
+        _run_app(program, app, argv, default_command)
+    finally:
+        sys.stdout.flush()  # here, not at exit: a reader gone by now is still an exit 0, not a Python message
+
+
+def _run_app(program: str, app: Any, argv: list[str], default_command: str | None) -> None:
     import typer.main
     from typer._click import exceptions as click_errors
     from typer.exceptions import Abort
@@ -298,6 +350,12 @@ def _usage_error(program: str, exc: Any, words: list[str]) -> Exception:
 
     command = " ".join(exc.ctx.command_path.split()[1:]) if exc.ctx is not None else ""
     see = f"See `{program}{' ' + command if command else ''} --help`."
+    if exc.__class__.__name__ == "NoSuchOption":
+        return _no_such_option(exc.option_name, exc.possibilities or (), see)
+    if exc.message.startswith("Got unexpected extra argument"):
+        split = next(filter(None, (_unquoted_value(words, index) for index in range(len(words)))), None)
+        if split is not None:
+            return split
     param = getattr(exc, "param", None)
     if exc.__class__.__name__ == "BadParameter" or (param is not None and exc.__class__.__name__ != "MissingParameter"):
         names = list(getattr(param, "opts", []) or [])
@@ -314,6 +372,36 @@ def _usage_error(program: str, exc: Any, words: list[str]) -> Exception:
         label = names[0] if getattr(param, "param_type_name", "") == "option" else (param.metavar or param.name).upper()
         return BadInput(f"{label} is missing", f"`{program}{' ' + command if command else ''}` needs it", see)
     return BadInput(exc.format_message().rstrip("."), "", see)
+
+
+def _no_such_option(name: str, options: Any, see: str) -> Exception:
+    """An unknown option, wherever it is written: named, with the closest option there is."""
+    import difflib
+
+    from annex_common.errors import BadInput
+
+    close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
+    return BadInput(f"No such option: {name}" + (f" (did you mean {close[0]}?)" if close else ""), "", see)
+
+
+def _unquoted_value(words: list[str], index: int) -> Exception | None:
+    """The words[index] a time of day right after an option and its value: a date and time the
+    shell split in two because it was not quoted (``--expiry 2026-12-07 10:00``); else None."""
+    if index < 2 or not _CLOCK.fullmatch(words[index]):
+        return None
+    option, date = words[index - 2], words[index - 1]
+    if not option.startswith("--") or date.startswith("-"):
+        return None
+    from annex_common.errors import BadInput
+
+    parts = [date, words[index]]
+    if index + 1 < len(words) and _ZONE.fullmatch(words[index + 1]):
+        parts.append(words[index + 1])  # a zone written after the time (UTC) was split off too
+    return BadInput(
+        f"{option} {' '.join(parts)}: the date and time came as separate words",
+        f"the shell splits a value at its spaces unless it is quoted, so {option} got {date!r} alone",
+        f"Quote it: {option} '{' '.join(parts)}'.",
+    )
 
 
 def _given_value(words: list[str], names: list[str]) -> str | None:

@@ -42,6 +42,12 @@ class Declined(BadInput):
             f"{question!r} " + ("was not answered yes" if asked else "could not be asked (no --yes, and no terminal to ask on)"),
             "Run again and answer y, or pass --yes.",
         )
+        self.asked = asked
+
+    def render(self) -> str:
+        # "n" is an answer, not a mistake: a notice. A question that could not be asked stays an
+        # error, which says how to answer it (--yes).
+        return "Not confirmed: nothing was changed." if self.asked else super().render()
 
 
 class AwsFailure(AnnexError):

@@ -15,9 +15,10 @@ from annex_common.errors import BadInput
 @lru_cache(maxsize=1)
 def known_regions() -> tuple[str, ...]:
     """Every region EC2 is offered in, in every partition botocore knows (no network call)."""
-    import botocore.session
+    from annex_common.aws import profile_free_session
 
-    session = botocore.session.get_session()
+    # botocore's own data: a profile named by the shell (even one that does not exist) has no say.
+    session = profile_free_session()
     regions: set[str] = set()
     for partition in session.get_available_partitions():
         regions.update(session.get_available_regions("ec2", partition_name=partition))

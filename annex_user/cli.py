@@ -31,7 +31,8 @@ from annex_common.cli_support import (
 app = typer.Typer(
     name="condor_annex",
     help="Expand your HTCondor pool into AWS for a while, within your project's caps.\n\n"
-    "Launch is the default command: condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
+    # \b: click then keeps the paragraph's lines as written, so the command is never cut.
+    "\b\nLaunch is the default command:\n  condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N",
     no_args_is_help=True,
     context_settings=HELP_OPTIONS,
     pretty_exceptions_enable=False,
@@ -45,7 +46,7 @@ Credentials = Annotated[Optional[str], typer.Option("--credentials", help="Crede
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 AnnexName = Annotated[Optional[str], typer.Option("--annex-name", help="Name of the annex.")]
-Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYYY-MM-DD HH:MM' local time (or with an offset).")]
+Expiry = Annotated[Optional[str], typer.Option("--expiry", help="Lease end, 'YYYY-MM-DD HH:MM' local time (or with UTC, Z, an offset or the local zone as shown).")]
 Duration = Annotated[Optional[float], typer.Option("--duration", help="Lease length in hours from now.")]
 Output = Annotated[OutputFormat, typer.Option("--output", help="table for people, json for scripts (JSON alone on stdout).")]
 
@@ -58,7 +59,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def program_options(
-    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", "-v", callback=_show_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Options of condor_annex itself."""
 
@@ -498,7 +499,7 @@ def import_credentials(
             out.print(f"These credentials are already installed in {plan.destination}; nothing to do.")
             return
         if plan.occupied:
-            require_confirmation(f"Replace {plan.describe_current()}?", assume_yes=yes)
+            require_confirmation(plan.question(), assume_yes=yes)
         bundle = install_bundle(plan)
         out.print(f"Installed credentials for project {bundle.project_id} (user {bundle.user}, region "
                   f"{bundle.region}) in {plan.destination} (mode 0600).")

@@ -50,7 +50,7 @@ def test_lowering_a_cap_below_what_runs_says_what_would_end_and_asks(shell):
     assert launched.returncode == 0, launched.output
     declined = issue(shell, "--project-id", PROJECT, "--max-instances", "4", answer="n")
     assert declined.returncode == 2  # a declined question: exit 2 everywhere
-    assert "not confirmed: nothing was changed" in declined.output
+    assert "Not confirmed: nothing was changed." in declined.output
     assert "instances 32 -> 4" in declined.output and "would then end 2 running instance(s)" in declined.output
     status = json.loads(shell.run("condor_annex", "status", "--output", "json", env=env).stdout)
     assert len(status) == 6
@@ -68,7 +68,7 @@ def test_an_existing_output_file_is_never_overwritten_without_a_yes(shell):
     assert unasked.returncode == 2, unasked.output
     assert f"Overwrite the bundle {bundle} (user {USER}, project {PROJECT})" in unasked.stderr
     declined = issue(shell, "--project-id", PROJECT, answer="n")
-    assert declined.returncode == 2 and "not confirmed: nothing was changed" in declined.stderr
+    assert declined.returncode == 2 and "Not confirmed: nothing was changed." in declined.stderr
     assert bundle.read_text() == written and keys_of(USER) == keys  # nothing rotated, nothing lost
     other = shell.home / "notes.txt"
     other.write_text("the pool's notes\n")

@@ -155,6 +155,9 @@ CASES = {
     "bundle-is-a-folder": Case(launch(), "not a regular file", env={"CONDOR_ANNEX_CREDENTIALS": "/tmp"}),
     "bundle-malformed": Case(launch(), "not valid TOML", prepare=bundle_copy(0o600, "region = [unclosed\n")),
     "bundle-missing-keys": Case(launch(), "missing", prepare=bundle_copy(0o600, 'region = "us-east-1"\n')),
+    "bundle-empty": Case(launch(), "Why: the file is empty", prepare=bundle_copy(0o600, "")),
+    "bundle-blank": Case(["status"], "Why: the file is empty", prepare=bundle_copy(0o600, "\ufeff\n  \n")),
+    "credentials-option-empty": Case(["status", "--credentials", ""], "Error: --credentials is empty"),
     "bundle-world-readable": Case(launch(), "readable by others", prepare=bundle_copy(0o644)),
     "bundle-group-readable": Case(launch(), "readable by others", prepare=bundle_copy(0o640)),
     # Her own pool (--own-pool, which her project may use here): its configuration and key are read.

@@ -45,6 +45,7 @@ def test_an_installed_bundle_is_not_replaced_without_asking(shell):
     declined = shell.run("condor_annex", "import-credentials", str(second), answer="n")
     assert declined.returncode == 2, declined.output
     assert "Replace the credentials in" in declined.stderr and "(project FirstLab" in declined.stderr
+    assert f"with those in {second} (project SecondLab, user {USER}, region us-east-1)?" in declined.stderr
     assert declined.stdout == ""
     assert load_bundle(installed(shell)).project_id == "FirstLab"
 
@@ -64,3 +65,23 @@ def test_the_same_bundle_again_changes_nothing(shell):
     again = shell.run("condor_annex", "import-credentials", str(source))
     assert again.returncode == 0, again.output
     assert "already installed" in again.stdout
+
+
+@pytest.mark.parametrize("answer", ["n", "\x04"], ids=["n", "ctrl-d"])
+def test_a_question_not_answered_yes_is_a_notice_on_a_line_of_its_own(shell, answer):
+    first = make_bundle(shell.home / "first.toml", project="FirstLab")
+    second = make_bundle(shell.home / "second.toml", project="SecondLab")
+    assert shell.run("condor_annex", "import-credentials", str(first)).returncode == 0
+    declined = shell.run("condor_annex", "import-credentials", str(second), answer=answer)
+    assert declined.returncode == 2, declined.output  # bad input: nothing was changed
+    assert declined.stderr.endswith("[y/N] " + ("" if answer == "n" else "\n") + "Not confirmed: nothing was changed.\n"), declined.stderr
+    assert "Error" not in declined.stderr and "Next" not in declined.stderr
+    assert load_bundle(installed(shell)).project_id == "FirstLab"
+
+
+def test_a_bundle_saved_with_a_byte_order_mark_is_read(shell):
+    source = make_bundle(shell.home / "notepad.toml")
+    source.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())  # as Notepad saves UTF-8
+    result = shell.run("condor_annex", "import-credentials", str(source))
+    assert result.returncode == 0, result.output
+    assert load_bundle(installed(shell)).project_id == PROJECT

@@ -137,3 +137,49 @@ def test_admin_usage_errors_are_in_words(shell, aws):
     assert result.stderr.startswith("Error: --output 'yaml' is not one of 'table', 'json'\n")
     assert "Value error" not in result.output and "See `annex-admin check-setup --help`." in result.stderr
     assert aws.aws_requests() == before
+
+
+@pytest.mark.parametrize("words, unknown, meant", [
+    (["--project-id", "X", "--duraton", "2", "--instances", "1"], "--duraton", "--duration"),
+    (["launch", "--project-id", "X", "--duraton", "2", "--instances", "1"], "--duraton", "--duration"),
+    (["--projectid", "X", "--duration", "2", "--instances", "1"], "--projectid", "--project-id"),
+    (["--credentialz", "b.toml", "status"], "--credentialz", "--credentials"),
+])
+def test_an_unknown_option_is_named_with_the_closest_also_without_a_command(shell, aws, words, unknown, meant):
+    before = aws.aws_requests()
+    result = shell.run("condor_annex", *words)
+    assert result.returncode == 2, result.output
+    assert result.stderr.startswith(f"Error: No such option: {unknown} (did you mean {meant}?)\n"), result.stderr
+    assert "no command" not in result.stderr
+    assert aws.aws_requests() == before
+
+
+@pytest.mark.parametrize("launch", [[], ["launch"]], ids=["headline", "launch"])
+@pytest.mark.parametrize("split, quoted", [(["2026-12-07", "10:00"], "2026-12-07 10:00"),
+                                           (["2026-12-07", "10:00", "UTC"], "2026-12-07 10:00 UTC")])
+def test_an_unquoted_expiry_is_told_to_be_quoted(shell, aws, launch, split, quoted):
+    before = aws.aws_requests()
+    result = shell.run("condor_annex", *launch, "--project-id", "X", "--expiry", *split, "--instances", "1")
+    assert result.returncode == 2, result.output
+    assert "came as separate words" in result.stderr and f"Quote it: --expiry '{quoted}'." in result.stderr
+    assert "no command" not in result.stderr and "unexpected extra" not in result.stderr
+    assert aws.aws_requests() == before
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize("words", [["-v"], ["--version"], ["status", "--version"], ["status", "-v"],
+                                   ["--debug", "-v"]], ids=" ".join)
+def test_the_version_answers_wherever_it_is_asked(shell, program, words):
+    if program == "annex-admin" and words[0] == "status":
+        words = ["check-setup", *words[1:]]
+    result = shell.run(program, *words)
+    assert result.returncode == 0, result.output
+    assert result.stdout.strip() == f"{program} (condor-annex) {version('condor-annex')}"
+
+
+def test_the_help_keeps_the_example_command_on_one_line(shell):
+    example = "condor_annex --project-id P --expiry 'YYYY-MM-DD HH:MM' --instances N"
+    for result in (shell.run("condor_annex", "--help", columns=80), shell.run("condor_annex", "--help", env={"COLUMNS": "80"})):
+        assert result.returncode == 0, result.output
+        assert [line for line in result.stdout.splitlines() if line.strip() == example], result.stdout
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80
