@@ -559,3 +559,21 @@ def install_security_group_update_in_place() -> None:
         return group
 
     SecurityGroup.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[assignment]
+
+
+def install_instance_profile_path_prefix() -> None:
+    """ListInstanceProfiles honours ``PathPrefix``, as IAM does (ListRoles already does in moto).
+
+    moto 5.2.6 answers every instance profile of the account whatever the prefix, so a tool that
+    lists one stack's node profiles by their path (teardown) was handed every other stack's too.
+    """
+    from moto.core.responses import ActionResult
+    from moto.iam.models import filter_items_with_path_prefix
+    from moto.iam.responses import IamResponse
+
+    def list_instance_profiles(self: Any) -> Any:
+        prefix = self._get_param("PathPrefix") or "/"
+        profiles = filter_items_with_path_prefix(prefix, self.backend.get_instance_profiles())
+        return ActionResult({"InstanceProfiles": profiles})
+
+    IamResponse.list_instance_profiles = list_instance_profiles  # type: ignore[method-assign]

@@ -50,6 +50,9 @@ does it:
    subnet and answers a full subnet with HTTP 500; here each override takes at most its subnet's
    free addresses and the rest goes to the next, as EC2 moves on from a pool without addresses
    (``install_fleet_spill_over``). A launch larger than one subnet holds (a /20: 4,091) now runs.
+10. ListInstanceProfiles honours ``PathPrefix`` (moto answers every profile of the account), so
+   listing one stack's node profiles by their path finds no other stack's
+   (``install_instance_profile_path_prefix``).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ from annex_sandbox.patches import (
     install_kms_key_from_template,
     install_fast_tag_lookup,
     install_forget_removed_resources,
+    install_instance_profile_path_prefix,
     install_fleet_spill_over,
     install_invoke_action_name,
     install_json_lambda_refusals,
@@ -142,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     install_security_group_update_in_place()
     install_invoke_action_name()
     install_dict_policy_documents()
+    install_instance_profile_path_prefix()
     install_dynamodb_table_resource()
     install_ssm_parameter_resource()
     install_kms_key_from_template()
