@@ -266,7 +266,11 @@ def _document(document: Any) -> Any:
 
 
 def remove_node_roles(iam: Any, path: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Every instance profile and role under the stack's node path; (removed, not removed)."""
+    """Every instance profile and role whose path is the stack's node path; (removed, not removed).
+
+    A listing by ``PathPrefix`` is trusted no further than the path itself: what is deleted must
+    be the stack's own (issue-credentials puts its roles and profiles at exactly that path), never
+    something a looser answer, or a deeper path someone else chose, brought in."""
     removed: list[str] = []
     not_removed: list[tuple[str, str]] = []
 
@@ -280,6 +284,8 @@ def remove_node_roles(iam: Any, path: str) -> tuple[list[str], list[tuple[str, s
 
     for page in iam.get_paginator("list_instance_profiles").paginate(PathPrefix=path):
         for profile in page["InstanceProfiles"]:
+            if profile.get("Path") != path:
+                continue
             name = profile["InstanceProfileName"]
             attempt(
                 f"node instance profile {name}",
@@ -289,6 +295,8 @@ def remove_node_roles(iam: Any, path: str) -> tuple[list[str], list[tuple[str, s
             )
     for page in iam.get_paginator("list_roles").paginate(PathPrefix=path):
         for role in page["Roles"]:
+            if role.get("Path") != path:
+                continue
             name = role["RoleName"]
             policies = iam.list_role_policies(RoleName=name)["PolicyNames"]
             attempt(
