@@ -14,7 +14,7 @@ from annex_admin.concurrency import UNRESERVED_MINIMUM, account_concurrency, res
 from annex_common.aws import AwsClients, error_code
 from annex_common.errors import AnnexError, AwsFailure
 from annex_common.times import format_local_short, parse_utc_stamp
-from annex_admin.stack import HEALTHY_STATES, describe_stack, recovery_advice
+from annex_admin.stack import HEALTHY_STATES, admin_command, describe_stack, recovery_advice
 from templates import contract
 from templates.node_bootstrap import bootstrap_artifact
 
@@ -73,9 +73,11 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
     report = CheckReport(stack_name)
     raw = describe_stack(clients, stack_name)
     if raw is None:
-        report.items.append(
-            CheckItem("stack", False, f"no stack {stack_name} in {clients.region}: run `annex-admin setup`")
-        )
+        report.items.append(CheckItem(
+            "stack", False,
+            f"no stack {stack_name} in {clients.region}: run `{admin_command('setup', stack_name, clients)}` "
+            "(or check --region and --stack-name)",
+        ))
         return report
     status = raw["StackStatus"]
     healthy = status in HEALTHY_STATES

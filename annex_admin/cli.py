@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from typing_extensions import Annotated
 
+from templates.contract import DEFAULT_STACK_NAME
+
 from annex_common.cli_support import (
     HELP_OPTIONS,
     LazyConsole,
@@ -65,7 +67,7 @@ def program_options(
     """Options of annex-admin itself."""
 
 
-DEFAULT_STACK = "HTCondorAnnex"
+DEFAULT_STACK = DEFAULT_STACK_NAME
 
 
 def _clients(region: str | None, profile: str | None):

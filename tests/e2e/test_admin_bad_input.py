@@ -40,3 +40,36 @@ def test_admin_bad_input(shell, aws, args, phrase):
     assert phrase in result.output
     assert "Next:" in result.output
     assert aws.aws_requests() == before
+
+
+NEED_A_STACK = {
+    "pool-show": ["pool", "show"],
+    "pool-set": ["pool", "set", "--collector", "cm.example.org", "--trust-domain", "example.org",
+                 "--signing-key-file", "ANNEX", "--yes"],
+    "issue-credentials": issue("--yes"),
+    "revoke-credentials": ["revoke-credentials", "--user", USER],
+    "enforce": ["enforce"],
+    "build-image": ["build-image", "--dry-run"],
+}
+
+
+@pytest.mark.parametrize("args", list(NEED_A_STACK.values()), ids=list(NEED_A_STACK))
+def test_a_command_on_a_stack_that_is_not_there_is_bad_input_in_the_administrators_words(shell, args):
+    from tests.flows import ANNEX_KEY_FILE, write_private
+
+    write_private(shell.home / "ANNEX", ANNEX_KEY_FILE)
+    result = shell.run("annex-admin", *args, "--stack-name", "Nope", "--region", "us-west-2")
+    assert result.returncode == 2, result.output
+    assert "no condor-annex stack named Nope in us-west-2" in result.output
+    words = " ".join(result.stderr.split())
+    assert "Run `annex-admin setup --stack-name Nope --region us-west-2`" in words, result.output
+    assert "check --region and --stack-name" in words
+    assert "pool administrator" not in result.output and "credentials bundle" not in result.output
+    assert not (shell.home / "b.toml").exists()
+
+
+def test_check_setup_of_a_stack_that_is_not_there_says_how_to_set_it_up(shell):
+    result = shell.run("annex-admin", "check-setup", "--stack-name", "Nope")
+    assert result.returncode == 1, result.output
+    words = " ".join(result.stdout.split())
+    assert "run `annex-admin setup --stack-name Nope`" in words, result.output

@@ -13,7 +13,7 @@ from annex_admin.deploy import current_notify_email, deploy, resolve_settings
 from annex_admin.enforce import stack_scope
 from annex_cloud.cost import PriceBook
 from annex_cloud import enforcer
-from annex_common.errors import BadInput, NotReady
+from annex_common.errors import BadInput
 from annex_admin.stack import read_stack
 from templates import contract
 from templates.settings import StackSettings, validate_notify_email
@@ -90,10 +90,11 @@ def test_unknown_region_is_bad_input(clients):
         resolve_settings(clients, StackSettings(region="mars-north-1"))
 
 
-def test_reading_a_missing_stack_says_how_to_recover(clients):
-    with pytest.raises(NotReady) as caught:
+def test_reading_a_missing_stack_is_bad_input_saying_how_to_recover(clients):
+    with pytest.raises(BadInput) as caught:
         read_stack(clients, contract.DEFAULT_STACK_NAME)
-    assert "annex-admin setup" in caught.value.next_step
+    assert caught.value.exit_code == 2
+    assert caught.value.next_step.startswith("Run `annex-admin setup --region us-east-1` to set it up")
 
 
 # --- the enforcer's sweeps, as check-setup reads them from its metrics -------------------------
