@@ -112,6 +112,7 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
         _probe("broker function", lambda: clients.awslambda.get_function(
             FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["FunctionName"]),
         _probe("registry", lambda: _registry_detail(clients, outputs[contract.OUT_REGISTRY_TABLE])),
+        _probe("pool", lambda: _pool_detail(clients, stack_name)),
         _concurrency_item(clients, outputs),
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
         _probe("state-change rule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_STATE_RULE])),
@@ -358,3 +359,19 @@ def _registry_detail(clients: AwsClients, table: str) -> str:
         raise ValueError(f"{table} holds no prices: run `annex-admin setup` again")
     fetched = parse_utc_stamp(book.fetched_at)
     return f"{table} (prices from {book.explained}, {format_local_short(fetched) if fetched else book.fetched_at})"
+
+
+def _pool_detail(clients: AwsClients, stack_name: str) -> str:
+    """The pool the stack's annexes join: without it the broker refuses every launch."""
+    from annex_cloud.pools import pool_parameter, read_pool_parameter
+
+    parameter = pool_parameter(stack_name)
+    record = admin_command("pool set --collector HOST[:PORT] --trust-domain DOMAIN --signing-key-file FILE",
+                           stack_name, clients)
+    try:
+        pool = read_pool_parameter(clients.ssm, parameter)
+    except ValueError as exc:
+        raise ValueError(f"the pool recorded in {parameter} cannot be read ({exc}): run `{record}` again") from None
+    if pool is None:
+        raise ValueError(f"no pool is recorded for stack {stack_name}, so every launch is refused: run `{record}`")
+    return pool.describe()

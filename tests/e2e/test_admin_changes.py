@@ -30,7 +30,7 @@ def ssh_rule(group_id: str) -> list[str]:
 def test_setup_change_check_and_change_back(shell, tmp_path):
     """SSH on and off, an instance type dropped and allowed again: each setup works, check-setup
     passes after each, and the project's launch templates follow."""
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     issued = shell.run("annex-admin", "issue-credentials", "--project-id", "P1", "--user", "u1",
                        "--output", str(tmp_path / "u1.toml"), "--yes")
     assert issued.returncode == 0, issued.output
@@ -94,7 +94,7 @@ def test_a_new_stack_of_an_old_name_is_not_credited_with_the_old_stacks_sweeps(s
         "MetricName": metrics.HEARTBEAT, "Dimensions": metrics.dimensions(STACK), "Value": 1.0, "Unit": "Count",
         "Timestamp": datetime.now(timezone.utc) - timedelta(minutes=3)}])
 
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     check = shell.run("annex-admin", "check-setup")
     assert check.returncode == 0, check.output
     assert "enforcer sweeps ok none yet: the stack changed 0 min ago" in check_table(check)
@@ -104,7 +104,7 @@ def test_a_new_stack_of_an_old_name_is_not_credited_with_the_old_stacks_sweeps(s
 
 
 def test_an_alarm_topic_nobody_reads_is_a_warning(shell):
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     check = shell.run("annex-admin", "check-setup")
     assert check.returncode == 0, check.output  # a warning: the setup works
     table = check_table(check)
