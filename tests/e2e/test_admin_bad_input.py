@@ -73,3 +73,36 @@ def test_check_setup_of_a_stack_that_is_not_there_says_how_to_set_it_up(shell):
     assert result.returncode == 1, result.output
     words = " ".join(result.stdout.split())
     assert "run `annex-admin setup --stack-name Nope`" in words, result.output
+
+
+POOL_VALUES = {
+    "collector-with-a-space": (["--collector", "cm example"], "the collector address 'cm example' is not allowed: "
+                               "it must be a host name or address, optionally :port (1 to 65535)"),
+    "port-too-large": (["--collector", "cm.example.org:99999"], "the collector address 'cm.example.org:99999' is not allowed"),
+    "port-zero": (["--collector", "cm.example.org:0"], "the collector address 'cm.example.org:0' is not allowed"),
+    "trust-domain": (["--collector", "cm.example.org", "--trust-domain", "example org!"],
+                     "the trust domain 'example org!' is not allowed: it must be a host-like name"),
+}
+
+
+@pytest.mark.parametrize("values, phrase", list(POOL_VALUES.values()), ids=list(POOL_VALUES))
+@pytest.mark.parametrize("command", ["pool-set", "issue-credentials"])
+def test_a_pool_value_that_breaks_a_rule_is_refused_in_words(shell, aws, command, values, phrase):
+    from tests.flows import ANNEX_KEY_FILE, write_private
+
+    write_private(shell.home / "ANNEX", ANNEX_KEY_FILE)
+    given = dict(zip(values[::2], values[1::2]))
+    given.setdefault("--trust-domain", "example.org")
+    options = [part for option, value in given.items() for part in (option, value)]
+    if command == "pool-set":
+        args = ["pool", "set", *options, "--signing-key-file", "ANNEX", "--yes"]
+    else:
+        args = issue("--yes", *[o.replace("--", "--pool-", 1) if o.startswith("--") else o for o in options],
+                     "--pool-signing-key-file", "ANNEX")
+    before = aws.aws_requests()
+    result = shell.run("annex-admin", *args)
+    assert result.returncode == 2, result.output
+    words = " ".join(result.output.split())
+    assert phrase in words, words
+    assert "must match" not in words and "[A-Za-z" not in words and "it it" not in words
+    assert aws.aws_requests() == before
