@@ -577,3 +577,24 @@ def install_instance_profile_path_prefix() -> None:
         return ActionResult({"InstanceProfiles": profiles})
 
     IamResponse.list_instance_profiles = list_instance_profiles  # type: ignore[method-assign]
+
+
+def install_removal_of_unmodelled_resources() -> None:
+    """A stack update that drops a resource of a type moto does not model removes it, as AWS does.
+
+    moto's CloudFormation skips creating such a resource (an ``AWS::SNS::Subscription``: the alarm
+    address setup subscribes), then fails the whole change set with HTTP 500 when an update drops
+    it, because it looks for the type's class to delete with. Here a type moto has no class for is
+    simply dropped: moto never made anything to delete.
+    """
+    from moto.cloudformation import parsing
+
+    delete = parsing.parse_and_delete_resource
+
+    def parse_and_delete_resource(resource_name: str, resource_json: dict[str, Any], account_id: str,
+                                  region_name: str) -> None:
+        if parsing.resource_class_from_type(resource_json["Type"]) is None:
+            return
+        delete(resource_name, resource_json, account_id, region_name)
+
+    parsing.parse_and_delete_resource = parse_and_delete_resource
