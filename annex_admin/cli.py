@@ -49,7 +49,7 @@ Output = Annotated[OutputFormat, typer.Option("--output", help="table for people
 ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: the stack's current one; for a new stack the latest Amazon Linux 2023).")]
 InstanceTypes = Annotated[Optional[str], typer.Option("--instance-types", help="Comma-separated instance types annexes may use (default: the stack's current ones; for a new stack m7i.large,m6i.large,m5.large).")]
 NotifyEmail = Annotated[Optional[str], typer.Option(
-    "--notify-email", help="Send the enforcer's alarms to this address (SNS asks it to confirm; default: as the stack is now).")]
+    "--notify-email", help="Send the enforcer's alarms to this address (SNS asks it to confirm); 'none' removes the subscription (default: as the stack is now).")]
 SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR; 'none' removes the rule (default: as the stack is now; for a new stack no SSH).")]
 
 

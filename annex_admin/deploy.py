@@ -118,7 +118,8 @@ def stack_concurrency(clients: AwsClients, stack_name: str) -> ConcurrencyPlan:
 
 def resolve_settings(clients: AwsClients, request: StackSettings) -> tuple[StackSettings, ConcurrencyPlan]:
     """The administrator's settings, completed from the region: zones, image and prices, the
-    alarm address the stack already has when none is given (so a later setup keeps it), and the
+    alarm address the stack already has when none is given (so a later setup keeps it; 'none'
+    removes it), and the
     Lambda concurrency the account can reserve (with a note of what it cannot)."""
     validate_region(request.region)
     check_instance_types(clients, request.instance_types)
@@ -128,7 +129,8 @@ def resolve_settings(clients: AwsClients, request: StackSettings) -> tuple[Stack
         availability_zones=choose_zones(clients, request.instance_types),
         image_id=request.image_id or latest_image(clients),
         code_key=build_function_zip().key,
-        notify_email=request.notify_email or current_notify_email(clients, request.stack_name),
+        notify_email=(request.notify_email if request.notify_email is not None
+                      else current_notify_email(clients, request.stack_name)),
         enforcer_concurrency=concurrency.enforcer,
         broker_concurrency=concurrency.broker,
     ), concurrency

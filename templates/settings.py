@@ -28,7 +28,8 @@ class StackSettings:
     # The functions' zip in the artifact bucket (annex_admin.artifact: content-addressed).
     code_key: str = ""
     vpc_cidr: str = "10.73.0.0/16"
-    # Subscribed to the enforcer's alarms; setup keeps the stack's current one when not given.
+    # Subscribed to the enforcer's alarms; setup keeps the stack's current one when not given
+    # (None), and NO_EMAIL removes it.
     notify_email: str | None = None
     # Reserved Lambda executions (annex_admin.concurrency): the enforcer's guaranteed share and the
     # broker's ceiling; None where the account cannot spare them.
@@ -121,14 +122,22 @@ def validate_image_id(image_id: str | None) -> str:
     return image_id
 
 
+# A choice of "no subscription", as opposed to None: "not given" (as NO_SSH for --ssh-cidr).
+NO_EMAIL = ""
+
+
 def validate_notify_email(address: str | None) -> str | None:
-    if address in (None, ""):
+    """--notify-email: None when not given, NO_EMAIL for 'none' (remove the subscription), else
+    the address."""
+    if address is None:
         return None
+    if address.strip().lower() in ("", "none"):
+        return NO_EMAIL
     if len(address) > 254 or not re.match(NOTIFY_EMAIL_PATTERN, address):
         raise BadInput(
             f"--notify-email {address!r} is not an e-mail address",
             "the enforcer's alarms are sent to it by e-mail",
-            "Pass an address such as admin@example.org.",
+            "Pass an address such as admin@example.org, or 'none' to remove the subscription.",
         )
     return address
 

@@ -192,6 +192,13 @@ def test_notify_email_subscribes_the_address_and_a_later_setup_keeps_it(clients)
     assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) == "ops@example.org"
     item = next(i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items if i.name == "alarm topic")
     assert item.ok
+    # 'none' removes it, as --ssh-cidr none removes the SSH rule; a later setup keeps it removed.
+    removed = deploy(clients, resolve_settings(clients, dataclasses.replace(
+        request, notify_email=validate_notify_email("none")))[0], lambda _l: None)
+    assert removed.action == "updated"
+    assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) is None
+    assert deploy(clients, resolve_settings(clients, request)[0], lambda _l: None).action == "unchanged"
+    assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) is None
 
 
 @pytest.mark.parametrize("address", ["not-an-address", "a@b", "two@@example.org", "x" * 250 + "@example.org"])
