@@ -111,7 +111,7 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
             FunctionName=outputs[contract.OUT_ENFORCER_FUNCTION])["Configuration"]["FunctionName"]),
         _probe("broker function", lambda: clients.awslambda.get_function(
             FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["FunctionName"]),
-        _probe("registry", lambda: _registry_detail(clients, outputs[contract.OUT_REGISTRY_TABLE])),
+        _probe("registry", lambda: _registry_detail(clients, stack_name, outputs)),
         _probe("pool", lambda: _pool_detail(clients, stack_name)),
         _concurrency_item(clients, outputs),
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
@@ -350,13 +350,24 @@ def _scientists_detail(clients: AwsClients, table: str) -> str:
     return f"{len(users)} scientist(s), each bound to one IAM user" + (f"; {revoked} revoked" if revoked else "")
 
 
-def _registry_detail(clients: AwsClients, table: str) -> str:
-    """The table answers, and holds prices: without them the broker launches nothing."""
+def _registry_detail(clients: AwsClients, stack_name: str, outputs: dict[str, str]) -> str:
+    """The table answers, and prices every type the stack offers: the broker launches no type it
+    cannot price."""
+    from annex_admin.prices import missing_prices
     from annex_cloud.registry import Registry
 
+    table = outputs[contract.OUT_REGISTRY_TABLE]
     book = Registry(clients.client("dynamodb"), table).prices()
     if book is None or not book.hourly:
-        raise ValueError(f"{table} holds no prices: run `annex-admin setup` again")
+        raise ValueError(f"{table} holds no prices: run `{admin_command('setup', stack_name, clients)}` again")
+    offered = [t for t in outputs[contract.OUT_INSTANCE_TYPES].split(",") if t]
+    missing = missing_prices(book, offered)
+    if missing:
+        raise ValueError(
+            f"{table} holds no price for {', '.join(missing)}, which the stack offers: the broker launches none of "
+            f"{'it' if len(missing) == 1 else 'them'}; run `{admin_command('setup', stack_name, clients)}` again, "
+            "or leave them out with --instance-types"
+        )
     fetched = parse_utc_stamp(book.fetched_at)
     return f"{table} (prices from {book.explained}, {format_local_short(fetched) if fetched else book.fetched_at})"
 
