@@ -593,8 +593,8 @@ def teardown(
     """Delete everything setup created (and the scientists' users); refuses while annexes live unless --force."""
 
     def action() -> None:
-        from annex_admin.teardown import instances_alive, live_annex_instances, teardown as run_teardown
-        from annex_admin.teardown import teardown_preview
+        from annex_admin.teardown import TeardownReport, instances_alive, live_annex_instances, nothing_to_remove
+        from annex_admin.teardown import teardown as run_teardown, teardown_preview
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
@@ -607,6 +607,12 @@ def teardown(
             for line in lines:
                 out.print(f"would remove {line}", markup=False)
             out.print("Dry run: nothing was removed." if lines else f"Nothing to remove: no stack {stack_name} in {clients.region}.")
+            return
+        if nothing_to_remove(clients, stack_name):
+            if output is OutputFormat.json:
+                print_json(TeardownReport().to_dict(stack_name, clients.region))
+            else:
+                _print_teardown(TeardownReport(), stack_name, clients.region)
             return
         live = live_annex_instances(clients, stack_name)
         if live and not force:

@@ -126,3 +126,11 @@ def test_tearing_down_one_stack_leaves_another_stacks_node_roles(shell):
     check = shell.run("annex-admin", "check-setup")
     assert check.returncode == 0, check.output
     assert "node roles ok 1 project(s)" in " ".join(check.stdout.split()), check.stdout
+
+
+def test_with_nothing_to_remove_teardown_says_so_without_asking(shell):
+    for args in ((), ("--yes",)):
+        result = shell.run("annex-admin", "teardown", *args, answer="n")
+        assert result.returncode == 0, result.output
+        assert "Nothing to remove: no stack HTCondorAnnex in us-east-1." in result.stdout
+        assert "[y/N]" not in result.output
