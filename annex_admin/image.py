@@ -54,6 +54,11 @@ Progress = Callable[[str], None]
 # As annex_cloud/node/bootstrap.sh's SERIES_RE (a test keeps them equal): N.0 is a long-term-support
 # series of HTCondor, N.x the feature releases of N.
 SERIES_PATTERN = "^[0-9]{1,3}[.](0|x)$"
+# The series HTCondor publishes (a repository each, research.cs.wisc.edu/htcondor/repo/<series>),
+# from the one annex nodes ask for on: a series not released yet has no repository, and a build
+# of it would fail on the builder, an hour and an instance later. Add one here when HTCondor
+# releases it.
+KNOWN_SERIES = ("24.0", "24.x", "25.0", "25.x")
 # The builder's lease: the enforcer ends it then, whatever happened to this command.
 BUILD_LEASE = timedelta(hours=2)
 # The builder must have reported and stopped within this; the image must be available within that.
@@ -82,6 +87,12 @@ def validate_series(series: str | None) -> str:
             f"HTCondor series {value} is older than {HTCONDOR_SERIES_DEFAULT}, which annex nodes ask for",
             "a node finding an older HTCondor on its image installs the newer series at every boot",
             f"Pass --htcondor-series {HTCONDOR_SERIES_DEFAULT} or newer.",
+        )
+    if value not in KNOWN_SERIES:
+        raise BadInput(
+            f"HTCondor has no series {value}",
+            f"the series HTCondor publishes are {', '.join(KNOWN_SERIES)}",
+            f"Pass one of them, or omit --htcondor-series for {HTCONDOR_SERIES_DEFAULT}.",
         )
     return value
 
