@@ -106,3 +106,16 @@ def test_a_pool_value_that_breaks_a_rule_is_refused_in_words(shell, aws, command
     assert phrase in words, words
     assert "must match" not in words and "[A-Za-z" not in words and "it it" not in words
     assert aws.aws_requests() == before
+
+
+def test_an_output_where_no_file_can_be_made_says_why_not_that_it_does_not_exist(shell):
+    from tests.e2e.test_scientist_flow import setup_region_and_bundle
+
+    setup_region_and_bundle(shell)
+    result = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
+                       "--output", "/proc/version", "--yes")
+    assert result.returncode == 1, result.output
+    words = " ".join(result.stderr.split())
+    assert "could not write the bundle /proc/version" in words
+    assert "Why: no new file can be made in /proc (No such file or directory), and the bundle is written beside " \
+           "its place first, then moved there" in words, words
