@@ -532,15 +532,29 @@ def pool_show(
 def pool_config(
     revoke: Annotated[Optional[list[str]], typer.Option(
         "--revoke", metavar="JTI", help="Print instead the line that revokes this annex token id early; repeatable.")] = None,
-    key_name: KeyName = "ANNEX",
+    key_name: Annotated[Optional[str], typer.Option(
+        "--key-name", help="The signing key's name on the central manager (default: the recorded pool's, else ANNEX).")] = None,
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
     debug: Debug = False,
 ) -> None:
-    """Print what the pool's central manager needs to accept annex nodes (no AWS calls)."""
+    """Print what the pool's central manager needs to accept annex nodes (it reads only the recorded pool's key name)."""
 
     def action() -> None:
-        from annex_admin.pool_config import pool_config_text, revocation_text
+        from annex_admin.pool import ConfigKey, config_key_name
+        from annex_admin.pool_config import pool_config_text, revocation_text, validate_key_name
+        from templates.settings import validate_stack_name
 
-        sys.stdout.write(revocation_text(revoke) if revoke else pool_config_text(key_name))
+        if revoke:
+            sys.stdout.write(revocation_text(revoke))
+            return
+        validate_stack_name(stack_name)
+        key = (ConfigKey(validate_key_name(key_name)) if key_name is not None
+               else config_key_name(lambda: _clients(region, profile), stack_name))
+        if key.note:
+            err_console.print(key.note, markup=False)
+        sys.stdout.write(pool_config_text(key.name))
 
     run_guarded(action, debug=debug)
 
