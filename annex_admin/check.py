@@ -169,14 +169,15 @@ def _concurrency_item(clients: AwsClients, outputs: dict[str, str]) -> CheckItem
 
 def _image_item(clients: AwsClients, stack_name: str, outputs: dict[str, str], now: datetime) -> CheckItem:
     """The image the stack's launch templates name (as its template records it): built by
-    build-image or given, its age and HTCondor version; a warning once it is old."""
+    build-image, chosen by setup or given, its age and HTCondor version; a warning once it is old."""
     from annex_admin.image import describe_image, image_summary
     from annex_admin.remembered import current_choices
 
     try:
         choices = current_choices(clients, stack_name)
         image_id = (choices.image_id if choices else None) or outputs[contract.OUT_IMAGE]
-        usable, stale, words = image_summary(describe_image(clients, image_id), image_id, now)
+        chosen = choices.image_chosen_by_setup if choices and choices.image_id == image_id else None
+        usable, stale, words = image_summary(describe_image(clients, image_id), image_id, now, chosen)
     except (botocore.exceptions.BotoCoreError, AnnexError) as exc:
         return CheckItem("image", False, getattr(exc, "what", str(exc)))
     return CheckItem("image", usable, words, warning=stale)

@@ -91,6 +91,7 @@ def _setup_request(region: str, stack_name: str, choices: SetupChoices, notify_e
         region=region,
         stack_name=stack_name,
         image_id=choices.image_id or "",
+        image_chosen_by_setup=choices.image_chosen_by_setup if choices.image_id else None,
         instance_types=choices.instance_types or contract.DEFAULT_INSTANCE_TYPES,
         ssh_cidr=choices.ssh_cidr or None,
         notify_email=validate_notify_email(notify_email),
@@ -103,6 +104,7 @@ def _given_choices(image_id: str | None, instance_types: str | None, ssh_cidr: s
 
     return s.SetupChoices(
         image_id=s.validate_image_id(image_id) or None,
+        image_chosen_by_setup=False if image_id else None,
         instance_types=s.parse_instance_types(instance_types) if instance_types is not None else None,
         ssh_cidr=s.parse_ssh_choice(ssh_cidr),
     )

@@ -128,6 +128,7 @@ def resolve_settings(clients: AwsClients, request: StackSettings) -> tuple[Stack
         request,
         availability_zones=choose_zones(clients, request.instance_types),
         image_id=request.image_id or latest_image(clients),
+        image_chosen_by_setup=True if not request.image_id else request.image_chosen_by_setup,
         code_key=build_function_zip().key,
         notify_email=(request.notify_email if request.notify_email is not None
                       else current_notify_email(clients, request.stack_name)),

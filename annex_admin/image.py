@@ -229,6 +229,7 @@ def plan_build(clients: AwsClients, stack_name: str, series: str, now: datetime 
                        "Run `annex-admin setup` first, then build-image.")
     request = StackSettings(
         region=clients.region, stack_name=stack_name, image_id=choices.image_id or "",
+        image_chosen_by_setup=choices.image_chosen_by_setup,
         instance_types=choices.instance_types or contract.DEFAULT_INSTANCE_TYPES, ssh_cidr=choices.ssh_cidr or None,
     )
     settings, _ = deploy.resolve_settings(clients, request)
@@ -370,8 +371,10 @@ def describe_image(clients: AwsClients, image_id: str) -> ImageFacts | None:
     return _image_facts(images[0]) if images else None
 
 
-def image_summary(facts: ImageFacts | None, image_id: str, now: datetime) -> tuple[bool, bool, str]:
-    """(usable, stale, words) about the stack's image, for check-setup."""
+def image_summary(facts: ImageFacts | None, image_id: str, now: datetime,
+                  chosen_by_setup: bool | None = None) -> tuple[bool, bool, str]:
+    """(usable, stale, words) about the stack's image, for check-setup; ``chosen_by_setup`` as the
+    stack records it (StackSettings.image_chosen_by_setup)."""
     if facts is None:
         return False, False, (f"{image_id} does not exist (deregistered?): no node can launch; "
                               "run `annex-admin build-image` or `annex-admin setup --image-id AMI`")
@@ -383,7 +386,9 @@ def image_summary(facts: ImageFacts | None, image_id: str, now: datetime) -> tup
         words = (f"{image_id}, built by build-image on {facts.tags.get(contract.TAG_BUILT_AT, '?')} ({days}), "
                  f"HTCondor {facts.htcondor_version or 'unknown'}: nodes install nothing at boot")
     else:
-        words = (f"{image_id} ({facts.name or 'unnamed'}), given, {days}, HTCondor not known: each node "
+        whose = {True: "chosen by setup (the region's latest Amazon Linux 2023 then)",
+                 False: "given with --image-id", None: "chosen by setup or given with --image-id"}[chosen_by_setup]
+        words = (f"{image_id} ({facts.name or 'unnamed'}), {whose}, {days}, HTCondor not known: each node "
                  "installs HTCondor at boot unless the image has it (annex-admin build-image makes one that does)")
     stale = age is not None and age > IMAGE_STALE_AFTER
     if stale:
@@ -653,7 +658,8 @@ def _make_default(clients: AwsClients, plan: BuildPlan, image_id: str, progress:
             )
 
     progress(f"Making {image_id} the default image of stack {plan.stack_name}")
-    result = deploy(clients, dataclasses.replace(plan.settings, image_id=image_id), progress, approve=only_the_image)
+    result = deploy(clients, dataclasses.replace(plan.settings, image_id=image_id, image_chosen_by_setup=False),
+                    progress, approve=only_the_image)
     return result.projects_followed
 
 

@@ -165,8 +165,6 @@ class ConfigKey:
 def config_key_name(clients: Callable[[], AwsClients], stack_name: str) -> ConfigKey:
     """The key name the stack's recorded pool signs with; the default (with a note) when no pool
     is recorded, the pool uses a password, or the record cannot be read from here."""
-    from annex_cloud.pools import pool_parameter
-
     how = "pass --key-name with the name given to annex-admin pool set --key-name"
     try:
         pool = recorded_pool(clients(), pool_parameter(stack_name))

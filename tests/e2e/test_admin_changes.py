@@ -111,3 +111,16 @@ def test_an_alarm_topic_nobody_reads_is_a_warning(shell):
     assert re.search(r"alarm topic WARN \S+: nobody is subscribed, so the enforcer's alarms .* reach no one", table)
     assert "--notify-email ADDRESS" in table
 
+
+
+def test_check_setup_says_whether_setup_chose_the_image_or_it_was_given(shell):
+    assert shell.setup_region().returncode == 0
+    assert "chosen by setup (the region's latest Amazon Linux 2023 then)" in check_table(shell.run("annex-admin", "check-setup"))
+    ec2 = boto3.client("ec2", region_name=REGION)
+    chosen = read_stack(make_clients(region=REGION), STACK).output(contract.OUT_IMAGE)
+    other = next(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"] if i["ImageId"] != chosen)
+    assert shell.run("annex-admin", "setup", "--image-id", other, "--yes").returncode == 0
+    for _ in range(2):  # given, then kept by a setup without --image-id: still the administrator's
+        table = check_table(shell.run("annex-admin", "check-setup"))
+        assert f"image ok {other} (" in table and "), given with --image-id," in table, table
+        assert shell.run("annex-admin", "setup", "--yes").returncode == 0

@@ -46,9 +46,14 @@ def test_an_image_build_image_made_is_named_with_its_htcondor_and_age():
     assert "built by build-image on 2026-11-28T12:00:00Z (3 day(s) old), HTCondor 24.0.3" in words
 
 
-def test_a_given_image_says_htcondor_is_installed_at_boot():
-    usable, stale, words = image.image_summary(facts(NOW - timedelta(days=1)), "ami-0123456789abcdef0", NOW)
-    assert usable and not stale and "given" in words and "installs HTCondor at boot" in words
+@pytest.mark.parametrize("chosen, whose", [
+    (True, "chosen by setup (the region's latest Amazon Linux 2023 then)"),
+    (False, "given with --image-id"),
+    (None, "chosen by setup or given with --image-id"),  # recorded by an earlier version
+])
+def test_an_image_not_built_here_says_whose_choice_it_was_and_that_htcondor_is_installed_at_boot(chosen, whose):
+    usable, stale, words = image.image_summary(facts(NOW - timedelta(days=1)), "ami-0123456789abcdef0", NOW, chosen)
+    assert usable and not stale and f"(name), {whose}, 1 day(s) old" in words and "installs HTCondor at boot" in words
 
 
 @pytest.mark.parametrize("days, stale", [(90, False), (91, True)])
