@@ -14,7 +14,7 @@ from annex_admin.concurrency import UNRESERVED_MINIMUM, account_concurrency, res
 from annex_common.aws import AwsClients, error_code
 from annex_common.errors import AnnexError, AwsFailure
 from annex_common.times import format_local_short, parse_utc_stamp
-from annex_admin.stack import HEALTHY_STATES, describe_stack, recovery_advice
+from annex_admin.stack import HEALTHY_STATES, admin_command, describe_stack, recovery_advice
 from templates import contract
 from templates.node_bootstrap import bootstrap_artifact
 
@@ -73,9 +73,11 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
     report = CheckReport(stack_name)
     raw = describe_stack(clients, stack_name)
     if raw is None:
-        report.items.append(
-            CheckItem("stack", False, f"no stack {stack_name} in {clients.region}: run `annex-admin setup`")
-        )
+        report.items.append(CheckItem(
+            "stack", False,
+            f"no stack {stack_name} in {clients.region}: run `{admin_command('setup', stack_name, clients)}` "
+            "(or check --region and --stack-name)",
+        ))
         return report
     status = raw["StackStatus"]
     healthy = status in HEALTHY_STATES
@@ -109,7 +111,8 @@ def check_setup(clients: AwsClients, stack_name: str, now: datetime | None = Non
             FunctionName=outputs[contract.OUT_ENFORCER_FUNCTION])["Configuration"]["FunctionName"]),
         _probe("broker function", lambda: clients.awslambda.get_function(
             FunctionName=outputs[contract.OUT_BROKER_FUNCTION])["Configuration"]["FunctionName"]),
-        _probe("registry", lambda: _registry_detail(clients, outputs[contract.OUT_REGISTRY_TABLE])),
+        _probe("registry", lambda: _registry_detail(clients, stack_name, outputs)),
+        _probe("pool", lambda: _pool_detail(clients, stack_name)),
         _concurrency_item(clients, outputs),
         _probe("enforcer schedule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_RULE])),
         _probe("state-change rule", lambda: _rule_detail(clients, outputs[contract.OUT_ENFORCER_STATE_RULE])),
@@ -166,14 +169,15 @@ def _concurrency_item(clients: AwsClients, outputs: dict[str, str]) -> CheckItem
 
 def _image_item(clients: AwsClients, stack_name: str, outputs: dict[str, str], now: datetime) -> CheckItem:
     """The image the stack's launch templates name (as its template records it): built by
-    build-image or given, its age and HTCondor version; a warning once it is old."""
+    build-image, chosen by setup or given, its age and HTCondor version; a warning once it is old."""
     from annex_admin.image import describe_image, image_summary
     from annex_admin.remembered import current_choices
 
     try:
         choices = current_choices(clients, stack_name)
         image_id = (choices.image_id if choices else None) or outputs[contract.OUT_IMAGE]
-        usable, stale, words = image_summary(describe_image(clients, image_id), image_id, now)
+        chosen = choices.image_chosen_by_setup if choices and choices.image_id == image_id else None
+        usable, stale, words = image_summary(describe_image(clients, image_id), image_id, now, chosen)
     except (botocore.exceptions.BotoCoreError, AnnexError) as exc:
         return CheckItem("image", False, getattr(exc, "what", str(exc)))
     return CheckItem("image", usable, words, warning=stale)
@@ -347,12 +351,39 @@ def _scientists_detail(clients: AwsClients, table: str) -> str:
     return f"{len(users)} scientist(s), each bound to one IAM user" + (f"; {revoked} revoked" if revoked else "")
 
 
-def _registry_detail(clients: AwsClients, table: str) -> str:
-    """The table answers, and holds prices: without them the broker launches nothing."""
+def _registry_detail(clients: AwsClients, stack_name: str, outputs: dict[str, str]) -> str:
+    """The table answers, and prices every type the stack offers: the broker launches no type it
+    cannot price."""
+    from annex_admin.prices import missing_prices
     from annex_cloud.registry import Registry
 
+    table = outputs[contract.OUT_REGISTRY_TABLE]
     book = Registry(clients.client("dynamodb"), table).prices()
     if book is None or not book.hourly:
-        raise ValueError(f"{table} holds no prices: run `annex-admin setup` again")
+        raise ValueError(f"{table} holds no prices: run `{admin_command('setup', stack_name, clients)}` again")
+    offered = [t for t in outputs[contract.OUT_INSTANCE_TYPES].split(",") if t]
+    missing = missing_prices(book, offered)
+    if missing:
+        raise ValueError(
+            f"{table} holds no price for {', '.join(missing)}, which the stack offers: the broker launches none of "
+            f"{'it' if len(missing) == 1 else 'them'}; run `{admin_command('setup', stack_name, clients)}` again, "
+            "or leave them out with --instance-types"
+        )
     fetched = parse_utc_stamp(book.fetched_at)
     return f"{table} (prices from {book.explained}, {format_local_short(fetched) if fetched else book.fetched_at})"
+
+
+def _pool_detail(clients: AwsClients, stack_name: str) -> str:
+    """The pool the stack's annexes join: without it the broker refuses every launch."""
+    from annex_cloud.pools import pool_parameter, read_pool_parameter
+
+    parameter = pool_parameter(stack_name)
+    record = admin_command("pool set --collector HOST[:PORT] --trust-domain DOMAIN --signing-key-file FILE",
+                           stack_name, clients)
+    try:
+        pool = read_pool_parameter(clients.ssm, parameter)
+    except ValueError as exc:
+        raise ValueError(f"the pool recorded in {parameter} cannot be read ({exc}): run `{record}` again") from None
+    if pool is None:
+        raise ValueError(f"no pool is recorded for stack {stack_name}, so every launch is refused: run `{record}`")
+    return pool.describe()

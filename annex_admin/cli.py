@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from typing_extensions import Annotated
 
+from templates.contract import DEFAULT_STACK_NAME
+
 from annex_common.cli_support import (
     HELP_OPTIONS,
     LazyConsole,
@@ -47,7 +49,7 @@ Output = Annotated[OutputFormat, typer.Option("--output", help="table for people
 ImageId = Annotated[Optional[str], typer.Option("--image-id", help="AMI for the instances (default: the stack's current one; for a new stack the latest Amazon Linux 2023).")]
 InstanceTypes = Annotated[Optional[str], typer.Option("--instance-types", help="Comma-separated instance types annexes may use (default: the stack's current ones; for a new stack m7i.large,m6i.large,m5.large).")]
 NotifyEmail = Annotated[Optional[str], typer.Option(
-    "--notify-email", help="Send the enforcer's alarms to this address (SNS asks it to confirm; default: as the stack is now).")]
+    "--notify-email", help="Send the enforcer's alarms to this address (SNS asks it to confirm); 'none' removes the subscription (default: as the stack is now).")]
 SshCidr = Annotated[Optional[str], typer.Option("--ssh-cidr", help="Allow SSH to the instances from this CIDR; 'none' removes the rule (default: as the stack is now; for a new stack no SSH).")]
 
 
@@ -65,7 +67,7 @@ def program_options(
     """Options of annex-admin itself."""
 
 
-DEFAULT_STACK = "HTCondorAnnex"
+DEFAULT_STACK = DEFAULT_STACK_NAME
 
 
 def _clients(region: str | None, profile: str | None):
@@ -89,6 +91,7 @@ def _setup_request(region: str, stack_name: str, choices: SetupChoices, notify_e
         region=region,
         stack_name=stack_name,
         image_id=choices.image_id or "",
+        image_chosen_by_setup=choices.image_chosen_by_setup if choices.image_id else None,
         instance_types=choices.instance_types or contract.DEFAULT_INSTANCE_TYPES,
         ssh_cidr=choices.ssh_cidr or None,
         notify_email=validate_notify_email(notify_email),
@@ -101,6 +104,7 @@ def _given_choices(image_id: str | None, instance_types: str | None, ssh_cidr: s
 
     return s.SetupChoices(
         image_id=s.validate_image_id(image_id) or None,
+        image_chosen_by_setup=False if image_id else None,
         instance_types=s.parse_instance_types(instance_types) if instance_types is not None else None,
         ssh_cidr=s.parse_ssh_choice(ssh_cidr),
     )
@@ -530,15 +534,29 @@ def pool_show(
 def pool_config(
     revoke: Annotated[Optional[list[str]], typer.Option(
         "--revoke", metavar="JTI", help="Print instead the line that revokes this annex token id early; repeatable.")] = None,
-    key_name: KeyName = "ANNEX",
+    key_name: Annotated[Optional[str], typer.Option(
+        "--key-name", help="The signing key's name on the central manager (default: the recorded pool's, else ANNEX).")] = None,
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
     debug: Debug = False,
 ) -> None:
-    """Print what the pool's central manager needs to accept annex nodes (no AWS calls)."""
+    """Print what the pool's central manager needs to accept annex nodes (it reads only the recorded pool's key name)."""
 
     def action() -> None:
-        from annex_admin.pool_config import pool_config_text, revocation_text
+        from annex_admin.pool import ConfigKey, config_key_name
+        from annex_admin.pool_config import pool_config_text, revocation_text, validate_key_name
+        from templates.settings import validate_stack_name
 
-        sys.stdout.write(revocation_text(revoke) if revoke else pool_config_text(key_name))
+        if revoke:
+            sys.stdout.write(revocation_text(revoke))
+            return
+        validate_stack_name(stack_name)
+        key = (ConfigKey(validate_key_name(key_name)) if key_name is not None
+               else config_key_name(lambda: _clients(region, profile), stack_name))
+        if key.note:
+            err_console.print(key.note, markup=False)
+        sys.stdout.write(pool_config_text(key.name))
 
     run_guarded(action, debug=debug)
 
@@ -591,8 +609,8 @@ def teardown(
     """Delete everything setup created (and the scientists' users); refuses while annexes live unless --force."""
 
     def action() -> None:
-        from annex_admin.teardown import instances_alive, live_annex_instances, teardown as run_teardown
-        from annex_admin.teardown import teardown_preview
+        from annex_admin.teardown import TeardownReport, instances_alive, live_annex_instances, nothing_to_remove
+        from annex_admin.teardown import teardown as run_teardown, teardown_preview
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
@@ -605,6 +623,12 @@ def teardown(
             for line in lines:
                 out.print(f"would remove {line}", markup=False)
             out.print("Dry run: nothing was removed." if lines else f"Nothing to remove: no stack {stack_name} in {clients.region}.")
+            return
+        if nothing_to_remove(clients, stack_name):
+            if output is OutputFormat.json:
+                print_json(TeardownReport().to_dict(stack_name, clients.region))
+            else:
+                _print_teardown(TeardownReport(), stack_name, clients.region)
             return
         live = live_annex_instances(clients, stack_name)
         if live and not force:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import botocore.exceptions
 
 from annex_admin.artifact import build_function_zip
-from annex_admin.prices import missing_prices, refresh_prices
+from annex_admin.prices import PricePlan, plan_prices, store_price_plan, unpriced_types
 from annex_cloud.cost import PriceBook
 from annex_cloud.registry import Registry
 from annex_admin.concurrency import ConcurrencyPlan, account_concurrency, plan_concurrency, reserved_of
@@ -118,7 +118,8 @@ def stack_concurrency(clients: AwsClients, stack_name: str) -> ConcurrencyPlan:
 
 def resolve_settings(clients: AwsClients, request: StackSettings) -> tuple[StackSettings, ConcurrencyPlan]:
     """The administrator's settings, completed from the region: zones, image and prices, the
-    alarm address the stack already has when none is given (so a later setup keeps it), and the
+    alarm address the stack already has when none is given (so a later setup keeps it; 'none'
+    removes it), and the
     Lambda concurrency the account can reserve (with a note of what it cannot)."""
     validate_region(request.region)
     check_instance_types(clients, request.instance_types)
@@ -127,8 +128,10 @@ def resolve_settings(clients: AwsClients, request: StackSettings) -> tuple[Stack
         request,
         availability_zones=choose_zones(clients, request.instance_types),
         image_id=request.image_id or latest_image(clients),
+        image_chosen_by_setup=True if not request.image_id else request.image_chosen_by_setup,
         code_key=build_function_zip().key,
-        notify_email=request.notify_email or current_notify_email(clients, request.stack_name),
+        notify_email=(request.notify_email if request.notify_email is not None
+                      else current_notify_email(clients, request.stack_name)),
         enforcer_concurrency=concurrency.enforcer,
         broker_concurrency=concurrency.broker,
     ), concurrency
@@ -192,16 +195,32 @@ def _upload_once(s3: Any, bucket: str, key: str, body: bytes, what: str, progres
         s3.put_object(Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
 
 
-def store_prices(clients: AwsClients, settings: StackSettings, outputs: dict[str, str], progress: Progress) -> PriceBook:
-    """Fetch (at most daily) and store the region's prices where the broker and enforcer read them."""
+def price_plan(clients: AwsClients, settings: StackSettings) -> PricePlan:
+    """The prices the stack will keep for its types (the stored ones while fresh); BadInput naming
+    the types no source prices, before anything is changed."""
+    stored = None
+    stack = describe_stack(clients, settings.stack_name)
+    table = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}.get(contract.OUT_REGISTRY_TABLE)
+    types = list(settings.instance_types)
+    with aws_errors("could not read the region's prices"):
+        if table:
+            stored = Registry(clients.client("dynamodb"), table).prices()
+        plan = plan_prices(clients, stored, settings.region, types, datetime.now(timezone.utc))
+    refusal = unpriced_types(plan, settings.region, types)
+    if refusal is not None:
+        raise refusal
+    return plan
+
+
+def store_prices(clients: AwsClients, settings: StackSettings, outputs: dict[str, str], plan: PricePlan,
+                 progress: Progress) -> PriceBook:
+    """Store the planned prices where the broker and enforcer read them."""
     table = outputs.get(contract.OUT_REGISTRY_TABLE)
     if not table:
         raise NotReady(f"stack {settings.stack_name} has no registry table output", "", "Run setup again.")
-    registry = Registry(clients.client("dynamodb"), table)
     with aws_errors("could not store the region's prices"):
-        book = refresh_prices(clients, registry, settings.region, list(settings.instance_types), datetime.now(timezone.utc))
-    missing = missing_prices(book, list(settings.instance_types))
-    progress(f"Prices: {book.explained}" + (f"; no price for {', '.join(missing)} (not launchable)" if missing else ""))
+        book = store_price_plan(Registry(clients.client("dynamodb"), table), plan)
+    progress(f"Prices: {book.explained}")
     return book
 
 
@@ -210,16 +229,18 @@ def deploy(
 ) -> DeployResult:
     """Create or update the stack, then store the region's prices with it.
 
-    ``approve`` sees the changes first and may decline them; the functions' code is uploaded
-    only once they are approved, so a declined setup changes nothing."""
+    The prices are read (and fetched when due) first: a type no source prices is refused before
+    anything changes. ``approve`` sees the changes then and may decline them; the functions' code
+    is uploaded only once they are approved, so a declined setup changes nothing."""
 
     def approve_then_publish(plan: ChangePlan) -> None:
         approve(plan)
         publish_code(clients, settings, progress)
 
+    prices = price_plan(clients, settings)
     result = _deploy_stack(clients, settings, progress, approve_then_publish)
     promote_template_versions(clients, settings.stack_name, progress)
-    result.prices = store_prices(clients, settings, result.outputs, progress)
+    result.prices = store_prices(clients, settings, result.outputs, prices, progress)
     result.projects_followed = follow_node_templates(clients, settings, result.outputs, progress)
     return result
 

@@ -54,6 +54,11 @@ Progress = Callable[[str], None]
 # As annex_cloud/node/bootstrap.sh's SERIES_RE (a test keeps them equal): N.0 is a long-term-support
 # series of HTCondor, N.x the feature releases of N.
 SERIES_PATTERN = "^[0-9]{1,3}[.](0|x)$"
+# The series HTCondor publishes (a repository each, research.cs.wisc.edu/htcondor/repo/<series>),
+# from the one annex nodes ask for on: a series not released yet has no repository, and a build
+# of it would fail on the builder, an hour and an instance later. Add one here when HTCondor
+# releases it.
+KNOWN_SERIES = ("24.0", "24.x", "25.0", "25.x")
 # The builder's lease: the enforcer ends it then, whatever happened to this command.
 BUILD_LEASE = timedelta(hours=2)
 # The builder must have reported and stopped within this; the image must be available within that.
@@ -82,6 +87,12 @@ def validate_series(series: str | None) -> str:
             f"HTCondor series {value} is older than {HTCONDOR_SERIES_DEFAULT}, which annex nodes ask for",
             "a node finding an older HTCondor on its image installs the newer series at every boot",
             f"Pass --htcondor-series {HTCONDOR_SERIES_DEFAULT} or newer.",
+        )
+    if value not in KNOWN_SERIES:
+        raise BadInput(
+            f"HTCondor has no series {value}",
+            f"the series HTCondor publishes are {', '.join(KNOWN_SERIES)}",
+            f"Pass one of them, or omit --htcondor-series for {HTCONDOR_SERIES_DEFAULT}.",
         )
     return value
 
@@ -218,6 +229,7 @@ def plan_build(clients: AwsClients, stack_name: str, series: str, now: datetime 
                        "Run `annex-admin setup` first, then build-image.")
     request = StackSettings(
         region=clients.region, stack_name=stack_name, image_id=choices.image_id or "",
+        image_chosen_by_setup=choices.image_chosen_by_setup,
         instance_types=choices.instance_types or contract.DEFAULT_INSTANCE_TYPES, ssh_cidr=choices.ssh_cidr or None,
     )
     settings, _ = deploy.resolve_settings(clients, request)
@@ -359,8 +371,10 @@ def describe_image(clients: AwsClients, image_id: str) -> ImageFacts | None:
     return _image_facts(images[0]) if images else None
 
 
-def image_summary(facts: ImageFacts | None, image_id: str, now: datetime) -> tuple[bool, bool, str]:
-    """(usable, stale, words) about the stack's image, for check-setup."""
+def image_summary(facts: ImageFacts | None, image_id: str, now: datetime,
+                  chosen_by_setup: bool | None = None) -> tuple[bool, bool, str]:
+    """(usable, stale, words) about the stack's image, for check-setup; ``chosen_by_setup`` as the
+    stack records it (StackSettings.image_chosen_by_setup)."""
     if facts is None:
         return False, False, (f"{image_id} does not exist (deregistered?): no node can launch; "
                               "run `annex-admin build-image` or `annex-admin setup --image-id AMI`")
@@ -372,7 +386,9 @@ def image_summary(facts: ImageFacts | None, image_id: str, now: datetime) -> tup
         words = (f"{image_id}, built by build-image on {facts.tags.get(contract.TAG_BUILT_AT, '?')} ({days}), "
                  f"HTCondor {facts.htcondor_version or 'unknown'}: nodes install nothing at boot")
     else:
-        words = (f"{image_id} ({facts.name or 'unnamed'}), given, {days}, HTCondor not known: each node "
+        whose = {True: "chosen by setup (the region's latest Amazon Linux 2023 then)",
+                 False: "given with --image-id", None: "chosen by setup or given with --image-id"}[chosen_by_setup]
+        words = (f"{image_id} ({facts.name or 'unnamed'}), {whose}, {days}, HTCondor not known: each node "
                  "installs HTCondor at boot unless the image has it (annex-admin build-image makes one that does)")
     stale = age is not None and age > IMAGE_STALE_AFTER
     if stale:
@@ -642,7 +658,8 @@ def _make_default(clients: AwsClients, plan: BuildPlan, image_id: str, progress:
             )
 
     progress(f"Making {image_id} the default image of stack {plan.stack_name}")
-    result = deploy(clients, dataclasses.replace(plan.settings, image_id=image_id), progress, approve=only_the_image)
+    result = deploy(clients, dataclasses.replace(plan.settings, image_id=image_id, image_chosen_by_setup=False),
+                    progress, approve=only_the_image)
     return result.projects_followed
 
 

@@ -265,8 +265,21 @@ def _document(document: Any) -> Any:
     return json.loads(document) if isinstance(document, str) else document
 
 
+def node_roles_at(iam: Any, path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(instance profiles, roles) whose path is the stack's node path.
+
+    A listing by ``PathPrefix`` is trusted no further than the path itself: what teardown deletes
+    must be the stack's own (issue-credentials puts its roles and profiles at exactly that path),
+    never something a looser answer, or a deeper path someone else chose, brought in."""
+    profiles = [profile for page in iam.get_paginator("list_instance_profiles").paginate(PathPrefix=path)
+                for profile in page["InstanceProfiles"] if profile.get("Path") == path]
+    roles = [role for page in iam.get_paginator("list_roles").paginate(PathPrefix=path)
+             for role in page["Roles"] if role.get("Path") == path]
+    return profiles, roles
+
+
 def remove_node_roles(iam: Any, path: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Every instance profile and role under the stack's node path; (removed, not removed)."""
+    """Every instance profile and role at the stack's node path; (removed, not removed)."""
     removed: list[str] = []
     not_removed: list[tuple[str, str]] = []
 
@@ -278,22 +291,21 @@ def remove_node_roles(iam: Any, path: str) -> tuple[list[str], list[tuple[str, s
         except botocore.exceptions.ClientError as exc:
             not_removed.append((what, f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
 
-    for page in iam.get_paginator("list_instance_profiles").paginate(PathPrefix=path):
-        for profile in page["InstanceProfiles"]:
-            name = profile["InstanceProfileName"]
-            attempt(
-                f"node instance profile {name}",
-                *[lambda r=role["RoleName"], p=name: iam.remove_role_from_instance_profile(
-                    InstanceProfileName=p, RoleName=r) for role in profile.get("Roles", [])],
-                lambda p=name: iam.delete_instance_profile(InstanceProfileName=p),
-            )
-    for page in iam.get_paginator("list_roles").paginate(PathPrefix=path):
-        for role in page["Roles"]:
-            name = role["RoleName"]
-            policies = iam.list_role_policies(RoleName=name)["PolicyNames"]
-            attempt(
-                f"node role {name}",
-                *[lambda r=name, p=policy: iam.delete_role_policy(RoleName=r, PolicyName=p) for policy in policies],
-                lambda r=name: iam.delete_role(RoleName=r),
-            )
+    profiles, roles = node_roles_at(iam, path)
+    for profile in profiles:
+        name = profile["InstanceProfileName"]
+        attempt(
+            f"node instance profile {name}",
+            *[lambda r=role["RoleName"], p=name: iam.remove_role_from_instance_profile(
+                InstanceProfileName=p, RoleName=r) for role in profile.get("Roles", [])],
+            lambda p=name: iam.delete_instance_profile(InstanceProfileName=p),
+        )
+    for role in roles:
+        name = role["RoleName"]
+        policies = iam.list_role_policies(RoleName=name)["PolicyNames"]
+        attempt(
+            f"node role {name}",
+            *[lambda r=name, p=policy: iam.delete_role_policy(RoleName=r, PolicyName=p) for policy in policies],
+            lambda r=name: iam.delete_role(RoleName=r),
+        )
     return removed, not_removed

@@ -13,13 +13,13 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import botocore.exceptions
 
 from annex_cloud.pools import DEFAULT_KEY_NAME, PoolSecret, is_pool_key, pool_parameter, pool_problems, read_pool_parameter
 from annex_common.aws import AwsClients, aws_errors, error_code
-from annex_common.errors import BadInput
+from annex_common.errors import AnnexError, BadInput
 from annex_admin.stack import StackInfo
 from templates import contract
 
@@ -151,3 +151,30 @@ def recorded_parameters(clients: AwsClients, stack_name: str) -> list[str]:
     for page in paginator.paginate(Path=pools_path(stack_name).rstrip("/"), Recursive=True):
         names += [p["Name"] for p in page.get("Parameters", [])]
     return sorted(names)
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """The signing key's name ``pool-config`` prints, and, when it is not the recorded pool's,
+    why not and how to name another."""
+
+    name: str
+    note: str | None = None
+
+
+def config_key_name(clients: Callable[[], AwsClients], stack_name: str) -> ConfigKey:
+    """The key name the stack's recorded pool signs with; the default (with a note) when no pool
+    is recorded, the pool uses a password, or the record cannot be read from here."""
+    how = "pass --key-name with the name given to annex-admin pool set --key-name"
+    try:
+        pool = recorded_pool(clients(), pool_parameter(stack_name))
+    except AnnexError as exc:
+        return ConfigKey(DEFAULT_KEY_NAME, f"The pool recorded for stack {stack_name} could not be read "
+                                           f"({exc.what}), so this names the key {DEFAULT_KEY_NAME}: {how}.")
+    if pool is None:
+        return ConfigKey(DEFAULT_KEY_NAME, f"No pool is recorded for stack {stack_name}, so this names the key "
+                                           f"{DEFAULT_KEY_NAME}: {how}, or run `annex-admin pool set` first.")
+    if pool.security != "idtoken":
+        return ConfigKey(DEFAULT_KEY_NAME, f"Stack {stack_name}'s pool is recorded with its pool password: annex "
+                                           "nodes need no signing key, and the lines about one do not apply.")
+    return ConfigKey(pool.key_name)

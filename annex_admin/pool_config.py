@@ -1,9 +1,12 @@
 """``annex-admin pool-config``: what the pool's central manager needs so that annex nodes join it,
-and the line that revokes one annex's token before its lease ends. Text only, no AWS call.
+and the line that revokes one annex's token before its lease ends. Text only, no AWS call (the
+command reads the recorded pool's key name first: ``annex_admin.pool.config_key_name``).
 
 Every line is HTCondor configuration that appends to what the pool already has (``$(NAME)``, or
 ``$(NAME:default)`` where an undefined knob would otherwise narrow it), so adding the file to a
-central manager's configuration directory takes nothing away.
+central manager's configuration directory takes nothing away. Shell commands appear only in
+comments, each alone on its line (``shell_commands``), and use the shell's own ``$(...)``
+(``condor_config_val``), never a macro of HTCondor's, so that each can be pasted as it is.
 """
 
 from __future__ import annotations
@@ -54,6 +57,27 @@ def validate_key_name(key_name: str) -> str:
     return key_name
 
 
+def install_key_command(key_name: str) -> str:
+    """The shell command that installs the signing key file on the central manager (as root, from
+    the folder holding the copy given to pool set). Shell, so a real command substitution where
+    the configuration lines use HTCondor's $(...) macros; ./ so a name starting with '-' is a file."""
+    return f'install -o root -m 0600 ./{key_name} "$(condor_config_val SEC_PASSWORD_DIRECTORY)/{key_name}"'
+
+
+def make_key_command(key_name: str) -> str:
+    """The shell command that makes a new signing key in place on the central manager (as root)."""
+    return f'(umask 077 && head -c 64 /dev/urandom > "$(condor_config_val SEC_PASSWORD_DIRECTORY)/{key_name}")'
+
+
+REVOKE_COMMAND = "annex-admin pool-config --revoke JTI >> config.d/60-condor-annex.conf"
+
+
+def shell_commands(key_name: str = DEFAULT_KEY_NAME) -> list[str]:
+    """Every shell command the snippet shows, each on its own comment line to copy as it is."""
+    own_key = [] if key_name == POOL_KEY_NAME else [install_key_command(key_name), make_key_command(key_name)]
+    return [*own_key, REVOKE_COMMAND]
+
+
 def _key_lines(key_name: str) -> list[str]:
     if key_name == POOL_KEY_NAME:
         return [
@@ -63,12 +87,14 @@ def _key_lines(key_name: str) -> list[str]:
     return [
         f"# The stack signs every annex's IDTOKEN with the signing key {key_name}, a key of its own",
         "# beside POOL. Install the file you gave annex-admin pool set --signing-key-file here, owned",
-        "# by root, mode 0600 (for example: install -m 0600 ANNEX-key-file $(SEC_PASSWORD_DIRECTORY)/" + key_name + "):",
+        f"# by root, mode 0600: as root, in the folder holding that file (named {key_name}), run",
+        f"#   {install_key_command(key_name)}",
         f"CONDOR_ANNEX_SIGNING_KEY = {key_name}",
         "CONDOR_ANNEX_SIGNING_KEY_FILE = $(SEC_PASSWORD_DIRECTORY)/$(CONDOR_ANNEX_SIGNING_KEY)",
-        "# To make one: umask 077; head -c 64 /dev/urandom > $(CONDOR_ANNEX_SIGNING_KEY_FILE), then give",
-        "# a copy to annex-admin pool set --signing-key-file. To revoke every annex token at once,",
-        "# delete that file and run condor_reconfig: the pool's own POOL key is untouched.",
+        "# Or make a new one there (as root), then give a copy to annex-admin pool set --signing-key-file:",
+        f"#   {make_key_command(key_name)}",
+        "# To revoke every annex token at once, delete that file and run condor_reconfig: the",
+        "# pool's own POOL key is untouched.",
     ]
 
 
@@ -96,9 +122,9 @@ def pool_config_text(key_name: str = DEFAULT_KEY_NAME) -> str:
         f"ALLOW_ADVERTISE_STARTD = $(ALLOW_ADVERTISE_STARTD:$(ALLOW_DAEMON)), {TOKEN_IDENTITY}@$(TRUST_DOMAIN)",
         f"ALLOW_ADVERTISE_MASTER = $(ALLOW_ADVERTISE_MASTER:$(ALLOW_DAEMON)), {TOKEN_IDENTITY}@$(TRUST_DOMAIN)",
         "#",
-        "# To revoke one annex's token before its lease ends, name its token id (jti: condor_annex",
-        "# status and the launch plan show it):",
-        "#   annex-admin pool-config --revoke <jti> [--revoke <jti> ...] >> config.d/60-condor-annex.conf",
+        "# To revoke one annex's token before its lease ends, name its token id JTI (condor_annex",
+        "# status and the launch plan show it; --revoke may be given again for more):",
+        f"#   {REVOKE_COMMAND}",
         "# appends a line like the one below (each keeps the revocations before it); then",
         "# condor_reconfig. The collector refuses the token from then on: the annex's nodes can no",
         "# longer advertise or register with CCB. Their instances still end at their idle time or",

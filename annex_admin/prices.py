@@ -2,8 +2,10 @@
 
 Refreshed at most daily. A type the API does not price is priced from the table shipped with
 condor-annex, for the regions it has. When the API cannot be reached, prices it gave for every type
-at an earlier setup are kept; otherwise the table is stored. A type no source prices stays
-unpriced, and the broker then refuses to launch it: nothing is ever counted as free.
+at an earlier setup are kept; otherwise the table is stored. Nothing is ever counted as free: the
+broker refuses to launch a type it has no price for, so setup refuses, before it changes anything,
+to offer a type no source prices (the prices are read, and fetched when due, in its plan; they are
+stored once the stack is applied).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 from annex_cloud.prices import SHIPPED_SOURCE, shipped_prices
 from annex_cloud.registry import Registry
 from annex_common.aws import AwsClients
+from annex_common.errors import BadInput
 
 # The Price List API answers from a few regions only; one quick try per type.
 PRICING_REGION = "us-east-1"
@@ -91,22 +94,60 @@ def is_fresh(book: PriceBook | None, types: list[str], now: datetime) -> bool:
     return now - fetched < REFRESH_AFTER and all(book.price(t) is not None for t in types)
 
 
-def refresh_prices(clients: AwsClients, registry: Registry, region: str, types: list[str], now: datetime) -> PriceBook:
-    """Store the region's prices for ``types`` unless fresh ones are stored; returns what is stored."""
-    stored = registry.prices()
+@dataclass(frozen=True)
+class PricePlan:
+    """The prices setup will keep with the stack: ``book``, and whether it must be stored (False:
+    the stored book stays as it is)."""
+
+    book: PriceBook
+    store: bool
+
+
+def plan_prices(clients: AwsClients, stored: PriceBook | None, region: str, types: list[str], now: datetime) -> PricePlan:
+    """The region's prices for ``types``: the stored ones while fresh, else fetched (a read only;
+    nothing is stored here, so setup can refuse before it changes anything)."""
     if is_fresh(stored, types, now):
         assert stored is not None
-        return stored
+        return PricePlan(stored, store=False)
     fetched = fetch_price_list(clients, region, types)
     outage = not fetched.reached
     if outage and stored is not None and stored.source == PRICE_LIST_SOURCE and not missing_prices(stored, types):
         # The API cannot be reached now, but priced every type before: those prices are better than
         # the table. They stay stored with their own date, so the next setup asks the API again.
-        return stored
-    book = combine_prices(fetched, shipped_prices(region), types, format_expiry_tag(now))
-    registry.put_prices(book)
-    return book
+        return PricePlan(stored, store=False)
+    return PricePlan(combine_prices(fetched, shipped_prices(region), types, format_expiry_tag(now)), store=True)
 
+
+def store_price_plan(registry: Registry, plan: PricePlan) -> PriceBook:
+    if plan.store:
+        registry.put_prices(plan.book)
+    return plan.book
+
+
+def unpriced_types(plan: PricePlan, region: str, types: list[str]) -> BadInput | None:
+    """Why setup must not offer ``types`` when a source cannot price some of them (the broker
+    launches only what it can price, so the stack would launch nothing of them); None when all
+    are priced."""
+    missing = missing_prices(plan.book, types)
+    if not missing:
+        return None
+    shipped = shipped_prices(region)
+    priced = sorted(t for t in {*plan.book.hourly, *shipped} if t not in missing
+                    and (plan.book.price(t) is not None or t in shipped))
+    kept = [t for t in types if t not in missing]
+    them = "it" if len(missing) == 1 else "them"
+    if kept:
+        next_step = f"Leave {them} out (--instance-types {','.join(kept)}), or add priced types: {', '.join(priced)}."
+    elif priced:
+        next_step = f"Pass --instance-types with priced types: {', '.join(priced)}."
+    else:
+        next_step = f"No source prices any instance type in {region} now: run setup again once the Price List API answers."
+    return BadInput(
+        f"no price is known for {', '.join(missing)} in {region}",
+        f"the prices come from {plan.book.explained}, which has none for {them}, and the broker launches only "
+        f"instance types it can price: the stack would launch nothing of {them}; nothing was changed",
+        next_step,
+    )
 
 def combine_prices(fetched: Fetched, shipped: dict[str, float], types: list[str], stamp: str) -> PriceBook:
     """The API's prices, and the shipped table's for the types the API did not price (the whole

@@ -8,11 +8,13 @@ from typing import Any
 import botocore.exceptions
 
 from annex_common.aws import AwsClients, aws_errors, error_code
-from annex_common.errors import NotReady
+from annex_common.errors import BadInput, NotReady
 from templates import contract
 
-class StackMissing(NotReady):
-    """No stack of that name in the region."""
+
+class StackMissing(BadInput):
+    """No stack of that name in the region: the administrator named a stack that is not there
+    (nothing was changed)."""
 
 
 HEALTHY_STATES = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"}
@@ -31,7 +33,7 @@ class StackInfo:
             raise NotReady(
                 f"stack {self.name} has no output {key}",
                 "the stack was made by another version of annex-admin or is incomplete",
-                "Ask the pool administrator to run `annex-admin setup` again.",
+                f"Run `{admin_command('setup', self.name)}` again.",
             )
         return value
 
@@ -76,15 +78,29 @@ def describe_stack(clients: AwsClients, stack_name: str) -> dict[str, Any] | Non
     return stacks[0] if stacks else None
 
 
+def admin_command(words: str, stack_name: str, clients: AwsClients | None = None) -> str:
+    """``annex-admin <words>`` for this stack, naming --stack-name when it is not the default and
+    --region when the administrator named one, so that the command acts on the same stack."""
+    command = f"annex-admin {words}"
+    if stack_name != contract.DEFAULT_STACK_NAME:
+        command += f" --stack-name {stack_name}"
+    if clients is not None and clients.region_given:
+        command += f" --region {clients.region}"
+    return command
+
+
+def stack_missing(clients: AwsClients, stack_name: str) -> StackMissing:
+    return StackMissing(
+        f"no condor-annex stack named {stack_name} in {clients.region}",
+        "the region has not been set up with that name, or the name or region is wrong",
+        f"Run `{admin_command('setup', stack_name, clients)}` to set it up, or check --region and --stack-name.",
+    )
+
+
 def read_stack(clients: AwsClients, stack_name: str) -> StackInfo:
     raw = describe_stack(clients, stack_name)
     if raw is None:
-        raise StackMissing(
-            f"no condor-annex stack named {stack_name} in {clients.region}",
-            "the region has not been set up, or the name or region is wrong",
-            "Ask the pool administrator to run `annex-admin setup` in this region "
-            "(or check the region and stack_name in your credentials bundle).",
-        )
+        raise stack_missing(clients, stack_name)
     status = raw["StackStatus"]
     if status not in HEALTHY_STATES:
         raise NotReady(

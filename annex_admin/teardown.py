@@ -167,6 +167,25 @@ def teardown_preview(clients: AwsClients, stack_name: str) -> list[str]:
     return lines
 
 
+def nothing_to_remove(clients: AwsClients, stack_name: str) -> bool:
+    """No stack, and nothing of one that is gone for teardown to find (its images, code bucket,
+    scientists' policy, node roles, recorded pools, tagged network): teardown then says so and
+    asks nothing."""
+    from annex_admin.nodes import node_roles_at
+    from annex_admin.pool import recorded_parameters
+    from annex_cloud.nodes import node_role_path
+
+    if teardown_preview(clients, stack_name) or orphan_scientist_policy(clients, stack_name):
+        return False
+    with aws_errors(f"could not look for what stack {stack_name} left"):
+        if any(node_roles_at(clients.iam, node_role_path(stack_name, clients.region))):
+            return False
+        if recorded_parameters(clients, stack_name):
+            return False
+        tag_filter = [{"Name": f"tag:{contract.TAG_STACK}", "Values": [stack_name]}]
+        return not clients.ec2.describe_vpcs(Filters=tag_filter)["Vpcs"]
+
+
 def _remove_code_bucket(clients: AwsClients, stack_name: str, progress: Progress, report: TeardownReport) -> None:
     """The bucket setup made for the functions' code, outside the stack (it must exist first)."""
     from annex_admin.deploy import account_id

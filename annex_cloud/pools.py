@@ -79,7 +79,7 @@ def pool_problems(pool: PoolSecret) -> list[str]:
                                   ("trust domain", pool.trust_domain, TRUST_DOMAIN_PATTERN)):
         problem = text_problem(value, pattern)
         if problem is not None:
-            found.append(f"the {label} {value[:80]!r} {problem}")
+            found.append(f"the {label} {value[:80]!r} is not allowed: {problem}")
     if "," in pool.trust_domain or " " in pool.trust_domain:
         found.append("the trust domain must be one name: a token's issuer cannot hold a comma or a space")
     if pool.security not in ("idtoken", "password"):

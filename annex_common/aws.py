@@ -58,6 +58,9 @@ class AwsClients:
     session: boto3.session.Session
     config: botocore.config.Config = field(default=RETRY_CONFIG)
     _cache: dict[str, Any] = field(default_factory=dict)
+    # The region was named on the command line (not taken from the AWS configuration): a command
+    # the tools suggest must name it too, or it would act in another region.
+    region_given: bool = False
 
     @property
     def region(self) -> str:
@@ -136,7 +139,7 @@ def make_clients(
             "neither --region nor the AWS configuration names one",
             "Pass --region (for example --region us-east-1).",
         )
-    return AwsClients(session=session, config=config or RETRY_CONFIG)
+    return AwsClients(session=session, config=config or RETRY_CONFIG, region_given=region is not None)
 
 
 def profile_free_session() -> botocore.session.Session:

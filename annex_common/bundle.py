@@ -176,7 +176,13 @@ def write_bundle(path: Path, bundle: Bundle) -> None:
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        # The error is about the temporary file, which the reader never named: say what it means
+        # for theirs (in /proc, say, the path exists and ENOENT alone reads as a contradiction).
+        raise OSError(exc.errno, f"no new file can be made in {path.parent} ({exc.strerror}), and the bundle is "
+                                 "written beside its place first, then moved there") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(b"# condor-annex credentials bundle: keep private (mode 0600).\n")

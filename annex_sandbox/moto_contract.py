@@ -71,6 +71,15 @@ INTERNALS: tuple[Internal, ...] = (
              ("self", "group_name_or_id", "ip_protocol", "from_port", "to_port", "ip_ranges")),
     Internal("moto.ec2.models.tags", "TagBackend.delete_tags", ("self", "resource_ids", "tags")),
     Internal("moto.ec2.models", "ec2_backends"),
+    # install_instance_profile_path_prefix.
+    Internal("moto.iam.responses", "IamResponse.list_instance_profiles", ("self",)),
+    Internal("moto.iam.models", "IAMBackend.get_instance_profiles", ("self",)),
+    Internal("moto.iam.models", "filter_items_with_path_prefix", ("path_prefix", "items")),
+    Internal("moto.core.responses", "ActionResult"),
+    # install_removal_of_unmodelled_resources.
+    Internal("moto.cloudformation.parsing", "parse_and_delete_resource",
+             ("resource_name", "resource_json", "account_id", "region_name")),
+    Internal("moto.cloudformation.parsing", "resource_class_from_type", ("resource_type",)),
     # install_dict_policy_documents.
     Internal("moto.iam.access_control", "IAMPolicy.__init__", ("self", "policy")),
     # install_dynamodb_table_resource.

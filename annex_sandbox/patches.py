@@ -559,3 +559,42 @@ def install_security_group_update_in_place() -> None:
         return group
 
     SecurityGroup.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[assignment]
+
+
+def install_instance_profile_path_prefix() -> None:
+    """ListInstanceProfiles honours ``PathPrefix``, as IAM does (ListRoles already does in moto).
+
+    moto 5.2.6 answers every instance profile of the account whatever the prefix, so a tool that
+    lists one stack's node profiles by their path (teardown) was handed every other stack's too.
+    """
+    from moto.core.responses import ActionResult
+    from moto.iam.models import filter_items_with_path_prefix
+    from moto.iam.responses import IamResponse
+
+    def list_instance_profiles(self: Any) -> Any:
+        prefix = self._get_param("PathPrefix") or "/"
+        profiles = filter_items_with_path_prefix(prefix, self.backend.get_instance_profiles())
+        return ActionResult({"InstanceProfiles": profiles})
+
+    IamResponse.list_instance_profiles = list_instance_profiles  # type: ignore[method-assign]
+
+
+def install_removal_of_unmodelled_resources() -> None:
+    """A stack update that drops a resource of a type moto does not model removes it, as AWS does.
+
+    moto's CloudFormation skips creating such a resource (an ``AWS::SNS::Subscription``: the alarm
+    address setup subscribes), then fails the whole change set with HTTP 500 when an update drops
+    it, because it looks for the type's class to delete with. Here a type moto has no class for is
+    simply dropped: moto never made anything to delete.
+    """
+    from moto.cloudformation import parsing
+
+    delete = parsing.parse_and_delete_resource
+
+    def parse_and_delete_resource(resource_name: str, resource_json: dict[str, Any], account_id: str,
+                                  region_name: str) -> None:
+        if parsing.resource_class_from_type(resource_json["Type"]) is None:
+            return
+        delete(resource_name, resource_json, account_id, region_name)
+
+    parsing.parse_and_delete_resource = parse_and_delete_resource

@@ -50,6 +50,12 @@ does it:
    subnet and answers a full subnet with HTTP 500; here each override takes at most its subnet's
    free addresses and the rest goes to the next, as EC2 moves on from a pool without addresses
    (``install_fleet_spill_over``). A launch larger than one subnet holds (a /20: 4,091) now runs.
+10. ListInstanceProfiles honours ``PathPrefix`` (moto answers every profile of the account), so
+   listing one stack's node profiles by their path finds no other stack's
+   (``install_instance_profile_path_prefix``).
+11. A stack update that drops a resource of a type moto does not model (the SNS subscription of
+   the alarm address) drops it; moto failed the change set with HTTP 500
+   (``install_removal_of_unmodelled_resources``).
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ from annex_sandbox.patches import (
     install_kms_key_from_template,
     install_fast_tag_lookup,
     install_forget_removed_resources,
+    install_instance_profile_path_prefix,
     install_fleet_spill_over,
     install_invoke_action_name,
     install_json_lambda_refusals,
@@ -81,6 +88,7 @@ from annex_sandbox.patches import (
     install_lambda_execution,
     install_launch_template_source_version,
     install_per_key_delete_authorization,
+    install_removal_of_unmodelled_resources,
     install_s3_iam_action_names,
     install_ssm_parameter_resource,
     install_security_group_update_in_place,
@@ -139,9 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     install_launch_template_source_version()
     install_change_set_outputs()
     install_forget_removed_resources()
+    install_removal_of_unmodelled_resources()
     install_security_group_update_in_place()
     install_invoke_action_name()
     install_dict_policy_documents()
+    install_instance_profile_path_prefix()
     install_dynamodb_table_resource()
     install_ssm_parameter_resource()
     install_kms_key_from_template()

@@ -137,7 +137,7 @@ def main() -> None:
         banner("The administrator lets annex nodes into the pool (once per pool)",
                "What the central manager needs: CCB, and the annex tokens' identity may advertise a startd.\n"
                "Her project's nodes run as their own IAM role, which reads only her project's material.")
-        run(env, "annex-admin", "pool-config", "--key-name", "ANNEX")
+        run(env, "annex-admin", "pool-config")  # names the key the recorded pool signs with
 
         banner("Dr. Needs-Moore expands her pool for her deadline",
                "The README's headline command, with nothing but her bundle: no pool configuration, no key.\n"

@@ -22,13 +22,18 @@ class StackSettings:
     region: str
     stack_name: str = contract.DEFAULT_STACK_NAME
     image_id: str = ""
+    # Whose choice image_id is: setup's (the region's latest Amazon Linux 2023, True) or the
+    # administrator's (--image-id, or the image build-image made: False); None when the stack was
+    # recorded by a version that did not say.
+    image_chosen_by_setup: bool | None = None
     instance_types: tuple[str, ...] = contract.DEFAULT_INSTANCE_TYPES
     ssh_cidr: str | None = None
     availability_zones: tuple[str, ...] = ()
     # The functions' zip in the artifact bucket (annex_admin.artifact: content-addressed).
     code_key: str = ""
     vpc_cidr: str = "10.73.0.0/16"
-    # Subscribed to the enforcer's alarms; setup keeps the stack's current one when not given.
+    # Subscribed to the enforcer's alarms; setup keeps the stack's current one when not given
+    # (None), and NO_EMAIL removes it.
     notify_email: str | None = None
     # Reserved Lambda executions (annex_admin.concurrency): the enforcer's guaranteed share and the
     # broker's ceiling; None where the account cannot spare them.
@@ -121,14 +126,22 @@ def validate_image_id(image_id: str | None) -> str:
     return image_id
 
 
+# A choice of "no subscription", as opposed to None: "not given" (as NO_SSH for --ssh-cidr).
+NO_EMAIL = ""
+
+
 def validate_notify_email(address: str | None) -> str | None:
-    if address in (None, ""):
+    """--notify-email: None when not given, NO_EMAIL for 'none' (remove the subscription), else
+    the address."""
+    if address is None:
         return None
+    if address.strip().lower() in ("", "none"):
+        return NO_EMAIL
     if len(address) > 254 or not re.match(NOTIFY_EMAIL_PATTERN, address):
         raise BadInput(
             f"--notify-email {address!r} is not an e-mail address",
             "the enforcer's alarms are sent to it by e-mail",
-            "Pass an address such as admin@example.org.",
+            "Pass an address such as admin@example.org, or 'none' to remove the subscription.",
         )
     return address
 
@@ -146,6 +159,9 @@ class SetupChoices:
     image_id: str | None = None
     instance_types: tuple[str, ...] | None = None
     ssh_cidr: str | None = None  # NO_SSH: no inbound rule
+    # Recorded with the stack's image (StackSettings.image_chosen_by_setup), never given: it goes
+    # wherever image_id goes.
+    image_chosen_by_setup: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,7 @@ def settings_record(settings: StackSettings) -> dict[str, object]:
     return {
         "Settings": {
             "ImageId": settings.image_id,
+            "ImageChosenBySetup": settings.image_chosen_by_setup,
             "InstanceTypes": list(settings.instance_types),
             "SshCidr": settings.ssh_cidr or NO_SSH,
         }
@@ -172,8 +189,10 @@ def choices_from_template(template: dict[str, object]) -> SetupChoices | None:
     if not isinstance(values, dict):
         return None
     image, types, ssh = values.get("ImageId"), values.get("InstanceTypes"), values.get("SshCidr")
+    chosen = values.get("ImageChosenBySetup")
     return SetupChoices(
         image_id=image if isinstance(image, str) and IMAGE_ID_RE.match(image) else None,
+        image_chosen_by_setup=chosen if isinstance(chosen, bool) else None,
         instance_types=tuple(types) if isinstance(types, list) and types and all(isinstance(t, str) for t in types) else None,
         ssh_cidr=ssh if isinstance(ssh, str) else None,
     )
@@ -191,6 +210,8 @@ def merge_choices(given: SetupChoices, current: SetupChoices | None) -> MergedCh
             value = getattr(current, name)
             kept.add(name)
         merged[name] = value
+    # A kept image keeps whose choice it was; a given one is the administrator's.
+    merged["image_chosen_by_setup"] = current.image_chosen_by_setup if "image_id" in kept else given.image_chosen_by_setup
     return MergedChoices(SetupChoices(**merged), frozenset(kept))
 
 

@@ -210,7 +210,7 @@ def launch_ask(params: Mapping[str, Any], offered: tuple[str, ...], *, with_pool
 
 
 def job_owner(params: Mapping[str, Any]) -> str:
-    return _pool_value("job owner", _field(params, "job_owner", str), OWNER_PATTERN, "letters, digits, . _ @ + = , -")
+    return _pool_value("job owner", _field(params, "job_owner", str), OWNER_PATTERN)
 
 
 def check_token(token: bytes, token_id: str, lease_end: datetime) -> None:
@@ -224,8 +224,8 @@ def check_token(token: bytes, token_id: str, lease_end: datetime) -> None:
         )
 
 
-def _pool_value(label: str, value: str, pattern: str, hint: str) -> str:
-    return check_text(label, value, pattern, hint, f"Fix the pool's {label} in your HTCondor configuration.")
+def _pool_value(label: str, value: str, pattern: str) -> str:
+    return check_text(label, value, pattern, f"Fix the pool's {label} in your HTCondor configuration.")
 
 
 def material(value: Any, label: str) -> bytes:
@@ -247,15 +247,9 @@ def pool_contact(value: Any) -> PoolContact:
     if security not in SECURITY_MODES:
         raise Refused(f"unknown pool security mode {shown(security)}", "an annex uses an IDTOKEN or the pool password", "Use condor_annex.")
     return PoolContact(
-        collector_host=_pool_value(
-            "collector address", _field(value, "collector_host", str), COLLECTOR_HOST_PATTERN, "host[:port][, ...]"
-        ),
-        trust_domain=_pool_value(
-            "trust domain", _field(value, "trust_domain", str), TRUST_DOMAIN_PATTERN, "a host-like name"
-        ),
-        job_owner=_pool_value(
-            "job owner", _field(value, "job_owner", str), OWNER_PATTERN, "letters, digits, . _ @ + = , -"
-        ),
+        collector_host=_pool_value("collector address", _field(value, "collector_host", str), COLLECTOR_HOST_PATTERN),
+        trust_domain=_pool_value("trust domain", _field(value, "trust_domain", str), TRUST_DOMAIN_PATTERN),
+        job_owner=_pool_value("job owner", _field(value, "job_owner", str), OWNER_PATTERN),
         security=security,
         material=material(value.get("material"), "security material"),
         token_id=_token_id(value, security),

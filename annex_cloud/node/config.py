@@ -45,10 +45,12 @@ ANNEX_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 PROJECT_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # IAM user names and Unix login names both fit here.
 OWNER_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9._@+=,-]{0,63}$"
+# A TCP port, 1 to 65535, without leading zeros.
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 # host or [IPv6], optional :port, optional ?sock=NAME (a collector behind the shared port).
 _HOST = (
     r"([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
-    r"(:[0-9]{1,5})?(\?sock=[A-Za-z0-9_-]+)?"
+    f"(:{_PORT})?" r"(\?sock=[A-Za-z0-9_-]+)?"
 )
 # One collector or a comma-separated list (a highly available pool).
 COLLECTOR_HOST_PATTERN = f"^{_HOST}(, ?{_HOST})*$"
@@ -57,6 +59,18 @@ _DOMAIN = "[A-Za-z0-9][A-Za-z0-9._:@-]*"
 TRUST_DOMAIN_PATTERN = f"^({_DOMAIN}(, ?{_DOMAIN})*|{_HOST}(, ?{_HOST})*)$"
 SECURITY_PATTERN = "^(idtoken|password)$"
 SECONDS_PATTERN = "^[0-9]{1,9}$"
+
+# What each pattern allows, in words: a message names this, never the expression.
+PATTERN_WORDS = {
+    ANNEX_NAME_PATTERN: "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    PROJECT_ID_PATTERN: "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    OWNER_PATTERN: "a user name: up to 64 letters, digits and . _ @ + = , - (not starting with one of . @ + = , -)",
+    COLLECTOR_HOST_PATTERN: "a host name or address, optionally :port (1 to 65535), or several separated by commas",
+    TRUST_DOMAIN_PATTERN: "a host-like name, such as the pool's domain (letters, digits and . _ : @ -, "
+                          "starting with a letter or digit)",
+    SECURITY_PATTERN: "idtoken or password",
+    SECONDS_PATTERN: "a whole number of seconds",
+}
 
 MIN_IDLE_SECONDS = 60
 MAX_IDLE_SECONDS = 24 * 3600  # the broker's longest idle time, --idle 1440
@@ -106,17 +120,17 @@ def text_problem(value: object, pattern: str) -> str | None:
     if len(value) > MAX_VALUE_LENGTH:
         return f"it is {len(value):,} characters long; at most {MAX_VALUE_LENGTH} are allowed"
     if re.fullmatch(pattern, value) is None:
-        return f"it must match {pattern}"
+        return f"it must be {PATTERN_WORDS[pattern]}"
     return None
 
 
-def check_text(label: str, value: object, pattern: str, hint: str, next_step: str = "") -> str:
+def check_text(label: str, value: object, pattern: str, next_step: str = "") -> str:
     """``value`` when it may go into a node's configuration; Refused naming it otherwise."""
     problem = text_problem(value, pattern)
     if problem is not None:
         raise Refused(
             f"the {label} {shown(value)} cannot be used on an annex instance",
-            f"{problem} ({hint}); anything else could change the node's HTCondor configuration",
+            f"{problem}; anything else could change the node's HTCondor configuration",
             next_step or f"Choose a {label} made of the allowed characters.",
         )
     return value  # type: ignore[return-value]
@@ -135,12 +149,12 @@ def _check_int(label: str, value: object, low: int, high: int) -> int:
 
 def validate(inputs: NodeConfigInputs) -> NodeConfigInputs:
     """Refuse anything that could not be written safely into a config line or a ClassAd string."""
-    check_text("annex name", inputs.annex_name, ANNEX_NAME_PATTERN, "letters, digits, . _ -")
-    check_text("project id", inputs.project_id, PROJECT_ID_PATTERN, "letters, digits, . _ -")
-    check_text("job owner", inputs.owner, OWNER_PATTERN, "letters, digits, . _ @ + = , -")
-    check_text("collector address", inputs.collector_host, COLLECTOR_HOST_PATTERN, "host[:port][, ...]")
-    check_text("trust domain", inputs.trust_domain, TRUST_DOMAIN_PATTERN, "a host-like name")
-    check_text("pool security mode", inputs.security, SECURITY_PATTERN, "idtoken or password")
+    check_text("annex name", inputs.annex_name, ANNEX_NAME_PATTERN)
+    check_text("project id", inputs.project_id, PROJECT_ID_PATTERN)
+    check_text("job owner", inputs.owner, OWNER_PATTERN)
+    check_text("collector address", inputs.collector_host, COLLECTOR_HOST_PATTERN)
+    check_text("trust domain", inputs.trust_domain, TRUST_DOMAIN_PATTERN)
+    check_text("pool security mode", inputs.security, SECURITY_PATTERN)
     _check_int("idle time", inputs.idle_seconds, MIN_IDLE_SECONDS, MAX_IDLE_SECONDS)
     _check_int("dead-man time", inputs.deadman_seconds, MIN_DEADMAN_SECONDS, MAX_DEADMAN_SECONDS)
     return inputs

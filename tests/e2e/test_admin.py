@@ -17,13 +17,37 @@ from tests.flows import PROJECT, USER
 
 
 def test_setup_twice_then_check(shell):
-    first = shell.run("annex-admin", "setup", "--yes")
+    first = shell.setup_region()
     assert first.returncode == 0, first.output
     assert "created" in first.stdout and "CREATE_COMPLETE" in first.output
     second = shell.run("annex-admin", "setup", "--yes")
     assert second.returncode == 0 and "No changes" in second.stdout
     check = shell.run("annex-admin", "check-setup")
     assert check.returncode == 0 and "complete" in check.stdout
+
+
+def test_check_setup_fails_until_a_pool_is_recorded_and_then_shows_it_without_its_secret(shell):
+    """Without `pool set` every launch is refused: check-setup says so and what to run."""
+    from tests.flows import ANNEX_KEY_FILE, COLLECTOR, TRUST_DOMAIN, write_private
+
+    assert shell.run("annex-admin", "setup", "--stack-name", "Other", "--yes").returncode == 0
+    check = shell.run("annex-admin", "check-setup", "--stack-name", "Other")
+    assert check.returncode == 1, check.output
+    table = " ".join(check.stdout.split())
+    assert "pool FAIL no pool is recorded for stack Other, so every launch is refused: run `annex-admin pool set " \
+           "--collector HOST[:PORT] --trust-domain DOMAIN --signing-key-file FILE --stack-name Other`" in table, table
+    assert "not complete" in check.stdout
+    write_private(shell.home / "ANNEX", ANNEX_KEY_FILE)
+    recorded = shell.run("annex-admin", "pool", "set", "--stack-name", "Other", "--collector", COLLECTOR,
+                         "--trust-domain", TRUST_DOMAIN, "--signing-key-file", "ANNEX", "--yes")
+    assert recorded.returncode == 0, recorded.output
+    check = shell.run("annex-admin", "check-setup", "--stack-name", "Other", "--output", "json")
+    assert check.returncode == 0, check.output
+    (pool,) = [item for item in json.loads(check.stdout)["checks"] if item["name"] == "pool"]
+    assert pool["ok"] and COLLECTOR in pool["detail"] and TRUST_DOMAIN in pool["detail"] and "ANNEX" in pool["detail"]
+    import base64
+
+    assert base64.b64encode(ANNEX_KEY_FILE).decode() not in check.output
 
 
 def test_check_setup_exits_1_without_a_stack(shell):

@@ -40,3 +40,82 @@ def test_admin_bad_input(shell, aws, args, phrase):
     assert phrase in result.output
     assert "Next:" in result.output
     assert aws.aws_requests() == before
+
+
+NEED_A_STACK = {
+    "pool-show": ["pool", "show"],
+    "pool-set": ["pool", "set", "--collector", "cm.example.org", "--trust-domain", "example.org",
+                 "--signing-key-file", "ANNEX", "--yes"],
+    "issue-credentials": issue("--yes"),
+    "revoke-credentials": ["revoke-credentials", "--user", USER],
+    "enforce": ["enforce"],
+    "build-image": ["build-image", "--dry-run"],
+}
+
+
+@pytest.mark.parametrize("args", list(NEED_A_STACK.values()), ids=list(NEED_A_STACK))
+def test_a_command_on_a_stack_that_is_not_there_is_bad_input_in_the_administrators_words(shell, args):
+    from tests.flows import ANNEX_KEY_FILE, write_private
+
+    write_private(shell.home / "ANNEX", ANNEX_KEY_FILE)
+    result = shell.run("annex-admin", *args, "--stack-name", "Nope", "--region", "us-west-2")
+    assert result.returncode == 2, result.output
+    assert "no condor-annex stack named Nope in us-west-2" in result.output
+    words = " ".join(result.stderr.split())
+    assert "Run `annex-admin setup --stack-name Nope --region us-west-2`" in words, result.output
+    assert "check --region and --stack-name" in words
+    assert "pool administrator" not in result.output and "credentials bundle" not in result.output
+    assert not (shell.home / "b.toml").exists()
+
+
+def test_check_setup_of_a_stack_that_is_not_there_says_how_to_set_it_up(shell):
+    result = shell.run("annex-admin", "check-setup", "--stack-name", "Nope")
+    assert result.returncode == 1, result.output
+    words = " ".join(result.stdout.split())
+    assert "run `annex-admin setup --stack-name Nope`" in words, result.output
+
+
+POOL_VALUES = {
+    "collector-with-a-space": (["--collector", "cm example"], "the collector address 'cm example' is not allowed: "
+                               "it must be a host name or address, optionally :port (1 to 65535)"),
+    "port-too-large": (["--collector", "cm.example.org:99999"], "the collector address 'cm.example.org:99999' is not allowed"),
+    "port-zero": (["--collector", "cm.example.org:0"], "the collector address 'cm.example.org:0' is not allowed"),
+    "trust-domain": (["--collector", "cm.example.org", "--trust-domain", "example org!"],
+                     "the trust domain 'example org!' is not allowed: it must be a host-like name"),
+}
+
+
+@pytest.mark.parametrize("values, phrase", list(POOL_VALUES.values()), ids=list(POOL_VALUES))
+@pytest.mark.parametrize("command", ["pool-set", "issue-credentials"])
+def test_a_pool_value_that_breaks_a_rule_is_refused_in_words(shell, aws, command, values, phrase):
+    from tests.flows import ANNEX_KEY_FILE, write_private
+
+    write_private(shell.home / "ANNEX", ANNEX_KEY_FILE)
+    given = dict(zip(values[::2], values[1::2]))
+    given.setdefault("--trust-domain", "example.org")
+    options = [part for option, value in given.items() for part in (option, value)]
+    if command == "pool-set":
+        args = ["pool", "set", *options, "--signing-key-file", "ANNEX", "--yes"]
+    else:
+        args = issue("--yes", *[o.replace("--", "--pool-", 1) if o.startswith("--") else o for o in options],
+                     "--pool-signing-key-file", "ANNEX")
+    before = aws.aws_requests()
+    result = shell.run("annex-admin", *args)
+    assert result.returncode == 2, result.output
+    words = " ".join(result.output.split())
+    assert phrase in words, words
+    assert "must match" not in words and "[A-Za-z" not in words and "it it" not in words
+    assert aws.aws_requests() == before
+
+
+def test_an_output_where_no_file_can_be_made_says_why_not_that_it_does_not_exist(shell):
+    from tests.e2e.test_scientist_flow import setup_region_and_bundle
+
+    setup_region_and_bundle(shell)
+    result = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
+                       "--output", "/proc/version", "--yes")
+    assert result.returncode == 1, result.output
+    words = " ".join(result.stderr.split())
+    assert "could not write the bundle /proc/version" in words
+    assert "Why: no new file can be made in /proc (No such file or directory), and the bundle is written beside " \
+           "its place first, then moved there" in words, words

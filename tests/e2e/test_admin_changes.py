@@ -30,7 +30,7 @@ def ssh_rule(group_id: str) -> list[str]:
 def test_setup_change_check_and_change_back(shell, tmp_path):
     """SSH on and off, an instance type dropped and allowed again: each setup works, check-setup
     passes after each, and the project's launch templates follow."""
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     issued = shell.run("annex-admin", "issue-credentials", "--project-id", "P1", "--user", "u1",
                        "--output", str(tmp_path / "u1.toml"), "--yes")
     assert issued.returncode == 0, issued.output
@@ -94,7 +94,7 @@ def test_a_new_stack_of_an_old_name_is_not_credited_with_the_old_stacks_sweeps(s
         "MetricName": metrics.HEARTBEAT, "Dimensions": metrics.dimensions(STACK), "Value": 1.0, "Unit": "Count",
         "Timestamp": datetime.now(timezone.utc) - timedelta(minutes=3)}])
 
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     check = shell.run("annex-admin", "check-setup")
     assert check.returncode == 0, check.output
     assert "enforcer sweeps ok none yet: the stack changed 0 min ago" in check_table(check)
@@ -104,10 +104,23 @@ def test_a_new_stack_of_an_old_name_is_not_credited_with_the_old_stacks_sweeps(s
 
 
 def test_an_alarm_topic_nobody_reads_is_a_warning(shell):
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     check = shell.run("annex-admin", "check-setup")
     assert check.returncode == 0, check.output  # a warning: the setup works
     table = check_table(check)
     assert re.search(r"alarm topic WARN \S+: nobody is subscribed, so the enforcer's alarms .* reach no one", table)
     assert "--notify-email ADDRESS" in table
 
+
+
+def test_check_setup_says_whether_setup_chose_the_image_or_it_was_given(shell):
+    assert shell.setup_region().returncode == 0
+    assert "chosen by setup (the region's latest Amazon Linux 2023 then)" in check_table(shell.run("annex-admin", "check-setup"))
+    ec2 = boto3.client("ec2", region_name=REGION)
+    chosen = read_stack(make_clients(region=REGION), STACK).output(contract.OUT_IMAGE)
+    other = next(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"] if i["ImageId"] != chosen)
+    assert shell.run("annex-admin", "setup", "--image-id", other, "--yes").returncode == 0
+    for _ in range(2):  # given, then kept by a setup without --image-id: still the administrator's
+        table = check_table(shell.run("annex-admin", "check-setup"))
+        assert f"image ok {other} (" in table and "), given with --image-id," in table, table
+        assert shell.run("annex-admin", "setup", "--yes").returncode == 0

@@ -18,7 +18,7 @@ def test_check_setup_json(shell):
     assert document["complete"] is False and document["stack_name"] == "HTCondorAnnex"
     assert document["checks"][0]["name"] == "stack" and "annex-admin setup" in document["checks"][0]["detail"]
 
-    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    assert shell.setup_region().returncode == 0
     present = shell.run("annex-admin", "check-setup", "--output", "json")
     assert present.returncode == 0, present.output
     document = json.loads(present.stdout)

@@ -81,5 +81,13 @@ def test_build_image_with_a_bad_series_is_bad_input_and_asks_aws_nothing(shell, 
 
 def test_build_image_without_a_stack_says_to_run_setup(shell, aws):
     result = shell.run("annex-admin", "build-image", "--yes")
-    assert result.returncode == 1, result.output
+    assert result.returncode == 2, result.output  # a stack that is not there: bad input, nothing changed
     assert "annex-admin setup" in result.stderr
+
+
+def test_build_image_of_a_series_htcondor_does_not_have_is_bad_input_even_in_a_dry_run(shell, aws):
+    before = aws.aws_requests()
+    result = shell.run("annex-admin", "build-image", "--dry-run", "--htcondor-series", "99.x")
+    assert result.returncode == 2, result.output
+    assert "HTCondor has no series 99.x" in result.stderr and "24.0, 24.x, 25.0, 25.x" in result.stderr
+    assert aws.aws_requests() == before

@@ -92,3 +92,56 @@ def test_another_key_name_is_named_and_a_bad_one_is_bad_input(shell, central_man
     assert read_back(central_manager)["values"]["CONDOR_ANNEX_SIGNING_KEY"] == "LABANNEX"
     bad = shell.run("annex-admin", "pool-config", "--key-name", "../POOL")
     assert bad.returncode == 2 and "not a key name" in bad.output
+
+
+def test_the_snippet_names_the_recorded_pools_key(shell, central_manager):
+    """pool-config names the key the stack's recorded pool signs with (pool set --key-name)."""
+    from tests.flows import ANNEX_KEY_FILE, COLLECTOR, TRUST_DOMAIN, write_private
+
+    without = shell.run("annex-admin", "pool-config")
+    assert "No pool is recorded for stack HTCondorAnnex, so this names the key ANNEX" in " ".join(without.stderr.split())
+    assert shell.run("annex-admin", "setup", "--yes").returncode == 0
+    write_private(shell.home / "LABANNEX", ANNEX_KEY_FILE)
+    recorded = shell.run("annex-admin", "pool", "set", "--collector", COLLECTOR, "--trust-domain", TRUST_DOMAIN,
+                         "--signing-key-file", "LABANNEX", "--key-name", "LABANNEX", "--yes")
+    assert recorded.returncode == 0, recorded.output
+    result = shell.run("annex-admin", "pool-config")
+    assert result.returncode == 0 and result.stderr == "", result.output
+    assert '"$(condor_config_val SEC_PASSWORD_DIRECTORY)/LABANNEX"' in result.stdout
+    central_manager.write_text(central_manager.read_text() + result.stdout)
+    assert read_back(central_manager)["values"]["CONDOR_ANNEX_SIGNING_KEY"] == "LABANNEX"
+
+
+@pytest.mark.parametrize("key_name", ["ANNEX", "-LAB.ANNEX_2", "POOL"])
+def test_every_shell_command_the_snippet_shows_is_shellcheck_clean_and_shown_whole(shell, key_name):
+    from annex_admin.pool_config import shell_commands
+
+    result = shell.run("annex-admin", "pool-config", "--key-name", key_name)
+    assert result.returncode == 0, result.output
+    commands = shell_commands(key_name)
+    for command in commands:
+        assert f"#   {command}\n" in result.stdout
+    script = "#!/bin/bash\n" + "\n".join(commands) + "\n"
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    checked = subprocess.run([str(shellcheck), "--severity=style", "-"], input=script, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # No HTCondor macro in a shell command: bash would run SEC_PASSWORD_DIRECTORY as a command.
+    assert not any("$(SEC_" in c or "$(CONDOR_" in c for c in commands)
+
+
+def test_the_command_that_makes_a_key_makes_a_private_one_where_htcondor_reads_keys(tmp_path):
+    """Run in bash as printed, with condor_config_val answering as a central manager's would."""
+    from annex_admin.pool_config import make_key_command
+
+    passwords = tmp_path / "passwords.d"
+    passwords.mkdir()
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "condor_config_val"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = SEC_PASSWORD_DIRECTORY ] && echo {passwords}\n')
+    fake.chmod(0o755)
+    made = subprocess.run(["bash", "-c", make_key_command("ANNEX")], env={"PATH": f"{tools}:/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    key = passwords / "ANNEX"
+    assert key.stat().st_size == 64 and key.stat().st_mode & 0o777 == 0o600

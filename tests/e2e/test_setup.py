@@ -146,3 +146,43 @@ def test_ssh_from_the_whole_internet_is_said_and_asked(shell):
     # A narrow network is not warned about.
     narrow = shell.run("annex-admin", "setup", "--ssh-cidr", "198.51.100.0/24", "--yes")
     assert narrow.returncode == 0 and "Warning" not in narrow.output and ssh_sources() == {"198.51.100.0/24"}
+
+
+def test_setup_refuses_a_type_no_source_prices_before_changing_anything(shell):
+    """The shipped table lacks t3.micro and the suite's Price List prices Sydney only: a stack
+    offering it would launch nothing of it, so setup refuses at once, naming priced types."""
+    fresh = shell.run("annex-admin", "setup", "--instance-types", "t3.micro,m5.large", "--yes")
+    assert fresh.returncode == 2, fresh.output
+    words = " ".join(fresh.stderr.split())
+    assert "no price is known for t3.micro in us-east-1" in words, words
+    assert "Leave it out (--instance-types m5.large), or add priced types: c5.2xlarge, " in words, words
+    assert stacks() == []
+
+    assert shell.setup_region().returncode == 0
+    before = launch_template_names()
+    changed = shell.run("annex-admin", "setup", "--instance-types", "t3.micro", "--yes")
+    assert changed.returncode == 2, changed.output
+    assert "no price is known for t3.micro" in changed.stderr
+    assert "Pass --instance-types with priced types: c5.2xlarge, " in " ".join(changed.stderr.split())
+    assert launch_template_names() == before
+    assert cloudformation().list_change_sets(StackName=STACK)["Summaries"] == []
+
+
+def test_check_setup_fails_when_an_offered_type_has_no_stored_price(shell):
+    from annex_admin.stack import read_stack
+    from annex_cloud.cost import PriceBook
+    from annex_cloud.registry import Registry
+    from annex_common.aws import make_clients
+    from templates import contract
+
+    assert shell.setup_region().returncode == 0
+    clients = make_clients(region=REGION)
+    registry = Registry(clients.client("dynamodb"), read_stack(clients, STACK).output(contract.OUT_REGISTRY_TABLE))
+    stored = registry.prices()
+    registry.put_prices(PriceBook({t: p for t, p in stored.hourly.items() if t != "m5.large"}, stored.source,
+                                  stored.fetched_at))
+    check = shell.run("annex-admin", "check-setup")
+    assert check.returncode == 1, check.output
+    table = " ".join(check.stdout.split())
+    assert re.search(r"registry FAIL \S+ holds no price for m5.large, which the stack offers: the broker launches "
+                     r"none of it; run `annex-admin setup` again", table), table

@@ -6,6 +6,7 @@ import json
 
 import boto3
 
+from annex_cloud.nodes import node_role_name
 from tests.e2e.test_scientist_flow import live_instances, setup_region_and_bundle
 from tests.flows import PROJECT
 
@@ -103,3 +104,33 @@ def test_teardown_after_a_stack_deleted_behind_its_back_removes_the_policy_it_le
     assert "managed policy" in result.stdout
     assert inventory()["managed policies"] == [] and inventory()["iam users"] == []
     assert shell.setup_region().returncode == 0
+
+
+def test_tearing_down_one_stack_leaves_another_stacks_node_roles(shell):
+    """Two stacks in one account, each with a project's node role: tearing one down removes its
+    own roles and profiles only, and the other stack still checks complete."""
+    setup_region_and_bundle(shell)
+    other = shell.run("annex-admin", "setup", "--stack-name", "Other", "--yes")
+    assert other.returncode == 0, other.output
+    issued = shell.run("annex-admin", "issue-credentials", "--stack-name", "Other", "--project-id", PROJECT,
+                       "--user", "other-user", "--output", str(shell.home / "other.toml"))
+    assert issued.returncode == 0, issued.output
+    removed = shell.run("annex-admin", "teardown", "--stack-name", "Other", "--yes", "--output", "json")
+    assert removed.returncode == 0, removed.output
+    others = node_role_name("Other", REGION, PROJECT)
+    node_items = [item for item in json.loads(removed.stdout)["removed"] if item.startswith("node ")]
+    assert node_items == [f"node instance profile {others}", f"node role {others}"], node_items
+    iam = boto3.client("iam", region_name=REGION)
+    left = [p["Path"] for p in iam.list_instance_profiles()["InstanceProfiles"]]
+    assert left == ["/condor-annex/nodes/HTCondorAnnex/us-east-1/"], left
+    check = shell.run("annex-admin", "check-setup")
+    assert check.returncode == 0, check.output
+    assert "node roles ok 1 project(s)" in " ".join(check.stdout.split()), check.stdout
+
+
+def test_with_nothing_to_remove_teardown_says_so_without_asking(shell):
+    for args in ((), ("--yes",)):
+        result = shell.run("annex-admin", "teardown", *args, answer="n")
+        assert result.returncode == 0, result.output
+        assert "Nothing to remove: no stack HTCondorAnnex in us-east-1." in result.stdout
+        assert "[y/N]" not in result.output

@@ -218,10 +218,17 @@ def test_spot_is_capped_at_the_on_demand_price_so_what_is_admitted_the_enforcer_
     assert report["kept"] == 20
 
 
-def test_with_no_price_at_all_a_launch_is_refused(aws, tmp_path):
-    """sa-east-1 is neither in the shipped table nor in the suite's Price List catalogue."""
-    admin = make_clients(region="sa-east-1")
+def test_with_no_price_for_its_types_a_launch_is_refused(aws, tmp_path):
+    """Setup refuses to offer a type no source prices; a stack whose stored prices lack its types
+    anyway (stored by an earlier version) launches nothing of them."""
+    from annex_admin.stack import read_stack
+    from annex_cloud.cost import PriceBook
+    from annex_cloud.registry import Registry
+
+    admin = make_clients(region="us-east-1")
     deploy_stack(admin)
+    registry = Registry(admin.client("dynamodb"), read_stack(admin, contract.DEFAULT_STACK_NAME).output(contract.OUT_REGISTRY_TABLE))
+    registry.put_prices(PriceBook({"c5.large": 0.085}, "an earlier version's table", "2026-12-01T09:00:00Z"))
     issue_bundle(admin, tmp_path / "b.toml")
     ctx = open_context(tmp_path / "b.toml")
     with pytest.raises(BadInput) as caught:

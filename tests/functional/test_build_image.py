@@ -354,8 +354,9 @@ def image_item(clients: AwsClients, **kwargs):
 
 
 def test_check_setup_reports_the_stacks_image_its_age_and_htcondor(clients, stack):
-    given = image_item(clients)
-    assert given.ok and not given.warning and "given" in given.detail and "HTCondor not known" in given.detail
+    chosen = image_item(clients)
+    assert chosen.ok and not chosen.warning and "HTCondor not known" in chosen.detail
+    assert "chosen by setup (the region's latest Amazon Linux 2023 then)" in chosen.detail
     result = run_build().result
     built = image_item(clients)
     assert built.ok and not built.warning

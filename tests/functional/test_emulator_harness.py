@@ -54,3 +54,21 @@ def test_a_fleet_moves_on_to_the_next_subnet_when_one_is_full(clients):
     placed = [i["SubnetId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     assert sorted(placed.count(s) for s in small) == [4, 11]
     assert placed.count(small[0]) == 11
+
+
+def test_listing_instance_profiles_and_roles_honours_the_path_prefix(clients):
+    """IAM lists only what lies under PathPrefix; moto 5.2.6 answered every instance profile, so
+    one stack's teardown, listing its node path, removed other stacks' profiles."""
+    iam = clients.iam
+    for name, path in (("mine", "/condor-annex/nodes/A/us-east-1/"), ("other", "/condor-annex/nodes/A/us-west-2/"),
+                       ("longer", "/condor-annex/nodes/AB/us-east-1/"), ("root", "/")):
+        iam.create_instance_profile(InstanceProfileName=name, Path=path)
+        iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument="{}")
+    prefix = "/condor-annex/nodes/A/us-east-1/"
+    profiles = [p["InstanceProfileName"] for page in iam.get_paginator("list_instance_profiles").paginate(PathPrefix=prefix)
+                for p in page["InstanceProfiles"]]
+    roles = [r["RoleName"] for page in iam.get_paginator("list_roles").paginate(PathPrefix=prefix) for r in page["Roles"]]
+    assert profiles == ["mine"]
+    assert roles == ["mine"]
+    assert sorted(p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]) == \
+        ["longer", "mine", "other", "root"]

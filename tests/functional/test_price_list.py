@@ -17,7 +17,9 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from annex_admin.prices import PRICE_LIST_SOURCE, missing_prices, parse_price_list_item, price_filters, refresh_prices
+from annex_admin.prices import (
+    PRICE_LIST_SOURCE, missing_prices, parse_price_list_item, plan_prices, price_filters, store_price_plan,
+)
 from annex_cloud.prices import shipped_prices
 from annex_cloud.registry import Registry
 from tests import emulator as emu
@@ -98,7 +100,13 @@ def test_iam_enforcement_judges_pricing_get_products(aws, clients):
     assert "pricing:GetProducts" in caught.value.response["Error"]["Message"]
 
 
-# -- setup's prices (annex_admin.prices.refresh_prices) ------------------------------------------
+# -- setup's prices (annex_admin.prices: planned, then stored) -------------------------------------
+
+
+def refresh_prices(clients, registry: Registry, region: str, types: list[str], now: datetime):
+    """What setup does with prices: plan them from what is stored, then store the plan."""
+    return store_price_plan(registry, plan_prices(clients, registry.prices(), region, types, now))
+
 
 def test_prices_fetched_in_a_region_the_shipped_table_lacks_are_stored_and_not_fetched_again_the_same_day(
     aws, clients, registry

@@ -13,7 +13,7 @@ from annex_admin.deploy import current_notify_email, deploy, resolve_settings
 from annex_admin.enforce import stack_scope
 from annex_cloud.cost import PriceBook
 from annex_cloud import enforcer
-from annex_common.errors import BadInput, NotReady
+from annex_common.errors import BadInput
 from annex_admin.stack import read_stack
 from templates import contract
 from templates.settings import StackSettings, validate_notify_email
@@ -90,10 +90,11 @@ def test_unknown_region_is_bad_input(clients):
         resolve_settings(clients, StackSettings(region="mars-north-1"))
 
 
-def test_reading_a_missing_stack_says_how_to_recover(clients):
-    with pytest.raises(NotReady) as caught:
+def test_reading_a_missing_stack_is_bad_input_saying_how_to_recover(clients):
+    with pytest.raises(BadInput) as caught:
         read_stack(clients, contract.DEFAULT_STACK_NAME)
-    assert "annex-admin setup" in caught.value.next_step
+    assert caught.value.exit_code == 2
+    assert caught.value.next_step.startswith("Run `annex-admin setup --region us-east-1` to set it up")
 
 
 # --- the enforcer's sweeps, as check-setup reads them from its metrics -------------------------
@@ -191,6 +192,13 @@ def test_notify_email_subscribes_the_address_and_a_later_setup_keeps_it(clients)
     assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) == "ops@example.org"
     item = next(i for i in check_setup(clients, contract.DEFAULT_STACK_NAME).items if i.name == "alarm topic")
     assert item.ok
+    # 'none' removes it, as --ssh-cidr none removes the SSH rule; a later setup keeps it removed.
+    removed = deploy(clients, resolve_settings(clients, dataclasses.replace(
+        request, notify_email=validate_notify_email("none")))[0], lambda _l: None)
+    assert removed.action == "updated"
+    assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) is None
+    assert deploy(clients, resolve_settings(clients, request)[0], lambda _l: None).action == "unchanged"
+    assert current_notify_email(clients, contract.DEFAULT_STACK_NAME) is None
 
 
 @pytest.mark.parametrize("address", ["not-an-address", "a@b", "two@@example.org", "x" * 250 + "@example.org"])

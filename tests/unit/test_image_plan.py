@@ -13,18 +13,25 @@ from templates import contract
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
-@pytest.mark.parametrize("series", [None, "24.0", "24.x", "25.0", "100.x"])
+@pytest.mark.parametrize("series", [None, "24.0", "24.x", "25.0", "25.x"])
 def test_series_of_the_nodes_or_newer_are_accepted(series):
     assert image.validate_series(series) == (series or "24.0")
 
 
-@pytest.mark.parametrize("series", ["23.0", "23.x", "24", "24.1", "24.0.3", "x.0", "", "24.0 ", "24.0;id"])
+@pytest.mark.parametrize("series", ["23.0", "23.x", "24", "24.1", "24.0.3", "x.0", "", "24.0 ", "24.0;id", "99.x", "100.0"])
 def test_other_series_are_bad_input(series):
     if series == "":
         assert image.validate_series(series) == "24.0"  # empty: the default, as if not given
         return
     with pytest.raises(BadInput):
         image.validate_series(series)
+
+
+def test_a_series_htcondor_does_not_publish_is_named_with_those_it_does():
+    with pytest.raises(BadInput) as refused:
+        image.validate_series("99.x")
+    assert refused.value.what == "HTCondor has no series 99.x"
+    assert "24.0, 24.x, 25.0, 25.x" in refused.value.why
 
 
 def facts(created: datetime, **tags: str) -> image.ImageFacts:
@@ -39,9 +46,14 @@ def test_an_image_build_image_made_is_named_with_its_htcondor_and_age():
     assert "built by build-image on 2026-11-28T12:00:00Z (3 day(s) old), HTCondor 24.0.3" in words
 
 
-def test_a_given_image_says_htcondor_is_installed_at_boot():
-    usable, stale, words = image.image_summary(facts(NOW - timedelta(days=1)), "ami-0123456789abcdef0", NOW)
-    assert usable and not stale and "given" in words and "installs HTCondor at boot" in words
+@pytest.mark.parametrize("chosen, whose", [
+    (True, "chosen by setup (the region's latest Amazon Linux 2023 then)"),
+    (False, "given with --image-id"),
+    (None, "chosen by setup or given with --image-id"),  # recorded by an earlier version
+])
+def test_an_image_not_built_here_says_whose_choice_it_was_and_that_htcondor_is_installed_at_boot(chosen, whose):
+    usable, stale, words = image.image_summary(facts(NOW - timedelta(days=1)), "ami-0123456789abcdef0", NOW, chosen)
+    assert usable and not stale and f"(name), {whose}, 1 day(s) old" in words and "installs HTCondor at boot" in words
 
 
 @pytest.mark.parametrize("days, stale", [(90, False), (91, True)])
