@@ -364,8 +364,7 @@ def issue_credentials(
     """Create or update a scientist's IAM user for one project and write her credentials bundle."""
 
     def action() -> None:
-        from annex_admin.credentials import CapsChange, IssueRequest, ProjectPoolChange, issue_credentials as issue, validate_issue
-        from annex_common.cli_support import confirmer
+        from annex_admin.credentials import CapsChange, IssueRequest, ProjectPoolChange, apply_issue, plan_issue, validate_issue
 
         change = CapsChange(max_instances, max_lease_hours, max_spend)
         validate_issue(project_id, user, change, output)
@@ -373,16 +372,18 @@ def issue_credentials(
                                                       pool_password_file, pool_key_name, stack_pool),
                                         stack_pool, own_pool_key)
         clients = _clients(region, profile)
-        result = issue(
-            clients, IssueRequest(stack_name, project_id, user, output, change, pool_change),
-            confirmer(assume_yes=yes),
-        )
+        plan = plan_issue(clients, IssueRequest(stack_name, project_id, user, output, change, pool_change))
+        out.print(f"[bold]Credentials of {user}[/] for project {project_id}, stack {stack_name} in {clients.region}")
+        for line in plan.lines:
+            out.print(f"  {line}", markup=False)
+        if plan.question is not None:
+            require_confirmation(plan.question, assume_yes=yes)
+        result = apply_issue(clients, plan)
         verb = "Created" if result.user_created else "Updated"
         out.print(f"[green]{verb} IAM user {user}[/] for project {project_id} in {clients.region}.")
-        kept = " (unchanged)" if result.previous_caps == result.caps else ""
-        out.print(f"  caps{kept}: {result.caps.describe()}")
         if result.keys_removed:
-            out.print(f"  replaced {len(result.keys_removed)} earlier access key(s)")
+            out.print(f"  her earlier access key is deleted: the bundle she has no longer works until she installs "
+                      f"this one")
         out.print(f"  the project's nodes run as IAM role {result.node.role_arn.rsplit('/', 1)[1]}, which reads only "
                   f"project {project_id}'s annex material")
         pool_of = "its own pool" if result.pool.own_pool else "the stack's pool (annex-admin pool set)"

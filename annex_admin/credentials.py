@@ -21,8 +21,9 @@ from annex_cloud.caps import Caps
 from annex_cloud.identity import function_arn
 from annex_cloud.node.config import PROJECT_ID_PATTERN
 from annex_cloud.pools import PoolSecret, pool_parameter
-from annex_cloud.registry import NodeRecord, ProjectPool, Registry
+from annex_cloud.registry import NodeRecord, ProjectPool, Registry, UserRecord
 from annex_admin.nodes import NodeScope, provide_node_access
+from annex_admin.pool import PoolPlan, apply_pool, plan_pool, recorded_pool, remove_pool
 from annex_common.aws import AwsClients, aws_errors, error_code
 from annex_common.bundle import Bundle, load_bundle, write_bundle
 from annex_common.errors import AnnexError, BadInput, Declined
@@ -151,8 +152,10 @@ def _check_positive_caps(caps: Caps) -> None:
         )
 
 
-def _user_tags(project_id: str, caps: Caps) -> list[dict[str, str]]:
+def _user_tags(project_id: str, caps: Caps, stack_name: str, region: str) -> list[dict[str, str]]:
     return [
+        {"Key": contract.USER_TAG_STACK, "Value": stack_name},
+        {"Key": contract.USER_TAG_REGION, "Value": region},
         {"Key": contract.USER_TAG_PROJECT, "Value": project_id},
         {"Key": contract.USER_TAG_MAX_INSTANCES, "Value": str(caps.max_instances)},
         {"Key": contract.USER_TAG_MAX_LEASE_HOURS, "Value": f"{caps.max_lease_hours:g}"},
@@ -194,25 +197,54 @@ def existing_user(clients: AwsClients, user: str) -> IamUser | None:
     return IamUser.of(found)
 
 
-def check_ownership(
-    request: IssueRequest, tags: dict[str, str] | None, recorded_project: str | None, *, revoked: bool = False
-) -> None:
-    """An existing user is ours (made by issue-credentials) and stays in her project, unless she
-    was revoked: a revoked user may be issued for another project."""
-    if tags is not None and tags.get(contract.USER_TAG_MANAGED) != MANAGED_BY:
-        raise BadInput(
-            f"the IAM user {request.user} was not created by condor-annex",
-            "issue-credentials never takes over a user it did not make (its keys would be rotated away "
-            "and teardown would delete it)",
-            "Pass another --user for the scientist.",
-        )
-    current = recorded_project or (tags or {}).get(contract.USER_TAG_PROJECT)
-    if current and current != request.project_id and not revoked:
+def _home_of(found: IamUser) -> tuple[str, str] | None:
+    """The stack and region that issued the user, as her tags say; None for a user an earlier
+    version tagged (no stack or region tag)."""
+    stack, region = found.tags.get(contract.USER_TAG_STACK), found.tags.get(contract.USER_TAG_REGION)
+    if stack and region:
+        return stack, region
+    return None
+
+
+def check_ownership(request: IssueRequest, region: str, found: IamUser | None, recorded: UserRecord | None) -> None:
+    """An existing user is ours (made by issue-credentials), of this stack in this region, and stays
+    in her project, unless she was revoked: a revoked user may be issued for another project."""
+    if found is not None:
+        check_issued_here(request.user, request.stack_name, region, found, recorded)
+    current = (recorded.project_id if recorded else None) or (found.tags if found else {}).get(contract.USER_TAG_PROJECT)
+    if current and current != request.project_id and not (recorded and recorded.revoked):
         raise BadInput(
             f"the IAM user {request.user} belongs to project {current}, not {request.project_id}",
             "moving a scientist to another project would hand her running annexes to the wrong budget",
             f"Issue a new user for project {request.project_id}, or revoke {request.user} first.",
         )
+
+
+def check_issued_here(user: str, stack_name: str, region: str, found: IamUser, recorded: UserRecord | None) -> None:
+    """Refuse a user this stack did not issue: one made by someone else, or by the stack of another
+    region or name (IAM users are account-wide: her keys and tags serve that stack)."""
+    if found.tags.get(contract.USER_TAG_MANAGED) != MANAGED_BY:
+        raise BadInput(
+            f"the IAM user {user} was not created by condor-annex",
+            "annex-admin never takes over a user it did not make (its keys would be rotated away "
+            "and teardown would delete it)",
+            "Pass another --user for the scientist.",
+        )
+    home = _home_of(found)
+    # Untagged by an earlier version: hers is the stack whose registry records her.
+    if home == (stack_name, region) or (home is None and recorded is not None):
+        return
+    where = f"stack {home[0]} in {home[1]}" if home else "another stack (her tags do not say which, and this one has no record of her)"
+    other = f"{user}-{region}"
+    suggestion = f"Pass another --user for this stack (for example {other})" if USER_RE.fullmatch(other) else \
+        "Pass another --user for this stack"
+    back = f", or give --region {home[1]} --stack-name {home[0]} to act on her there" if home else ""
+    raise BadInput(
+        f"the IAM user {user} belongs to {where}, not to stack {stack_name} in {region}",
+        "IAM users are account-wide: acting on her here would replace her keys and caps and break the bundle "
+        "she uses there; nothing was changed",
+        f"{suggestion}{back}.",
+    )
 
 
 def describe_lowering(old: Caps, new: Caps) -> list[str]:
@@ -240,53 +272,146 @@ def instances_ended_by(clients: AwsClients, registry: Registry, project_id: str,
     return [f"{t.instance.instance_id} ({t.reason})" for t in plan.terminations]
 
 
-def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confirm) -> IssueResult:
+@dataclass(frozen=True)
+class IssuePlan:
+    """What issue-credentials will do, read before anything is changed: the lines to show, and the
+    question to ask when any of it takes something away or gives something back by surprise."""
+
+    request: IssueRequest
+    stack: StackInfo
+    user: IamUser | None  # None: the user is created
+    caps: Caps
+    previous_caps: Caps | None
+    pool: ProjectPool  # the project's pool choice once issued
+    pool_now: ProjectPool
+    pool_plan: PoolPlan | None  # the project's own pool to record (None: none to record)
+    lines: list[str]  # what will happen, in the administrator's words
+    asks: list[str]  # what needs a yes, briefly (empty: nothing to ask)
+
+    @property
+    def question(self) -> str | None:
+        if not self.asks:
+            return None
+        return f"Issue {self.request.user}'s credentials, and {', '.join(self.asks)}?"
+
+
+def plan_issue(clients: AwsClients, request: IssueRequest) -> IssuePlan:
+    """Read the user, her record, the project's caps and pool; change nothing."""
     validate_issue(request.project_id, request.user, request.caps, request.output)
     stack = read_stack(clients, request.stack_name)
-    policy_arn = stack.output(contract.OUT_SCIENTIST_POLICY)
     registry = registry_of(clients, stack)
     found = existing_user(clients, request.user)
-    tags = found.tags if found else None
     with aws_errors("could not read the administrator's record"):
         recorded = registry.user(request.user)
         previous = registry.caps(request.project_id)
-    check_ownership(request, tags, recorded.project_id if recorded else None,
-                    revoked=bool(recorded and recorded.revoked))
+        pool_now = registry.project_pool(request.project_id)
+    check_ownership(request, clients.region, found, recorded)
+    user, project = request.user, request.project_id
+    lines: list[str] = []
+    asks: list[str] = []
+    lines.append(f"IAM user {user}: " + ("created" if found is None else "updated") + f", for project {project}")
+    if recorded and recorded.revoked:
+        lines.append(f"{user} was revoked on {_when(recorded.revoked)}: this gives her access again")
+        asks.append(f"give {user} access again")
+    if recorded and recorded.project_id and recorded.project_id != project:
+        lines.append(f"{user} moves from project {recorded.project_id} to project {project}: "
+                     f"her {recorded.project_id} bundle stops working")
+        asks.append(f"move her to project {project}")
     caps = request.caps.applied_to(previous or Caps())
+    if previous is None or previous == caps:
+        lines.append(f"caps{'' if previous is None else ' (unchanged)'}: {caps.describe()}")
+    else:
+        lines += [f"caps now:   {previous.describe()}", f"caps to be: {caps.describe()}"]
     lowered = describe_lowering(previous, caps) if previous else []
-    # One question for all it would change by surprise: lower caps, an existing --output file.
-    parts = []
     if lowered:
-        ended = instances_ended_by(clients, registry, request.project_id, caps)
-        parts.append(f"Lower project {request.project_id}'s caps ({'; '.join(lowered)})?")
+        lines.append(f"this lowers project {project}'s caps ({'; '.join(lowered)})")
+        ended = instances_ended_by(clients, registry, project, caps)
         if ended:
-            parts.append(
-                f"The enforcer would then end {len(ended)} running instance(s): "
-                + ", ".join(ended[:5]) + (" ..." if len(ended) > 5 else "") + "."
-            )
+            lines.append(f"the enforcer would then end {len(ended)} running instance(s): "
+                         + ", ".join(ended[:5]) + (" ..." if len(ended) > 5 else ""))
+        asks.append("lower the caps")
+    pool_plan, pool_lines = _plan_project_pool(clients, stack, request.pool, pool_now, project)
+    pool = request.pool.applied_to(pool_now)
+    if pool_lines:
+        lines += pool_lines
+        if previous is not None:  # a new project has no annexes to leave on the old pool
+            asks.append(f"change project {project}'s pool")
+    if pool.own_key != pool_now.own_key:
+        lines.append(f"project {project}'s scientists " + ("may from now on" if pool.own_key else "may no longer")
+                     + " launch into a personal pool with their own key (condor_annex --own-pool)")
+    if found is not None and _has_keys(clients, user):
+        lines.append(f"her current access key is deleted once the new bundle is written: the bundle she has stops "
+                     "working, and she must install the new one (condor_annex import-credentials)")
     replacing = describe_existing_output(request.output)
     if replacing is not None:
-        parts.append(f"{'It also overwrites' if lowered else 'Overwrite'} {replacing}"
-                     + (" with the new bundle." if lowered else " with the new bundle?"))
-    if parts:
-        question = " ".join(parts)
-        if not confirm(question):
-            raise Declined(question)
+        lines.append(f"overwrites {replacing} with the new bundle")
+        asks.append(f"overwrite {request.output}")
+    return IssuePlan(request, stack, found, caps, previous, pool, pool_now, pool_plan, lines, asks)
+
+
+def _when(moment: str) -> str:
+    """A recorded ISO 8601 UTC moment in a person's words."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(moment.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return moment
+
+
+def _has_keys(clients: AwsClients, user: str) -> bool:
+    with aws_errors(f"could not list the access keys of {user}"):
+        return bool(clients.iam.list_access_keys(UserName=user)["AccessKeyMetadata"])
+
+
+def _plan_project_pool(
+    clients: AwsClients, stack: StackInfo, change: ProjectPoolChange, now: ProjectPool, project_id: str
+) -> tuple[PoolPlan | None, list[str]]:
+    """The project's own pool to record (as `pool set` plans the stack's), and what changes, in words."""
+    keeps = "the project's running annexes keep their old pool until they end; annexes launched from now on join"
+    if change.pool is not None:
+        plan = plan_pool(clients, stack, change.pool, project_id)
+        if plan.unchanged and now.own_pool:
+            return plan, []
+        before = plan.current.describe() if now.own_pool and plan.current else "the stack's pool"
+        return plan, [f"pool of project {project_id} now:   {before}",
+                      f"pool of project {project_id} to be: {plan.new.describe()}",
+                      *plan.lines()[2:], f"{keeps} the new one"]
+    if change.stack_pool and now.own_pool:
+        own = recorded_pool(clients, pool_parameter(stack.name, project_id))
+        return None, [f"pool of project {project_id} now:   {own.describe() if own else 'its own (unreadable)'}",
+                      f"pool of project {project_id} to be: the stack's pool (its own is removed)",
+                      f"{keeps} the stack's pool"]
+    return None, []
+
+
+def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confirm) -> IssueResult:
+    """Plan, ask what needs a yes, then issue."""
+    plan = plan_issue(clients, request)
+    if plan.question is not None and not confirm(plan.question):
+        raise Declined(plan.question)
+    return apply_issue(clients, plan)
+
+
+def apply_issue(clients: AwsClients, plan: IssuePlan) -> IssueResult:
+    """Issue as planned: the user, her record, the project's caps, pool and node role, one new key
+    and the bundle."""
+    request, stack, caps = plan.request, plan.stack, plan.caps
+    registry = registry_of(clients, stack)
     iam = clients.iam
-    created = tags is None
+    tags = _user_tags(request.project_id, caps, stack.name, clients.region)
     with aws_errors(f"could not create or update the IAM user {request.user}"):
-        if created:
-            found = IamUser.of(iam.create_user(
-                UserName=request.user, Path=contract.USER_PATH, Tags=_user_tags(request.project_id, caps))["User"])
+        if plan.user is None:
+            found = IamUser.of(iam.create_user(UserName=request.user, Path=contract.USER_PATH, Tags=tags)["User"])
         else:
-            iam.tag_user(UserName=request.user, Tags=_user_tags(request.project_id, caps))
-        iam.attach_user_policy(UserName=request.user, PolicyArn=policy_arn)
+            found = plan.user
+            iam.tag_user(UserName=request.user, Tags=tags)
+        iam.attach_user_policy(UserName=request.user, PolicyArn=stack.output(contract.OUT_SCIENTIST_POLICY))
         registry.put_caps(request.project_id, caps)
-    pool_choice = record_project_pool(clients, stack, registry, request)
+    record_project_pool(clients, stack, registry, plan)
     # Before the user's record: the broker launches for a recorded user only with her project's role.
     node = provide_node_access(clients, NodeScope.of(stack.name, clients.region, stack.outputs), registry,
                                request.project_id)
-    assert found is not None
     with aws_errors(f"could not create or update the IAM user {request.user}"):
         # Who she is, as IAM names her: the broker acts for this account, ARN and unique id only.
         registry.put_user(request.user, request.project_id, arn=found.arn, user_id=found.user_id)
@@ -323,24 +448,19 @@ def issue_credentials(clients: AwsClients, request: IssueRequest, confirm: Confi
         ) from exc
     with aws_errors(f"could not retire the earlier keys of {request.user}"):
         _delete_keys(iam, request.user, [k for k in old_ids if k not in make_room])
-    return IssueResult(bundle, created, old_ids, request.output, caps, previous, node, pool_choice)
+    return IssueResult(bundle, plan.user is None, old_ids, request.output, caps, plan.previous_caps, node, plan.pool)
 
 
-def record_project_pool(clients: AwsClients, stack: StackInfo, registry: Registry, request: IssueRequest) -> ProjectPool:
+def record_project_pool(clients: AwsClients, stack: StackInfo, registry: Registry, plan: IssuePlan) -> None:
     """The project's own pool (its secret kept as the stack's is) and whether she may bring her key."""
-    from annex_admin.pool import apply_pool, plan_pool, remove_pool
-
-    change = request.pool
-    with aws_errors(f"could not record the pool of project {request.project_id}"):
-        current = registry.project_pool(request.project_id)
-        choice = change.applied_to(current)
-        if change.pool is not None:
-            apply_pool(clients, plan_pool(clients, stack, change.pool, request.project_id))
-        elif change.stack_pool:
-            remove_pool(clients, pool_parameter(stack.name, request.project_id))
-        if choice != current:
-            registry.put_project_pool(request.project_id, choice)
-    return choice
+    project_id = plan.request.project_id
+    with aws_errors(f"could not record the pool of project {project_id}"):
+        if plan.pool_plan is not None:
+            apply_pool(clients, plan.pool_plan)
+        elif plan.request.pool.stack_pool:
+            remove_pool(clients, pool_parameter(stack.name, project_id))
+        if plan.pool != plan.pool_now:
+            registry.put_project_pool(project_id, plan.pool)
 
 
 def _delete_keys(iam, user: str, key_ids: list[str]) -> None:

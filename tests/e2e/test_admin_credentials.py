@@ -1,0 +1,90 @@
+"""issue-credentials, revoke-credentials and list-credentials as an administrator of several
+stacks runs them: a scientist's user is changed only by the stack that issued her, and every
+change that takes something away or gives something back is said, and asked."""
+
+from __future__ import annotations
+
+from annex_common.aws import make_clients
+from templates import contract
+from tests.flows import PROJECT, USER
+
+
+def issue(shell, *args: str, answer: str | None = None, output: str = "b.toml"):
+    return shell.run("annex-admin", "issue-credentials", "--user", USER, "--output", str(shell.home / output),
+                     *args, answer=answer)
+
+
+def iam_state(user: str = USER) -> tuple[list[str], dict[str, str], list[str]]:
+    """Her keys, her tags and her policies, as IAM has them."""
+    iam = make_clients(region="us-east-1").iam
+    keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+    tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]}
+    policies = [p["PolicyArn"] for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]]
+    return keys, tags, policies
+
+
+def test_a_user_of_the_stack_in_another_region_is_refused_there_and_nothing_changes(shell):
+    assert shell.setup_region().returncode == 0
+    assert shell.run("annex-admin", "setup", "--yes", "--region", "us-west-2").returncode == 0
+    assert issue(shell, "--project-id", PROJECT).returncode == 0
+    before = iam_state()
+    assert before[1][contract.USER_TAG_REGION] == "us-east-1"
+    other = issue(shell, "--region", "us-west-2", "--project-id", "Second.Lab", "--yes", output="a.toml")
+    assert other.returncode == 2, other.output
+    assert f"the IAM user {USER} belongs to stack HTCondorAnnex in us-east-1" in other.stderr
+    assert f"--user for this stack (for example {USER}-us-west-2)" in other.stderr
+    assert iam_state() == before and not (shell.home / "a.toml").exists()
+    # The same name in us-west-2 is another user: issued under the name suggested.
+    moved = shell.run("annex-admin", "issue-credentials", "--region", "us-west-2", "--project-id", "Second.Lab",
+                      "--user", f"{USER}-us-west-2", "--output", str(shell.home / "a.toml"), "--yes")
+    assert moved.returncode == 0, moved.output
+    assert iam_state() == before
+
+
+def test_issuing_a_revoked_scientist_again_says_she_gets_access_back_or_moves_and_asks(shell):
+    assert shell.setup_region().returncode == 0
+    assert issue(shell, "--project-id", PROJECT).returncode == 0
+    assert shell.run("annex-admin", "revoke-credentials", "--user", USER).returncode == 0
+    declined = issue(shell, "--project-id", PROJECT, answer="n", output="c.toml")
+    assert declined.returncode == 2, declined.output
+    assert f"{USER} was revoked on 20" in declined.stdout and "UTC: this gives her access again" in declined.stdout
+    assert iam_state()[0] == [] and not (shell.home / "c.toml").exists()
+    moved = issue(shell, "--project-id", "OtherLab", "--yes", output="d.toml")
+    assert moved.returncode == 0, moved.output
+    assert "this gives her access again" in moved.stdout  # said, with --yes too
+    assert (f"{USER} moves from project {PROJECT} to project OtherLab: her {PROJECT} bundle stops working"
+            in moved.stdout)
+
+
+def test_changing_a_projects_pool_shows_now_and_to_be_and_asks(shell):
+    from tests.flows import write_private
+
+    assert shell.setup_region().returncode == 0
+    key = shell.home / "cm2.key"
+    write_private(key, b"k" * 64)
+    first = issue(shell, "--project-id", PROJECT, "--pool-collector", "cm2.example.org", "--pool-trust-domain",
+                  "t2.org", "--pool-signing-key-file", str(key))
+    assert first.returncode == 0, first.output  # a new project: nothing runs on another pool, nothing to ask
+    assert "to be: collector cm2.example.org" in first.stdout, first.stdout
+    moved = issue(shell, "--project-id", PROJECT, "--pool-collector", "cm3.example.org", "--pool-trust-domain",
+                  "t2.org", "--pool-signing-key-file", str(key), "--yes", output="c.toml")
+    assert moved.returncode == 0, moved.output
+    assert f"pool of project {PROJECT} now:   collector cm2.example.org" in moved.stdout
+    assert f"pool of project {PROJECT} to be: collector cm3.example.org" in moved.stdout
+    assert "running annexes keep their old pool until they end" in moved.stdout
+    back = issue(shell, "--project-id", PROJECT, "--stack-pool", answer="n", output="d.toml")
+    assert back.returncode == 2, back.output
+    assert "to be: the stack's pool" in back.stdout and f"change project {PROJECT}'s pool" in back.stderr
+    shown = shell.run("annex-admin", "pool", "show")
+    assert "cm3.example.org" in shown.stdout  # declined: still its own
+
+
+def test_issuing_again_says_her_bundle_stops_working_until_she_installs_the_new_one(shell):
+    assert shell.setup_region().returncode == 0
+    first = issue(shell, "--project-id", PROJECT)
+    assert first.returncode == 0 and "stops working" not in first.stdout
+    again = issue(shell, "--project-id", PROJECT, "--max-spend", "900", output="c.toml")
+    assert again.returncode == 0, again.output
+    assert "the bundle she has stops working, and she must install the new one" in again.stdout
+    assert "the bundle she has no longer works until she installs this one" in again.stdout
+    assert "replaced 1 earlier access key(s)" not in again.stdout
