@@ -420,22 +420,34 @@ def revoke_credentials(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    yes: Yes = False,
     debug: Debug = False,
 ) -> None:
     """Stop a scientist asking: mark her record revoked, detach the policy, delete her keys (running annexes keep their leases)."""
 
     def action() -> None:
-        from annex_admin.credentials import revoke_credentials as revoke
+        from annex_admin.credentials import apply_revoke, plan_revoke
+        from templates.settings import validate_stack_name
 
-        result = revoke(_clients(region, profile), user, stack_name)
+        validate_stack_name(stack_name)
+        clients = _clients(region, profile)
+        plan = plan_revoke(clients, user, stack_name)
+        if plan.already_revoked:
+            out.print(f"[green]{user} is already revoked[/] (since {plan.revoked_on}): she has no key and no policy; "
+                      "nothing to do.")
+            return
+        out.print(f"[bold]Revoke {user}[/] in stack {stack_name}, {clients.region}")
+        for line in plan.lines():
+            out.print(f"  {line}", markup=False)
+        require_confirmation(f"Revoke {user}'s credentials?", assume_yes=yes)
+        result = apply_revoke(clients, plan)
         done = [f"{len(result.keys_removed)} access key(s) deleted"]
         if result.policy_detached:
             done.append("the scientists' policy detached")
         if result.record_revoked:
             done.append("her record marked revoked: the broker refuses her whatever she signs with")
         out.print(f"[green]Revoked {user}:[/] " + "; ".join(done) + ".")
-        out.print("  Running annexes keep their leases and their project's node role; the enforcer still ends "
-                  "them on time. `annex-admin issue-credentials` for her again gives her a new bundle; "
+        out.print("  `annex-admin issue-credentials` for her again gives her a new bundle; "
                   "`annex-admin teardown` removes the users and node roles.")
 
     run_guarded(action, debug=debug)

@@ -472,6 +472,40 @@ def _delete_keys(iam, user: str, key_ids: list[str]) -> None:
 
 
 @dataclass(frozen=True)
+class RevokePlan:
+    """What revoke-credentials will do, read before anything is changed."""
+
+    user: str
+    stack: StackInfo
+    project_id: str  # "" when neither her record nor her tags name one
+    found: IamUser | None  # None: her IAM user is gone, only the record is left
+    recorded: UserRecord | None
+    keys: list[str]  # her access key ids (not secrets), deleted
+    policy_attached: bool
+
+    @property
+    def already_revoked(self) -> bool:
+        """Nothing left to do: her record says revoked, and she has no key and no policy."""
+        return bool(self.recorded and self.recorded.revoked) and not self.keys and not self.policy_attached
+
+    @property
+    def revoked_on(self) -> str:
+        return _when(self.recorded.revoked) if self.recorded and self.recorded.revoked else ""
+
+    def lines(self) -> list[str]:
+        lines = [f"user {self.user}" + (f", project {self.project_id}" if self.project_id else "")]
+        if self.recorded is not None and not self.recorded.revoked:
+            lines.append("her record is marked revoked: the broker refuses her whatever she signs with")
+        if self.policy_attached:
+            lines.append("the scientists' policy is detached from her user")
+        if self.keys:
+            lines.append(f"{len(self.keys)} access key(s) deleted ({', '.join(self.keys)}): her bundle stops working")
+        lines.append("her running annexes keep their leases and the project's node role; the enforcer still ends "
+                     "them on time")
+        return lines
+
+
+@dataclass(frozen=True)
 class RevokeResult:
     user: str
     keys_removed: list[str]
@@ -479,34 +513,47 @@ class RevokeResult:
     policy_detached: bool  # the scientists' policy was attached to her user, and is no more
 
 
-def revoke_credentials(clients: AwsClients, user: str, stack_name: str = contract.DEFAULT_STACK_NAME) -> RevokeResult:
-    """Stop every way she could still ask: the record first (the broker refuses her from then on,
-    session credentials made earlier included), then the policy, then her keys."""
+def plan_revoke(clients: AwsClients, user: str, stack_name: str = contract.DEFAULT_STACK_NAME) -> RevokePlan:
+    """Read her user, record, keys and policy; change nothing. Only a user this stack issued."""
     if not USER_RE.fullmatch(user or ""):
         raise BadInput(f"user name {user!r} is not a valid IAM user name", "", "Pass the --user you issued.")
     stack = read_stack(clients, stack_name)
     registry = registry_of(clients, stack)
-    iam = clients.iam
-    with aws_errors(f"could not revoke the credentials of {user}"):
+    with aws_errors(f"could not read the credentials of {user}"):
         found = existing_user(clients, user)
         recorded = registry.user(user)
     if found is None and recorded is None:
         raise BadInput(f"there is no IAM user {user}", "nothing to revoke", "Check the --user name.")
-    if found is not None and found.tags.get(contract.USER_TAG_MANAGED) != MANAGED_BY:
-        raise BadInput(
-            f"the IAM user {user} was not created by condor-annex",
-            "revoke-credentials deletes only the keys of scientists issue-credentials made; this user's keys "
-            "belong to someone else",
-            "Check the --user name (the one given to issue-credentials).",
-        )
-    with aws_errors(f"could not revoke the credentials of {user}"):
-        marked = registry.revoke_user(user) if recorded is not None else False
-        if found is None:
-            return RevokeResult(user, [], marked, False)
-        detached = _detach_policy(iam, user, stack.output(contract.OUT_SCIENTIST_POLICY))
-        keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
-        _delete_keys(iam, user, keys)
-    return RevokeResult(user, keys, marked, detached)
+    if found is None:
+        return RevokePlan(user, stack, recorded.project_id if recorded else "", None, recorded, [], False)
+    check_issued_here(user, stack_name, clients.region, found, recorded)
+    policy_arn = stack.output(contract.OUT_SCIENTIST_POLICY)
+    with aws_errors(f"could not read the credentials of {user}"):
+        keys = [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+        attached = [p["PolicyArn"] for p in clients.iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]]
+    project = (recorded.project_id if recorded else "") or found.tags.get(contract.USER_TAG_PROJECT, "")
+    return RevokePlan(user, stack, project, found, recorded, keys, policy_arn in attached)
+
+
+def revoke_credentials(clients: AwsClients, user: str, stack_name: str = contract.DEFAULT_STACK_NAME) -> RevokeResult:
+    """Plan and revoke at once (no question: the CLI asks between the two)."""
+    return apply_revoke(clients, plan_revoke(clients, user, stack_name))
+
+
+def apply_revoke(clients: AwsClients, plan: RevokePlan) -> RevokeResult:
+    """Stop every way she could still ask: the record first (the broker refuses her from then on,
+    session credentials made earlier included), then the policy, then her keys."""
+    registry = registry_of(clients, plan.stack)
+    iam = clients.iam
+    with aws_errors(f"could not revoke the credentials of {plan.user}"):
+        marked = registry.revoke_user(plan.user) if plan.recorded is not None else False
+        if plan.found is None:
+            return RevokeResult(plan.user, [], marked, False)
+        detached = _detach_policy(iam, plan.user, plan.stack.output(contract.OUT_SCIENTIST_POLICY))
+        # Listed again: a key made since the plan goes too.
+        keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=plan.user)["AccessKeyMetadata"]]
+        _delete_keys(iam, plan.user, keys)
+    return RevokeResult(plan.user, keys, marked, detached)
 
 
 def _detach_policy(iam, user: str, policy_arn: str) -> bool:

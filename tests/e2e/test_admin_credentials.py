@@ -34,6 +34,9 @@ def test_a_user_of_the_stack_in_another_region_is_refused_there_and_nothing_chan
     assert f"the IAM user {USER} belongs to stack HTCondorAnnex in us-east-1" in other.stderr
     assert f"--user for this stack (for example {USER}-us-west-2)" in other.stderr
     assert iam_state() == before and not (shell.home / "a.toml").exists()
+    revoked = shell.run("annex-admin", "revoke-credentials", "--region", "us-west-2", "--user", USER, "--yes")
+    assert revoked.returncode == 2 and "belongs to stack HTCondorAnnex in us-east-1" in revoked.stderr
+    assert iam_state() == before
     # The same name in us-west-2 is another user: issued under the name suggested.
     moved = shell.run("annex-admin", "issue-credentials", "--region", "us-west-2", "--project-id", "Second.Lab",
                       "--user", f"{USER}-us-west-2", "--output", str(shell.home / "a.toml"), "--yes")
@@ -44,7 +47,7 @@ def test_a_user_of_the_stack_in_another_region_is_refused_there_and_nothing_chan
 def test_issuing_a_revoked_scientist_again_says_she_gets_access_back_or_moves_and_asks(shell):
     assert shell.setup_region().returncode == 0
     assert issue(shell, "--project-id", PROJECT).returncode == 0
-    assert shell.run("annex-admin", "revoke-credentials", "--user", USER).returncode == 0
+    assert shell.run("annex-admin", "revoke-credentials", "--user", USER, "--yes").returncode == 0
     declined = issue(shell, "--project-id", PROJECT, answer="n", output="c.toml")
     assert declined.returncode == 2, declined.output
     assert f"{USER} was revoked on 20" in declined.stdout and "UTC: this gives her access again" in declined.stdout
@@ -88,3 +91,22 @@ def test_issuing_again_says_her_bundle_stops_working_until_she_installs_the_new_
     assert "the bundle she has stops working, and she must install the new one" in again.stdout
     assert "the bundle she has no longer works until she installs this one" in again.stdout
     assert "replaced 1 earlier access key(s)" not in again.stdout
+
+
+def test_revoking_shows_what_it_does_asks_and_says_when_she_is_already_revoked(shell):
+    assert shell.setup_region().returncode == 0
+    assert issue(shell, "--project-id", PROJECT).returncode == 0
+    before = iam_state()
+    unasked = shell.run("annex-admin", "revoke-credentials", "--user", USER)  # no terminal, no --yes
+    assert unasked.returncode == 2 and "could not be asked" in unasked.stderr
+    assert f"user {USER}, project {PROJECT}" in unasked.stdout
+    assert f"1 access key(s) deleted ({before[0][0]}): her bundle stops working" in unasked.stdout
+    declined = shell.run("annex-admin", "revoke-credentials", "--user", USER, answer="n")
+    assert declined.returncode == 2 and "not confirmed: nothing was changed" in declined.stderr
+    assert iam_state() == before
+    revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER, answer="y")
+    assert revoked.returncode == 0 and "1 access key(s) deleted" in revoked.stdout
+    assert iam_state()[0] == [] and iam_state()[2] == []
+    again = shell.run("annex-admin", "revoke-credentials", "--user", USER)
+    assert again.returncode == 0, again.output
+    assert f"{USER} is already revoked (since 20" in again.stdout and "0 access key(s)" not in again.output
