@@ -354,7 +354,8 @@ def issue_credentials(
     pool_password_file: Annotated[Optional[Path], typer.Option("--pool-password-file", help="Or that pool's password file.")] = None,
     pool_key_name: Annotated[str, typer.Option("--pool-key-name", help="The signing key's name on that pool's central manager.")] = "ANNEX",
     stack_pool: Annotated[bool, typer.Option("--stack-pool", help="The project joins the stack's pool again (its own is removed).")] = False,
-    own_pool_key: Annotated[Optional[bool], typer.Option("--allow-own-pool-key/--no-own-pool-key", help="May the project's scientists launch into a personal pool with their own key (condor_annex --own-pool)? Default: unchanged; new projects: no.")] = None,
+    allow_own_pool_key: Annotated[bool, typer.Option("--allow-own-pool-key", help="The project's scientists may launch into a personal pool with their own key (condor_annex --own-pool). Default: unchanged; new projects: not allowed.")] = False,
+    no_own_pool_key: Annotated[bool, typer.Option("--no-own-pool-key", help="Withdraw that permission.")] = False,
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
@@ -370,7 +371,7 @@ def issue_credentials(
         validate_issue(project_id, user, change, output)
         pool_change = ProjectPoolChange(_project_pool(pool_collector, pool_trust_domain, pool_signing_key_file,
                                                       pool_password_file, pool_key_name, stack_pool),
-                                        stack_pool, own_pool_key)
+                                        stack_pool, _own_pool_key(allow_own_pool_key, no_own_pool_key))
         clients = _clients(region, profile)
         plan = plan_issue(clients, IssueRequest(stack_name, project_id, user, output, change, pool_change))
         out.print(f"[bold]Credentials of {user}[/] for project {project_id}, stack {stack_name} in {clients.region}")
@@ -397,6 +398,17 @@ def issue_credentials(
     run_guarded(action, debug=debug)
 
 
+def _own_pool_key(allow: bool, withdraw: bool) -> bool | None:
+    """--allow-own-pool-key, --no-own-pool-key, or None: neither, unchanged."""
+    from annex_common.errors import BadInput
+
+    if allow and withdraw:
+        raise BadInput("--allow-own-pool-key and --no-own-pool-key contradict each other",
+                       "the project's scientists either may bring their own pool key or may not",
+                       "Pass one of them, or neither to keep what is recorded.")
+    return True if allow else (False if withdraw else None)
+
+
 def _project_pool(collector, trust_domain, signing_key_file, password_file, key_name, stack_pool):
     """The project's own pool from issue-credentials' options, read and checked before any AWS call."""
     from annex_admin.pool import PoolChoice, pool_from_choice
@@ -408,10 +420,18 @@ def _project_pool(collector, trust_domain, signing_key_file, password_file, key_
     if stack_pool:
         raise BadInput("--stack-pool and --pool-* contradict each other", "a project joins one pool",
                        "Pass either --stack-pool or the --pool-* options.")
-    if collector is None or trust_domain is None:
-        raise BadInput("a project's own pool needs --pool-collector and --pool-trust-domain",
-                       "and one of --pool-signing-key-file and --pool-password-file", "Pass all of them.")
-    return pool_from_choice(PoolChoice(collector, trust_domain, signing_key_file, password_file, key_name))
+    missing = [option for option, value in (("--pool-collector", collector), ("--pool-trust-domain", trust_domain))
+               if value is None]
+    if signing_key_file is None and password_file is None:
+        missing.append("one of --pool-signing-key-file and --pool-password-file")
+    if missing:
+        raise BadInput(
+            f"a project's own pool needs {' and '.join(missing)} as well",
+            "annex nodes join a pool by its collector and trust domain, with a token signed by its key or with "
+            "its pool password",
+            f"Pass {' and '.join(missing)}, or no --pool-* option to keep the project's pool.",
+        )
+    return pool_from_choice(PoolChoice(collector, trust_domain, signing_key_file, password_file, key_name, "--pool-"))
 
 
 @app.command("revoke-credentials")

@@ -20,6 +20,15 @@ CASES = {
     "lease-over-a-year": (issue("--max-lease-hours", "10000"), "over a year"),
     "spend-zero": (issue("--max-spend", "0"), "--max-spend 0 is not allowed"),
     "spend-nan": (issue("--max-spend", "nan"), "--max-spend nan is not allowed"),
+    "own-pool-no-key": (issue("--pool-collector", "cm2.example.org", "--pool-trust-domain", "t2.org"),
+                        "needs one of --pool-signing-key-file and --pool-password-file as well"),
+    "own-pool-both-files": (issue("--pool-collector", "cm2.example.org", "--pool-trust-domain", "t2.org",
+                                  "--pool-signing-key-file", "k", "--pool-password-file", "p"),
+                            "give exactly one of --pool-signing-key-file and --pool-password-file"),
+    "own-pool-collector-only": (issue("--pool-collector", "cm2.example.org"),
+                                "needs --pool-trust-domain and one of --pool-signing-key-file and --pool-password-file"),
+    "own-pool-key-both-ways": (issue("--allow-own-pool-key", "--no-own-pool-key"),
+                               "--allow-own-pool-key and --no-own-pool-key contradict each other"),
     "project-malformed": (["issue-credentials", "--project-id", "bad project", "--user", USER, "--output", "b.toml"], "not allowed"),
     "user-malformed": (["issue-credentials", "--project-id", PROJECT, "--user", "bad user!", "--output", "b.toml"], "not a valid IAM user name"),
     "output-is-a-folder": (["issue-credentials", "--project-id", PROJECT, "--user", USER, "--output", "."], "is a directory"),
@@ -39,4 +48,7 @@ def test_admin_bad_input(shell, aws, args, phrase):
     assert result.returncode == 2, result.output
     assert phrase in result.output
     assert "Next:" in result.output
+    assert "Why: and" not in result.output  # a reason, never a fragment of the sentence above it
+    if "--pool-" in " ".join(args):  # issue-credentials' own options, never pool set's
+        assert " --signing-key-file" not in result.output and " --password-file" not in result.output
     assert aws.aws_requests() == before
