@@ -8,7 +8,6 @@ administrator's eyes only; the bundle shows the caps to the scientist, and no ch
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +100,7 @@ def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -
             "IAM user names are 1-64 of letters, digits and + = , . @ _ -",
             "Pass another --user.",
         )
-    applied = caps.applied_to(Caps())
-    _check_positive_caps(applied)
-    if applied.max_lease_hours > cap_rules.MAX_CAP_LEASE_HOURS:
-        raise BadInput(
-            f"--max-lease-hours {applied.max_lease_hours:g} is over a year",
-            "annex configuration is kept at most 400 days",
-            f"Pass at most {cap_rules.MAX_CAP_LEASE_HOURS}.",
-        )
+    _check_cap_bounds(caps.applied_to(Caps()))
     if output.exists() and output.is_dir():
         raise BadInput(f"--output {output} is a directory", "the bundle is a file", "Pass a file path.")
     if not output.parent.exists():
@@ -130,26 +122,20 @@ def registry_of(clients: AwsClients, stack: StackInfo) -> Registry:
     return Registry(clients.client("dynamodb"), stack.output(contract.OUT_REGISTRY_TABLE))
 
 
-def _check_positive_caps(caps: Caps) -> None:
-    """Each cap named by its option and its value, never as a Python object."""
-    if caps.max_instances < 1:
-        raise BadInput(
-            f"--max-instances {caps.max_instances} is not allowed",
-            "a project needs room for at least one instance at once",
-            "Pass --max-instances 1 or more.",
-        )
-    if not (math.isfinite(caps.max_lease_hours) and caps.max_lease_hours > 0):
-        raise BadInput(
-            f"--max-lease-hours {caps.max_lease_hours:g} is not allowed",
-            "the longest lease is a positive number of hours",
-            "Pass for example --max-lease-hours 72.",
-        )
-    if not (math.isfinite(caps.max_spend_usd) and caps.max_spend_usd > 0):
-        raise BadInput(
-            f"--max-spend {caps.max_spend_usd:g} is not allowed",
-            "the spend cap is a positive amount of US dollars",
-            "Pass for example --max-spend 500.",
-        )
+_CAP_OPTIONS = {"max_instances": "--max-instances", "max_lease_hours": "--max-lease-hours", "max_spend_usd": "--max-spend"}
+
+
+def _check_cap_bounds(caps: Caps) -> None:
+    """Each cap within its range (annex_cloud.caps), named by its option and value, never as a Python object."""
+    bound = cap_rules.out_of_bounds(caps)
+    if bound is None:
+        return
+    option, value = _CAP_OPTIONS[bound.field], getattr(caps, bound.field)
+    raise BadInput(
+        f"{option} {value if isinstance(value, int) else format(value, 'g')} is not allowed",
+        f"it must be from {bound.range_text()}: {bound.why}",
+        f"Pass {option} from {bound.range_text()}.",
+    )
 
 
 def _user_tags(project_id: str, caps: Caps, stack_name: str, region: str) -> list[dict[str, str]]:
