@@ -473,6 +473,74 @@ def revoke_credentials(
     run_guarded(action, debug=debug)
 
 
+@app.command("list-credentials")
+def list_credentials(
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
+    debug: Debug = False,
+) -> None:
+    """List the scientists the stack issued: project, caps, pool, revoked or not, key age (changes nothing)."""
+
+    def action() -> None:
+        from annex_admin.credentials import list_scientists
+        from templates.settings import validate_stack_name
+
+        validate_stack_name(stack_name)
+        clients = _clients(region, profile)
+        scientists = list_scientists(clients, stack_name)
+        if output is OutputFormat.json:
+            print_json({"stack_name": stack_name, "region": clients.region,
+                        "scientists": [s.to_dict() for s in scientists]})
+            return
+        if not scientists:
+            out.print(f"No scientist is recorded in stack {stack_name} in {clients.region}: "
+                      "`annex-admin issue-credentials` issues one.")
+            return
+        _print_scientists(scientists)
+
+    run_guarded(action, debug=debug)
+
+
+def _print_scientists(scientists) -> None:
+    from datetime import datetime, timezone
+
+    from rich.table import Table
+
+    from annex_common.tables import print_table
+    from annex_common.times import format_local_short, parse_utc_stamp
+
+    now = datetime.now(timezone.utc)
+    table = Table("User", "Project", "Caps", "Pool", "Revoked", "Key age", box=None)
+    for s in scientists:
+        caps = (f"{s.caps.max_instances} instances, {s.caps.max_lease_hours:g} h, ${s.caps.max_spend_usd:,.2f}"
+                if s.caps else "none recorded")
+        pool = f"own ({s.own_pool})" if s.own_pool else "the stack's"
+        if s.own_key:
+            pool += "; own key allowed"
+        revoked_at = parse_utc_stamp(s.revoked)
+        revoked = format_local_short(revoked_at) if revoked_at else (s.revoked or "no")
+        if not s.iam_user:
+            age = "no IAM user"
+        elif not s.key_created:
+            age = "no key"
+        else:
+            age = _age(now - s.key_created[-1])
+        table.add_row(s.user, s.project_id, caps, pool, revoked, age)
+    print_table(out, table, prose={"Caps", "Pool"})
+
+
+def _age(elapsed) -> str:
+    """How old, in the largest whole unit: '12 days', '3 hours', '5 minutes'."""
+    seconds = max(0, int(elapsed.total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return "under a minute"
+
+
 pool_app = typer.Typer(
     name="pool",
     help="Record the pool annexes join (collector, trust domain, its signing key or password), kept "
@@ -625,7 +693,7 @@ def teardown(
 
     def action() -> None:
         from annex_admin.teardown import instances_alive, live_annex_instances, teardown as run_teardown
-        from annex_admin.teardown import teardown_preview
+        from annex_admin.teardown import removal_names, teardown_preview
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
@@ -642,7 +710,13 @@ def teardown(
         live = live_annex_instances(clients, stack_name)
         if live and not force:
             raise instances_alive(len(live), stack_name)
-        question = f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?"
+        names = removal_names(clients, stack_name)
+        # With JSON on stdout, what it will remove is a message: stderr.
+        said = err_console if output is OutputFormat.json else out
+        for line in names.lines():
+            said.print(f"will remove {line}", markup=False)
+        beyond = f", {names.summary()}" if names.summary() else ""
+        question = f"Delete stack {stack_name} in {clients.region}, its bucket{beyond}?"
         if live:
             question = f"Terminate {len(live)} annex instance(s), then d{question[1:]}"
         require_confirmation(question, assume_yes=yes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ import botocore.exceptions
 
 from annex_cloud import caps as cap_rules
 from annex_cloud.caps import Caps
+from annex_cloud.expiry import format_expiry_tag
 from annex_cloud.identity import function_arn
 from annex_cloud.node.config import PROJECT_ID_PATTERN
 from annex_cloud.pools import PoolSecret, pool_parameter
@@ -336,13 +338,11 @@ def plan_issue(clients: AwsClients, request: IssueRequest) -> IssuePlan:
 
 
 def _when(moment: str) -> str:
-    """A recorded ISO 8601 UTC moment in a person's words."""
-    from datetime import datetime
+    """A moment the registry recorded (ISO 8601 UTC), as people read it."""
+    from annex_common.times import format_local, parse_utc_stamp
 
-    try:
-        return datetime.fromisoformat(moment.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return moment
+    parsed = parse_utc_stamp(moment)
+    return format_local(parsed) if parsed else moment
 
 
 def _has_keys(clients: AwsClients, user: str) -> bool:
@@ -551,3 +551,65 @@ def _detach_policy(iam, user: str, policy_arn: str) -> bool:
         if error_code(exc) == "NoSuchEntity":
             return False
         raise
+
+
+@dataclass(frozen=True)
+class ScientistView:
+    """One scientist as the administrator's record and IAM have her: read, never changed."""
+
+    user: str
+    project_id: str
+    caps: Caps | None  # None: her project has no caps record
+    own_pool: str  # the collector of her project's own pool; "" when it joins the stack's
+    own_key: bool  # may she bring her own pool key?
+    revoked: str  # when she was revoked (as recorded, ISO 8601 UTC); "" while she may ask
+    key_created: list[datetime]  # her access keys' creation times (UTC); [] when she has none
+    iam_user: bool  # False: her IAM user is gone, only the record is left
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "user": self.user,
+            "project_id": self.project_id,
+            "caps": dataclasses.asdict(self.caps) if self.caps else None,
+            "pool": {"own": bool(self.own_pool), "collector": self.own_pool or None, "own_key_allowed": self.own_key},
+            "revoked": self.revoked or None,
+            "access_keys_created": [format_expiry_tag(moment) for moment in self.key_created],
+            "iam_user": self.iam_user,
+        }
+
+
+def list_scientists(clients: AwsClients, stack_name: str) -> list[ScientistView]:
+    """Every scientist the stack's registry records, with her project's caps and pool and her keys."""
+    stack = read_stack(clients, stack_name)
+    registry = registry_of(clients, stack)
+    with aws_errors("could not read the administrator's record"):
+        records = sorted(registry.users(), key=lambda r: r.user)
+        projects = sorted({r.project_id for r in records})
+        caps = {p: registry.caps(p) for p in projects}
+        pools = {p: registry.project_pool(p) for p in projects}
+    collectors = {p: _own_collector(clients, stack.name, p) for p in projects if pools[p].own_pool}
+    views = []
+    for record in records:
+        keys = _key_times(clients, record.user)
+        views.append(ScientistView(
+            record.user, record.project_id, caps[record.project_id], collectors.get(record.project_id, ""),
+            pools[record.project_id].own_key, record.revoked, keys or [], keys is not None,
+        ))
+    return views
+
+
+def _own_collector(clients: AwsClients, stack_name: str, project_id: str) -> str:
+    pool = recorded_pool(clients, pool_parameter(stack_name, project_id))
+    return pool.collector_host if pool else "unreadable: record it again"
+
+
+def _key_times(clients: AwsClients, user: str) -> list[datetime] | None:
+    """When her access keys were made, oldest first; None when her IAM user is gone."""
+    try:
+        found = clients.iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        with aws_errors(f"could not list the access keys of {user}"):
+            raise
+    return sorted(k["CreateDate"] for k in found)

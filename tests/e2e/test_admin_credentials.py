@@ -50,7 +50,7 @@ def test_issuing_a_revoked_scientist_again_says_she_gets_access_back_or_moves_an
     assert shell.run("annex-admin", "revoke-credentials", "--user", USER, "--yes").returncode == 0
     declined = issue(shell, "--project-id", PROJECT, answer="n", output="c.toml")
     assert declined.returncode == 2, declined.output
-    assert f"{USER} was revoked on 20" in declined.stdout and "UTC: this gives her access again" in declined.stdout
+    assert f"{USER} was revoked on 20" in declined.stdout and ": this gives her access again" in declined.stdout
     assert iam_state()[0] == [] and not (shell.home / "c.toml").exists()
     moved = issue(shell, "--project-id", "OtherLab", "--yes", output="d.toml")
     assert moved.returncode == 0, moved.output
@@ -110,3 +110,45 @@ def test_revoking_shows_what_it_does_asks_and_says_when_she_is_already_revoked(s
     again = shell.run("annex-admin", "revoke-credentials", "--user", USER)
     assert again.returncode == 0, again.output
     assert f"{USER} is already revoked (since 20" in again.stdout and "0 access key(s)" not in again.output
+
+
+def test_the_administrator_sees_every_scientist_and_teardown_names_whom_it_removes(shell):
+    import json
+
+    from annex_common.bundle import load_bundle
+    from tests.flows import write_private
+
+    assert shell.setup_region().returncode == 0
+    assert issue(shell, "--project-id", PROJECT, "--max-instances", "8").returncode == 0
+    key = shell.home / "cm2.key"
+    write_private(key, b"k" * 64)
+    other = shell.run("annex-admin", "issue-credentials", "--project-id", "OtherLab", "--user", "labmate",
+                      "--output", str(shell.home / "l.toml"), "--pool-collector", "cm2.example.org",
+                      "--pool-trust-domain", "t2.org", "--pool-signing-key-file", str(key), "--allow-own-pool-key")
+    assert other.returncode == 0, other.output
+    assert shell.run("annex-admin", "revoke-credentials", "--user", "labmate", "--yes").returncode == 0
+    before = iam_state()
+    listed = shell.run("annex-admin", "list-credentials")
+    assert listed.returncode == 0, listed.output
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines() if line.strip()}
+    assert PROJECT in rows[USER] and "8 instances, 168 h, $500.00" in rows[USER] and "the stack's" in rows[USER]
+    assert "minute" in rows[USER] and " no " in rows[USER]
+    assert "own (cm2.example.org); own key allowed" in rows["labmate"] and "no key" in rows["labmate"]
+    document = json.loads(shell.run("annex-admin", "list-credentials", "--output", "json").stdout)
+    by_user = {s["user"]: s for s in document["scientists"]}
+    assert by_user[USER]["caps"] == {"max_instances": 8, "max_lease_hours": 168.0, "max_spend_usd": 500.0}
+    assert by_user[USER]["revoked"] is None and len(by_user[USER]["access_keys_created"]) == 1
+    assert by_user["labmate"]["revoked"] and by_user["labmate"]["pool"]["collector"] == "cm2.example.org"
+    secret = load_bundle(shell.home / "b.toml").aws_secret_access_key
+    assert secret not in listed.output + json.dumps(document)
+    assert iam_state() == before  # read only
+    dry = shell.run("annex-admin", "teardown", "--dry-run")
+    assert f"would remove IAM user {USER} (a scientist's)" in dry.stdout
+    assert "would remove IAM user labmate (a scientist's)" in dry.stdout  # revoked, still removed
+    assert dry.stdout.count("would remove node role ") == 2
+    assert "would remove recorded pool /condor-annex/HTCondorAnnex/pools/projects/OtherLab" in dry.stdout
+    declined = shell.run("annex-admin", "teardown", answer="n")
+    assert declined.returncode == 2, declined.output
+    assert f"will remove IAM user {USER}" in declined.stdout
+    assert "2 scientist(s)' IAM user(s), 2 node role(s), 2 recorded pool(s)?" in declined.stderr
+    assert iam_state() == before
