@@ -344,7 +344,7 @@ def _image_lease_hours() -> float:
 def issue_credentials(
     project_id: Annotated[str, typer.Option("--project-id", help="The scientist's project.")],
     user: Annotated[str, typer.Option("--user", help="IAM user name for the scientist.")],
-    output: Annotated[Path, typer.Option("--output", help="Where to write the bundle (mode 0600).")],
+    output: Annotated[Optional[Path], typer.Option("--output", help="Where to write her bundle (mode 0600), with a new key that replaces hers. Leave it out to change only an issued scientist's caps or pool: she keeps her key and bundle.")] = None,
     max_instances: Annotated[Optional[int], typer.Option("--max-instances", help="Instances alive at once (new projects: 32; else unchanged).")] = None,
     max_lease_hours: Annotated[Optional[float], typer.Option("--max-lease-hours", help="Longest lease, hours (new projects: 168; else unchanged).")] = None,
     max_spend: Annotated[Optional[float], typer.Option("--max-spend", help="Most the project's live annexes may still cost, USD (new projects: 500; else unchanged).")] = None,
@@ -383,13 +383,16 @@ def issue_credentials(
         verb = "Created" if result.user_created else "Updated"
         out.print(f"[green]{verb} IAM user {user}[/] for project {project_id} in {clients.region}.")
         if result.keys_removed:
-            out.print(f"  her earlier access key is deleted: the bundle she has no longer works until she installs "
-                      f"this one")
+            out.print("  her earlier access key is deleted: the bundle she has no longer works until she installs "
+                      "this one")
         out.print(f"  the project's nodes run as IAM role {result.node.role_arn.rsplit('/', 1)[1]}, which reads only "
                   f"project {project_id}'s annex material")
         pool_of = "its own pool" if result.pool.own_pool else "the stack's pool (annex-admin pool set)"
         key_rule = "may bring their own pool key (condor_annex --own-pool)" if result.pool.own_key else "need no pool key"
         out.print(f"  the project's annexes join {pool_of}; its scientists {key_rule}")
+        if result.output is None:
+            out.print("  her access key and bundle are unchanged.")
+            return
         out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
         from annex_common.tables import print_command
 

@@ -69,17 +69,17 @@ class IssueRequest:
     stack_name: str
     project_id: str
     user: str
-    output: Path
+    output: Path | None  # None: an issued scientist keeps her key and bundle (only the records change)
     caps: CapsChange
     pool: ProjectPoolChange = dataclasses.field(default_factory=lambda: ProjectPoolChange())
 
 
 @dataclass(frozen=True)
 class IssueResult:
-    bundle: Bundle
+    bundle: Bundle | None  # None: no --output, her key and bundle were kept
     user_created: bool
     keys_removed: list[str]
-    output: Path
+    output: Path | None
     caps: Caps
     previous_caps: Caps | None
     node: NodeRecord  # the role the project's nodes run as, and its launch template versions
@@ -89,7 +89,7 @@ class IssueResult:
 Confirm = Callable[[str], bool]
 
 
-def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -> None:
+def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path | None) -> None:
     if not PROJECT_RE.fullmatch(project_id or ""):
         raise BadInput(
             f"project id {project_id!r} is not allowed",
@@ -103,6 +103,8 @@ def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path) -
             "Pass another --user.",
         )
     _check_cap_bounds(caps.applied_to(Caps()))
+    if output is None:
+        return
     if output.exists() and output.is_dir():
         raise BadInput(f"--output {output} is a directory", "the bundle is a file", "Pass a file path.")
     if not output.parent.exists():
@@ -327,10 +329,23 @@ def plan_issue(clients: AwsClients, request: IssueRequest) -> IssuePlan:
     if pool.own_key != pool_now.own_key:
         lines.append(f"project {project}'s scientists " + ("may from now on" if pool.own_key else "may no longer")
                      + " launch into a personal pool with their own key (condor_annex --own-pool)")
-    if found is not None and _has_keys(clients, user):
+    has_keys = found is not None and _has_keys(clients, user)
+    if request.output is None:
+        if not has_keys or (recorded and recorded.revoked):
+            raise BadInput(
+                f"issue-credentials for {user} needs --output",
+                (f"{user} has no working key" if found is not None else f"{user} is a new scientist")
+                + ": she needs a bundle (without --output, only an issued scientist's records change)",
+                "Pass --output FILE for her new bundle.",
+            )
+        lines.append("her access key and bundle are kept (no --output)"
+                     + ("; her bundle still shows the caps it was issued with, the broker applies the new ones"
+                        if previous is not None and previous != caps else ""))
+    elif has_keys:
         lines.append(f"her current access key is deleted once the new bundle is written: the bundle she has stops "
-                     "working, and she must install the new one (condor_annex import-credentials)")
-    replacing = describe_existing_output(request.output)
+                     "working, and she must install the new one (condor_annex import-credentials); "
+                     "to change only caps or pool and keep her key, leave out --output")
+    replacing = describe_existing_output(request.output) if request.output is not None else None
     if replacing is not None:
         lines.append(f"overwrites {replacing} with the new bundle")
         asks.append(f"overwrite {request.output}")
@@ -401,6 +416,18 @@ def apply_issue(clients: AwsClients, plan: IssuePlan) -> IssueResult:
     with aws_errors(f"could not create or update the IAM user {request.user}"):
         # Who she is, as IAM names her: the broker acts for this account, ARN and unique id only.
         registry.put_user(request.user, request.project_id, arn=found.arn, user_id=found.user_id)
+    if request.output is None:
+        return IssueResult(None, False, [], None, caps, plan.previous_caps, node, plan.pool)
+    bundle, old_ids = _new_bundle(clients, stack, request, request.output, found, caps)
+    return IssueResult(bundle, plan.user is None, old_ids, request.output, caps, plan.previous_caps, node, plan.pool)
+
+
+def _new_bundle(
+    clients: AwsClients, stack: StackInfo, request: IssueRequest, output: Path, found: IamUser, caps: Caps
+) -> tuple[Bundle, list[str]]:
+    """Her one fresh key, in the bundle written to ``output``; the earlier keys' ids, deleted."""
+    iam = clients.iam
+    with aws_errors(f"could not create or update the IAM user {request.user}"):
         # One live key per scientist: issuing again rotates. IAM allows two keys, so the oldest
         # goes first only when both slots are taken; the rest go once the new bundle is written.
         old_keys = sorted(
@@ -422,19 +449,19 @@ def apply_issue(clients: AwsClients, plan: IssuePlan) -> IssueResult:
                                 stack.output(contract.OUT_BROKER_FUNCTION)),
     )
     try:
-        write_bundle(request.output, bundle)
+        write_bundle(output, bundle)
     except OSError as exc:
         # Without its bundle the new key is of no use to anyone: take it back, keep the old ones.
         with aws_errors("could not withdraw the key whose bundle could not be written"):
             _delete_keys(iam, request.user, [key["AccessKeyId"]])
         raise AnnexError(
-            f"could not write the bundle {request.output}",
+            f"could not write the bundle {output}",
             exc.strerror or str(exc),
             "Choose an --output path you can write; the scientist's earlier key still works.",
         ) from exc
     with aws_errors(f"could not retire the earlier keys of {request.user}"):
         _delete_keys(iam, request.user, [k for k in old_ids if k not in make_room])
-    return IssueResult(bundle, plan.user is None, old_ids, request.output, caps, plan.previous_caps, node, plan.pool)
+    return bundle, old_ids
 
 
 def record_project_pool(clients: AwsClients, stack: StackInfo, registry: Registry, plan: IssuePlan) -> None:

@@ -152,3 +152,21 @@ def test_the_administrator_sees_every_scientist_and_teardown_names_whom_it_remov
     assert f"will remove IAM user {USER}" in declined.stdout
     assert "2 scientist(s)' IAM user(s), 2 node role(s), 2 recorded pool(s)?" in declined.stderr
     assert iam_state() == before
+
+
+def test_a_cap_change_without_output_keeps_her_key_and_bundle(shell):
+    assert shell.setup_region().returncode == 0
+    needs = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER)
+    assert needs.returncode == 2 and "needs --output" in needs.stderr and "new scientist" in needs.stderr
+    assert issue(shell, "--project-id", PROJECT).returncode == 0
+    keys, _tags, _policies = iam_state()
+    raised = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
+                       "--max-spend", "900")
+    assert raised.returncode == 0, raised.output
+    assert "her access key and bundle are kept (no --output)" in raised.stdout and "stops working" not in raised.stdout
+    assert "caps to be: at most 32 instances at once, leases of at most 168 hours, at most $900.00" in raised.stdout
+    assert iam_state()[0] == keys
+    env = {"CONDOR_ANNEX_CREDENTIALS": str(shell.home / "b.toml")}
+    assert shell.run("condor_annex", "status", env=env).returncode == 0  # her bundle still works
+    listed = shell.run("annex-admin", "list-credentials")
+    assert "$900.00" in listed.stdout
