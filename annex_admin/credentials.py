@@ -282,7 +282,7 @@ class IssuePlan:
     def question(self) -> str | None:
         if not self.asks:
             return None
-        return f"Issue {self.request.user}'s credentials, and {', '.join(self.asks)}?"
+        return f"Issue {self.request.user}'s credentials ({'; '.join(self.asks)})?"
 
 
 def plan_issue(clients: AwsClients, request: IssueRequest) -> IssuePlan:
