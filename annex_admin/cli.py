@@ -348,7 +348,7 @@ def _image_lease_hours() -> float:
 def issue_credentials(
     project_id: Annotated[str, typer.Option("--project-id", help="The scientist's project.")],
     user: Annotated[str, typer.Option("--user", help="IAM user name for the scientist.")],
-    output: Annotated[Path, typer.Option("--output", help="Where to write the bundle (mode 0600).")],
+    output: Annotated[Optional[Path], typer.Option("--output", help="Where to write her bundle (mode 0600), with a new key that replaces hers. Leave it out to change only an issued scientist's caps or pool: she keeps her key and bundle.")] = None,
     max_instances: Annotated[Optional[int], typer.Option("--max-instances", help="Instances alive at once (new projects: 32; else unchanged).")] = None,
     max_lease_hours: Annotated[Optional[float], typer.Option("--max-lease-hours", help="Longest lease, hours (new projects: 168; else unchanged).")] = None,
     max_spend: Annotated[Optional[float], typer.Option("--max-spend", help="Most the project's live annexes may still cost, USD (new projects: 500; else unchanged).")] = None,
@@ -358,7 +358,8 @@ def issue_credentials(
     pool_password_file: Annotated[Optional[Path], typer.Option("--pool-password-file", help="Or that pool's password file.")] = None,
     pool_key_name: Annotated[str, typer.Option("--pool-key-name", help="The signing key's name on that pool's central manager.")] = "ANNEX",
     stack_pool: Annotated[bool, typer.Option("--stack-pool", help="The project joins the stack's pool again (its own is removed).")] = False,
-    own_pool_key: Annotated[Optional[bool], typer.Option("--allow-own-pool-key/--no-own-pool-key", help="May the project's scientists launch into a personal pool with their own key (condor_annex --own-pool)? Default: unchanged; new projects: no.")] = None,
+    allow_own_pool_key: Annotated[bool, typer.Option("--allow-own-pool-key", help="The project's scientists may launch into a personal pool with their own key (condor_annex --own-pool). Default: unchanged; new projects: not allowed.")] = False,
+    no_own_pool_key: Annotated[bool, typer.Option("--no-own-pool-key", help="Withdraw that permission.")] = False,
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
@@ -368,36 +369,51 @@ def issue_credentials(
     """Create or update a scientist's IAM user for one project and write her credentials bundle."""
 
     def action() -> None:
-        from annex_admin.credentials import CapsChange, IssueRequest, ProjectPoolChange, issue_credentials as issue, validate_issue
-        from annex_common.cli_support import confirmer
+        from annex_admin.credentials import CapsChange, IssueRequest, ProjectPoolChange, apply_issue, plan_issue, validate_issue
 
         change = CapsChange(max_instances, max_lease_hours, max_spend)
         validate_issue(project_id, user, change, output)
         pool_change = ProjectPoolChange(_project_pool(pool_collector, pool_trust_domain, pool_signing_key_file,
                                                       pool_password_file, pool_key_name, stack_pool),
-                                        stack_pool, own_pool_key)
+                                        stack_pool, _own_pool_key(allow_own_pool_key, no_own_pool_key))
         clients = _clients(region, profile)
-        result = issue(
-            clients, IssueRequest(stack_name, project_id, user, output, change, pool_change),
-            confirmer(assume_yes=yes),
-        )
+        plan = plan_issue(clients, IssueRequest(stack_name, project_id, user, output, change, pool_change))
+        out.print(f"[bold]Credentials of {user}[/] for project {project_id}, stack {stack_name} in {clients.region}")
+        for line in plan.lines:
+            out.print(f"  {line}", markup=False)
+        if plan.question is not None:
+            require_confirmation(plan.question, assume_yes=yes)
+        result = apply_issue(clients, plan)
         verb = "Created" if result.user_created else "Updated"
         out.print(f"[green]{verb} IAM user {user}[/] for project {project_id} in {clients.region}.")
-        kept = " (unchanged)" if result.previous_caps == result.caps else ""
-        out.print(f"  caps{kept}: {result.caps.describe()}")
         if result.keys_removed:
-            out.print(f"  replaced {len(result.keys_removed)} earlier access key(s)")
+            out.print("  her earlier access key is deleted: the bundle she has no longer works until she installs "
+                      "this one")
         out.print(f"  the project's nodes run as IAM role {result.node.role_arn.rsplit('/', 1)[1]}, which reads only "
                   f"project {project_id}'s annex material")
         pool_of = "its own pool" if result.pool.own_pool else "the stack's pool (annex-admin pool set)"
         key_rule = "may bring their own pool key (condor_annex --own-pool)" if result.pool.own_key else "need no pool key"
         out.print(f"  the project's annexes join {pool_of}; its scientists {key_rule}")
+        if result.output is None:
+            out.print("  her access key and bundle are unchanged.")
+            return
         out.print(f"  bundle written to {result.output} (mode 0600); give it to the scientist privately.")
         from annex_common.tables import print_command
 
         print_command(out, "  She installs it with:", f"condor_annex import-credentials {result.output.name}")
 
     run_guarded(action, debug=debug)
+
+
+def _own_pool_key(allow: bool, withdraw: bool) -> bool | None:
+    """--allow-own-pool-key, --no-own-pool-key, or None: neither, unchanged."""
+    from annex_common.errors import BadInput
+
+    if allow and withdraw:
+        raise BadInput("--allow-own-pool-key and --no-own-pool-key contradict each other",
+                       "the project's scientists either may bring their own pool key or may not",
+                       "Pass one of them, or neither to keep what is recorded.")
+    return True if allow else (False if withdraw else None)
 
 
 def _project_pool(collector, trust_domain, signing_key_file, password_file, key_name, stack_pool):
@@ -411,10 +427,18 @@ def _project_pool(collector, trust_domain, signing_key_file, password_file, key_
     if stack_pool:
         raise BadInput("--stack-pool and --pool-* contradict each other", "a project joins one pool",
                        "Pass either --stack-pool or the --pool-* options.")
-    if collector is None or trust_domain is None:
-        raise BadInput("a project's own pool needs --pool-collector and --pool-trust-domain",
-                       "and one of --pool-signing-key-file and --pool-password-file", "Pass all of them.")
-    return pool_from_choice(PoolChoice(collector, trust_domain, signing_key_file, password_file, key_name))
+    missing = [option for option, value in (("--pool-collector", collector), ("--pool-trust-domain", trust_domain))
+               if value is None]
+    if signing_key_file is None and password_file is None:
+        missing.append("one of --pool-signing-key-file and --pool-password-file")
+    if missing:
+        raise BadInput(
+            f"a project's own pool needs {' and '.join(missing)} as well",
+            "annex nodes join a pool by its collector and trust domain, with a token signed by its key or with "
+            "its pool password",
+            f"Pass {' and '.join(missing)}, or no --pool-* option to keep the project's pool.",
+        )
+    return pool_from_choice(PoolChoice(collector, trust_domain, signing_key_file, password_file, key_name, "--pool-"))
 
 
 @app.command("revoke-credentials")
@@ -423,25 +447,105 @@ def revoke_credentials(
     region: Region = None,
     profile: Profile = None,
     stack_name: StackName = DEFAULT_STACK,
+    yes: Yes = False,
     debug: Debug = False,
 ) -> None:
     """Stop a scientist asking: mark her record revoked, detach the policy, delete her keys (running annexes keep their leases)."""
 
     def action() -> None:
-        from annex_admin.credentials import revoke_credentials as revoke
+        from annex_admin.credentials import apply_revoke, plan_revoke
+        from templates.settings import validate_stack_name
 
-        result = revoke(_clients(region, profile), user, stack_name)
+        validate_stack_name(stack_name)
+        clients = _clients(region, profile)
+        plan = plan_revoke(clients, user, stack_name)
+        if plan.already_revoked:
+            out.print(f"[green]{user} is already revoked[/] (since {plan.revoked_on}): she has no key and no policy; "
+                      "nothing to do.")
+            return
+        out.print(f"[bold]Revoke {user}[/] in stack {stack_name}, {clients.region}")
+        for line in plan.lines():
+            out.print(f"  {line}", markup=False)
+        require_confirmation(f"Revoke {user}'s credentials?", assume_yes=yes)
+        result = apply_revoke(clients, plan)
         done = [f"{len(result.keys_removed)} access key(s) deleted"]
         if result.policy_detached:
             done.append("the scientists' policy detached")
         if result.record_revoked:
             done.append("her record marked revoked: the broker refuses her whatever she signs with")
         out.print(f"[green]Revoked {user}:[/] " + "; ".join(done) + ".")
-        out.print("  Running annexes keep their leases and their project's node role; the enforcer still ends "
-                  "them on time. `annex-admin issue-credentials` for her again gives her a new bundle; "
+        out.print("  `annex-admin issue-credentials` for her again gives her a new bundle; "
                   "`annex-admin teardown` removes the users and node roles.")
 
     run_guarded(action, debug=debug)
+
+
+@app.command("list-credentials")
+def list_credentials(
+    region: Region = None,
+    profile: Profile = None,
+    stack_name: StackName = DEFAULT_STACK,
+    output: Output = OutputFormat.table,
+    debug: Debug = False,
+) -> None:
+    """List the scientists the stack issued: project, caps, pool, revoked or not, key age (changes nothing)."""
+
+    def action() -> None:
+        from annex_admin.credentials import list_scientists
+        from templates.settings import validate_stack_name
+
+        validate_stack_name(stack_name)
+        clients = _clients(region, profile)
+        scientists = list_scientists(clients, stack_name)
+        if output is OutputFormat.json:
+            print_json({"stack_name": stack_name, "region": clients.region,
+                        "scientists": [s.to_dict() for s in scientists]})
+            return
+        if not scientists:
+            out.print(f"No scientist is recorded in stack {stack_name} in {clients.region}: "
+                      "`annex-admin issue-credentials` issues one.")
+            return
+        _print_scientists(scientists)
+
+    run_guarded(action, debug=debug)
+
+
+def _print_scientists(scientists) -> None:
+    from datetime import datetime, timezone
+
+    from rich.table import Table
+
+    from annex_common.tables import print_table
+    from annex_common.times import format_local_short, parse_utc_stamp
+
+    now = datetime.now(timezone.utc)
+    table = Table("User", "Project", "Caps", "Pool", "Revoked", "Key age", box=None)
+    for s in scientists:
+        caps = (f"{s.caps.max_instances} instances, {s.caps.max_lease_hours:g} h, ${s.caps.max_spend_usd:,.2f}"
+                if s.caps else "none recorded")
+        pool = f"own ({s.own_pool})" if s.own_pool else "the stack's"
+        if s.own_key:
+            pool += "; own key allowed"
+        revoked_at = parse_utc_stamp(s.revoked)
+        revoked = format_local_short(revoked_at) if revoked_at else (s.revoked or "no")
+        if not s.iam_user:
+            age = "no IAM user"
+        elif not s.key_created:
+            age = "no key"
+        else:
+            age = _age(now - s.key_created[-1])
+        table.add_row(s.user, s.project_id, caps, pool, revoked, age)
+    print_table(out, table, prose={"Caps", "Pool"})
+
+
+def _age(elapsed) -> str:
+    """How old, in the largest whole unit: '12 days', '3 hours', '5 minutes'."""
+    seconds = max(0, int(elapsed.total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return "under a minute"
 
 
 pool_app = typer.Typer(
@@ -610,7 +714,7 @@ def teardown(
 
     def action() -> None:
         from annex_admin.teardown import TeardownReport, instances_alive, live_annex_instances, nothing_to_remove
-        from annex_admin.teardown import teardown as run_teardown, teardown_preview
+        from annex_admin.teardown import removal_names, teardown as run_teardown, teardown_preview
         from templates.settings import validate_stack_name
 
         validate_stack_name(stack_name)
@@ -633,7 +737,13 @@ def teardown(
         live = live_annex_instances(clients, stack_name)
         if live and not force:
             raise instances_alive(len(live), stack_name)
-        question = f"Delete stack {stack_name} in {clients.region}, its bucket and its scientists' users?"
+        names = removal_names(clients, stack_name)
+        # With JSON on stdout, what it will remove is a message: stderr.
+        said = err_console if output is OutputFormat.json else out
+        for line in names.lines():
+            said.print(f"will remove {line}", markup=False)
+        beyond = f", {names.summary()}" if names.summary() else ""
+        question = f"Delete stack {stack_name} in {clients.region}, its bucket{beyond}?"
         if live:
             question = f"Terminate {len(live)} annex instance(s), then d{question[1:]}"
         require_confirmation(question, assume_yes=yes)

@@ -35,6 +35,7 @@ class PoolChoice:
     signing_key_file: Path | None = None
     password_file: Path | None = None
     key_name: str = DEFAULT_KEY_NAME
+    option_prefix: str = "--"  # how the command names the files' options (issue-credentials: --pool-)
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,11 @@ def read_secret_file(path: Path, what: str) -> bytes:
 def pool_from_choice(choice: PoolChoice) -> PoolSecret:
     """The pool to record, read and checked before any AWS call; BadInput names what is wrong."""
     if (choice.signing_key_file is None) == (choice.password_file is None):
+        key, password = f"{choice.option_prefix}signing-key-file", f"{choice.option_prefix}password-file"
         raise BadInput(
-            "give exactly one of --signing-key-file and --password-file",
+            f"give exactly one of {key} and {password}",
             "an annex authenticates with a token signed by the pool's key, or with its pool password",
-            "Pass --signing-key-file with a key of its own name (recommended), or --password-file.",
+            f"Pass {key} with a key of its own name (recommended), or {password}.",
         )
     if choice.signing_key_file is not None:
         pool = PoolSecret(choice.collector_host, choice.trust_domain, "idtoken", choice.key_name,

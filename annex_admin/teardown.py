@@ -162,9 +162,52 @@ def teardown_preview(clients: AwsClients, stack_name: str) -> list[str]:
         lines.append(f"code bucket {bucket}")
     except botocore.exceptions.ClientError:
         pass
-    if raw is not None:
-        lines.append("the scientists' IAM users and the projects' node roles of the stack")
-    return lines
+    return lines + removal_names(clients, stack_name).lines()
+
+
+@dataclass(frozen=True)
+class RemovalNames:
+    """Who and what teardown removes beyond the stack, by name: for its question and --dry-run."""
+
+    users: list[str]  # the scientists' IAM users
+    node_roles: list[str]  # the projects' node roles (each with its instance profile)
+    pools: list[str]  # the recorded pools' SSM parameters
+
+    def lines(self) -> list[str]:
+        return ([f"IAM user {u} (a scientist's)" for u in self.users]
+                + [f"node role {r} and its instance profile" for r in self.node_roles]
+                + [f"recorded pool {p}" for p in self.pools])
+
+    def summary(self) -> str:
+        parts = [f"{len(self.users)} scientist(s)' IAM user(s)" if self.users else "",
+                 f"{len(self.node_roles)} node role(s)" if self.node_roles else "",
+                 f"{len(self.pools)} recorded pool(s)" if self.pools else ""]
+        return ", ".join(p for p in parts if p)
+
+
+def removal_names(clients: AwsClients, stack_name: str) -> RemovalNames:
+    """The users, node roles and pools teardown would remove, found as it finds them; changes nothing."""
+    from annex_admin.nodes import node_roles_at
+    from annex_admin.pool import recorded_parameters
+    from annex_cloud.nodes import node_role_path
+
+    raw = describe_stack(clients, stack_name)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (raw or {}).get("Outputs", [])}
+    users: set[str] = set()
+    policy = outputs.get(contract.OUT_SCIENTIST_POLICY) or orphan_scientist_policy(clients, stack_name)
+    path = node_role_path(stack_name, clients.region)
+    with aws_errors("could not list what teardown would remove"):
+        if policy:
+            users.update(_revoked_users(clients, outputs.get(contract.OUT_REGISTRY_TABLE), TeardownReport()))
+            try:
+                users.update(u["UserName"] for page in clients.iam.get_paginator("list_entities_for_policy").paginate(
+                    PolicyArn=policy, EntityFilter="User") for u in page["PolicyUsers"])
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) != "NoSuchEntity":
+                    raise
+        roles = [role["RoleName"] for role in node_roles_at(clients.iam, path)[1]]
+        pools = recorded_parameters(clients, stack_name)
+    return RemovalNames(sorted(users), sorted(roles), pools)
 
 
 def nothing_to_remove(clients: AwsClients, stack_name: str) -> bool:

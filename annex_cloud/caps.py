@@ -83,3 +83,45 @@ def caps_from_mapping(document: Mapping[str, Any]) -> Caps:
     if problem:
         raise ValueError(problem)
     return caps
+
+
+@dataclass(frozen=True)
+class CapBound:
+    """The range the administrator may give one cap (issue-credentials). Outside it a cap is a slip
+    of the keyboard (a spend of $1e12, a lease no launch fits in). Only what she gives is checked:
+    a stored record is judged by caps_problem, so a cap recorded before a bound keeps working."""
+
+    field: str  # the Caps field
+    low: float
+    high: float
+    why: str  # why the range is what it is
+
+    def holds(self, value: float) -> bool:
+        return self.low <= value <= self.high  # NaN holds nothing
+
+    def range_text(self) -> str:
+        if self.field == "max_spend_usd":
+            return f"${self.low:,.2f} to ${self.high:,.2f}"
+        unit = " hours" if self.field == "max_lease_hours" else ""
+        return f"{self.low:,g} to {self.high:,g}{unit}"
+
+
+CAP_BOUNDS = (
+    # The benchmarks launch 10,000 at once and list 40,000; a billion is a typo.
+    CapBound("max_instances", 1, 100_000, "a project runs at least one instance, and more than 100,000 at once is a typo"),
+    # The broker's shortest lease is MIN_LEASE_SECONDS (10 minutes) and a node takes minutes to boot
+    # and join: a cap under an hour leaves no useful lease. The longest is MAX_CAP_LEASE_HOURS.
+    CapBound("max_lease_hours", 1, MAX_CAP_LEASE_HOURS,
+             "a node needs minutes to boot and join (the shortest lease is 10 minutes), and annex "
+             "configuration is kept at most 400 days"),
+    # Under a dollar is shown as $0.00 and buys minutes of one instance; over ten million is a typo.
+    CapBound("max_spend_usd", 1, 10_000_000, "less buys minutes of one instance, and more is beyond any project's budget"),
+)
+
+
+def out_of_bounds(caps: Caps) -> CapBound | None:
+    """The first cap outside the range the administrator may give, or None."""
+    for bound in CAP_BOUNDS:
+        if not bound.holds(getattr(caps, bound.field)):
+            return bound
+    return None

@@ -28,6 +28,10 @@ USER_TAG_MAX_INSTANCES = "htcondor:annex:max-instances"
 USER_TAG_MAX_LEASE_HOURS = "htcondor:annex:max-lease-hours"
 USER_TAG_MAX_SPEND = "htcondor:annex:max-spend-usd"
 USER_TAG_MANAGED = "htcondor:annex:managed-by"
+# Where she was issued: IAM users are account-wide, a stack is one region's, so a user of one stack
+# must never be issued (her keys replaced, her caps overwritten) by another.
+USER_TAG_STACK = TAG_STACK
+USER_TAG_REGION = "htcondor:annex:region"
 USER_PATH = "/condor-annex/"
 
 

@@ -219,7 +219,7 @@ def test_after_revoke_the_scientist_is_told_her_keys_are_no_longer_accepted(shel
     aws.enforce_iam(True)
     assert shell.run("condor_annex", "status", env=env).returncode == 0
     aws.enforce_iam(False)
-    revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER)
+    revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER, "--yes")
     assert revoked.returncode == 0 and "1 access key(s) deleted" in revoked.stdout
     assert "policy detached" in revoked.stdout and "marked revoked" in revoked.stdout
     aws.enforce_iam(True)

@@ -66,7 +66,7 @@ def test_an_existing_output_file_is_never_overwritten_without_a_yes(shell):
     keys = keys_of(USER)
     unasked = issue(shell, "--project-id", PROJECT)
     assert unasked.returncode == 2, unasked.output
-    assert f"Overwrite the bundle {bundle} (user {USER}, project {PROJECT})" in unasked.stderr
+    assert f"overwrites the bundle {bundle} (user {USER}, project {PROJECT})" in unasked.stdout
     declined = issue(shell, "--project-id", PROJECT, answer="n")
     assert declined.returncode == 2 and "Not confirmed: nothing was changed." in declined.stderr
     assert bundle.read_text() == written and keys_of(USER) == keys  # nothing rotated, nothing lost
@@ -74,7 +74,7 @@ def test_an_existing_output_file_is_never_overwritten_without_a_yes(shell):
     other.write_text("the pool's notes\n")
     refused = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
                         "--output", str(other))
-    assert refused.returncode == 2 and f"Overwrite the file {other}" in refused.stderr
+    assert refused.returncode == 2 and f"overwrites the file {other}" in refused.stdout
     assert other.read_text() == "the pool's notes\n"
     replaced = issue(shell, "--project-id", PROJECT, answer="y")
     assert replaced.returncode == 0, replaced.output

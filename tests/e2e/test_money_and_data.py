@@ -153,7 +153,7 @@ def test_revoke_credentials_refuses_a_user_condor_annex_did_not_make(shell):
     keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName="ops-robot")["AccessKeyMetadata"]]
     assert keys == [key]
     # Hers are revoked as before.
-    revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER)
+    revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER, "--yes")
     assert revoked.returncode == 0, revoked.output
     assert iam.list_access_keys(UserName=USER)["AccessKeyMetadata"] == []
 

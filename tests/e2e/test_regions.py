@@ -15,6 +15,7 @@ ADMIN_COMMANDS = {
     "check-setup": ["check-setup"],
     "issue-credentials": ["issue-credentials", "--project-id", PROJECT, "--user", USER, "--output", "b.toml"],
     "revoke-credentials": ["revoke-credentials", "--user", USER],
+    "list-credentials": ["list-credentials"],
     "enforce": ["enforce", "--dry-run"],
     "teardown": ["teardown", "--yes", "--force"],
     "build-image": ["build-image", "--yes"],

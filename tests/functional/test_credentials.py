@@ -178,7 +178,7 @@ def test_a_user_issue_credentials_did_not_make_is_never_taken_over(clients, tmp_
 def test_lowering_a_cap_below_what_runs_names_what_the_enforcer_would_end_and_asks(clients, tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials
+    from annex_admin.credentials import CapsChange, IssueRequest, issue_credentials, plan_issue
     from annex_cloud.expiry import format_expiry_tag
 
     deploy_stack(clients)
@@ -201,7 +201,11 @@ def test_lowering_a_cap_below_what_runs_names_what_the_enforcer_would_end_and_as
             decline,
         )
     (question,) = questions
-    assert "instances 32 -> 10" in question and "would then end 8 running instance(s)" in question
+    assert "lower the caps" in question
+    plan = plan_issue(clients, IssueRequest(contract.DEFAULT_STACK_NAME, PROJECT, USER, tmp_path / "2.toml",
+                                            CapsChange(max_instances=10)))
+    said = "\n".join(plan.lines)
+    assert "instances 32 -> 10" in said and "would then end 8 running instance(s)" in said
     assert not (tmp_path / "2.toml").exists()
 
 
