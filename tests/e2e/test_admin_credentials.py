@@ -102,7 +102,7 @@ def test_revoking_shows_what_it_does_asks_and_says_when_she_is_already_revoked(s
     assert f"user {USER}, project {PROJECT}" in unasked.stdout
     assert f"1 access key(s) deleted ({before[0][0]}): her bundle stops working" in unasked.stdout
     declined = shell.run("annex-admin", "revoke-credentials", "--user", USER, answer="n")
-    assert declined.returncode == 2 and "not confirmed: nothing was changed" in declined.stderr
+    assert declined.returncode == 2 and "Not confirmed: nothing was changed." in declined.stderr
     assert iam_state() == before
     revoked = shell.run("annex-admin", "revoke-credentials", "--user", USER, answer="y")
     assert revoked.returncode == 0 and "1 access key(s) deleted" in revoked.stdout
