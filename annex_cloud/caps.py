@@ -16,6 +16,21 @@ SPEND_EPSILON = 1e-6
 # "now", measures slightly longer here. Both the broker and the enforcer forgive this much.
 LEASE_CAP_SLACK_SECONDS = 300
 MIN_LEASE_SECONDS = 600  # instances need minutes to boot and join the pool
+# No lease may end further ahead than this: far beyond any lease cap (MAX_CAP_LEASE_HOURS), and
+# near enough that every time reckoned from a lease end (its token's end, say) is a valid date.
+MAX_LEASE_AHEAD_SECONDS = 10 * 366 * 24 * 3600
+
+
+def too_far_ahead(seconds_ahead: float) -> tuple[str, str, str] | None:
+    """The one rule (and its words: what, why, next) for a lease end too far from now, which the
+    client and the broker both refuse; None when it is near enough."""
+    if seconds_ahead <= MAX_LEASE_AHEAD_SECONDS:
+        return None
+    return (
+        "the lease would end more than ten years from now",
+        "no lease may last that long: a project's lease cap is a year at most",
+        "Pass a nearer --expiry or fewer --duration hours, within your project's lease cap.",
+    )
 
 
 @dataclass(frozen=True)

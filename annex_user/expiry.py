@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from annex_common.errors import BadInput
-from annex_cloud.caps import MIN_LEASE_SECONDS
+from annex_cloud.caps import MIN_LEASE_SECONDS, too_far_ahead
 from annex_common.times import format_local, format_local_short  # noqa: F401  (the one rule, re-exported)
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 
@@ -64,8 +64,9 @@ def parse_duration(hours: float, *, now: datetime) -> datetime:
             "a lease must last some time",
             "Pass for example --duration 48.",
         )
-    if hours > 24 * 366 * 10:
-        raise BadInput(f"--duration {hours} is absurdly long", "more than ten years", "Pass fewer hours.")
+    too_far = too_far_ahead(hours * 3600)
+    if too_far:
+        raise BadInput(*too_far)
     return (now + timedelta(hours=hours)).replace(microsecond=0)
 
 
@@ -76,6 +77,9 @@ def check_future(expiry: datetime, *, now: datetime) -> datetime:
             f"it is now {format_local(now)}",
             "Pass a future time with --expiry, or use --duration HOURS.",
         )
+    too_far = too_far_ahead((expiry - now).total_seconds())
+    if too_far:
+        raise BadInput(*too_far)
     if expiry - now < MIN_LEASE:
         raise BadInput(
             f"the expiry {format_local(expiry)} is less than 10 minutes away",

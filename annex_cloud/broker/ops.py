@@ -14,7 +14,7 @@ from annex_cloud.broker import pool as pools
 from annex_cloud.broker import requests as asks
 from annex_cloud.broker.commitments import Turn, counted_instances, in_turn
 from annex_cloud.broker.settings import BrokerSettings
-from annex_cloud.caps import MIN_LEASE_SECONDS, Caps
+from annex_cloud.caps import MIN_LEASE_SECONDS, Caps, too_far_ahead
 from annex_cloud.calls import error_code
 from annex_cloud.errors import Busy, Refused
 from annex_cloud.expiry import format_expiry_tag
@@ -127,7 +127,11 @@ def live_instances(call: Call) -> list[AnnexInstance]:
 
 
 def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
-    """Hours from ``start`` to ``expiry``; Refused when the end is too near to be of any use."""
+    """Hours from ``start`` to ``expiry``; Refused when the end is too near to be of any use, or
+    so far ahead that times reckoned from it would be no dates (checked before any is)."""
+    too_far = too_far_ahead((expiry - call.now).total_seconds())
+    if too_far:
+        raise Refused(*too_far)
     if (expiry - call.now).total_seconds() < MIN_LEASE_SECONDS:
         raise Refused(
             f"the lease end {format_expiry_tag(expiry)} is less than 10 minutes away",
