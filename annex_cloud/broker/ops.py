@@ -160,10 +160,12 @@ def instance_cap_problem(call: Call, live: int, adding: int) -> Refused | None:
     cap = call.caps.max_instances
     if call.caps.allows_instances(live + adding):
         return None
+    room = cap - live
     return Refused(
-        f"{adding} more instances would break the project's instance cap of {cap}",
+        f"{adding} more {'instance' if adding == 1 else 'instances'} would break the project's instance cap of {cap}",
         f"the project already has {live} live instance(s)",
-        f"Ask for at most {max(cap - live, 0)}, or end another annex first.",
+        f"Ask for at most {room}, or end another annex first." if room > 0 else
+        "The project has no room left: end another annex first, or ask your pool administrator to raise the cap.",
     )
 
 
