@@ -223,7 +223,7 @@ def _launch_plan_rows(plan) -> PlanRows:
             ("idle shutdown", f"after {plan.params['idle_minutes']} min unclaimed"),
             _price_row(plan.hourly_low, plan.hourly_high),
             _most_cost_row(plan.most_cost, plan.price_source, "; spot capped at the on-demand price" if plan.spot else ""),
-            _caps_row(plan.live_instances + plan.count, plan.committed_spend + plan.most_cost, plan.caps),
+            _caps_row(plan.live_instances + plan.count, plan.committed_after, plan.caps),
             ("pool", f"{plan.collector_host}; {plan.security_description}"),
         ],
     )
@@ -231,6 +231,7 @@ def _launch_plan_rows(plan) -> PlanRows:
 
 def _extension_plan_rows(plan: dict) -> PlanRows:
     from annex_user.expiry import format_local, from_tag
+    from annex_user.manage import committed_after_extension
 
     old = [from_tag(tag) for tag in plan["old_expiries"]]
     old_text = " / ".join(format_local(end) for end in old if end) or "none"
@@ -242,7 +243,7 @@ def _extension_plan_rows(plan: dict) -> PlanRows:
         _most_cost_row(plan["most_cost"], plan["price_source"], span=" from now to the new end"),
         ("adds", f"[bold]{_signed_usd(plan['adds'])}[/] to what it could still cost (${plan['cost_before']:,.2f} "
                  "on today's lease)"),
-        _caps_row(plan["live_instances"], plan["committed_spend"] + plan["most_cost"], plan["caps"]),
+        _caps_row(plan["live_instances"], committed_after_extension(plan), plan["caps"]),
     ]
     if plan.get("token_id"):
         rows.append(("pool token", f"a new one to the new end, with the same id (jti) {plan['token_id']}"))

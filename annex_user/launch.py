@@ -65,6 +65,12 @@ class LaunchPlan:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     resumed: bool = False  # the same command's earlier request, sent again for its answer
 
+    @property
+    def committed_after(self) -> float:
+        """What the project's live annexes could still cost once this one runs: the figure its
+        spend cap is checked against, in the table and the JSON alike."""
+        return float(self.broker["committed_spend"]) + float(self.broker["most_cost"])
+
     def __getattr__(self, name: str) -> Any:
         # The broker's figures read as attributes: plan.count, plan.most_cost, ...
         try:
@@ -302,7 +308,7 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
         "prices": plan.prices,
         "price_source": plan.price_source,
         "most_cost_usd": round(plan.most_cost, 4),
-        "committed_spend_usd": round(plan.committed_spend, 4),
+        "committed_spend_usd": round(plan.committed_after, 4),
         "caps": plan.caps,
         "security": plan.source.kind if plan.source is not None else (plan.broker.get("pool") or {}).get("security"),
         "pool": "own" if plan.source is not None else (plan.broker.get("pool") or {}).get("source"),
@@ -315,6 +321,7 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
 def launch_summary(result: LaunchResult) -> dict[str, Any]:
     """What a launch did, for a script: the plan's figures and the instances that run."""
     return {
+        "dry_run": False,
         **plan_summary(result.plan),
         "instance_ids": result.instance_ids,
         "by_type": result.by_type,

@@ -142,6 +142,7 @@ class ExtendResult:
 
     def summary(self) -> dict[str, Any]:
         return {
+            "dry_run": False,
             "annex_name": self.annex_name,
             "instance_ids": self.instance_ids,
             "old_expiries": self.old_expiries,
@@ -164,11 +165,17 @@ def extension_summary(plan: dict[str, Any]) -> dict[str, Any]:
         "lease_hours": round(plan["lease_hours"], 4),
         "most_cost_usd": round(plan["most_cost"], 4),
         "adds_usd": round(plan["adds"], 4),
-        "committed_spend_usd": round(plan["committed_spend"], 4),
+        "committed_spend_usd": round(committed_after_extension(plan), 4),
         "caps": plan["caps"],
         "token_id": plan.get("token_id"),
         "breaks": list(plan.get("breaks") or []),
     }
+
+
+def committed_after_extension(plan: dict[str, Any]) -> float:
+    """What the project's live annexes could still cost once the lease moves (the others', and
+    this annex's to its new end): the figure its spend cap is checked against."""
+    return float(plan["committed_spend"]) + float(plan["most_cost"])
 
 
 def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shorten: bool) -> dict[str, Any]:
