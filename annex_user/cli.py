@@ -325,14 +325,13 @@ def status(
             print_json([row.to_json(now) for row in report.rows])
             return
         if not report.summaries:
-            scope = f"annex {annex_name}" if annex_name else f"project {ctx.bundle.project_id}"
+            scope = f"annex {annex_name}" if annex_name else f"project {report.project_id}"
             out.print(f"No live instances in {scope}.")
-            return
-        if instances:
+        elif instances:
             _print_instances(report, now)
         else:
             _print_annexes(report, now)
-        _print_totals(report, ctx.bundle.project_id)
+        _print_totals(report)
         # Each annex's token id: what the pool administrator revokes it by, before its lease ends.
         for annex in report.summaries:
             if annex.get("token_id"):
@@ -387,15 +386,18 @@ def _print_instances(report, now) -> None:
     print_table(out, table, prose={"Lease ends"})
 
 
-def _print_totals(report, project_id: str) -> None:
+def _print_totals(report) -> None:
+    """The whole project against its caps, on every status. Cost so far is of the instances EC2
+    still lists (live or shutting down): an ended instance is no longer counted, and it says so."""
     totals = report.totals()
     cap_instances, cap_spend = totals.get("cap_max_instances"), totals.get("cap_max_spend_usd")
     out.print(
-        f"Project {project_id}: {totals['live_instances']} live instance(s)"
+        f"Project {report.project_id}: {totals['live_instances']} live instance(s)"
         + (f" of {cap_instances:g} allowed" if cap_instances is not None else "")
-        + f"; cost so far {_usd(totals['cost_so_far_usd'])}; can still cost {_usd(totals['can_still_cost_usd'])}"
+        + f"; they can still cost {_usd(totals['can_still_cost_usd'])}"
         + (f" of the ${cap_spend:,.2f} spend cap" if cap_spend is not None else "")
-        + " (prices: " + (report.price_source or "unknown") + ")."
+        + f". Instances not yet ended have cost {_usd(totals['cost_so_far_usd'])} so far (ended ones are not "
+        + "counted; prices: " + (report.price_source or "unknown") + ")."
     )
 
 

@@ -65,6 +65,7 @@ class StatusReport:
     collector_note: str
     caps: dict[str, float]
     price_source: str
+    project_id: str  # the project the broker answered for (the administrator's record)
     project: dict[str, Any] = field(default_factory=dict)  # the broker's totals of the whole project
 
     def annexes(self) -> list[AnnexSummary]:
@@ -99,7 +100,7 @@ def annex_status(
         for row in (_instance_rows(ctx, params) if instances or joined is not None else [])
     ]
     return StatusReport(answer.get("annexes", []), rows, note, answer.get("caps", {}),
-                        answer.get("price_source", ""), answer.get("totals", {}))
+                        answer.get("price_source", ""), str(answer.get("project_id", "")), answer.get("totals", {}))
 
 
 def _instance_rows(ctx: AnnexContext, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -462,9 +462,15 @@ def status(call: Call) -> dict[str, Any]:
     name = call.params.get("annex_name")
     if name is not None:
         name = asks.annex_name(call.params)
-    rows = status_rows(call)
+    instances = project_instances(call.ec2, call.project_id, states=STATUS_STATES)
+    if name is not None and not any(i.annex_name == name for i in instances):
+        # An annex it knew that has ended has no live instance; a name it never knew is a mistake.
+        refuse_unknown_annex(call, name, [i for i in instances if i.live])
+    rows = status_rows(call, instances)
     shown = [r for r in rows if name is None or r["annex_name"] == name]
     answer: dict[str, Any] = {
+        # The project the broker answers for (the administrator's record), never the bundle's word.
+        "project_id": call.project_id,
         "annexes": annex_summaries(shown),
         "totals": project_totals(rows),
         "caps": caps_dict(call.caps),
@@ -476,12 +482,12 @@ def status(call: Call) -> dict[str, Any]:
     return answer
 
 
-def status_rows(call: Call) -> list[dict[str, Any]]:
+def status_rows(call: Call, instances: list[AnnexInstance]) -> list[dict[str, Any]]:
     """One row per instance of the project that is live or ending: who, what, where, costs."""
     book = price_book(call)
     remembered = call.registry.annexes(call.project_id)
     rows = []
-    for i in project_instances(call.ec2, call.project_id, states=STATUS_STATES):
+    for i in instances:
         record = remembered.get(i.annex_name)
         hourly = book.hourly_or_unbounded(i.instance_type)
         expiry = i.expiry
@@ -677,12 +683,8 @@ def end_annex(call: Call) -> dict[str, Any]:
         project = live_instances(call)
         annex = [i for i in project if i.annex_name == name]
         record = call.registry.annex(call.project_id, name)
-        if not annex and record is None and not _seen_in_ec2(call, name):
-            raise Refused(
-                f"project {call.project_id} has no annex named {name}",
-                "the broker never launched an annex of that name, or it ended more than a week ago",
-                closest_annex_hint(name, project),
-            )
+        if not annex and record is None:
+            refuse_unknown_annex(call, name, project)
         ending = end_instances(call.ec2, [i.instance_id for i in annex])
         removed = delete_prefix(call, annex_prefix(call.project_id, name))
         ended = record or AnnexRecord(name, "", "", format_expiry_tag(call.now))
@@ -691,6 +693,18 @@ def end_annex(call: Call) -> dict[str, Any]:
                 **_not_ended(ending)}
 
     return once(call, lambda: locked(call, lambda _turn: work()))
+
+
+def refuse_unknown_annex(call: Call, name: str, live: list[AnnexInstance]) -> None:
+    """Refused, naming the closest live annex, when the broker never knew an annex of this name
+    (it remembers each it launched until a week after it ended); nothing when it did."""
+    if call.registry.annex(call.project_id, name) is not None or _seen_in_ec2(call, name):
+        return
+    raise Refused(
+        f"project {call.project_id} has no annex named {name}",
+        "the broker never launched an annex of that name, or it ended more than a week ago",
+        closest_annex_hint(name, live),
+    )
 
 
 def _not_ended(ending: Ending) -> dict[str, Any]:

@@ -37,3 +37,38 @@ def test_launch_json_says_dry_run_or_not_and_counts_committed_as_the_table_does(
     extended = json.loads(shell.run("condor_annex", "extend", "--annex-name", "shown", "--duration", "8", "--yes",
                                     "--output", "json", env=env).stdout)
     assert extended["dry_run"] is False
+
+
+TOTALS = re.compile(r"Project (\S+): (\d+) live instance\(s\) of 32 allowed; they can still cost \$([\d,.]+) of the "
+                    r"\$500\.00 spend cap\. Instances not yet ended have cost \$([\d,.]+) so far \(ended ones are not counted")
+
+
+def test_status_of_a_name_never_launched_is_bad_input_and_totals_always_appear(shell):
+    env = region_and_bundle(shell)
+    empty = shell.run("condor_annex", "status", env=env)
+    assert empty.returncode == 0, empty.output
+    assert "No live instances in project" in empty.stdout and TOTALS.search(empty.stdout), empty.stdout
+
+    assert launch(shell, env, "deadline", 2, 5).returncode == 0
+    typo = shell.run("condor_annex", "status", "--annex-name", "deadlin", env=env)
+    assert typo.returncode == 2, typo.output
+    assert "no annex named deadlin" in typo.stderr and "--annex-name deadline" in typo.stderr, typo.stderr
+    assert shell.run("condor_annex", "status", "--annex-name", "deadlin", "--output", "json", env=env).returncode == 2
+
+    assert shell.run("condor_annex", "terminate", "--annex-name", "deadline", "--yes", env=env).returncode == 0
+    ended = shell.run("condor_annex", "status", "--annex-name", "deadline", env=env)
+    assert ended.returncode == 0, ended.output
+    assert "No live instances in annex deadline." in ended.stdout
+    totals = TOTALS.search(ended.stdout)
+    assert totals and totals.group(2) == "0", ended.stdout  # the whole project's, with nothing live
+
+
+def test_status_names_the_project_the_broker_answered_for_not_the_bundles_word(shell):
+    env = region_and_bundle(shell)
+    bundle = shell.home / "b.toml"
+    bundle.write_text(bundle.read_text().replace(f'"{PROJECT}"', '"SomebodyElse-Lab"'))
+    shown = shell.run("condor_annex", "status", env=env)
+    assert shown.returncode == 0, shown.output
+    totals = TOTALS.search(shown.stdout)
+    assert totals and totals.group(1) == PROJECT, shown.stdout
+    assert "SomebodyElse-Lab" not in shown.stdout
