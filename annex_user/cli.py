@@ -219,7 +219,7 @@ def _launch_plan_rows(plan) -> PlanRows:
         f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})",
         [
             ("instances", f"{_instances_of(plan.count, plan.instance_types)} ({'spot' if plan.spot else 'on-demand'})"),
-            ("lease ends", f"{format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)"),
+            ("lease ends", f"{format_local(plan.expiry)}  ({plan.lease_hours:.1f} h from launch)"),
             ("idle shutdown", f"after {plan.params['idle_minutes']} min unclaimed"),
             _price_row(plan.hourly_low, plan.hourly_high),
             _most_cost_row(plan.most_cost, plan.price_source, "; spot capped at the on-demand price" if plan.spot else ""),
@@ -238,7 +238,8 @@ def _extension_plan_rows(plan: dict) -> PlanRows:
     verb = "Shorten" if plan.get("shortens") else "Extend"
     rows = [
         ("instances", _instances_of(len(plan["instance_ids"]), plan["instance_types"])),
-        ("lease ends", f"{old_text} -> {format_local(from_tag(plan['expiry']))}  ({plan['lease_hours']:.1f} h from launch)"),
+        ("lease ends", f"{old_text} -> {format_local(from_tag(plan['expiry']))}  ({plan['hours_from_now']:.1f} h from "
+                       f"now; {plan['lease_hours']:.1f} h from launch, as the lease cap counts it)"),
         _price_row(plan["hourly"], plan["hourly"]),
         _most_cost_row(plan["most_cost"], plan["price_source"], span=" from now to the new end"),
         ("adds", f"[bold]{_signed_usd(plan['adds'])}[/] to what it could still cost (${plan['cost_before']:,.2f} "
@@ -264,7 +265,7 @@ def _caps_row(instances: int, committed: float, caps: dict) -> tuple[str, str]:
     """The project's figures once this is done, against its caps."""
     return "project caps", (f"{instances}/{caps['max_instances']:g} instances, "
                             f"${committed:,.2f}/${caps['max_spend_usd']:,.2f} committed, "
-                            f"lease ≤ {caps['max_lease_hours']:g} h")
+                            f"lease ≤ {caps['max_lease_hours']:g} h from launch")
 
 
 def _signed_usd(value: float) -> str:

@@ -150,9 +150,9 @@ def lease_cap_problem(call: Call, hours: float, expiry: datetime, what: str = "l
     if call.caps.allows_lease(hours * 3600):
         return None
     return Refused(
-        f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
-        f"the lease would end {format_expiry_tag(expiry)}",
-        f"Choose an end within {cap:g} hours, or ask your pool administrator to raise the cap.",
+        f"the {what} of {hours:.1f} hours from launch is beyond the project's lease cap of {cap:g} hours",
+        f"the lease would end {format_expiry_tag(expiry)}, and the cap counts a lease from its annex's launch",
+        f"Choose an end within {cap:g} hours of the annex's launch, or ask your pool administrator to raise the cap.",
     )
 
 
@@ -573,7 +573,8 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
         "instance_types": sorted({i.instance_type for i in annex}),
         "old_expiries": sorted({i.expiry_tag or "" for i in annex}),
         "expiry": format_expiry_tag(ask.expiry),
-        "lease_hours": hours,
+        "lease_hours": hours,  # from the annex's launch, as the lease cap counts it
+        "hours_from_now": cost.hours_between(call.now, ask.expiry),
         "hourly": sum(book.hourly_or_unbounded(i.instance_type) for i in annex),
         "price_source": book.source,
         "most_cost": annex_cost,

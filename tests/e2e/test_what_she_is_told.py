@@ -72,3 +72,15 @@ def test_status_names_the_project_the_broker_answered_for_not_the_bundles_word(s
     totals = TOTALS.search(shown.stdout)
     assert totals and totals.group(1) == PROJECT, shown.stdout
     assert "SomebodyElse-Lab" not in shown.stdout
+
+
+def test_the_extend_plan_shows_the_lease_as_the_cap_counts_it(shell):
+    env = region_and_bundle(shell, "--max-lease-hours", "480", "--max-spend", "1000")
+    assert launch(shell, env, "grow", 1, 5).returncode == 0
+    plan = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "400", "--dry-run", env=env)
+    assert plan.returncode == 0, plan.output
+    lease = next(line for line in plan.stdout.splitlines() if "lease ends" in line)
+    assert re.search(r"\(400\.0 h from now; 400\.\d h from launch, as the lease cap counts it\)", lease), lease
+    assert "lease ≤ 480 h from launch" in plan.stdout, plan.stdout
+    over = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "481", "--dry-run", env=env)
+    assert over.returncode == 2 and "hours from launch is beyond the project's lease cap of 480" in over.stderr, over.output
