@@ -21,15 +21,29 @@ MIN_LEASE_SECONDS = 600  # instances need minutes to boot and join the pool
 MAX_LEASE_AHEAD_SECONDS = 10 * 366 * 24 * 3600
 
 
-def too_far_ahead(seconds_ahead: float) -> tuple[str, str, str] | None:
-    """The one rule (and its words: what, why, next) for a lease end too far from now, which the
-    client and the broker both refuse; None when it is near enough."""
-    if seconds_ahead <= MAX_LEASE_AHEAD_SECONDS:
+def lease_end_problem(seconds_ahead: float, running_annex: str | None = None) -> tuple[str, str, str] | None:
+    """The one rule (and its words: what, why, next) for how far from now a lease may end, which
+    the client and the broker both apply: not absurdly far, nor too near to be of use. For an
+    annex already running (``running_annex``, an extension), ending it that soon is terminate's
+    work, and the words say so. None when the end is fine."""
+    if seconds_ahead > MAX_LEASE_AHEAD_SECONDS:
+        return (
+            "the lease would end more than ten years from now",
+            "no lease may last that long: a project's lease cap is a year at most",
+            "Pass a nearer --expiry or fewer --duration hours, within your project's lease cap.",
+        )
+    if seconds_ahead >= MIN_LEASE_SECONDS:
         return None
+    if running_annex:
+        return (
+            "the lease would end less than 10 minutes from now",
+            f"annex {running_annex} is already running: to end it that soon is to terminate it",
+            f"Run `condor_annex terminate --annex-name {running_annex}` to end it now, or pass a later end.",
+        )
     return (
-        "the lease would end more than ten years from now",
-        "no lease may last that long: a project's lease cap is a year at most",
-        "Pass a nearer --expiry or fewer --duration hours, within your project's lease cap.",
+        "the lease would end less than 10 minutes from now",
+        "instances need several minutes to boot and join the pool",
+        "Pass a later --expiry or a longer --duration.",
     )
 
 

@@ -73,7 +73,7 @@ def _bundle_path(credentials: str | None) -> Path:
     return path
 
 
-def _lease_end(expiry: str | None, duration: float | None, now):
+def _lease_end(expiry: str | None, duration: float | None, now, running_annex: str | None = None):
     from annex_common.errors import BadInput
     from annex_user import expiry as lease
 
@@ -83,7 +83,9 @@ def _lease_end(expiry: str | None, duration: float | None, now):
             "both were given" if expiry is not None else "neither was given",
             "Pass --expiry 'YYYY-MM-DD HH:MM' or --duration HOURS.",
         )
-    return lease.parse_expiry(expiry, now=now) if expiry is not None else lease.parse_duration(duration, now=now)
+    if expiry is not None:
+        return lease.parse_expiry(expiry, now=now, running_annex=running_annex)
+    return lease.parse_duration(duration, now=now, running_annex=running_annex)
 
 
 @app.command()
@@ -423,7 +425,7 @@ def extend(
         from annex_user.manage import extend_lease, extend_params, extension_refusal, extension_summary, plan_extension
 
         ctx = open_context(_bundle_path(credentials))
-        new_end = _lease_end(expiry, duration, ctx.now)
+        new_end = _lease_end(expiry, duration, ctx.now, running_annex=annex_name)
         params = extend_params(ctx, annex_name, new_end, shorten)
         with waiting(f"Asking the broker about extending {annex_name}"):
             plan = plan_extension(ctx, params, show_broken=True)

@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from annex_common.errors import BadInput
-from annex_cloud.caps import MIN_LEASE_SECONDS, too_far_ahead
+from annex_cloud.caps import MIN_LEASE_SECONDS, lease_end_problem
 from annex_common.times import format_local, format_local_short  # noqa: F401  (the one rule, re-exported)
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
 
@@ -15,7 +15,8 @@ ACCEPTED = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%
 MIN_LEASE = timedelta(seconds=MIN_LEASE_SECONDS)
 
 
-def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) -> datetime:
+def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None,
+                 running_annex: str | None = None) -> datetime:
     """'YYYY-MM-DD HH:MM' in local time, or with an explicit offset / Z."""
     raw = (text or "").strip()
     if not raw:
@@ -54,38 +55,35 @@ def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) ->
             "it cannot be expressed as a UTC time",
             "Pass a date in the coming months, e.g. --expiry '2026-12-18 23:59'.",
         ) from exc
-    return check_future(in_utc, now=now)
+    return check_future(in_utc, now=now, running_annex=running_annex)
 
 
-def parse_duration(hours: float, *, now: datetime) -> datetime:
+def parse_duration(hours: float, *, now: datetime, running_annex: str | None = None) -> datetime:
     if hours is None or not math.isfinite(hours) or hours <= 0:
         raise BadInput(
             f"--duration {hours} is not a positive number of hours",
             "a lease must last some time",
             "Pass for example --duration 48.",
         )
-    too_far = too_far_ahead(hours * 3600)
-    if too_far:
-        raise BadInput(*too_far)
+    # Checked before the end is reckoned: an absurd length has no date.
+    problem = lease_end_problem(hours * 3600, running_annex)
+    if problem:
+        raise BadInput(*problem)
     return (now + timedelta(hours=hours)).replace(microsecond=0)
 
 
-def check_future(expiry: datetime, *, now: datetime) -> datetime:
+def check_future(expiry: datetime, *, now: datetime, running_annex: str | None = None) -> datetime:
+    """A lease end in the future, neither too near nor too far (``running_annex``: the annex an
+    extension moves, which changes the words for too near)."""
     if expiry <= now:
         raise BadInput(
             f"the expiry {format_local(expiry)} is in the past",
             f"it is now {format_local(now)}",
             "Pass a future time with --expiry, or use --duration HOURS.",
         )
-    too_far = too_far_ahead((expiry - now).total_seconds())
-    if too_far:
-        raise BadInput(*too_far)
-    if expiry - now < MIN_LEASE:
-        raise BadInput(
-            f"the expiry {format_local(expiry)} is less than 10 minutes away",
-            "instances need several minutes to boot and join the pool",
-            "Pass a later --expiry or a longer --duration.",
-        )
+    problem = lease_end_problem((expiry - now).total_seconds(), running_annex)
+    if problem:
+        raise BadInput(*problem)
     return expiry
 
 

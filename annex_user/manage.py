@@ -181,7 +181,7 @@ def committed_after_extension(plan: dict[str, Any]) -> float:
 
 def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shorten: bool) -> dict[str, Any]:
     validate_annex_name(annex_name)
-    new_expiry = lease.check_future(new_expiry, now=ctx.now)
+    new_expiry = lease.check_future(new_expiry, now=ctx.now, running_annex=annex_name)
     return {"annex_name": annex_name, "expiry": lease.to_tag(new_expiry), "shorten": shorten}
 
 

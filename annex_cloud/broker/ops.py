@@ -14,7 +14,7 @@ from annex_cloud.broker import pool as pools
 from annex_cloud.broker import requests as asks
 from annex_cloud.broker.commitments import Turn, counted_instances, in_turn
 from annex_cloud.broker.settings import BrokerSettings
-from annex_cloud.caps import MIN_LEASE_SECONDS, Caps, too_far_ahead
+from annex_cloud.caps import Caps, lease_end_problem
 from annex_cloud.calls import error_code
 from annex_cloud.errors import Busy, Refused
 from annex_cloud.expiry import format_expiry_tag
@@ -126,18 +126,12 @@ def live_instances(call: Call) -> list[AnnexInstance]:
     return counted_instances(call.ec2, call.registry, call.project_id)
 
 
-def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
+def lease_hours(call: Call, expiry: datetime, start: datetime, running_annex: str | None = None) -> float:
     """Hours from ``start`` to ``expiry``; Refused when the end is too near to be of any use, or
     so far ahead that times reckoned from it would be no dates (checked before any is)."""
-    too_far = too_far_ahead((expiry - call.now).total_seconds())
-    if too_far:
-        raise Refused(*too_far)
-    if (expiry - call.now).total_seconds() < MIN_LEASE_SECONDS:
-        raise Refused(
-            f"the lease end {format_expiry_tag(expiry)} is less than 10 minutes away",
-            "instances need several minutes to boot and join the pool",
-            "Pass a later --expiry or a longer --duration.",
-        )
+    problem = lease_end_problem((expiry - call.now).total_seconds(), running_annex)
+    if problem:
+        raise Refused(*problem)
     return cost.hours_between(start, expiry)
 
 
@@ -555,7 +549,7 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
             "extend never shortens a lease unless asked to",
             "Pass a later end, or add --shorten to end the lease earlier.",
         )
-    hours = lease_hours(call, ask.expiry, min(i.launch_time or call.now for i in annex))
+    hours = lease_hours(call, ask.expiry, min(i.launch_time or call.now for i in annex), ask.annex_name)
     book = price_book(call)
     require_prices(book, sorted({i.instance_type for i in annex}))
     committed_others = cost.committed_spend([i for i in project if i.annex_name != ask.annex_name], book, call.now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 
 from tests.e2e.test_scientist_answers import launch, region_and_bundle
 from tests.flows import PROJECT
@@ -84,3 +85,18 @@ def test_the_extend_plan_shows_the_lease_as_the_cap_counts_it(shell):
     assert "lease ≤ 480 h from launch" in plan.stdout, plan.stdout
     over = shell.run("condor_annex", "extend", "--annex-name", "grow", "--duration", "481", "--dry-run", env=env)
     assert over.returncode == 2 and "hours from launch is beyond the project's lease cap of 480" in over.stderr, over.output
+
+
+def test_shortening_a_running_annex_to_minutes_points_to_terminate(shell):
+    env = region_and_bundle(shell)
+    assert launch(shell, env, "soon", 1, 5).returncode == 0
+    soon = (datetime.now().astimezone() + timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M")
+    for when in (["--duration", "0.05"], ["--expiry", soon]):
+        refused = shell.run("condor_annex", "extend", "--annex-name", "soon", *when, "--shorten", "--yes", env=env)
+        assert refused.returncode == 2, refused.output
+        assert "less than 10 minutes from now" in refused.stderr, refused.stderr
+        assert "condor_annex terminate --annex-name soon" in refused.stderr, refused.stderr
+        assert "boot and join" not in refused.stderr
+    # A launch that short is still told why: its instances could not boot in time.
+    new = launch(shell, env, "brief", 1, 0.05)
+    assert new.returncode == 2 and "boot and join the pool" in new.stderr, new.output
