@@ -171,14 +171,12 @@ def launch(
 
 
 def _launch_interrupted(plan):
-    from annex_common.errors import Interrupted
+    from annex_user.broker_client import sent_then_interrupted
 
-    name = plan.annex_name
-    return Interrupted(
-        f"interrupted while the broker was launching annex {name}: the launch may have gone through",
-        "the request had been sent, and the broker carries it out whatever happens to this command",
-        f"See it with `condor_annex status --annex-name {name}`. Run the same command again for the broker's "
-        f"answer: it sends the same request ({plan.request_id}), which is never launched twice.",
+    return sent_then_interrupted(
+        "launching", plan.annex_name,
+        f"Run the same command again for the broker's answer: it sends the same request ({plan.request_id}), "
+        "which is never launched twice.",
     )
 
 

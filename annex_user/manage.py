@@ -10,7 +10,7 @@ from typing import Any
 
 from annex_common.errors import BadInput
 from annex_user import expiry as lease
-from annex_user.broker_client import first_broken
+from annex_user.broker_client import first_broken, sent_then_interrupted
 from annex_user.context import AnnexContext
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_cloud.tags import LIVE_STATES
@@ -217,7 +217,12 @@ def extend_lease(
     params = {**params, "request_id": uuid.uuid4().hex}
     if token is not None:
         params = {**params, "token": base64.b64encode(token).decode()}
-    answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
+    try:
+        answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
+    except KeyboardInterrupt:
+        raise sent_then_interrupted(
+            "moving the lease of", params["annex_name"], "Extend it again if its lease end is not the one you asked for."
+        ) from None
     return ExtendResult(
         params["annex_name"], answer["instance_ids"], answer.get("old_expiries", []), new_expiry,
         bool(answer.get("token_replaced")), answer,
@@ -259,5 +264,10 @@ class TerminateResult:
 def terminate_annex(ctx: AnnexContext, annex_name: str) -> TerminateResult:
     validate_annex_name(annex_name)
     params = {"annex_name": annex_name, "request_id": uuid.uuid4().hex}  # safe to send twice
-    answer = ctx.broker.ask("terminate", params, f"could not terminate annex {annex_name}")
+    try:
+        answer = ctx.broker.ask("terminate", params, f"could not terminate annex {annex_name}")
+    except KeyboardInterrupt:
+        raise sent_then_interrupted(
+            "terminating", annex_name, "Terminate it again if it still has live instances (one already gone is said so)."
+        ) from None
     return TerminateResult(annex_name, answer["instance_ids"], answer["objects_removed"], bool(answer["already_gone"]))

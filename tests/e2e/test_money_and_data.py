@@ -111,6 +111,34 @@ def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_comma
     assert not [p for p in state.rglob("*") if p.is_file()]
 
 
+def interrupt_once_sent(shell, env, *args: str) -> tuple[int, str]:
+    """Run condor_annex with ``args`` and press Ctrl-C once the broker has a new request record."""
+    known = len(registry_requests())
+    client = subprocess.Popen([console_script("condor_annex"), *args], env=env, cwd=shell.home,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(registry_requests()) > known, "the broker's request record")
+        client.send_signal(signal.SIGINT)
+        _stdout, stderr = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    return client.returncode, stderr
+
+
+def test_ctrl_c_during_extend_or_terminate_says_it_may_have_gone_through(shell):
+    env = {**shell.env, **region_and_bundle(shell)}
+    assert launch(shell, env, "held", 1, 5).returncode == 0
+    for args in (["extend", "--annex-name", "held", "--duration", "8", "--yes"],
+                 ["terminate", "--annex-name", "held", "--yes"]):
+        code, stderr = interrupt_once_sent(shell, env, *args)
+        assert code == 130, stderr
+        assert_speaks_plainly(stderr)
+        assert "nothing further was started" not in stderr, stderr
+        assert "may have gone through" in stderr and "condor_annex status --annex-name held" in stderr, stderr
+        wait_for(lambda: all(i["state"]["S"] == "done" for i in registry_requests()), "the request to finish")
+
+
 # -- 3. extend shows its plan and asks ---------------------------------------------------------
 
 
