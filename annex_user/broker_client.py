@@ -94,3 +94,17 @@ def sent_then_interrupted(doing: str, annex_name: str, again: str) -> Interrupte
         "the request had been sent, and the broker carries it out whatever happens to this command",
         f"See it with `condor_annex status --annex-name {annex_name}`. {again}",
     )
+
+
+def instance_rows(broker: Broker, params: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """Every instance row status lists, page after page (each page is one broker answer, well
+    under Lambda's limit)."""
+    rows: list[dict[str, Any]] = []
+    page: str | None = None
+    while True:
+        asked = {**params, "instances": True, **({"page": page} if page else {})}
+        answer = broker.ask("status", asked, what)
+        rows += answer.get("instances", [])
+        page = answer.get("next_page")
+        if not page:
+            return rows

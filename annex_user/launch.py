@@ -22,11 +22,12 @@ from annex_cloud.broker.requests import (
     MIN_IDLE_MINUTES,
 )
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
-from annex_common.errors import AwsFailure, BadInput
+from annex_cloud.tags import LIVE_STATES
+from annex_common.errors import AnnexError, AwsFailure, BadInput
 from annex_common.times import local_times_in
 from annex_user import expiry as lease
 from annex_user import pending
-from annex_user.broker_client import first_broken
+from annex_user.broker_client import first_broken, instance_rows
 from annex_user.context import AnnexContext, require_project
 from annex_user.pending import PendingLaunch
 
@@ -253,6 +254,15 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = No
         raise
     _answered(command)
     result = LaunchResult(plan, answer)
+    if answer.get("replayed") and result.instance_ids and not _any_live(ctx, plan, result.instance_ids):
+        # The broker's record answers for a launch carried out earlier; what it launched has ended.
+        raise AnnexError(
+            f"the launch of annex {plan.params['annex_name']} sent earlier (request {plan.request_id}) was carried out "
+            "and has since ended",
+            f"none of its {len(result.instance_ids)} instance(s) is live now: the annex was terminated or its lease "
+            "ended; nothing new was launched",
+            "Run the same command again to launch anew: this machine no longer keeps that request.",
+        )
     if not result.instance_ids:
         raise AwsFailure(
             f"no instance of annex {plan.params['annex_name']} could be launched",
@@ -260,6 +270,14 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = No
             "Try again later, with --spot or another --instance-type.",
         )
     return result
+
+
+def _any_live(ctx: AnnexContext, plan: LaunchPlan, instance_ids: list[str]) -> bool:
+    """Whether any of these instances of the annex is live now, as the broker's status lists it."""
+    launched = set(instance_ids)
+    rows = instance_rows(ctx.broker, {"annex_name": plan.params["annex_name"]},
+                         f"could not read annex {plan.params['annex_name']}")
+    return any(row["instance_id"] in launched and row["state"] in LIVE_STATES for row in rows)
 
 
 def _answered(command: str | None) -> None:

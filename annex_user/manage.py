@@ -10,7 +10,8 @@ from typing import Any
 
 from annex_common.errors import BadInput
 from annex_user import expiry as lease
-from annex_user.broker_client import first_broken, sent_then_interrupted
+from annex_user import pending
+from annex_user.broker_client import first_broken, instance_rows, sent_then_interrupted
 from annex_user.context import AnnexContext
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_cloud.tags import LIVE_STATES
@@ -97,23 +98,11 @@ def annex_status(
     joined, note = _ask_collector(condor_config)
     rows = [
         StatusRow(row, None if joined is None else bool(joined.get(row["instance_id"])))
-        for row in (_instance_rows(ctx, params) if instances or joined is not None else [])
+        for row in (instance_rows(ctx.broker, params, "could not read the project's instances")
+                    if instances or joined is not None else [])
     ]
     return StatusReport(answer.get("annexes", []), rows, note, answer.get("caps", {}),
                         answer.get("price_source", ""), str(answer.get("project_id", "")), answer.get("totals", {}))
-
-
-def _instance_rows(ctx: AnnexContext, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every instance row, page after page (each page is one broker answer, well under Lambda's limit)."""
-    rows: list[dict[str, Any]] = []
-    page: str | None = None
-    while True:
-        asked = {**params, "instances": True, **({"page": page} if page else {})}
-        answer = ctx.broker.ask("status", asked, "could not read the project's instances")
-        rows += answer.get("instances", [])
-        page = answer.get("next_page")
-        if not page:
-            return rows
 
 
 def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, str]:
@@ -270,4 +259,5 @@ def terminate_annex(ctx: AnnexContext, annex_name: str) -> TerminateResult:
         raise sent_then_interrupted(
             "terminating", annex_name, "Terminate it again if it still has live instances (one already gone is said so)."
         ) from None
+    pending.forget_annex(ctx.bundle.project_id, annex_name)
     return TerminateResult(annex_name, answer["instance_ids"], answer["objects_removed"], bool(answer["already_gone"]))

@@ -111,14 +111,20 @@ def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_comma
     assert not [p for p in state.rglob("*") if p.is_file()]
 
 
-def interrupt_once_sent(shell, env, *args: str) -> tuple[int, str]:
-    """Run condor_annex with ``args`` and press Ctrl-C once the broker has a new request record."""
+def interrupt_once_sent(shell, emulator, env, *args: str) -> tuple[int, str]:
+    """Run condor_annex with ``args`` and press Ctrl-C once the broker has a new request record,
+    while the emulator is held still, so that the broker cannot answer first however quick it is."""
     known = len(registry_requests())
     client = subprocess.Popen([console_script("condor_annex"), *args], env=env, cwd=shell.home,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(registry_requests()) > known, "the broker's request record")
-        client.send_signal(signal.SIGINT)
+        emulator.process.send_signal(signal.SIGSTOP)
+        try:
+            client.send_signal(signal.SIGINT)
+            client.wait(timeout=60)
+        finally:
+            emulator.process.send_signal(signal.SIGCONT)
         _stdout, stderr = client.communicate(timeout=60)
     finally:
         if client.poll() is None:
@@ -126,12 +132,44 @@ def interrupt_once_sent(shell, env, *args: str) -> tuple[int, str]:
     return client.returncode, stderr
 
 
-def test_ctrl_c_during_extend_or_terminate_says_it_may_have_gone_through(shell):
+def kept_requests(shell) -> list:
+    state = shell.home / ".local" / "state" / "condor-annex"
+    return [p for p in state.rglob("*.json")] if state.exists() else []
+
+
+def test_an_interrupted_launch_whose_annex_has_ended_is_never_reported_as_running(shell, aws):
+    env = {**shell.env, **region_and_bundle(shell)}
+    ec2 = make_clients(region="us-east-1").ec2  # the administrator's keys: the lease "ends" here
+    for name in ("lapsed", "ended"):
+        command = ["--project-id", PROJECT, "--duration", "5", "--instances", "1", "--annex-name", name, "--yes"]
+        code, stderr = interrupt_once_sent(shell, aws, env, *command)
+        assert code == 130, stderr
+        wait_for(lambda: all(i["state"]["S"] == "done" for i in registry_requests()), "the launch to finish")
+        assert kept_requests(shell)
+        (launched,) = live_of(status_rows(shell, env), name)
+        if name == "lapsed":
+            ec2.terminate_instances(InstanceIds=[launched])  # as the enforcer does at the lease end
+            again = shell.run("condor_annex", *command, env=env)
+            assert again.returncode == 1, again.output
+            assert "Launched" not in again.stdout and "Watch it" not in again.stdout, again.output
+            assert "was carried out and has since ended" in again.stderr, again.stderr
+            assert "Run the same command again to launch anew" in again.stderr, again.stderr
+        else:
+            ended = shell.run("condor_annex", "terminate", "--annex-name", name, "--yes", env=env)
+            assert ended.returncode == 0, ended.output
+        assert not kept_requests(shell)  # forgotten: the same command is a new launch
+        anew = shell.run("condor_annex", *command, env=env)
+        assert anew.returncode == 0 and "Launched 1 of 1" in anew.stdout, anew.output
+        assert "earlier" not in anew.output
+        assert live_of(status_rows(shell, env), name) != [launched]
+
+
+def test_ctrl_c_during_extend_or_terminate_says_it_may_have_gone_through(shell, aws):
     env = {**shell.env, **region_and_bundle(shell)}
     assert launch(shell, env, "held", 1, 5).returncode == 0
     for args in (["extend", "--annex-name", "held", "--duration", "8", "--yes"],
                  ["terminate", "--annex-name", "held", "--yes"]):
-        code, stderr = interrupt_once_sent(shell, env, *args)
+        code, stderr = interrupt_once_sent(shell, aws, env, *args)
         assert code == 130, stderr
         assert_speaks_plainly(stderr)
         assert "nothing further was started" not in stderr, stderr
