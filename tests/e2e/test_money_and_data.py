@@ -111,14 +111,22 @@ def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_comma
     assert not [p for p in state.rglob("*") if p.is_file()]
 
 
-def interrupt_once_sent(shell, emulator, env, *args: str) -> tuple[int, str]:
-    """Run condor_annex with ``args`` and press Ctrl-C once the broker has a new request record,
-    while the emulator is held still, so that the broker cannot answer first however quick it is."""
-    known = len(registry_requests())
+def interrupt_once_sent(shell, emulator, env, *args: str, invokes: int) -> tuple[int, str]:
+    """Run condor_annex with ``args`` and press Ctrl-C once the emulator has its ``invokes``-th
+    broker Invoke (the request that changes things), holding the emulator still meanwhile, so that
+    the broker cannot answer first however quick it is. Returns once the broker has finished it."""
+    records = len(registry_requests())
+    offset = emulator.log_offset()
+
+    def sent() -> bool:
+        with open(emulator.log_path, "rb") as log:
+            log.seek(offset)
+            return len(re.findall(rb" api-call \S+ lambda Invoke$", log.read(), re.M)) >= invokes
+
     client = subprocess.Popen([console_script("condor_annex"), *args], env=env, cwd=shell.home,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: len(registry_requests()) > known, "the broker's request record")
+        wait_for(sent, "the broker's Invoke")
         emulator.process.send_signal(signal.SIGSTOP)
         try:
             client.send_signal(signal.SIGINT)
@@ -129,6 +137,9 @@ def interrupt_once_sent(shell, emulator, env, *args: str) -> tuple[int, str]:
     finally:
         if client.poll() is None:
             client.kill()
+    # The broker carries the request out whatever happened to the command.
+    wait_for(lambda: (found := registry_requests()) and len(found) > records
+             and all(i["state"]["S"] == "done" for i in found), "the request to finish")
     return client.returncode, stderr
 
 
@@ -142,9 +153,8 @@ def test_an_interrupted_launch_whose_annex_has_ended_is_never_reported_as_runnin
     ec2 = make_clients(region="us-east-1").ec2  # the administrator's keys: the lease "ends" here
     for name in ("lapsed", "ended"):
         command = ["--project-id", PROJECT, "--duration", "5", "--instances", "1", "--annex-name", name, "--yes"]
-        code, stderr = interrupt_once_sent(shell, aws, env, *command)
+        code, stderr = interrupt_once_sent(shell, aws, env, *command, invokes=2)  # plan, then launch
         assert code == 130, stderr
-        wait_for(lambda: all(i["state"]["S"] == "done" for i in registry_requests()), "the launch to finish")
         assert kept_requests(shell)
         (launched,) = live_of(status_rows(shell, env), name)
         if name == "lapsed":
@@ -167,14 +177,13 @@ def test_an_interrupted_launch_whose_annex_has_ended_is_never_reported_as_runnin
 def test_ctrl_c_during_extend_or_terminate_says_it_may_have_gone_through(shell, aws):
     env = {**shell.env, **region_and_bundle(shell)}
     assert launch(shell, env, "held", 1, 5).returncode == 0
-    for args in (["extend", "--annex-name", "held", "--duration", "8", "--yes"],
-                 ["terminate", "--annex-name", "held", "--yes"]):
-        code, stderr = interrupt_once_sent(shell, aws, env, *args)
+    for args, invokes in ((["extend", "--annex-name", "held", "--duration", "8", "--yes"], 2),  # plan, then extend
+                          (["terminate", "--annex-name", "held", "--yes"], 1)):
+        code, stderr = interrupt_once_sent(shell, aws, env, *args, invokes=invokes)
         assert code == 130, stderr
         assert_speaks_plainly(stderr)
         assert "nothing further was started" not in stderr, stderr
         assert "may have gone through" in stderr and "condor_annex status --annex-name held" in stderr, stderr
-        wait_for(lambda: all(i["state"]["S"] == "done" for i in registry_requests()), "the request to finish")
 
 
 # -- 3. extend shows its plan and asks ---------------------------------------------------------
