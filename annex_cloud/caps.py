@@ -16,6 +16,35 @@ SPEND_EPSILON = 1e-6
 # "now", measures slightly longer here. Both the broker and the enforcer forgive this much.
 LEASE_CAP_SLACK_SECONDS = 300
 MIN_LEASE_SECONDS = 600  # instances need minutes to boot and join the pool
+# No lease may end further ahead than this: far beyond any lease cap (MAX_CAP_LEASE_HOURS), and
+# near enough that every time reckoned from a lease end (its token's end, say) is a valid date.
+MAX_LEASE_AHEAD_SECONDS = 10 * 366 * 24 * 3600
+
+
+def lease_end_problem(seconds_ahead: float, running_annex: str | None = None) -> tuple[str, str, str] | None:
+    """The one rule (and its words: what, why, next) for how far from now a lease may end, which
+    the client and the broker both apply: not absurdly far, nor too near to be of use. For an
+    annex already running (``running_annex``, an extension), ending it that soon is terminate's
+    work, and the words say so. None when the end is fine."""
+    if seconds_ahead > MAX_LEASE_AHEAD_SECONDS:
+        return (
+            "the lease would end more than ten years from now",
+            "no lease may last that long: a project's lease cap is a year at most",
+            "Pass a nearer --expiry or fewer --duration hours, within your project's lease cap.",
+        )
+    if seconds_ahead >= MIN_LEASE_SECONDS:
+        return None
+    if running_annex:
+        return (
+            "the lease would end less than 10 minutes from now",
+            f"annex {running_annex} is already running: to end it that soon is to terminate it",
+            f"Run `condor_annex terminate --annex-name {running_annex}` to end it now, or pass a later end.",
+        )
+    return (
+        "the lease would end less than 10 minutes from now",
+        "instances need several minutes to boot and join the pool",
+        "Pass a later --expiry or a longer --duration.",
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import botocore.exceptions
 
 from annex_cloud.identity import function_arn, request_digest, sign_identity_proof, sts_endpoint
 from annex_common.aws import AwsClients, aws_errors, error_code, invoke_function
-from annex_common.errors import AwsFailure, BadInput
+from annex_common.errors import AwsFailure, BadInput, Interrupted
 from annex_common.times import local_times_in
 
 
@@ -84,3 +84,27 @@ def first_broken(plan: dict[str, Any], what: str) -> BadInput | None:
         also = "; ".join(local_times_in(str(b.get("what", ""))) for b in breaks[1:])
         error.why = f"{error.why}; it would also break a cap: {also}" if error.why else f"it would also break a cap: {also}"
     return error
+
+
+def sent_then_interrupted(doing: str, annex_name: str, again: str) -> Interrupted:
+    """Ctrl-C while a request that changes an annex was with the broker: the broker carries it
+    out whatever happens here, so it may have gone through; say so, and how to see it."""
+    return Interrupted(
+        f"interrupted while the broker was {doing} annex {annex_name}: it may have gone through",
+        "the request had been sent, and the broker carries it out whatever happens to this command",
+        f"See it with `condor_annex status --annex-name {annex_name}`. {again}",
+    )
+
+
+def instance_rows(broker: Broker, params: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """Every instance row status lists, page after page (each page is one broker answer, well
+    under Lambda's limit)."""
+    rows: list[dict[str, Any]] = []
+    page: str | None = None
+    while True:
+        asked = {**params, "instances": True, **({"page": page} if page else {})}
+        answer = broker.ask("status", asked, what)
+        rows += answer.get("instances", [])
+        page = answer.get("next_page")
+        if not page:
+            return rows

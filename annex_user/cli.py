@@ -74,7 +74,7 @@ def _bundle_path(credentials: str | None) -> Path:
     return path
 
 
-def _lease_end(expiry: str | None, duration: float | None, now):
+def _lease_end(expiry: str | None, duration: float | None, now, running_annex: str | None = None):
     from annex_common.errors import BadInput
     from annex_user import expiry as lease
 
@@ -84,7 +84,9 @@ def _lease_end(expiry: str | None, duration: float | None, now):
             "both were given" if expiry is not None else "neither was given",
             "Pass --expiry 'YYYY-MM-DD HH:MM' or --duration HOURS.",
         )
-    return lease.parse_expiry(expiry, now=now) if expiry is not None else lease.parse_duration(duration, now=now)
+    if expiry is not None:
+        return lease.parse_expiry(expiry, now=now, running_annex=running_annex)
+    return lease.parse_duration(duration, now=now, running_annex=running_annex)
 
 
 @app.command()
@@ -170,14 +172,12 @@ def launch(
 
 
 def _launch_interrupted(plan):
-    from annex_common.errors import Interrupted
+    from annex_user.broker_client import sent_then_interrupted
 
-    name = plan.annex_name
-    return Interrupted(
-        f"interrupted while the broker was launching annex {name}: the launch may have gone through",
-        "the request had been sent, and the broker carries it out whatever happens to this command",
-        f"See it with `condor_annex status --annex-name {name}`. Run the same command again for the broker's "
-        f"answer: it sends the same request ({plan.request_id}), which is never launched twice.",
+    return sent_then_interrupted(
+        "launching", plan.annex_name,
+        f"Run the same command again for the broker's answer: it sends the same request ({plan.request_id}), "
+        "which is never launched twice.",
     )
 
 
@@ -220,11 +220,11 @@ def _launch_plan_rows(plan) -> PlanRows:
         f"[bold]Annex {plan.annex_name}[/] for project {plan.project_id} (owner {plan.owner})",
         [
             ("instances", f"{_instances_of(plan.count, plan.instance_types)} ({'spot' if plan.spot else 'on-demand'})"),
-            ("lease ends", f"{format_local(plan.expiry)}  ({plan.lease_hours:.1f} h)"),
+            ("lease ends", f"{format_local(plan.expiry)}  ({plan.lease_hours:.1f} h from launch)"),
             ("idle shutdown", f"after {plan.params['idle_minutes']} min unclaimed"),
             _price_row(plan.hourly_low, plan.hourly_high),
             _most_cost_row(plan.most_cost, plan.price_source, "; spot capped at the on-demand price" if plan.spot else ""),
-            _caps_row(plan.live_instances + plan.count, plan.committed_spend + plan.most_cost, plan.caps),
+            _caps_row(plan.live_instances + plan.count, plan.committed_after, plan.caps),
             # A recorded pool's description names its collector; her own pool's does not.
             ("pool", f"{plan.collector_host}; {plan.security_description}" if plan.source else plan.security_description),
         ],
@@ -233,18 +233,20 @@ def _launch_plan_rows(plan) -> PlanRows:
 
 def _extension_plan_rows(plan: dict) -> PlanRows:
     from annex_user.expiry import format_local, from_tag
+    from annex_user.manage import committed_after_extension
 
     old = [from_tag(tag) for tag in plan["old_expiries"]]
     old_text = " / ".join(format_local(end) for end in old if end) or "none"
     verb = "Shorten" if plan.get("shortens") else "Extend"
     rows = [
         ("instances", _instances_of(len(plan["instance_ids"]), plan["instance_types"])),
-        ("lease ends", f"{old_text} -> {format_local(from_tag(plan['expiry']))}  ({plan['lease_hours']:.1f} h from launch)"),
+        ("lease ends", f"{old_text} -> {format_local(from_tag(plan['expiry']))}  ({plan['hours_from_now']:.1f} h from "
+                       f"now; {plan['lease_hours']:.1f} h from launch, as the lease cap counts it)"),
         _price_row(plan["hourly"], plan["hourly"]),
         _most_cost_row(plan["most_cost"], plan["price_source"], span=" from now to the new end"),
         ("adds", f"[bold]{_signed_usd(plan['adds'])}[/] to what it could still cost (${plan['cost_before']:,.2f} "
                  "on today's lease)"),
-        _caps_row(plan["live_instances"], plan["committed_spend"] + plan["most_cost"], plan["caps"]),
+        _caps_row(plan["live_instances"], committed_after_extension(plan), plan["caps"]),
     ]
     if plan.get("token_id"):
         rows.append(("pool token", f"a new one to the new end, with the same id (jti) {plan['token_id']}"))
@@ -265,7 +267,7 @@ def _caps_row(instances: int, committed: float, caps: dict) -> tuple[str, str]:
     """The project's figures once this is done, against its caps."""
     return "project caps", (f"{instances}/{caps['max_instances']:g} instances, "
                             f"${committed:,.2f}/${caps['max_spend_usd']:,.2f} committed, "
-                            f"lease ≤ {caps['max_lease_hours']:g} h")
+                            f"lease ≤ {caps['max_lease_hours']:g} h from launch")
 
 
 def _signed_usd(value: float) -> str:
@@ -326,14 +328,13 @@ def status(
             print_json([row.to_json(now) for row in report.rows])
             return
         if not report.summaries:
-            scope = f"annex {annex_name}" if annex_name else f"project {ctx.bundle.project_id}"
+            scope = f"annex {annex_name}" if annex_name else f"project {report.project_id}"
             out.print(f"No live instances in {scope}.")
-            return
-        if instances:
+        elif instances:
             _print_instances(report, now)
         else:
             _print_annexes(report, now)
-        _print_totals(report, ctx.bundle.project_id)
+        _print_totals(report)
         # Each annex's token id: what the pool administrator revokes it by, before its lease ends.
         for annex in report.summaries:
             if annex.get("token_id"):
@@ -388,15 +389,18 @@ def _print_instances(report, now) -> None:
     print_table(out, table, prose={"Lease ends"})
 
 
-def _print_totals(report, project_id: str) -> None:
+def _print_totals(report) -> None:
+    """The whole project against its caps, on every status. Cost so far is of the instances EC2
+    still lists (live or shutting down): an ended instance is no longer counted, and it says so."""
     totals = report.totals()
     cap_instances, cap_spend = totals.get("cap_max_instances"), totals.get("cap_max_spend_usd")
     out.print(
-        f"Project {project_id}: {totals['live_instances']} live instance(s)"
+        f"Project {report.project_id}: {totals['live_instances']} live instance(s)"
         + (f" of {cap_instances:g} allowed" if cap_instances is not None else "")
-        + f"; cost so far {_usd(totals['cost_so_far_usd'])}; can still cost {_usd(totals['can_still_cost_usd'])}"
+        + f"; they can still cost {_usd(totals['can_still_cost_usd'])}"
         + (f" of the ${cap_spend:,.2f} spend cap" if cap_spend is not None else "")
-        + " (prices: " + (report.price_source or "unknown") + ")."
+        + f". Instances not yet ended have cost {_usd(totals['cost_so_far_usd'])} so far (ended ones are not "
+        + "counted; prices: " + (report.price_source or "unknown") + ")."
     )
 
 
@@ -421,7 +425,7 @@ def extend(
         from annex_user.manage import extend_lease, extend_params, extension_refusal, extension_summary, plan_extension
 
         ctx = open_context(_bundle_path(credentials))
-        new_end = _lease_end(expiry, duration, ctx.now)
+        new_end = _lease_end(expiry, duration, ctx.now, running_annex=annex_name)
         params = extend_params(ctx, annex_name, new_end, shorten)
         with waiting(f"Asking the broker about extending {annex_name}"):
             plan = plan_extension(ctx, params, show_broken=True)

@@ -7,11 +7,9 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from annex_common.errors import BadInput
-from annex_cloud.caps import MIN_LEASE_SECONDS
+from annex_cloud.caps import lease_end_problem
 from annex_common.times import format_local, format_local_short  # noqa: F401  (the one rule, re-exported)
 from annex_cloud.expiry import format_expiry_tag, parse_expiry_tag
-
-MIN_LEASE = timedelta(seconds=MIN_LEASE_SECONDS)
 
 # 'YYYY-MM-DD HH:MM' (or T), seconds allowed only as :00, then a zone: Z, UTC, an offset
 # (+01:00, -0500, +03), or the local zone's abbreviation as this tool prints it (CET).
@@ -22,7 +20,8 @@ _EXPIRY = re.compile(
 FORMS = "'YYYY-MM-DD HH:MM' (local time), with UTC or Z, or with an offset, e.g. '2026-12-18 23:59-05:00'"
 
 
-def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) -> datetime:
+def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None,
+                 running_annex: str | None = None) -> datetime:
     """'YYYY-MM-DD HH:MM' in local time, or with a zone: Z, UTC, an offset, or the local zone's
     abbreviation (the forms this tool prints). A lease ends on a whole minute: seconds other than
     :00 are refused (every time shown is to the minute). A local time that does not exist
@@ -55,7 +54,7 @@ def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None) ->
         in_utc = moment.astimezone(timezone.utc)
     except (OverflowError, ValueError, OSError) as exc:
         raise _out_of_range(raw) from exc
-    return check_future(in_utc, now=now)
+    return check_future(in_utc, now=now, running_annex=running_annex)
 
 
 def _wall_time(raw: str, form: re.Match[str]) -> datetime:
@@ -154,31 +153,32 @@ def _out_of_range(raw: str) -> BadInput:
     )
 
 
-def parse_duration(hours: float, *, now: datetime) -> datetime:
+def parse_duration(hours: float, *, now: datetime, running_annex: str | None = None) -> datetime:
     if hours is None or not math.isfinite(hours) or hours <= 0:
         raise BadInput(
             f"--duration {hours} is not a positive number of hours",
             "a lease must last some time",
             "Pass for example --duration 48.",
         )
-    if hours > 24 * 366 * 10:
-        raise BadInput(f"--duration {hours} is absurdly long", "more than ten years", "Pass fewer hours.")
+    # Checked before the end is reckoned: an absurd length has no date.
+    problem = lease_end_problem(hours * 3600, running_annex)
+    if problem:
+        raise BadInput(*problem)
     return (now + timedelta(hours=hours)).replace(microsecond=0)
 
 
-def check_future(expiry: datetime, *, now: datetime) -> datetime:
+def check_future(expiry: datetime, *, now: datetime, running_annex: str | None = None) -> datetime:
+    """A lease end in the future, neither too near nor too far (``running_annex``: the annex an
+    extension moves, which changes the words for too near)."""
     if expiry <= now:
         raise BadInput(
             f"the expiry {format_local(expiry)} is in the past",
             f"it is now {format_local(now)}",
             "Pass a future time with --expiry, or use --duration HOURS.",
         )
-    if expiry - now < MIN_LEASE:
-        raise BadInput(
-            f"the expiry {format_local(expiry)} is less than 10 minutes away",
-            "instances need several minutes to boot and join the pool",
-            "Pass a later --expiry or a longer --duration.",
-        )
+    problem = lease_end_problem((expiry - now).total_seconds(), running_annex)
+    if problem:
+        raise BadInput(*problem)
     return expiry
 
 

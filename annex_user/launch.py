@@ -22,11 +22,12 @@ from annex_cloud.broker.requests import (
     MIN_IDLE_MINUTES,
 )
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
-from annex_common.errors import AwsFailure, BadInput
+from annex_cloud.tags import LIVE_STATES
+from annex_common.errors import AnnexError, AwsFailure, BadInput
 from annex_common.times import local_times_in
 from annex_user import expiry as lease
 from annex_user import pending
-from annex_user.broker_client import first_broken
+from annex_user.broker_client import first_broken, instance_rows
 from annex_user.context import AnnexContext, require_project
 from annex_user.pending import PendingLaunch
 
@@ -64,6 +65,12 @@ class LaunchPlan:
     # The launch request's id: the broker carries out one id once, and answers it again.
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     resumed: bool = False  # the same command's earlier request, sent again for its answer
+
+    @property
+    def committed_after(self) -> float:
+        """What the project's live annexes could still cost once this one runs: the figure its
+        spend cap is checked against, in the table and the JSON alike."""
+        return float(self.broker["committed_spend"]) + float(self.broker["most_cost"])
 
     def __getattr__(self, name: str) -> Any:
         # The broker's figures read as attributes: plan.count, plan.most_cost, ...
@@ -247,6 +254,15 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = No
         raise
     _answered(command)
     result = LaunchResult(plan, answer)
+    if answer.get("replayed") and result.instance_ids and not _any_live(ctx, plan, result.instance_ids):
+        # The broker's record answers for a launch carried out earlier; what it launched has ended.
+        raise AnnexError(
+            f"the launch of annex {plan.params['annex_name']} sent earlier (request {plan.request_id}) was carried out "
+            "and has since ended",
+            f"none of its {len(result.instance_ids)} instance(s) is live now: the annex was terminated or its lease "
+            "ended; nothing new was launched",
+            "Run the same command again to launch anew: this machine no longer keeps that request.",
+        )
     if not result.instance_ids:
         raise AwsFailure(
             f"no instance of annex {plan.params['annex_name']} could be launched",
@@ -254,6 +270,14 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = No
             "Try again later, with --spot or another --instance-type.",
         )
     return result
+
+
+def _any_live(ctx: AnnexContext, plan: LaunchPlan, instance_ids: list[str]) -> bool:
+    """Whether any of these instances of the annex is live now, as the broker's status lists it."""
+    launched = set(instance_ids)
+    rows = instance_rows(ctx.broker, {"annex_name": plan.params["annex_name"]},
+                         f"could not read annex {plan.params['annex_name']}")
+    return any(row["instance_id"] in launched and row["state"] in LIVE_STATES for row in rows)
 
 
 def _answered(command: str | None) -> None:
@@ -302,7 +326,7 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
         "prices": plan.prices,
         "price_source": plan.price_source,
         "most_cost_usd": round(plan.most_cost, 4),
-        "committed_spend_usd": round(plan.committed_spend, 4),
+        "committed_spend_usd": round(plan.committed_after, 4),
         "caps": plan.caps,
         "security": plan.source.kind if plan.source is not None else (plan.broker.get("pool") or {}).get("security"),
         "pool": "own" if plan.source is not None else (plan.broker.get("pool") or {}).get("source"),
@@ -315,6 +339,7 @@ def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
 def launch_summary(result: LaunchResult) -> dict[str, Any]:
     """What a launch did, for a script: the plan's figures and the instances that run."""
     return {
+        "dry_run": False,
         **plan_summary(result.plan),
         "instance_ids": result.instance_ids,
         "by_type": result.by_type,

@@ -10,7 +10,8 @@ from typing import Any
 
 from annex_common.errors import BadInput
 from annex_user import expiry as lease
-from annex_user.broker_client import first_broken
+from annex_user import pending
+from annex_user.broker_client import first_broken, instance_rows, sent_then_interrupted
 from annex_user.context import AnnexContext
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
 from annex_cloud.tags import LIVE_STATES
@@ -65,6 +66,7 @@ class StatusReport:
     collector_note: str
     caps: dict[str, float]
     price_source: str
+    project_id: str  # the project the broker answered for (the administrator's record)
     project: dict[str, Any] = field(default_factory=dict)  # the broker's totals of the whole project
 
     def annexes(self) -> list[AnnexSummary]:
@@ -96,23 +98,11 @@ def annex_status(
     joined, note = _ask_collector(condor_config)
     rows = [
         StatusRow(row, None if joined is None else bool(joined.get(row["instance_id"])))
-        for row in (_instance_rows(ctx, params) if instances or joined is not None else [])
+        for row in (instance_rows(ctx.broker, params, "could not read the project's instances")
+                    if instances or joined is not None else [])
     ]
     return StatusReport(answer.get("annexes", []), rows, note, answer.get("caps", {}),
-                        answer.get("price_source", ""), answer.get("totals", {}))
-
-
-def _instance_rows(ctx: AnnexContext, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every instance row, page after page (each page is one broker answer, well under Lambda's limit)."""
-    rows: list[dict[str, Any]] = []
-    page: str | None = None
-    while True:
-        asked = {**params, "instances": True, **({"page": page} if page else {})}
-        answer = ctx.broker.ask("status", asked, "could not read the project's instances")
-        rows += answer.get("instances", [])
-        page = answer.get("next_page")
-        if not page:
-            return rows
+                        answer.get("price_source", ""), str(answer.get("project_id", "")), answer.get("totals", {}))
 
 
 def _ask_collector(condor_config: str | None) -> tuple[dict[str, bool] | None, str]:
@@ -142,6 +132,7 @@ class ExtendResult:
 
     def summary(self) -> dict[str, Any]:
         return {
+            "dry_run": False,
             "annex_name": self.annex_name,
             "instance_ids": self.instance_ids,
             "old_expiries": self.old_expiries,
@@ -164,16 +155,22 @@ def extension_summary(plan: dict[str, Any]) -> dict[str, Any]:
         "lease_hours": round(plan["lease_hours"], 4),
         "most_cost_usd": round(plan["most_cost"], 4),
         "adds_usd": round(plan["adds"], 4),
-        "committed_spend_usd": round(plan["committed_spend"], 4),
+        "committed_spend_usd": round(committed_after_extension(plan), 4),
         "caps": plan["caps"],
         "token_id": plan.get("token_id"),
         "breaks": list(plan.get("breaks") or []),
     }
 
 
+def committed_after_extension(plan: dict[str, Any]) -> float:
+    """What the project's live annexes could still cost once the lease moves (the others', and
+    this annex's to its new end): the figure its spend cap is checked against."""
+    return float(plan["committed_spend"]) + float(plan["most_cost"])
+
+
 def extend_params(ctx: AnnexContext, annex_name: str, new_expiry: datetime, shorten: bool) -> dict[str, Any]:
     validate_annex_name(annex_name)
-    new_expiry = lease.check_future(new_expiry, now=ctx.now)
+    new_expiry = lease.check_future(new_expiry, now=ctx.now, running_annex=annex_name)
     return {"annex_name": annex_name, "expiry": lease.to_tag(new_expiry), "shorten": shorten}
 
 
@@ -209,7 +206,12 @@ def extend_lease(
     params = {**params, "request_id": uuid.uuid4().hex}
     if token is not None:
         params = {**params, "token": base64.b64encode(token).decode()}
-    answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
+    try:
+        answer = ctx.broker.ask("extend", params, f"could not extend annex {params['annex_name']}")
+    except KeyboardInterrupt:
+        raise sent_then_interrupted(
+            "moving the lease of", params["annex_name"], "Extend it again if its lease end is not the one you asked for."
+        ) from None
     return ExtendResult(
         params["annex_name"], answer["instance_ids"], answer.get("old_expiries", []), new_expiry,
         bool(answer.get("token_replaced")), answer,
@@ -251,5 +253,11 @@ class TerminateResult:
 def terminate_annex(ctx: AnnexContext, annex_name: str) -> TerminateResult:
     validate_annex_name(annex_name)
     params = {"annex_name": annex_name, "request_id": uuid.uuid4().hex}  # safe to send twice
-    answer = ctx.broker.ask("terminate", params, f"could not terminate annex {annex_name}")
+    try:
+        answer = ctx.broker.ask("terminate", params, f"could not terminate annex {annex_name}")
+    except KeyboardInterrupt:
+        raise sent_then_interrupted(
+            "terminating", annex_name, "Terminate it again if it still has live instances (one already gone is said so)."
+        ) from None
+    pending.forget_annex(ctx.bundle.project_id, annex_name)
     return TerminateResult(annex_name, answer["instance_ids"], answer["objects_removed"], bool(answer["already_gone"]))

@@ -3,8 +3,8 @@
 A launch interrupted after it was sent (Ctrl-C, a lost connection, a timeout) may have gone
 through. Its request id is kept here, so that the same command run again sends the same request
 and the broker answers from its record of it, never launching twice; it is forgotten once the
-broker has answered. What is kept is no secret: the request's id, its parameters without the
-annex's security material, and the broker's plan. One file per command, in the user's state
+broker has answered, or once the annex is terminated. What is kept is no secret: the request's
+id, its parameters without the annex's security material, and the broker's plan. One file per command, in the user's state
 folder (platformdirs: ``~/.local/state/condor-annex`` on Linux), mode 0600.
 """
 
@@ -85,3 +85,16 @@ def find(command: str, folder: Path | None = None, *, now: float | None = None) 
 def forget(command: str, folder: Path | None = None) -> None:
     """The broker answered: the same command run again is a new launch."""
     ((folder or state_folder()) / f"{command}.json").unlink(missing_ok=True)
+
+
+def forget_annex(project_id: str, annex_name: str, folder: Path | None = None) -> None:
+    """The annex was terminated: a kept launch of it is over, so the command that sent it,
+    run again, is a new launch (never the ended one's answer)."""
+    folder = folder or state_folder()
+    for path in folder.glob("*.json"):
+        try:
+            params = json.loads(path.read_text()).get("params", {})
+        except (OSError, ValueError, AttributeError):  # unreadable: find() drops it in its turn
+            continue
+        if params.get("project_id") == project_id and params.get("annex_name") == annex_name:
+            path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from annex_cloud.broker import pool as pools
 from annex_cloud.broker import requests as asks
 from annex_cloud.broker.commitments import Turn, counted_instances, in_turn
 from annex_cloud.broker.settings import BrokerSettings
-from annex_cloud.caps import MIN_LEASE_SECONDS, Caps
+from annex_cloud.caps import Caps, lease_end_problem
 from annex_cloud.calls import error_code
 from annex_cloud.errors import Busy, Refused
 from annex_cloud.expiry import format_expiry_tag
@@ -126,14 +126,12 @@ def live_instances(call: Call) -> list[AnnexInstance]:
     return counted_instances(call.ec2, call.registry, call.project_id)
 
 
-def lease_hours(call: Call, expiry: datetime, start: datetime) -> float:
-    """Hours from ``start`` to ``expiry``; Refused when the end is too near to be of any use."""
-    if (expiry - call.now).total_seconds() < MIN_LEASE_SECONDS:
-        raise Refused(
-            f"the lease end {format_expiry_tag(expiry)} is less than 10 minutes away",
-            "instances need several minutes to boot and join the pool",
-            "Pass a later --expiry or a longer --duration.",
-        )
+def lease_hours(call: Call, expiry: datetime, start: datetime, running_annex: str | None = None) -> float:
+    """Hours from ``start`` to ``expiry``; Refused when the end is too near to be of any use, or
+    so far ahead that times reckoned from it would be no dates (checked before any is)."""
+    problem = lease_end_problem((expiry - call.now).total_seconds(), running_annex)
+    if problem:
+        raise Refused(*problem)
     return cost.hours_between(start, expiry)
 
 
@@ -146,9 +144,9 @@ def lease_cap_problem(call: Call, hours: float, expiry: datetime, what: str = "l
     if call.caps.allows_lease(hours * 3600):
         return None
     return Refused(
-        f"the {what} of {hours:.1f} hours is beyond the project's lease cap of {cap:g} hours",
-        f"the lease would end {format_expiry_tag(expiry)}",
-        f"Choose an end within {cap:g} hours, or ask your pool administrator to raise the cap.",
+        f"the {what} of {hours:.1f} hours from launch is beyond the project's lease cap of {cap:g} hours",
+        f"the lease would end {format_expiry_tag(expiry)}, and the cap counts a lease from its annex's launch",
+        f"Choose an end within {cap:g} hours of the annex's launch, or ask your pool administrator to raise the cap.",
     )
 
 
@@ -156,10 +154,12 @@ def instance_cap_problem(call: Call, live: int, adding: int) -> Refused | None:
     cap = call.caps.max_instances
     if call.caps.allows_instances(live + adding):
         return None
+    room = cap - live
     return Refused(
-        f"{adding} more instances would break the project's instance cap of {cap}",
+        f"{adding} more {'instance' if adding == 1 else 'instances'} would break the project's instance cap of {cap}",
         f"the project already has {live} live instance(s)",
-        f"Ask for at most {max(cap - live, 0)}, or end another annex first.",
+        f"Ask for at most {room}, or end another annex first." if room > 0 else
+        "The project has no room left: end another annex first, or ask your pool administrator to raise the cap.",
     )
 
 
@@ -456,9 +456,15 @@ def status(call: Call) -> dict[str, Any]:
     name = call.params.get("annex_name")
     if name is not None:
         name = asks.annex_name(call.params)
-    rows = status_rows(call)
+    instances = project_instances(call.ec2, call.project_id, states=STATUS_STATES)
+    if name is not None and not any(i.annex_name == name for i in instances):
+        # An annex it knew that has ended has no live instance; a name it never knew is a mistake.
+        refuse_unknown_annex(call, name, [i for i in instances if i.live])
+    rows = status_rows(call, instances)
     shown = [r for r in rows if name is None or r["annex_name"] == name]
     answer: dict[str, Any] = {
+        # The project the broker answers for (the administrator's record), never the bundle's word.
+        "project_id": call.project_id,
         "annexes": annex_summaries(shown),
         "totals": project_totals(rows),
         "caps": caps_dict(call.caps),
@@ -470,12 +476,12 @@ def status(call: Call) -> dict[str, Any]:
     return answer
 
 
-def status_rows(call: Call) -> list[dict[str, Any]]:
+def status_rows(call: Call, instances: list[AnnexInstance]) -> list[dict[str, Any]]:
     """One row per instance of the project that is live or ending: who, what, where, costs."""
     book = price_book(call)
     remembered = call.registry.annexes(call.project_id)
     rows = []
-    for i in project_instances(call.ec2, call.project_id, states=STATUS_STATES):
+    for i in instances:
         record = remembered.get(i.annex_name)
         hourly = book.hourly_or_unbounded(i.instance_type)
         expiry = i.expiry
@@ -543,7 +549,7 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
             "extend never shortens a lease unless asked to",
             "Pass a later end, or add --shorten to end the lease earlier.",
         )
-    hours = lease_hours(call, ask.expiry, min(i.launch_time or call.now for i in annex))
+    hours = lease_hours(call, ask.expiry, min(i.launch_time or call.now for i in annex), ask.annex_name)
     book = price_book(call)
     require_prices(book, sorted({i.instance_type for i in annex}))
     committed_others = cost.committed_spend([i for i in project if i.annex_name != ask.annex_name], book, call.now)
@@ -561,7 +567,8 @@ def _extend_plan(call: Call, ask: asks.ExtendAsk) -> tuple[dict[str, Any], list[
         "instance_types": sorted({i.instance_type for i in annex}),
         "old_expiries": sorted({i.expiry_tag or "" for i in annex}),
         "expiry": format_expiry_tag(ask.expiry),
-        "lease_hours": hours,
+        "lease_hours": hours,  # from the annex's launch, as the lease cap counts it
+        "hours_from_now": cost.hours_between(call.now, ask.expiry),
         "hourly": sum(book.hourly_or_unbounded(i.instance_type) for i in annex),
         "price_source": book.source,
         "most_cost": annex_cost,
@@ -671,12 +678,8 @@ def end_annex(call: Call) -> dict[str, Any]:
         project = live_instances(call)
         annex = [i for i in project if i.annex_name == name]
         record = call.registry.annex(call.project_id, name)
-        if not annex and record is None and not _seen_in_ec2(call, name):
-            raise Refused(
-                f"project {call.project_id} has no annex named {name}",
-                "the broker never launched an annex of that name, or it ended more than a week ago",
-                closest_annex_hint(name, project),
-            )
+        if not annex and record is None:
+            refuse_unknown_annex(call, name, project)
         ending = end_instances(call.ec2, [i.instance_id for i in annex])
         removed = delete_prefix(call, annex_prefix(call.project_id, name))
         ended = record or AnnexRecord(name, "", "", format_expiry_tag(call.now))
@@ -685,6 +688,18 @@ def end_annex(call: Call) -> dict[str, Any]:
                 **_not_ended(ending)}
 
     return once(call, lambda: locked(call, lambda _turn: work()))
+
+
+def refuse_unknown_annex(call: Call, name: str, live: list[AnnexInstance]) -> None:
+    """Refused, naming the closest live annex, when the broker never knew an annex of this name
+    (it remembers each it launched until a week after it ended); nothing when it did."""
+    if call.registry.annex(call.project_id, name) is not None or _seen_in_ec2(call, name):
+        return
+    raise Refused(
+        f"project {call.project_id} has no annex named {name}",
+        "the broker never launched an annex of that name, or it ended more than a week ago",
+        closest_annex_hint(name, live),
+    )
 
 
 def _not_ended(ending: Ending) -> dict[str, Any]:

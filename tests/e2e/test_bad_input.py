@@ -140,6 +140,9 @@ CASES = {
     "expiry-unparsable": Case(launch(expiry="next tuesday"), "cannot read the expiry"),
     "expiry-beyond-lease-cap": Case(launch(duration="100"), "lease cap"),
     "duration-negative": Case(launch(duration="-3"), "positive number of hours"),
+    # One rule for a lease end absurdly far away, typed either way (the broker refuses it too).
+    "expiry-far-beyond-reach": Case(launch("--dry-run", expiry="9999-12-31 23:59"), "more than ten years from now"),
+    "duration-far-beyond-reach": Case(launch(duration="1e300"), "more than ten years from now"),
     "expiry-and-duration": Case(launch("--expiry", "2030-01-01 00:00", duration="5"), "exactly one"),
     "zero-instances": Case(launch(count="0"), "not a positive whole number"),
     "negative-instances": Case(launch(count="-4"), "not a positive whole number"),

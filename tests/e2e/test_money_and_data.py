@@ -111,6 +111,81 @@ def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_comma
     assert not [p for p in state.rglob("*") if p.is_file()]
 
 
+def interrupt_once_sent(shell, emulator, env, *args: str, invokes: int) -> tuple[int, str]:
+    """Run condor_annex with ``args`` and press Ctrl-C once the emulator has its ``invokes``-th
+    broker Invoke (the request that changes things), holding the emulator still meanwhile, so that
+    the broker cannot answer first however quick it is. Returns once the broker has finished it."""
+    records = len(registry_requests())
+    offset = emulator.log_offset()
+
+    def sent() -> bool:
+        with open(emulator.log_path, "rb") as log:
+            log.seek(offset)
+            return len(re.findall(rb" api-call \S+ lambda Invoke$", log.read(), re.M)) >= invokes
+
+    client = subprocess.Popen([console_script("condor_annex"), *args], env=env, cwd=shell.home,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(sent, "the broker's Invoke")
+        emulator.process.send_signal(signal.SIGSTOP)
+        try:
+            client.send_signal(signal.SIGINT)
+            client.wait(timeout=60)
+        finally:
+            emulator.process.send_signal(signal.SIGCONT)
+        _stdout, stderr = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    # The broker carries the request out whatever happened to the command.
+    wait_for(lambda: (found := registry_requests()) and len(found) > records
+             and all(i["state"]["S"] == "done" for i in found), "the request to finish")
+    return client.returncode, stderr
+
+
+def kept_requests(shell) -> list:
+    state = shell.home / ".local" / "state" / "condor-annex"
+    return [p for p in state.rglob("*.json")] if state.exists() else []
+
+
+def test_an_interrupted_launch_whose_annex_has_ended_is_never_reported_as_running(shell, aws):
+    env = {**shell.env, **region_and_bundle(shell)}
+    ec2 = make_clients(region="us-east-1").ec2  # the administrator's keys: the lease "ends" here
+    for name in ("lapsed", "ended"):
+        command = ["--project-id", PROJECT, "--duration", "5", "--instances", "1", "--annex-name", name, "--yes"]
+        code, stderr = interrupt_once_sent(shell, aws, env, *command, invokes=2)  # plan, then launch
+        assert code == 130, stderr
+        assert kept_requests(shell)
+        (launched,) = live_of(status_rows(shell, env), name)
+        if name == "lapsed":
+            ec2.terminate_instances(InstanceIds=[launched])  # as the enforcer does at the lease end
+            again = shell.run("condor_annex", *command, env=env)
+            assert again.returncode == 1, again.output
+            assert "Launched" not in again.stdout and "Watch it" not in again.stdout, again.output
+            assert "was carried out and has since ended" in again.stderr, again.stderr
+            assert "Run the same command again to launch anew" in again.stderr, again.stderr
+        else:
+            ended = shell.run("condor_annex", "terminate", "--annex-name", name, "--yes", env=env)
+            assert ended.returncode == 0, ended.output
+        assert not kept_requests(shell)  # forgotten: the same command is a new launch
+        anew = shell.run("condor_annex", *command, env=env)
+        assert anew.returncode == 0 and "Launched 1 of 1" in anew.stdout, anew.output
+        assert "earlier" not in anew.output
+        assert live_of(status_rows(shell, env), name) != [launched]
+
+
+def test_ctrl_c_during_extend_or_terminate_says_it_may_have_gone_through(shell, aws):
+    env = {**shell.env, **region_and_bundle(shell)}
+    assert launch(shell, env, "held", 1, 5).returncode == 0
+    for args, invokes in ((["extend", "--annex-name", "held", "--duration", "8", "--yes"], 2),  # plan, then extend
+                          (["terminate", "--annex-name", "held", "--yes"], 1)):
+        code, stderr = interrupt_once_sent(shell, aws, env, *args, invokes=invokes)
+        assert code == 130, stderr
+        assert_speaks_plainly(stderr)
+        assert "nothing further was started" not in stderr, stderr
+        assert "may have gone through" in stderr and "condor_annex status --annex-name held" in stderr, stderr
+
+
 # -- 3. extend shows its plan and asks ---------------------------------------------------------
 
 

@@ -291,6 +291,20 @@ def test_hostile_values_are_refused_by_the_broker_and_named(world, aws, clients)
     assert clients.s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
+def test_a_lease_end_out_of_reach_is_refused_never_a_function_error(world, aws):
+    """The last second a tag can name, and its token's end an hour later (no date): refused in words."""
+    bundle_path, _pool = world
+    params = {"annex_name": "far", "count": 1, "idle_minutes": 15, "spot": False, "expiry": "9999-12-31T23:59:59Z",
+              "job_owner": "alice"}
+    for op in ("plan_launch", "launch"):
+        asked = {**params, **({"request_id": uuid.uuid4().hex} if op == "launch" else {})}
+        answer = raw_invoke(bundle_path, {"op": op, "identity": proof_for(bundle_path, op, asked), "params": asked})
+        assert answer["ok"] is False, answer
+        assert "more than ten years from now" in answer["refused"]["what"], answer
+    aws.enforce_iam(False)
+    assert live() == []
+
+
 # --- the annex's token: its id is recorded and shown, never the token ---------------------------------
 
 
