@@ -44,6 +44,8 @@ def parse_expiry(text: str, *, now: datetime, local_tz: tzinfo | None = None,
             "Pass for example --expiry '2026-12-18 23:59', or use --duration HOURS.",
         )
     wall = _wall_time(raw, form)
+    if wall.year > now.year + 10:  # beyond reach, and (near year 9999) beyond what a zone can convert
+        raise BadInput(*lease_end_problem(math.inf))
     if form["utc"]:
         moment = wall.replace(tzinfo=timezone.utc)
     elif form["sign"]:

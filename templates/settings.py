@@ -172,10 +172,12 @@ class MergedChoices:
 
 def settings_record(settings: StackSettings) -> dict[str, object]:
     """The choices a stack was built with, for its template's Metadata."""
+    # Whose choice the image was is recorded only when known (CloudFormation takes no null).
+    chosen = {} if settings.image_chosen_by_setup is None else {"ImageChosenBySetup": settings.image_chosen_by_setup}
     return {
         "Settings": {
             "ImageId": settings.image_id,
-            "ImageChosenBySetup": settings.image_chosen_by_setup,
+            **chosen,
             "InstanceTypes": list(settings.instance_types),
             "SshCidr": settings.ssh_cidr or NO_SSH,
         }
