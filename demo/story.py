@@ -118,7 +118,6 @@ def main() -> None:
                "One CloudFormation stack: VPC, subnets in several zones, launch templates, an encrypted bucket,\n"
                "the registry, the broker the scientists ask, and a lease enforcer that runs every 5 minutes.")
         run(env, "annex-admin", "setup", "--yes")
-        run(env, "annex-admin", "check-setup")
 
         banner("The administrator records the pool annexes join (once per region)",
                "Its collector, trust domain and a signing key of its own name (ANNEX), kept encrypted in the stack:\n"
@@ -126,6 +125,7 @@ def main() -> None:
         run(env, "annex-admin", "pool", "set", "--collector", "cm.needs-moore-lab.example:9618",
             "--trust-domain", "needs-moore-lab.example", "--signing-key-file", str(write_annex_key(work / "cm")),
             "--key-name", "ANNEX", "--yes")
+        run(env, "annex-admin", "check-setup")  # complete once the pool is recorded
 
         banner("The administrator issues Dr. Needs-Moore's credentials (once per scientist)",
                "An IAM user whose keys may only ask the broker; her project and caps are the administrator's record.")
