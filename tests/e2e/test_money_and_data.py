@@ -74,28 +74,18 @@ def wait_for(check, what: str, timeout: float = 90):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_command_gets_its_answer(shell):
+def test_ctrl_c_during_a_launch_says_it_may_have_gone_through_and_the_same_command_gets_its_answer(shell, aws):
     env = {**shell.env, **region_and_bundle(shell)}
     # The default, time-stamped annex name: a second run names another annex unless it reuses the request.
     command = [console_script("condor_annex"), "--project-id", PROJECT, "--duration", "5", "--instances", "3", "--yes"]
-    client = subprocess.Popen(command, env=env, cwd=shell.home, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        # The broker has the launch request (its record exists) and the client waits for the answer:
-        # the moment a person presses Ctrl-C after answering yes.
-        wait_for(registry_requests, "the broker's request record")
-        client.send_signal(signal.SIGINT)
-        stdout, stderr = client.communicate(timeout=60)
-    finally:
-        if client.poll() is None:
-            client.kill()
-    assert client.returncode == 130, stdout + stderr
+    # Ctrl-C once the broker has the launch request and the client waits for its answer: the
+    # moment a person presses it after answering yes. The broker finishes the launch on its side.
+    code, stderr = interrupt_once_sent(shell, aws, env, *command[1:], invokes=2)  # plan, then launch
+    assert code == 130, stderr
     assert_speaks_plainly(stderr)
     assert "nothing further was started" not in stderr
     assert "may have" in stderr and "condor_annex status" in stderr, stderr
 
-    # The broker finishes the launch on its side.
-    wait_for(lambda: all(i["state"]["S"] == "done" for i in registry_requests()), "the launch to finish")
     first = status_rows(shell, env)
     annexes = {r["annex_name"] for r in first}
     assert len(first) == 3 and len(annexes) == 1
