@@ -26,7 +26,7 @@ from annex_cloud.registry import NodeRecord, ProjectPool, Registry, UserRecord
 from annex_admin.nodes import NodeScope, provide_node_access
 from annex_admin.pool import PoolPlan, apply_pool, plan_pool, recorded_pool, remove_pool
 from annex_common.aws import AwsClients, aws_errors, error_code
-from annex_common.bundle import Bundle, load_bundle, write_bundle
+from annex_common.bundle import Bundle, folder_problem, load_bundle, write_bundle
 from annex_common.errors import AnnexError, BadInput, Declined
 from annex_admin.stack import StackInfo, read_stack
 from templates import contract
@@ -109,6 +109,9 @@ def validate_issue(project_id: str, user: str, caps: CapsChange, output: Path | 
         raise BadInput(f"--output {output} is a directory", "the bundle is a file", "Pass a file path.")
     if not output.parent.exists():
         raise BadInput(f"the folder of --output {output} does not exist", "", "Create it first.")
+    problem = folder_problem(output)
+    if problem:  # found before any key is made, not after
+        raise BadInput(f"cannot write the bundle {output}", problem, "Pass an --output in a folder you can write.")
 
 
 def describe_existing_output(output: Path) -> str | None:

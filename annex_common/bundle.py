@@ -169,6 +169,22 @@ def informational_caps(data: Mapping[str, Any]) -> Caps | None:
         return None
 
 
+def folder_problem(path: Path) -> str | None:
+    """Why no bundle can be written at ``path`` (its folder takes no new file), or None.
+
+    Tried as ``write_bundle`` writes (a new file beside its place), and removed at once: asking
+    the file system is the one sure answer (as root, os.access says yes to /proc)."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=path.expanduser().parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        return f"no new file can be made in {path.expanduser().parent} ({exc.strerror})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def write_bundle(path: Path, bundle: Bundle) -> None:
     """Write atomically with mode 0600 from the first byte (never briefly world-readable)."""
     import tomli_w

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from annex_common.aws import make_clients
 from tests.flows import PROJECT, USER
 
 
@@ -124,14 +125,17 @@ def test_a_pool_value_that_breaks_a_rule_is_refused_in_words(shell, aws, command
     assert aws.aws_requests() == before
 
 
-def test_an_output_where_no_file_can_be_made_says_why_not_that_it_does_not_exist(shell):
+def test_an_output_where_no_file_can_be_made_is_bad_input_before_any_key_is_made(shell):
     from tests.e2e.test_scientist_flow import setup_region_and_bundle
 
     setup_region_and_bundle(shell)
+    iam = make_clients(region="us-east-1").iam
+    keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]]
     result = shell.run("annex-admin", "issue-credentials", "--project-id", PROJECT, "--user", USER,
                        "--output", "/proc/version", "--yes")
-    assert result.returncode == 1, result.output
+    assert result.returncode == 2, result.output
     words = " ".join(result.stderr.split())
-    assert "could not write the bundle /proc/version" in words
-    assert "Why: no new file can be made in /proc (No such file or directory), and the bundle is written beside " \
-           "its place first, then moved there" in words, words
+    assert "cannot write the bundle /proc/version" in words
+    assert "Why: no new file can be made in /proc (No such file or directory)" in words, words
+    # Nothing changed: her key (and so her bundle) is the one she had.
+    assert [k["AccessKeyId"] for k in iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]] == keys
