@@ -743,7 +743,8 @@ def teardown(
         for line in names.lines():
             said.print(f"will remove {line}", markup=False)
         beyond = f", {names.summary()}" if names.summary() else ""
-        question = f"Delete stack {stack_name} in {clients.region}, its bucket{beyond}?"
+        question = (f"Delete stack {stack_name} in {clients.region}, its bucket{beyond}?" if names.stack_exists else
+                    f"Remove what stack {stack_name} left in {clients.region} (the stack itself is gone){beyond}?")
         if live:
             question = f"Terminate {len(live)} annex instance(s), then d{question[1:]}"
         require_confirmation(question, assume_yes=yes)

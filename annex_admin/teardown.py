@@ -172,6 +172,7 @@ class RemovalNames:
     users: list[str]  # the scientists' IAM users
     node_roles: list[str]  # the projects' node roles (each with its instance profile)
     pools: list[str]  # the recorded pools' SSM parameters
+    stack_exists: bool = True  # False: only what a stack deleted earlier left behind
 
     def lines(self) -> list[str]:
         return ([f"IAM user {u} (a scientist's)" for u in self.users]
@@ -207,7 +208,7 @@ def removal_names(clients: AwsClients, stack_name: str) -> RemovalNames:
                     raise
         roles = [role["RoleName"] for role in node_roles_at(clients.iam, path)[1]]
         pools = recorded_parameters(clients, stack_name)
-    return RemovalNames(sorted(users), sorted(roles), pools)
+    return RemovalNames(sorted(users), sorted(roles), pools, stack_exists=raw is not None)
 
 
 def nothing_to_remove(clients: AwsClients, stack_name: str) -> bool:

@@ -134,3 +134,17 @@ def test_with_nothing_to_remove_teardown_says_so_without_asking(shell):
         assert result.returncode == 0, result.output
         assert "Nothing to remove: no stack HTCondorAnnex in us-east-1." in result.stdout
         assert "[y/N]" not in result.output
+
+
+def test_when_only_leftovers_remain_the_question_says_the_stack_is_gone(shell):
+    # What a stack deleted by other means leaves: its recorded pool (kept outside the stack).
+    boto3.client("ssm", region_name=REGION).put_parameter(
+        Name="/condor-annex/HTCondorAnnex/pools/stack", Value="{}", Type="SecureString")
+    assert not stack_exists()
+    asked = shell.run("annex-admin", "teardown", answer="n")
+    assert asked.returncode == 2, asked.output
+    assert "Remove what stack HTCondorAnnex left in us-east-1 (the stack itself is gone)" in asked.stderr, asked.output
+    assert "Delete stack" not in asked.output
+    removed = shell.run("annex-admin", "teardown", "--yes")
+    assert removed.returncode == 0, removed.output
+    assert "recorded pool" in removed.output, removed.output
