@@ -14,8 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-import botocore.exceptions
-
 from annex_cloud import caps as cap_rules
 from annex_cloud.caps import Caps
 from annex_cloud.expiry import format_expiry_tag
@@ -25,7 +23,7 @@ from annex_cloud.pools import PoolSecret, pool_parameter
 from annex_cloud.registry import NodeRecord, ProjectPool, Registry, UserRecord
 from annex_admin.nodes import NodeScope, provide_node_access
 from annex_admin.pool import PoolPlan, apply_pool, plan_pool, recorded_pool, remove_pool
-from annex_common.aws import AwsClients, aws_errors, error_code
+from annex_common.aws import AwsClients, aws_errors, unless_missing
 from annex_common.bundle import Bundle, folder_problem, load_bundle, write_bundle
 from annex_common.errors import AnnexError, BadInput, Declined
 from annex_admin.stack import StackInfo, read_stack
@@ -180,14 +178,9 @@ class IamUser:
 
 def existing_user(clients: AwsClients, user: str) -> IamUser | None:
     """The IAM user, or None when there is no such user."""
-    try:
-        found = clients.iam.get_user(UserName=user)["User"]
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return None
-        with aws_errors(f"could not look up the IAM user {user}"):
-            raise
-    return IamUser.of(found)
+    with aws_errors(f"could not look up the IAM user {user}"):
+        found = unless_missing(lambda: clients.iam.get_user(UserName=user))
+    return IamUser.of(found["User"]) if found else None
 
 
 def _home_of(found: IamUser) -> tuple[str, str] | None:
@@ -345,7 +338,7 @@ def plan_issue(clients: AwsClients, request: IssueRequest) -> IssuePlan:
                      + ("; her bundle still shows the caps it was issued with, the broker applies the new ones"
                         if previous is not None and previous != caps else ""))
     elif has_keys:
-        lines.append(f"her current access key is deleted once the new bundle is written: the bundle she has stops "
+        lines.append("her current access key is deleted once the new bundle is written: the bundle she has stops "
                      "working, and she must install the new one (condor_annex import-credentials); "
                      "to change only caps or pool and keep her key, leave out --output")
     replacing = describe_existing_output(request.output) if request.output is not None else None
@@ -574,13 +567,7 @@ def apply_revoke(clients: AwsClients, plan: RevokePlan) -> RevokeResult:
 
 def _detach_policy(iam, user: str, policy_arn: str) -> bool:
     """Detach the scientists' policy from the user; False when it was not attached."""
-    try:
-        iam.detach_user_policy(UserName=user, PolicyArn=policy_arn)
-        return True
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return False
-        raise
+    return unless_missing(lambda: iam.detach_user_policy(UserName=user, PolicyArn=policy_arn)) is not None
 
 
 @dataclass(frozen=True)
@@ -635,11 +622,6 @@ def _own_collector(clients: AwsClients, stack_name: str, project_id: str) -> str
 
 def _key_times(clients: AwsClients, user: str) -> list[datetime] | None:
     """When her access keys were made, oldest first; None when her IAM user is gone."""
-    try:
-        found = clients.iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return None
-        with aws_errors(f"could not list the access keys of {user}"):
-            raise
-    return sorted(k["CreateDate"] for k in found)
+    with aws_errors(f"could not list the access keys of {user}"):
+        found = unless_missing(lambda: clients.iam.list_access_keys(UserName=user))
+    return sorted(k["CreateDate"] for k in found["AccessKeyMetadata"]) if found else None

@@ -22,7 +22,7 @@ import botocore.exceptions
 
 from annex_cloud.nodes import node_role_name
 from annex_cloud.registry import NodeRecord, NodeTemplate, Registry
-from annex_common.aws import AwsClients, aws_errors, error_code
+from annex_common.aws import AwsClients, aws_errors, error_code, unless_missing
 from annex_common.errors import AnnexError, NotReady
 from templates import contract
 from templates.policies import assume_role_document, node_role_policy
@@ -84,20 +84,11 @@ def _tags(scope: NodeScope, project_id: str) -> list[dict[str, str]]:
     ]
 
 
-def _existing(call: Callable[[], Any]) -> Any | None:
-    try:
-        return call()
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return None
-        raise
-
-
 def ensure_role(iam: Any, scope: NodeScope, project_id: str) -> tuple[str, str]:
     """The project's node role with its policy as this version writes it, inside its instance
     profile; (role ARN, profile ARN). Idempotent."""
     name = scope.name(project_id)
-    role = _existing(lambda: iam.get_role(RoleName=name))
+    role = unless_missing(lambda: iam.get_role(RoleName=name))
     if role is None:
         role = iam.create_role(
             RoleName=name, Path=scope.path,
@@ -112,7 +103,7 @@ def ensure_role(iam: Any, scope: NodeScope, project_id: str) -> tuple[str, str]:
             "Remove or rename that role, then run issue-credentials again.",
         )
     iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(scope.policy(project_id)))
-    profile = _existing(lambda: iam.get_instance_profile(InstanceProfileName=name))
+    profile = unless_missing(lambda: iam.get_instance_profile(InstanceProfileName=name))
     if profile is None:
         profile = iam.create_instance_profile(InstanceProfileName=name, Path=scope.path, Tags=_tags(scope, project_id))
     if name not in [r["RoleName"] for r in profile["InstanceProfile"].get("Roles", [])]:
@@ -232,13 +223,13 @@ def _project_problems(
         return [f"no node role recorded; {again}"]
     name = scope.name(project_id)
     iam = clients.iam
-    role = _existing(lambda: iam.get_role(RoleName=name))
+    role = unless_missing(lambda: iam.get_role(RoleName=name))
     if role is None or role["Role"]["Arn"] != record.role_arn:
         return [f"its node role {name} is missing; {again}"]
-    policy = _existing(lambda: iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME))
+    policy = unless_missing(lambda: iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME))
     if policy is None or _document(policy["PolicyDocument"]) != scope.policy(project_id):
         return [f"the policy of {name} is not the one condor-annex writes; {again}"]
-    profile = _existing(lambda: iam.get_instance_profile(InstanceProfileName=name))
+    profile = unless_missing(lambda: iam.get_instance_profile(InstanceProfileName=name))
     if profile is None or [r["RoleName"] for r in profile["InstanceProfile"].get("Roles", [])] != [name]:
         return [f"its instance profile {name} is missing or holds another role; {again}"]
     problems = []

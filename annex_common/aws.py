@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import boto3
 import botocore.config
@@ -49,6 +49,8 @@ ACCESS_DENIED_CODES = {
     "UnrecognizedClientException",
     "InvalidSignatureException",
 }
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -161,6 +163,16 @@ def error_code(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def unless_missing(call: Callable[[], T]) -> T | None:
+    """IAM's answer to ``call``, or None when the entity it names does not exist (NoSuchEntity)."""
+    try:
+        return call()
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        raise
 
 
 @contextlib.contextmanager

@@ -77,8 +77,8 @@ def check_named_bundle(path: Path, named_by: str) -> Path:
     raise BadInput(
         f"cannot use the credentials bundle {path}",
         f"{named_by} names it, and there is no such file",
-        f"Unset CONDOR_ANNEX_CREDENTIALS (the installed bundle, ~/.condor/annex-credentials.toml, is then used) "
-        f"or set it to your bundle's path." if named_by.startswith("$") else
+        "Unset CONDOR_ANNEX_CREDENTIALS (the installed bundle, ~/.condor/annex-credentials.toml, is then used) "
+        "or set it to your bundle's path." if named_by.startswith("$") else
         "Give --credentials the path of your bundle, or leave it out to use the installed one.",
     )
 
