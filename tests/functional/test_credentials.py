@@ -119,16 +119,31 @@ def test_bad_names_are_refused_before_any_call(clients, tmp_path, project, user)
     assert clients.iam.list_users(PathPrefix=contract.USER_PATH)["Users"] == []
 
 
-def test_a_bundle_that_cannot_be_written_keeps_the_earlier_key(clients, tmp_path):
+def test_a_bundle_that_cannot_be_written_keeps_the_earlier_key(clients, tmp_path, monkeypatch):
     """The suite runs as root, for whom file modes block nothing; /proc refuses new files to
-    everyone, so the bundle's folder exists and is not the problem, but the write fails."""
+    everyone, so the bundle's folder exists and is not the problem, but the write fails.
+
+    Found before any key is made (bad input). A folder that stops taking files between that
+    check and the write (a full disk, say, which cannot be made here) is stood in for by
+    skipping the check: the new key is then withdrawn and the earlier one kept."""
+    from annex_admin import credentials
+
     deploy_stack(clients)
     first = issue_bundle(clients, tmp_path / "1.toml")
-    with pytest.raises(AnnexError) as caught:
+
+    def her_keys() -> list[str]:
+        return [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]]
+
+    with pytest.raises(BadInput) as early:
         issue_bundle(clients, Path("/proc/self/annex-bundle.toml"))
-    assert "could not write the bundle" in caught.value.what
-    keys = [k["AccessKeyId"] for k in clients.iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]]
-    assert keys == [first.aws_access_key_id]
+    assert "cannot write the bundle" in early.value.what
+    assert her_keys() == [first.aws_access_key_id]
+
+    monkeypatch.setattr(credentials, "folder_problem", lambda _path: None)
+    with pytest.raises(AnnexError) as late:
+        issue_bundle(clients, Path("/proc/self/annex-bundle.toml"))
+    assert "could not write the bundle" in late.value.what
+    assert her_keys() == [first.aws_access_key_id]
 
 
 # --- the administrator's safety ------------------------------------------------------------
