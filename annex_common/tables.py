@@ -76,6 +76,8 @@ def _print_labelled(console: Any, rows: list[tuple[Any, Any]]) -> None:
     """Labels and values, indented, on a terminal: values beside their labels, wrapping between
     words under themselves; when a value's longest word cannot fit beside them, each label
     with its value under it."""
+    if not rows:  # a record of a one-column table: its title says it all
+        return
     labelled = any(label for label, _ in rows)
     label_width = max(_width(console, label) for label, _ in rows)
     options = console.options.update_width(WIDE)

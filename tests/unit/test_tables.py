@@ -88,3 +88,10 @@ def test_fields_wrap_under_their_value_on_a_terminal_and_stay_one_line_in_a_pipe
     assert all(len(line) <= 40 for line in lines)
     piped = render(40, lambda c: print_fields(c, "Annex deadline", rows), terminal=False)
     assert "  most it costs  $6.05 (prices: the table shipped with condor-annex)" in piped.splitlines()
+
+
+def test_a_one_column_table_too_narrow_is_its_titles():
+    table = Table("Annex")
+    table.add_row("a-rather-long-annex-name-for-the-thesis-deadline")
+    shown = render(30, lambda c: print_table(c, table))
+    assert shown.splitlines() == ["a-rather-long-annex-name-for-the-thesis-deadline"]
