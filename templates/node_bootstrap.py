@@ -44,6 +44,31 @@ def _bootstrap_series() -> str:
 HTCONDOR_SERIES_DEFAULT = _bootstrap_series()
 
 
+# What both loaders do: fetch the bootstrap (a few tries), run it in {mode} only when its SHA-256
+# is {digest}; otherwise say {refused} and fall through to the caller's own ending.
+_FETCH_CHECK_RUN = """script="${{ANNEX_ROOT:-}}{install_path}"
+mkdir -p "${{script%/*}}"
+for attempt in {attempt_list}; do
+  {fetch} && break
+  echo "condor-annex: could not fetch {fetched} (attempt $attempt of {attempts})" >&2
+  [ "$attempt" -lt {attempts} ] && sleep {pause}
+done
+if printf '%s  %s\\n' "$digest" "$script.part" | sha256sum --check --status; then
+  chmod 0755 "$script.part" && mv -f "$script.part" "$script" && exec "$script" {mode}
+fi
+echo "condor-annex: {refused}" >&2
+rm -f "$script.part"
+"""
+
+
+def _fetch_check_run(*, fetch: str, fetched: str, mode: str, refused: str) -> str:
+    return _FETCH_CHECK_RUN.format(
+        fetch=fetch, fetched=fetched, mode=mode, refused=refused, install_path=INSTALL_PATH,
+        attempts=FETCH_ATTEMPTS, attempt_list=" ".join(str(n) for n in range(1, FETCH_ATTEMPTS + 1)),
+        pause=FETCH_PAUSE_SECONDS,
+    )
+
+
 # The loader; {key} and {digest} are filled in here, the three @MARKERS@ by CloudFormation.
 # ANNEX_ROOT and ANNEX_POWEROFF_CMD are the bootstrap's own test hooks (see its header).
 _LOADER = """#!/bin/bash
@@ -53,30 +78,18 @@ ANNEX_REGION='@REGION@'
 export ANNEX_BUCKET ANNEX_REGION
 object='s3://@CODE_BUCKET@/{key}'
 digest='{digest}'
-script="${{ANNEX_ROOT:-}}{install_path}"
-mkdir -p "${{script%/*}}"
-for attempt in {attempt_list}; do
-  aws s3 cp --only-show-errors --region "$ANNEX_REGION" "$object" "$script.part" && break
-  echo "condor-annex: could not fetch $object (attempt $attempt of {attempts})" >&2
-  [ "$attempt" -lt {attempts} ] && sleep {pause}
-done
-if printf '%s  %s\\n' "$digest" "$script.part" | sha256sum --check --status; then
-  chmod 0755 "$script.part" && mv -f "$script.part" "$script" && exec "$script" boot
-fi
-echo "condor-annex: no bootstrap with the SHA-256 this launch template names; powering off" >&2
-rm -f "$script.part"
-# shellcheck disable=SC2086
+{fetch_check_run}# shellcheck disable=SC2086
 ${{ANNEX_POWEROFF_CMD:-systemctl poweroff}}
 """
 
 
 def loader_text(artifact: Artifact) -> str:
     """The loader with its markers @BUCKET@, @REGION@ and @CODE_BUCKET@ still in place."""
-    return _LOADER.format(
-        key=artifact.key, digest=artifact.digest, install_path=INSTALL_PATH,
-        attempts=FETCH_ATTEMPTS, attempt_list=" ".join(str(n) for n in range(1, FETCH_ATTEMPTS + 1)),
-        pause=FETCH_PAUSE_SECONDS,
-    )
+    return _LOADER.format(key=artifact.key, digest=artifact.digest, fetch_check_run=_fetch_check_run(
+        fetch='aws s3 cp --only-show-errors --region "$ANNEX_REGION" "$object" "$script.part"',
+        fetched="$object", mode="boot",
+        refused="no bootstrap with the SHA-256 this launch template names; powering off",
+    ))
 
 
 def user_data(bucket: Any, region: Any, code_bucket: Any, artifact: Artifact | None = None) -> Base64:
@@ -109,19 +122,7 @@ ANNEX_BUILD_RESULT_URL='{result_url}'
 export ANNEX_BUCKET ANNEX_REGION ANNEX_HTCONDOR_SERIES ANNEX_BUILD_RESULT_URL
 source_url='{bootstrap_url}'
 digest='{digest}'
-script="${{ANNEX_ROOT:-}}{install_path}"
-mkdir -p "${{script%/*}}"
-for attempt in {attempt_list}; do
-  curl -sS --fail --max-time 60 -o "$script.part" "$source_url" && break
-  echo "condor-annex: could not fetch the node bootstrap (attempt $attempt of {attempts})" >&2
-  [ "$attempt" -lt {attempts} ] && sleep {pause}
-done
-if printf '%s  %s\\n' "$digest" "$script.part" | sha256sum --check --status; then
-  chmod 0755 "$script.part" && mv -f "$script.part" "$script" && exec "$script" build
-fi
-echo "condor-annex: no bootstrap with the SHA-256 the stack names; the build failed" >&2
-rm -f "$script.part"
-report="$(mktemp)"
+{fetch_check_run}report="$(mktemp)"
 printf 'status=failed\\nreason=no node bootstrap with the SHA-256 the stack names\\n' >"$report"
 curl -sS --fail --max-time 30 -T "$report" "$ANNEX_BUILD_RESULT_URL" >/dev/null
 # shellcheck disable=SC2086
@@ -147,6 +148,9 @@ def builder_user_data(
     chosen = artifact or bootstrap_artifact()
     return _BUILDER.format(
         bucket=bucket, region=region, series=series, result_url=result_url, bootstrap_url=bootstrap_url,
-        digest=chosen.digest, install_path=INSTALL_PATH, attempts=FETCH_ATTEMPTS,
-        attempt_list=" ".join(str(n) for n in range(1, FETCH_ATTEMPTS + 1)), pause=FETCH_PAUSE_SECONDS,
+        digest=chosen.digest, fetch_check_run=_fetch_check_run(
+            fetch='curl -sS --fail --max-time 60 -o "$script.part" "$source_url"',
+            fetched="the node bootstrap", mode="build",
+            refused="no bootstrap with the SHA-256 the stack names; the build failed",
+        ),
     )
