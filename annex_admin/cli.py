@@ -719,8 +719,9 @@ def teardown(
 
         validate_stack_name(stack_name)
         clients = _clients(region, profile)
+        names = removal_names(clients, stack_name)  # found once: for the preview and the question
+        lines = teardown_preview(clients, stack_name, names)
         if dry_run:
-            lines = teardown_preview(clients, stack_name)
             if output is OutputFormat.json:
                 print_json({"stack_name": stack_name, "region": clients.region, "dry_run": True, "would_remove": lines})
                 return
@@ -728,7 +729,7 @@ def teardown(
                 out.print(f"would remove {line}", markup=False)
             out.print("Dry run: nothing was removed." if lines else f"Nothing to remove: no stack {stack_name} in {clients.region}.")
             return
-        if nothing_to_remove(clients, stack_name):
+        if nothing_to_remove(clients, stack_name, lines):
             if output is OutputFormat.json:
                 print_json(TeardownReport().to_dict(stack_name, clients.region))
             else:
@@ -737,16 +738,15 @@ def teardown(
         live = live_annex_instances(clients, stack_name)
         if live and not force:
             raise instances_alive(len(live), stack_name)
-        names = removal_names(clients, stack_name)
         # With JSON on stdout, what it will remove is a message: stderr.
         said = err_console if output is OutputFormat.json else out
         for line in names.lines():
             said.print(f"will remove {line}", markup=False)
         beyond = f", {names.summary()}" if names.summary() else ""
-        question = (f"Delete stack {stack_name} in {clients.region}, its bucket{beyond}?" if names.stack_exists else
-                    f"Remove what stack {stack_name} left in {clients.region} (the stack itself is gone){beyond}?")
-        if live:
-            question = f"Terminate {len(live)} annex instance(s), then d{question[1:]}"
+        removal = (f"delete stack {stack_name} in {clients.region}, its bucket{beyond}" if names.stack_exists else
+                   f"remove what stack {stack_name} left in {clients.region} (the stack itself is gone){beyond}")
+        question = (f"Terminate {len(live)} annex instance(s), then {removal}?" if live
+                    else f"{removal[0].upper()}{removal[1:]}?")
         require_confirmation(question, assume_yes=yes)
         with waiting("Tearing down") as wait:
             report = run_teardown(clients, stack_name, force=force, progress=wait)

@@ -139,9 +139,10 @@ def _remove_built_images(clients: AwsClients, stack_name: str, progress: Progres
                 report.not_removed.append((f"snapshot {snapshot}", f"{error_code(exc)}: {exc.response['Error'].get('Message', '')}"))
 
 
-def teardown_preview(clients: AwsClients, stack_name: str) -> list[str]:
+def teardown_preview(clients: AwsClients, stack_name: str, names: RemovalNames | None = None) -> list[str]:
     """What teardown would remove, in outline, changing nothing: the stack, its live annex
-    instances, the images and snapshots build-image made, the code bucket."""
+    instances, the images and snapshots build-image made, the code bucket, and ``names`` (the
+    users, node roles and pools; found here when not given)."""
     from annex_admin.deploy import account_id
     from annex_admin.image import built_images
 
@@ -162,7 +163,7 @@ def teardown_preview(clients: AwsClients, stack_name: str) -> list[str]:
         lines.append(f"code bucket {bucket}")
     except botocore.exceptions.ClientError:
         pass
-    return lines + removal_names(clients, stack_name).lines()
+    return lines + (names or removal_names(clients, stack_name)).lines()
 
 
 @dataclass(frozen=True)
@@ -211,21 +212,13 @@ def removal_names(clients: AwsClients, stack_name: str) -> RemovalNames:
     return RemovalNames(sorted(users), sorted(roles), pools, stack_exists=raw is not None)
 
 
-def nothing_to_remove(clients: AwsClients, stack_name: str) -> bool:
-    """No stack, and nothing of one that is gone for teardown to find (its images, code bucket,
-    scientists' policy, node roles, recorded pools, tagged network): teardown then says so and
-    asks nothing."""
-    from annex_admin.nodes import node_roles_at
-    from annex_admin.pool import recorded_parameters
-    from annex_cloud.nodes import node_role_path
-
-    if teardown_preview(clients, stack_name) or orphan_scientist_policy(clients, stack_name):
+def nothing_to_remove(clients: AwsClients, stack_name: str, preview: list[str]) -> bool:
+    """No stack, and nothing of one that is gone for teardown to find: nothing in its ``preview``
+    (images, code bucket, users, node roles, recorded pools), no scientists' policy, no tagged
+    network. Teardown then says so and asks nothing."""
+    if preview or orphan_scientist_policy(clients, stack_name):
         return False
     with aws_errors(f"could not look for what stack {stack_name} left"):
-        if any(node_roles_at(clients.iam, node_role_path(stack_name, clients.region))):
-            return False
-        if recorded_parameters(clients, stack_name):
-            return False
         tag_filter = [{"Name": f"tag:{contract.TAG_STACK}", "Values": [stack_name]}]
         return not clients.ec2.describe_vpcs(Filters=tag_filter)["Vpcs"]
 
