@@ -22,12 +22,11 @@ from annex_cloud.broker.requests import (
     MIN_IDLE_MINUTES,
 )
 from annex_cloud.pool_tokens import TOKEN_IDENTITY, TOKEN_MARGIN
-from annex_cloud.tags import LIVE_STATES
 from annex_common.errors import AnnexError, AwsFailure, BadInput
 from annex_common.times import local_times_in
 from annex_user import expiry as lease
 from annex_user import pending
-from annex_user.broker_client import first_broken, instance_rows
+from annex_user.broker_client import first_broken
 from annex_user.context import AnnexContext, require_project
 from annex_user.pending import PendingLaunch
 
@@ -254,7 +253,7 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = No
         raise
     _answered(command)
     result = LaunchResult(plan, answer)
-    if answer.get("replayed") and result.instance_ids and not _any_live(ctx, plan, result.instance_ids):
+    if answer.get("replayed") and result.instance_ids and not answer.get("live_instance_ids"):
         # The broker's record answers for a launch carried out earlier; what it launched has ended.
         raise AnnexError(
             f"the launch of annex {plan.params['annex_name']} sent earlier (request {plan.request_id}) was carried out "
@@ -270,14 +269,6 @@ def execute_launch(ctx: AnnexContext, plan: LaunchPlan, command: str | None = No
             "Try again later, with --spot or another --instance-type.",
         )
     return result
-
-
-def _any_live(ctx: AnnexContext, plan: LaunchPlan, instance_ids: list[str]) -> bool:
-    """Whether any of these instances of the annex is live now, as the broker's status lists it."""
-    launched = set(instance_ids)
-    rows = instance_rows(ctx.broker, {"annex_name": plan.params["annex_name"]},
-                         f"could not read annex {plan.params['annex_name']}")
-    return any(row["instance_id"] in launched and row["state"] in LIVE_STATES for row in rows)
 
 
 def _answered(command: str | None) -> None:

@@ -284,7 +284,12 @@ def launch(call: Call) -> dict[str, Any]:
 
     earlier = earlier_answer(call, request_id, cut_short)
     if earlier is not None:
-        return earlier
+        # Answered earlier: say which of its instances still run, so a client run again after
+        # Ctrl-C never reports an annex that has since ended as launched.
+        launched = set(earlier.get("instance_ids", []))
+        live = sorted(i.instance_id for i in counted_instances(call.ec2, call.registry, call.project_id)
+                      if i.instance_id in launched)
+        return {**earlier, "live_instance_ids": live}
     fleet = FleetResult()
     try:
         result = locked(call, lambda turn: _launch_locked(call, ask, request_id, fleet, turn))
